@@ -1,0 +1,167 @@
+"""Generators (parametrized over the registry), self-attention, frozen extractor, PatchGAN, generator files."""
+import json
+
+import pytest
+import torch
+
+from manga_colorization.core import UserError
+from manga_colorization.models import (GENERATORS, PatchDiscriminator, SelfAttention, UNetGenerator, count_params, load_generator,
+                                       make_generator, receptive_field, save_generator, unet_widths)
+
+SMALL = dict(width=8, depth=5)
+
+
+def small(name, **kw):
+    "A tiny variant of `name` (the Danbooru extractor sees 32² inputs)."
+    opts = dict(SMALL, **kw)
+    if name.endswith("_ext"): opts.setdefault("ext_size", 32)
+    return make_generator(name, **opts)
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("MANGACOLOR_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MANGACOLOR_OFFLINE", "1")
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_forward_backward_64(name):
+    G = small(name).train()
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    y = G(x)
+    assert y.shape == (2, 3, 64, 64)
+    assert torch.isfinite(y).all() and y.abs().max() <= 1
+    (y - torch.rand_like(y)).abs().mean().backward()
+    params = [p for p in G.parameters() if p.requires_grad]
+    assert params and all(p.grad is not None for p in params if p is not getattr(G.attention, "gamma", None))
+    assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+    opt = torch.optim.Adam(G.trainable_parameters(), lr=2e-4)
+    opt.step()
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("hw", [(33, 47), (200, 300), (1, 5)])
+def test_any_size_batch1_eval(name, hw):
+    G = small(name).eval()
+    with torch.no_grad():
+        y = G(torch.rand(1, 1, *hw) * 2 - 1)
+    assert y.shape == (1, 3, *hw) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("upsample", ["transposed", "resize_conv"])
+def test_upsample_options_and_out_ch(name, upsample):
+    G = small(name, upsample=upsample, out_ch=2).eval()
+    with torch.no_grad():
+        assert G(torch.zeros(1, 1, 32, 48)).shape == (1, 2, 32, 48)
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_state_dict_round_trip(name, tmp_path):
+    G = small(name).eval()
+    torch.save(G.state_dict(), tmp_path / "g.pt")
+    G2 = make_generator(**json.loads(json.dumps(G.config))).eval()
+    G2.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True), strict=True)
+    x = torch.rand(1, 1, 40, 40) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(G(x), G2(x))
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_save_load_generator(name, tmp_path):
+    G = small(name).eval()
+    meta = {"size": 64, "input_mode": "gray", "out_ch": 3, "color_space": "rgb"}
+    path = save_generator(G, tmp_path / "run", meta)
+    assert path == tmp_path / "run" / "generator.safetensors" and (tmp_path / "run" / "generator.json").is_file()
+    info = json.loads((tmp_path / "run" / "generator.json").read_text())
+    assert info["generator"] == G.config and info["size"] == 64
+    x = torch.rand(1, 1, 37, 41) * 2 - 1
+    for p in (tmp_path / "run", path, path.with_suffix(".json")):
+        G2, meta2 = load_generator(p)
+        assert meta2 == meta and not G2.training
+        with torch.no_grad():
+            assert torch.equal(G(x), G2(x))
+    ckpt = {"generator": G.state_dict(), "generator_config": G.config, "meta": meta, "epoch": 3}
+    torch.save(ckpt, tmp_path / "last.pt")
+    G3, meta3 = load_generator(tmp_path / "last.pt")
+    assert meta3 == meta
+    with torch.no_grad():
+        assert torch.equal(G(x), G3(x))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UserError, match="nope"):
+        load_generator(tmp_path / "nope")
+    save_generator(small("unet"), tmp_path / "a")
+    (tmp_path / "a" / "generator.json").write_text(json.dumps({"generator": dict(small("unet").config, width=16)}))
+    with pytest.raises(UserError, match="do not fit"):
+        load_generator(tmp_path / "a")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="not a training checkpoint"):
+        load_generator(tmp_path / "bad.pt")
+
+
+def test_seed_unet_count_and_structure():
+    G = make_generator("unet")
+    assert count_params(G) == 54_412_483
+    assert isinstance(G, UNetGenerator) and len(G.downs) == 8 and len(G.ups) == 7
+    assert G.config == dict(name="unet", width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5)
+
+
+def test_unknown_generator_and_option():
+    with pytest.raises(UserError, match="unet, unet_att, unet_ext, unet_att_ext"):
+        make_generator("resnet")
+    with pytest.raises(UserError, match="ext_size"):
+        make_generator("unet", ext_size=64)
+
+
+def test_attention_qk_gradient_spatial_vs_bottleneck():
+    for heads in (1, 2):
+        att = SelfAttention(16, heads=heads)
+        with torch.no_grad(): att.gamma.fill_(0.5)
+        att(torch.randn(2, 16, 6, 6)).square().sum().backward()
+        assert att.query.weight.grad.abs().sum() > 0 and att.key.weight.grad.abs().sum() > 0
+        att.zero_grad()
+        att(torch.randn(2, 16, 1, 1)).square().sum().backward()
+        assert att.query.weight.grad.abs().sum() == 0 and att.key.weight.grad.abs().sum() == 0
+    # inside the generator, after one optimizer step from gamma = 0
+    G = small("unet_att").train()
+    opt = torch.optim.Adam(G.trainable_parameters(), lr=1e-3)
+    x, t = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    for _ in range(2):
+        opt.zero_grad(); (G(x) - t).abs().mean().backward(); opt.step()
+    assert G.attention.gamma.item() != 0
+    assert G.attention.query.weight.grad.abs().sum() > 0 and G.attention.key.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["unet_ext", "unet_att_ext"])
+def test_extractor_frozen(name):
+    G = small(name, ext_spatial=True).train()
+    ext = G.extractor
+    assert not ext.training and not any(m.training for m in ext.modules())
+    assert all(not p.requires_grad for p in ext.parameters())
+    ext_ids = {id(p) for p in ext.parameters()}
+    assert not ext_ids & {id(p) for p in G.trainable_parameters()}
+    before = {k: v.clone() for k, v in ext.state_dict().items()}
+    G(torch.rand(2, 1, 64, 64) * 2 - 1).mean().backward()
+    after = ext.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)     # running stats untouched
+    assert all(p.grad is None for p in ext.parameters())
+    assert {"mean", "std"} <= set(dict(ext.named_buffers()))
+
+
+def test_patch_discriminator():
+    D = PatchDiscriminator()
+    assert receptive_field(D) == 70
+    with torch.device("meta"):
+        assert PatchDiscriminator()(torch.zeros(1, 1, 256, 256), torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+    Ds = PatchDiscriminator(1, 2, n_layers=2, width=8, spectral_norm=True)
+    out = Ds(torch.randn(2, 1, 48, 48), torch.randn(2, 2, 48, 48))
+    out.mean().backward()
+    assert out.shape[:2] == (2, 1)
+
+
+def test_widths():
+    assert unet_widths(16, 5) == (16, 32, 64, 128, 128)
