@@ -487,13 +487,13 @@ def wipe(before: np.ndarray, after: np.ndarray, position: float, height: int = 2
     out[:, max(0, min(cut, size[0] - 1))] = (255, 40, 40)
     return Image.fromarray(out)
 
-# %% ../nbs/10_gallery.ipynb #92c3af0b
+# %% ../nbs/10_gallery.ipynb #7a1f13f8
 def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu", _cache=LRUCache(2)) -> Image.Image:
     "`page` colorized with the generator in `checkpoint` (via `colorize.Colorizer` when installed)."
     colorize = _module("colorize")
-    if colorize is not None and hasattr(colorize, "Colorizer"):
-        colorizer = _cache.get(("colorizer", str(checkpoint), device), lambda: colorize.Colorizer(checkpoint, device=device))
-        return colorizer(page) if callable(colorizer) else colorizer.colorize(page)
+    if colorize is not None and hasattr(getattr(colorize, "Colorizer", None), "from_checkpoint"):
+        colorizer = _cache.get(("colorizer", str(checkpoint), device), lambda: colorize.Colorizer.from_checkpoint(checkpoint, device=device))
+        return colorizer.colorize(page)
     G, meta = _cache.get(("generator", str(checkpoint), device), lambda: _require("models", "colorizing").load_generator(checkpoint, device=device))
     work = int(meta.get("size", 256))
     w, h = page.size; scale = work / max(w, h)
@@ -501,7 +501,7 @@ def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu"
     out = predict_rgb(G, meta, img2tensor(small)[None])[0]
     return Image.fromarray(((out + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
 
-# %% ../nbs/10_gallery.ipynb #e1b6e223
+# %% ../nbs/10_gallery.ipynb #f1e19a5a
 class ResultsBrowser:
     "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
     def __init__(self, path, # grid folder, run folders or a list of them
@@ -527,7 +527,8 @@ class ResultsBrowser:
         self.checkpoint = W.Dropdown(description="checkpoint", style=style)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="page")
         self.go = W.Button(description="Colorize page", icon="paint-brush")
-        self.page_view = W.Image(format="png")
+        self.page_view = W.Image(format="png", layout=W.Layout(display="none"))
+        self.upload.add_class("mc-upload"); self.go.add_class("mc-colorize"); self.page_view.add_class("mc-page")
         self.refresh = W.Button(description="Refresh", tooltip="list new epochs of runs still training", layout=W.Layout(width="90px"))
         self.run.observe(self._on_run, "value"); self.refresh.on_click(lambda _: self._on_run())
         for w in (self.others, self.epoch, self.image): w.observe(self._update, "value")
@@ -577,6 +578,7 @@ class ResultsBrowser:
         finally: self._quiet = False
         ckpts = run_checkpoints(self.by_name[name])
         self.checkpoint.options = [(str(c.relative_to(self.by_name[name])), str(c)) for c in ckpts] or [("(no checkpoint yet)", "")]
+        self.checkpoint.value = self.checkpoint.options[0][1]
         self._update()
 
     def shown(self) -> tuple[list[np.ndarray], list[str]]:
@@ -626,14 +628,18 @@ class ResultsBrowser:
         try:
             page = Image.open(io.BytesIO(bytes(item["content"]))).convert("RGB")
             self.status.value = f"colorizing {item['name']} ({page.width}x{page.height})…"
-            self.page_view.value = _png(colorize_page(page, self.checkpoint.value))
-            self.status.value = f"{item['name']} colorized with {self.checkpoint.value}"
+            result = colorize_page(page, self.checkpoint.value)
+            scale = min(1.0, 2 * self.height / result.height, 800 / result.width)
+            self.page_view.value = _png(result)
+            self.page_view.width, self.page_view.height = str(round(result.width * scale)), str(round(result.height * scale))
+            self.page_view.layout.display = None
+            self.status.value = f"{item['name']} colorized with {self.run.value}/{self.checkpoint.label}"
         except Exception as e:   # a bad upload is the user's, shown in the app rather than raised into the kernel
             self.status.value = f"<span style='color:#b00'>could not colorize {item['name']}: {e}</span>"
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-# %% ../nbs/10_gallery.ipynb #2603a799
+# %% ../nbs/10_gallery.ipynb #e0e3fd8e
 def run_gallery(args) -> int:
     "`mangacolor gallery`: write a comparison gallery (and plots) for grids, runs or checkpoints."
     cmp = compare_grid(list(args.runs), n=args.n, select=args.select, metric=args.metric, seed=args.seed, data=args.data,

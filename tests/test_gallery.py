@@ -13,6 +13,7 @@ from manga_colorization.gallery import (LRUCache, ResultsBrowser, compare_grid, 
                                         plot_final_metrics, read_results, run_name, sample_epochs)
 
 HAS_MODELS = importlib.util.find_spec("manga_colorization.models") is not None
+HAS_IMAGES = any(importlib.util.find_spec(f"manga_colorization.{m}") is not None for m in ("data", "synthetic"))
 
 
 class GrayCopy(torch.nn.Module):
@@ -146,7 +147,7 @@ def test_colorize_page_fallback(tmp_path, monkeypatch):
     assert (arr[..., 0] - arr[..., 1]).mean() > 30   # the red tint came through
 
 
-@pytest.mark.skipif(not HAS_MODELS, reason="manga_colorization.models is not in this install")
+@pytest.mark.skipif(not (HAS_MODELS and HAS_IMAGES), reason="needs manga_colorization.models and data (or synthetic)")
 def test_cli_gallery_on_grid_with_generators(tmp_path):
     from manga_colorization.cli import main
     grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1",), epochs=1, n_images=2, size=32)
