@@ -174,7 +174,7 @@ def danbooru_resnet50(pretrained: bool = True,          # load RF5's Danbooru201
         except RuntimeError as e: raise UserError(f"{file}: does not fit the Danbooru ResNet50 ({str(e).splitlines()[1].strip()[:200]})") from None
     return model.eval()
 
-# %% ../nbs/04_pretrained.ipynb #687ad919
+# %% ../nbs/04_pretrained.ipynb #2a9b73e4
 class DanbooruFeatures(nn.Module):
     "Frozen Danbooru ResNet50 features of images in [-1, 1]: (2048-channel map at 1/32, 512-d pooled vector)."
     def __init__(self, pretrained: bool = True,       # RF5's weights, else random (tests, CPU demos)
@@ -195,7 +195,8 @@ class DanbooruFeatures(nn.Module):
         if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
         x = ((x + 1) / 2 - self.mean) / self.std
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=not torch.onnx.is_in_onnx_export())   # ONNX has no antialiased resize
         return x
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

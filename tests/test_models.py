@@ -165,3 +165,41 @@ def test_patch_discriminator():
 
 def test_widths():
     assert unet_widths(16, 5) == (16, 32, 64, 128, 128)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_forward_padded_exports_to_onnx_with_dynamic_size(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+    class Core(torch.nn.Module):
+        def __init__(self, G): super().__init__(); self.G = G
+        def forward(self, x): return self.G.forward_padded(x)
+
+    G = small("unet_att").eval()
+    core = Core(G).eval()
+    torch.onnx.export(core, (torch.zeros(1, 1, 64, 96),), str(tmp_path / "g.onnx"), input_names=["gray"], output_names=["color"],
+                      dynamic_axes={"gray": {0: "b", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(str(tmp_path / "g.onnx"))
+    x = torch.rand(2, 1, 32, 128) * 2 - 1
+    with torch.no_grad():
+        ref = G.eval().forward_padded(x)
+    out = sess.run(None, {"gray": x.numpy()})[0]
+    assert out.shape == (2, 3, 32, 128) and abs(out - ref.numpy()).max() < 1e-4
+
+
+def test_pad_is_centred_and_cropped_back():
+    G = small("unet")
+    x = torch.rand(1, 1, 20, 50)
+    padded, (top, left) = G.pad(x)
+    assert padded.shape[-2:] == (32, 64) and (top, left) == (6, 7)
+    assert torch.equal(padded[..., top:top + 20, left:left + 50], x)
+
+
+def test_model_table_small():
+    from manga_colorization.models import model_table, markdown_table
+    rows = model_table(64, width=8, depth=5, ext_size=32)
+    names = [r["model"] for r in rows]
+    assert set(GENERATORS) <= set(names) and "PatchDiscriminator" in names
+    assert all(r["gflops"] > 0 and r["params_m"] > 0 for r in rows)
+    assert markdown_table(rows).count("\n") == len(rows) + 1
