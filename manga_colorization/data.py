@@ -24,7 +24,7 @@ __all__ = ['IMAGE_EXTENSIONS', 'INPUT_MODES', 'MIX_CHOICES', 'BadImageError', 'l
            'decode_resized', 'FileSource', 'SyntheticSource', 'ColorizationDataset', 'EpochSampler',
            'default_num_workers', 'SketchDataModule', 'to_display', 'image_grid', 'show_images']
 
-# %% ../nbs/01_data.ipynb #3ae4222a
+# %% ../nbs/01_data.ipynb #22ee955e
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 class BadImageError(UserError):
@@ -57,7 +57,8 @@ def load_image(path: str | os.PathLike,  # an image file
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            try: img = ImageOps.exif_transpose(img)
+            except Exception: pass          # a broken EXIF block: keep the pixels as stored
             return _flatten(img)
     except Image.DecompressionBombError as e:
         raise BadImageError(f"{path}: the image is too large for PIL's decompression-bomb guard ({e}); "
@@ -106,7 +107,7 @@ def dataset_splits(root: str | os.PathLike,  # ROOT with train/ and val/ (and te
     if not train: raise UserError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {root}")
     return {"train": train, "val": val or train[:1], "test": test or val or train[:1]}
 
-# %% ../nbs/01_data.ipynb #91f26fb7
+# %% ../nbs/01_data.ipynb #28f4d462
 def is_pair(size: tuple) -> bool:
     "True for an ASCP pair's shape: twice as wide as high (1024x512), colour left, sketch right."
     w, h = size
@@ -196,10 +197,10 @@ def make_input(color: Image.Image | np.ndarray,  # the colour image (PIL RGB or 
     elif mode == "sketch": out = lines()
     elif mode == "screentone": out = screentone(gray, rng)
     else: out = np.minimum(gray, lines())        # gray+lines: ink lines drawn over the gray
-    out = np.ascontiguousarray(out, dtype=np.uint8)
+    out = np.array(out, dtype=np.uint8, copy=True)      # writable and contiguous (torch.from_numpy wants that)
     return Image.fromarray(out, "L") if as_pil else out
 
-# %% ../nbs/01_data.ipynb #4b77a38a
+# %% ../nbs/01_data.ipynb #c1791585
 def default_cache_dir() -> Path:
     "`$MANGACOLOR_CACHE`, else `$XDG_CACHE_HOME/manga_colorization`, else `~/.cache/manga_colorization`."
     if os.environ.get("MANGACOLOR_CACHE"): return Path(os.environ["MANGACOLOR_CACHE"]).expanduser()
@@ -248,7 +249,7 @@ def decode_resized(path: Path,  # an image file
         color = color.resize((w, h), Image.BICUBIC, reducing_gap=2.0)
         sketch = sketch.resize((w, h), Image.BICUBIC, reducing_gap=2.0)
         return np.concatenate([np.asarray(color), np.asarray(sketch)[..., None]], axis=-1)
-    return np.asarray(img.resize((w, h), Image.BICUBIC, reducing_gap=2.0))
+    return np.array(img.resize((w, h), Image.BICUBIC, reducing_gap=2.0))
 
 
 class FileSource:

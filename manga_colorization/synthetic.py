@@ -70,7 +70,7 @@ class Paint:
     def __call__(self, shade=1.0, tone=None):
         return family_color(self.family, self.tone if tone is None else tone, shade, self.jitter)
 
-# %% ../nbs/02_synthetic.ipynb #9f55af98
+# %% ../nbs/02_synthetic.ipynb #8f3dd136
 def _offset(shape, dx, dy):
     kind, geom = shape
     if kind == "ellipse":
@@ -134,6 +134,16 @@ class Canvas:
             _draw(self.dc, shape, outline=INK, width=w)
             _draw(self.dl, shape, outline=0, width=w)
 
+    def union(self, blobs, paint=None, fill=PAPER, outline=2.0, ink=INK, shade=0.15):
+        "Overlapping ellipses inked as one outlined shape (clouds, tree crowns)."
+        w = max(1, round(outline * self.u))
+        for b in blobs: _draw(self.dc, b, outline=ink, width=w); _draw(self.dl, b, outline=0, width=w)
+        for _, (x0, y0, x1, y1) in blobs:
+            inner = ("ellipse", (x0 + w, y0 + w, x1 - w, y1 - w))
+            if x1 - x0 <= 2 * w or y1 - y0 <= 2 * w: continue
+            if paint is not None: self.shape(inner, paint, outline=0, shade=shade)
+            else: _draw(self.dc, inner, fill=fill); _draw(self.dl, inner, fill=255)
+
     def line(self, pts, width=1.0, color=INK, sketch=True):
         w = max(1, round(width * self.u))
         self.dc.line(pts, fill=color, width=w, joint="curve")
@@ -154,7 +164,7 @@ def _gradient(w, h, top, bottom, y0=0.0, y1=1.0):
     col = np.asarray(top, np.float32)[None] * (1 - t) + np.asarray(bottom, np.float32)[None] * t
     return Image.fromarray(np.broadcast_to(col.round().astype(np.uint8)[:, None, :], (h, w, 3)).copy())
 
-# %% ../nbs/02_synthetic.ipynb #f49713c3
+# %% ../nbs/02_synthetic.ipynb #e90794c9
 def _background(cv, rng, kind):
     "Paint the background `kind` ('sky', 'night', 'room', 'speed'); return the horizon y (or None)."
     w, h, u = cv.w, cv.h, cv.u
@@ -165,8 +175,7 @@ def _background(cv, rng, kind):
             cx, cy, r = rng.uniform(0, w), rng.uniform(0.05, 0.45) * h, rng.uniform(0.05, 0.12) * min(w, h)
             blobs = [_ellipse(cx + dx * r, cy + dy * r * 0.5, r * s, r * s * 0.7)
                      for dx, dy, s in zip(rng.uniform(-1.4, 1.4, 4), rng.uniform(-0.6, 0.6, 4), rng.uniform(0.5, 1.0, 4))]
-            for b in blobs: _draw(cv.dc, b, outline=(90, 90, 90), width=max(1, round(u))); _draw(cv.dl, b, outline=0, width=max(1, round(u)))
-            for b in blobs: _draw(cv.dc, b, fill=PAPER); _draw(cv.dl, b, fill=255)
+            cv.union(blobs, fill=PAPER, outline=1.0, ink=(90, 90, 90))
         horizon = rng.uniform(0.55, 0.8) * h
         return horizon
     if kind == "night":
@@ -230,7 +239,7 @@ def _ground(cv, rng, kind, horizon):
         for x in np.linspace(-w, 2 * w, 14):
             cv.line([(vx + (x - vx) * 0.15, horizon), (x, h)], 1.0, color=p(SHADE[1]), sketch=False)
 
-# %% ../nbs/02_synthetic.ipynb #2efb5430
+# %% ../nbs/02_synthetic.ipynb #f5baa693
 def _star(cv, rng, cx, cy, r):
     a0 = rng.uniform(0, 2 * np.pi / 5)
     pts = [(cx + (r if k % 2 == 0 else 0.45 * r) * np.cos(a0 + k * np.pi / 5), cy + (r if k % 2 == 0 else 0.45 * r) * np.sin(a0 + k * np.pi / 5)) for k in range(10)]
@@ -247,8 +256,7 @@ def _tree(cv, rng, cx, cy, r):
     leaf = Paint("leaf", rng)
     blobs = [_ellipse(cx + dx * r, cy + dy * r, s * r, s * r) for dx, dy, s in
              zip(rng.uniform(-0.7, 0.7, 5), rng.uniform(-0.9, 0.1, 5), rng.uniform(0.45, 0.75, 5))]
-    for b in blobs: _draw(cv.dc, b, outline=INK, width=max(1, round(2.5 * cv.u))); _draw(cv.dl, b, outline=0, width=max(1, round(2.5 * cv.u)))
-    for b in blobs: cv.shape(b, leaf, outline=0, shade=0.15)
+    cv.union(blobs, paint=leaf, outline=2.5)
     for b in blobs[:2]: cv.line([(b[1][0] + 0.3 * (b[1][2] - b[1][0]), b[1][1] + 0.5 * (b[1][3] - b[1][1])), (b[1][0] + 0.45 * (b[1][2] - b[1][0]), b[1][1] + 0.62 * (b[1][3] - b[1][1]))], 1.0)
 
 def _flower(cv, rng, cx, cy, r):
@@ -391,7 +399,7 @@ def _bubble(cv, rng, cx, cy, rx, ry, tail_to=None):
             else: cv.line([(x - g / 2, y - g / 3), (x + g / 2, y - g / 3), (x, y + g / 2)], 1.2)
     return (cx - rx, cy - ry, cx + rx, cy + ry)
 
-# %% ../nbs/02_synthetic.ipynb #338ebb56
+# %% ../nbs/02_synthetic.ipynb #02e1c8ac
 BACKGROUNDS = ("sky", "night", "room", "speed")
 
 def _scene(cv, rng, bubbles=True):
@@ -412,7 +420,7 @@ def _scene(cv, rng, bubbles=True):
     for k in range(n_char):
         r = rng.uniform(0.13, 0.22) * s
         cx = (rng.uniform(0.3, 0.7) if n_char == 1 else rng.uniform(0.15, 0.45) + 0.4 * k) * w
-        cy = rng.uniform(0.35, 0.6) * h
+        cy = max(rng.uniform(0.35, 0.6) * h, h - 4.0 * r)     # bust shot: the torso reaches the bottom edge
         _character(cv, rng, cx, cy, r)
         heads.append((cx, cy, r))
     boxes = []
@@ -472,7 +480,7 @@ def copy_gray_psnr(seed: int = 0, n: int = 64, size: int = 128, start: int = 0) 
     colors = [np.asarray(synth_illustration(seed, i, size).color) for i in range(start, start + n)]
     return psnr_uint8([np.repeat(np.asarray(Image.fromarray(c).convert("L"))[..., None], 3, -1) for c in colors], colors)
 
-# %% ../nbs/02_synthetic.ipynb #61ad7afd
+# %% ../nbs/02_synthetic.ipynb #384a3ab6
 @dataclass
 class Page:
     "A synthetic manga page with its ground truth: panel boxes and speech-bubble boxes (x0, y0, x1, y1)."
@@ -566,23 +574,28 @@ def synth_page(seed: int = 0,  # dataset seed
         for _ in range(int(rng.choice([0, 1, 1, 2]))):
             rx, ry = rng.uniform(0.06, 0.1) * s, rng.uniform(0.05, 0.08) * s
             rx, ry = min(rx, 0.45 * (x1 - x0)), min(ry, 0.45 * (y1 - y0))
-            if rng.uniform() < (0.8 if not bubbles else 0.3):   # on the border: centre on the top or side edge
-                edge = int(rng.integers(4))
+            inner = [e for e in range(4) if all(margin + gutter < x < W - margin - gutter and margin + gutter < y < H - margin - gutter
+                                                for x, y in [((poly[e][0] + poly[(e + 1) % 4][0]) / 2, (poly[e][1] + poly[(e + 1) % 4][1]) / 2)])]
+            crossing = sum(1 for b in bubbles if b[4])
+            if inner and rng.uniform() < (0.9 if crossing == 0 else 0.3):   # on a border between panels: crosses the gutter
+                edge = inner[int(rng.integers(len(inner)))]
                 (ax, ay), (bx, by) = poly[edge], poly[(edge + 1) % 4]
                 t = rng.uniform(0.3, 0.7)
                 cx, cy = ax + t * (bx - ax), ay + t * (by - ay)
+                on_border = True
             else:
                 cx, cy = rng.uniform(x0 + rx, max(x0 + rx + 1, x1 - rx)), rng.uniform(y0 + ry, max(y0 + ry + 1, y1 - ry))
+                on_border = False
             box = (cx - rx, cy - ry, cx + rx, cy + ry)
             if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H: continue
             pad = 2 * gutter
             if any(not (b[2] + pad < box[0] or b[0] - pad > box[2] or b[3] + pad < box[1] or b[1] - pad > box[3]) for b in bubbles): continue
             tail = (cx + rng.uniform(-2, 2) * rx, cy + rng.uniform(1.2, 2.0) * ry)
-            bubbles.append(_bubble(page, rng, cx, cy, rx, ry, tail))
+            bubbles.append((*_bubble(page, rng, cx, cy, rx, ry, tail), on_border))
     color, lines = page.color, page.lines
     if ss > 1: color, lines = color.reduce(ss), lines.reduce(ss)
     sc = lambda b: tuple(int(round(v / ss)) for v in b)
-    return Page(color, lines, [sc(b) for b in boxes], [sc(b) for b in bubbles],
+    return Page(color, lines, [sc(b) for b in boxes], [sc(b[:4]) for b in bubbles],
                 [[(x / ss, y / ss) for x, y in p] for p in polys])
 
 # %% ../nbs/02_synthetic.ipynb #b9edd3bc
