@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['Box', 'find_panels', 'box_iou', 'panel_scores']
+__all__ = ['Box', 'erase_bubbles', 'find_panels', 'box_iou', 'panel_scores']
 
 # %% ../nbs/09a_panels.ipynb #af7f1e9c
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
@@ -44,7 +44,31 @@ def _contained(a: Box, b: Box, slack: int = 2) -> bool:
     "True when box `a` lies inside box `b` (within `slack` px)."
     return a[0] >= b[0] - slack and a[1] >= b[1] - slack and a[2] <= b[2] + slack and a[3] <= b[3] + slack
 
-# %% ../nbs/09a_panels.ipynb #253fb080
+# %% ../nbs/09a_panels.ipynb #b87192cb
+def erase_bubbles(ink: np.ndarray,   # (h, w) bool, True on non-paper pixels
+                  gray: np.ndarray,  # (h, w) uint8 gray levels
+                  max_area: float = 0.08,  # largest bubble, as a fraction of the page
+                  outline: int = 3,  # outline width to erase around each bubble, in pixels
+                 ) -> np.ndarray:
+    "The ink mask with speech bubbles (enclosed, near-white, elliptical holes), their text and outlines removed."
+    labels, n = ndimage.label(~ink)
+    if n == 0: return ink
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(labels), labels, idx)
+    level = ndimage.mean(gray, labels, idx)
+    bubbles = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None or i in edge: continue
+        bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        fill = area[i - 1] / (bh * bw)
+        if 0.55 <= fill <= 0.92 and level[i - 1] >= 240 and 64 <= area[i - 1] <= max_area * ink.size and min(bh, bw) >= 6: bubbles.append(i)
+    if not bubbles: return ink
+    mask = ndimage.binary_fill_holes(np.isin(labels, bubbles))
+    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=outline)
+    return ink & ~mask
+
+# %% ../nbs/09a_panels.ipynb #a71d8942
 def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3) uint8 array)
                 white_threshold: int = 230,      # gray level at or above which a pixel is paper
                 min_area: float = 0.01,          # smallest panel, as a fraction of the page area
@@ -57,7 +81,8 @@ def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3
     W, H = gray.size
     scale = min(1.0, work_side / max(W, H))
     small = gray.resize((max(1, round(W * scale)), max(1, round(H * scale))), Image.BOX, reducing_gap=2.0) if scale < 1 else gray
-    ink = np.asarray(small) < white_threshold
+    g = np.asarray(small)
+    ink = erase_bubbles(g < white_threshold, g)
     w, h = small.size
     sx, sy = W / w, H / h
     min_px = min_area * w * h
@@ -65,11 +90,12 @@ def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3
     for bx0, by0, bx1, by1 in _xy_cut(ink, 0, 0, max(2, round(min_gutter * max(w, h)))):
         region = ndimage.binary_closing(ink[by0:by1, bx0:bx1], np.ones((3, 3), bool), iterations=1, border_value=0)
         region = ndimage.binary_fill_holes(region | ink[by0:by1, bx0:bx1])
+        region = ndimage.binary_opening(region, np.ones((3, 3), bool))   # cut thin bridges (bubble tails, lines across a gutter)
         labels, n = ndimage.label(region)
         if n == 0: continue
         areas = np.bincount(labels.ravel(), minlength=n + 1)
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-            if sl is None or areas[i] < min_px * 0.5: continue
+            if sl is None or areas[i] < min_px * 0.1: continue
             b = (bx0 + sl[1].start, by0 + sl[0].start, bx0 + sl[1].stop, by0 + sl[0].stop)
             if (b[2] - b[0]) * (b[3] - b[1]) >= min_px: boxes.append(b)
     boxes = [b for i, b in enumerate(boxes) if not any(j != i and _contained(b, o) and (o != b or j < i) for j, o in enumerate(boxes))]
@@ -77,7 +103,7 @@ def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3
     boxes.sort(key=lambda b: (b[1] // band, -b[2]))
     return [(int(b[0] * sx), int(b[1] * sy), min(W, int(np.ceil(b[2] * sx))), min(H, int(np.ceil(b[3] * sy)))) for b in boxes]
 
-# %% ../nbs/09a_panels.ipynb #09fc95d0
+# %% ../nbs/09a_panels.ipynb #f5f4cda6
 def box_iou(a: Box, b: Box) -> float:
     "Intersection over union of two (x0, y0, x1, y1) boxes."
     iw = max(0, min(a[2], b[2]) - max(a[0], b[0])); ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
