@@ -26,8 +26,9 @@ from .core import UserError, default, exists, img2tensor, rgb_to_gray, rgb_to_la
 __all__ = ['RUN_MARKERS', 'CHECKPOINT_SUFFIXES', 'HIGHER_IS_BETTER', 'is_run', 'is_grid', 'find_runs', 'run_name',
            'split_run_name', 'read_metrics', 'read_results', 'metrics_table', 'sample_sheet', 'fake_grid',
            'sample_epochs', 'sample_path', 'split_sample', 'image_metrics', 'checkpoint_of', 'run_checkpoints',
-           'load_run_generator', 'predict_rgb', 'val_images', 'val_size', 'Comparison', 'compare_grid', 'plot_curves',
-           'plot_final_metrics', 'LRUCache', 'wipe', 'colorize_page', 'ResultsBrowser', 'run_gallery', 'add_commands']
+           'load_run_generator', 'predict_rgb', 'run_config', 'val_images', 'val_size', 'Comparison', 'compare_grid',
+           'plot_curves', 'plot_final_metrics', 'LRUCache', 'wipe', 'colorize_page', 'ResultsBrowser', 'run_gallery',
+           'add_commands']
 
 # %% ../nbs/10_gallery.ipynb #861cce05
 def _module(name: str):
@@ -128,7 +129,7 @@ def metrics_table(rows: list[dict], keys=("psnr", "ssim", "delta_e", "colorfulne
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in head) + " |" for r in rows]
     return "\n".join(lines)
 
-# %% ../nbs/10_gallery.ipynb #fdc6768c
+# %% ../nbs/10_gallery.ipynb #978c59fd
 def _fake_picture(rng: np.random.Generator, size: int) -> np.ndarray:
     "A smooth random colour picture with a few dark lines, HxWx3 uint8."
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -156,7 +157,7 @@ def fake_grid(out: str | Path, archs=("unet", "unet_att"), losses=("l1", "percep
     models, results = _module("models") if generators else None, []
     for i, (arch, loss) in enumerate((a, l) for a in archs for l in losses):
         run = out / f"{arch}__{loss}"; (run / "samples").mkdir(parents=True, exist_ok=True)
-        config = {"arch": arch, "loss": loss, "size": size, "epochs": epochs, "fake": True}
+        config = {"data": "synthetic", "arch": arch, "loss": loss, "size": size, "epochs": epochs, "seed": seed, "input_mode": "gray", "fake": True}
         (run / "config.json").write_text(json.dumps(config))
         quality = 0.5 + 0.5 * rng.random()
         with open(run / "metrics.jsonl", "w") as f:
@@ -264,18 +265,26 @@ def predict_rgb(G: torch.nn.Module, meta: dict, inp: torch.Tensor) -> torch.Tens
         out = lab_norm_to_rgb(out)
     return out.clamp(-1, 1)
 
-# %% ../nbs/10_gallery.ipynb #3c1f5ad8
+# %% ../nbs/10_gallery.ipynb #5439521a
 def _as_pair(item):
     "An (input, target) pair from a dataset item (tuple or dict)."
     if isinstance(item, dict): return item.get("input", item.get("inp")), item.get("target", item.get("color"))
     return item[0], item[1]
 
+def run_config(run: str | Path) -> dict:
+    "The run's `config.json` (for a checkpoint file: its run folder's), or {} when there is none."
+    run = Path(run)
+    folder = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
+    try: return json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError): return {}
+
 def val_images(indices, size: int = 256, data: str = "synthetic", input_mode: str = "gray", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "Inputs (B,1,H,W) and RGB targets (B,3,H,W) in [-1, 1] of the validation images at `indices`."
+    "Inputs (B,1,H,W) and RGB targets (B,3,H,W) in [-1, 1] of the validation images at `indices` (`seed`: of the splits, as in training)."
     indices = list(indices)
     data_mod = _module("data")
     if data_mod is not None:
-        dm = data_mod.SketchDataModule(data, batch_size=max(1, len(indices)), resize=(size, size), out_ch=3, input_mode=input_mode)
+        dm = data_mod.SketchDataModule(data, batch_size=max(1, len(indices)), resize=(size, size), out_ch=3, input_mode=input_mode,
+                                     num_workers=0, cache=False, seed=seed)
         ds = dm.val_loader.dataset
         pairs = [_as_pair(ds[i % len(ds)]) for i in indices]
         return torch.stack([p[0] for p in pairs]).float(), torch.stack([p[1] for p in pairs]).float()
@@ -284,14 +293,14 @@ def val_images(indices, size: int = 256, data: str = "synthetic", input_mode: st
     targets = torch.stack([img2tensor(synthetic.synth_illustration(seed + 1, i, size=size).color.convert("RGB")) for i in indices])
     return rgb_to_gray(targets), targets
 
-def val_size(data: str = "synthetic", size: int = 256, input_mode: str = "gray") -> int:
+def val_size(data: str = "synthetic", size: int = 256, input_mode: str = "gray", seed: int = 0) -> int:
     "How many validation images `data` has (64 where it cannot be asked)."
     data_mod = _module("data")
     if data_mod is None: return 64
-    dm = data_mod.SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode)
+    dm = data_mod.SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0, cache=False, seed=seed)
     return len(dm.val_loader.dataset)
 
-# %% ../nbs/10_gallery.ipynb #cf5fd01d
+# %% ../nbs/10_gallery.ipynb #7e3ea013
 @dataclass
 class Comparison:
     "A comparison gallery: the picture, the runs, the rows' dataset indices and per-image metrics[row][run][metric]."
@@ -343,7 +352,7 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
                  metric: str = "psnr", # metric for worst/best: psnr, ssim or delta_e
                  seed: int = 0, # picks the rows for 'seed' and the candidate pool otherwise
                  pool: int = 32, # candidates ranked for worst/best
-                 data: str = "synthetic", # dataset root for SketchDataModule when `images` is None
+                 data: str | None = None, # dataset root when `images` is None; None: the first run's (config.json), else 'synthetic'
                  size: int | None = None, # working size; None: the first run's training size
                  out: str | Path | None = None, # PNG to write
                  device: str = "cpu", # where the generators run
@@ -353,17 +362,20 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
     paths = find_runs(runs) if not isinstance(runs, (list, tuple)) else find_runs(*runs)
     if not paths: raise UserError(f"{runs}: no runs to compare")
     loaded = [(run_name(p), *load_run_generator(p, device)) for p in paths]
-    size = default(size, int(loaded[0][2].get("size", 256)))
-    input_mode = loaded[0][2].get("input_mode", "gray")
+    config = run_config(paths[0])
+    size = default(size, int(loaded[0][2].get("size", config.get("size", 256))))
+    input_mode = loaded[0][2].get("input_mode", config.get("input_mode", "gray"))
+    data, split_seed = default(data, config.get("data", "synthetic")), int(config.get("seed", 0))
+    if data != "synthetic" and not Path(data).exists(): raise UserError(f"dataset {data} (from {paths[0]}) not found: pass data=/ --data with its folder")
     if exists(images):
         inputs, targets = images
         candidates = list(range(len(inputs)))
     else:
-        total = val_size(data, size, input_mode)
+        total = val_size(data, size, input_mode, split_seed)
         rng = np.random.default_rng(seed)
         k = n if select == "seed" else min(max(pool, n), total)
         candidates = sorted(rng.choice(total, size=min(k, total), replace=False).tolist())
-        inputs, targets = val_images(candidates, size, data, input_mode, seed)
+        inputs, targets = val_images(candidates, size, data, input_mode, split_seed)
     outputs = torch.stack([predict_rgb(G, meta, inputs) for _, G, meta in loaded])   # (runs, B, 3, H, W)
     per_run = [image_metrics(o, targets) for o in outputs]
     if select == "seed":
@@ -380,7 +392,7 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
         out = Path(out); out.parent.mkdir(parents=True, exist_ok=True); image.save(out)
     return Comparison(image, names, [candidates[r] for r in rows], metrics, Path(out) if exists(out) else None)
 
-# %% ../nbs/10_gallery.ipynb #f94ca7a4
+# %% ../nbs/10_gallery.ipynb #36232062
 def _figure(nrows: int, ncols: int, w: float, h: float):
     "A pyplot-free matplotlib figure (works headless and in notebooks) and its axes grid."
     from matplotlib.figure import Figure
@@ -443,7 +455,7 @@ def plot_final_metrics(grid, # grid folder, or rows from `read_results`
     if exists(out): fig.savefig(out, dpi=100)
     return fig
 
-# %% ../nbs/10_gallery.ipynb #de79cc1d
+# %% ../nbs/10_gallery.ipynb #2015633b
 class LRUCache:
     "A small least-recently-used cache: `get(key, make)` calls `make()` only on a miss."
     def __init__(self, maxsize: int = 64):
@@ -457,7 +469,7 @@ class LRUCache:
         return value
     def __len__(self): return len(self.data)
 
-# %% ../nbs/10_gallery.ipynb #928fd759
+# %% ../nbs/10_gallery.ipynb #c39a619d
 def _font(size: int = 12):
     "PIL's default font at `size` (scalable where FreeType is there)."
     try: return ImageFont.load_default(size=size)
@@ -487,7 +499,7 @@ def wipe(before: np.ndarray, after: np.ndarray, position: float, height: int = 2
     out[:, max(0, min(cut, size[0] - 1))] = (255, 40, 40)
     return Image.fromarray(out)
 
-# %% ../nbs/10_gallery.ipynb #7a1f13f8
+# %% ../nbs/10_gallery.ipynb #80de6654
 def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu", _cache=LRUCache(2)) -> Image.Image:
     "`page` colorized with the generator in `checkpoint` (via `colorize.Colorizer` when installed)."
     colorize = _module("colorize")
@@ -501,7 +513,7 @@ def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu"
     out = predict_rgb(G, meta, img2tensor(small)[None])[0]
     return Image.fromarray(((out + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
 
-# %% ../nbs/10_gallery.ipynb #f1e19a5a
+# %% ../nbs/10_gallery.ipynb #5fa8e968
 class ResultsBrowser:
     "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
     def __init__(self, path, # grid folder, run folders or a list of them
@@ -639,7 +651,7 @@ class ResultsBrowser:
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-# %% ../nbs/10_gallery.ipynb #e0e3fd8e
+# %% ../nbs/10_gallery.ipynb #7a056f5b
 def run_gallery(args) -> int:
     "`mangacolor gallery`: write a comparison gallery (and plots) for grids, runs or checkpoints."
     cmp = compare_grid(list(args.runs), n=args.n, select=args.select, metric=args.metric, seed=args.seed, data=args.data,
@@ -663,7 +675,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--select", default="seed", choices=("seed", "worst", "best", "worst_best"), help="how rows are chosen")
     p.add_argument("--metric", default="psnr", choices=tuple(HIGHER_IS_BETTER), help="metric for worst/best")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default="synthetic", help="dataset root, or 'synthetic'")
+    p.add_argument("--data", default=None, help="dataset root or 'synthetic' (default: the first run's, from its config.json)")
     p.add_argument("--size", type=int, default=None, help="working size (default: the first run's training size)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--plots", default=None, help="also write curves.png and final_metrics.png to this folder")
