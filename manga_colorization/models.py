@@ -239,7 +239,7 @@ def make_generator(name: str,                # one of `GENERATORS`
     else: options.pop("pretrained", None)
     return GENERATORS[name](**options)
 
-# %% ../nbs/03_models.ipynb #f465a0cc
+# %% ../nbs/03_models.ipynb #265c5684
 class PatchDiscriminator(nn.Module):
     "Conditional PatchGAN: `D(inp, color)` → a grid of real/fake logits, one per receptive-field patch."
     def __init__(self, in_ch: int = 1,      # channels of the condition (the gray input)
@@ -276,7 +276,7 @@ def receptive_field(module: nn.Module) -> int:
         rf = (rf - 1) * s + k
     return rf
 
-# %% ../nbs/03_models.ipynb #01e13b62
+# %% ../nbs/03_models.ipynb #2439d4c2
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (optionally only those with requires_grad)."
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
@@ -311,7 +311,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines += [f"| {r['model']} | {r['params_m']:.2f} | {r['trainable_m']:.2f} | {r['gflops']:.2f} |" for r in rows]
     return "\n".join(lines)
 
-# %% ../nbs/03_models.ipynb #0df5d0e5
+# %% ../nbs/03_models.ipynb #a056b528
 GENERATOR_FILE, CONFIG_FILE = "generator.safetensors", "generator.json"
 
 def generator_state(G: UNetGenerator, include_extractor: bool | None = None) -> dict[str, torch.Tensor]:
@@ -339,20 +339,29 @@ def save_generator(G: UNetGenerator,          # a generator from `make_generator
     tmp_w.replace(weights); tmp_c.replace(config)
     return weights
 
+def _strip_wrappers(key: str) -> str:
+    "A state-dict key without the prefixes DDP (`module.`) and `torch.compile` (`_orig_mod.`) add."
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix): key = key[len(prefix):]
+    return key
+
 def _read_generator_file(path: Path) -> tuple[dict, dict, dict]:
     "(config, state, meta) from a .safetensors/.json pair, a folder holding them, or a training checkpoint .pt."
     from safetensors.torch import load_file
     if path.is_dir():
-        if not (path / GENERATOR_FILE).is_file():
-            raise UserError(f"{path}: no {GENERATOR_FILE} in this folder (give a run folder, a .safetensors/.json pair or a checkpoint .pt)")
-        path = path / GENERATOR_FILE
+        found = next((path / f for f in (GENERATOR_FILE, "checkpoints/best.pt", "checkpoints/last.pt") if (path / f).is_file()), None)
+        if found is None:
+            raise UserError(f"{path}: no {GENERATOR_FILE} (nor checkpoints/best.pt, checkpoints/last.pt) in this folder "
+                            "(give a run folder, a .safetensors/.json pair or a checkpoint .pt)")
+        path = found
     if not path.is_file(): raise UserError(f"{path}: no such generator file")
     if path.suffix == ".pt":
         try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e: raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         if not isinstance(ckpt, dict) or not {"generator", "generator_config"} <= set(ckpt):
             raise UserError(f"{path}: not a training checkpoint (needs keys 'generator' and 'generator_config')")
-        return dict(ckpt["generator_config"]), ckpt["generator"], dict(ckpt.get("meta") or {})
+        state = {_strip_wrappers(k): v for k, v in ckpt["generator"].items()}
+        return dict(ckpt["generator_config"]), state, dict(ckpt.get("meta") or {})
     if path.suffix == ".json": weights, config = path.with_suffix(".safetensors"), path
     elif path.suffix == ".safetensors": weights, config = path, path.with_suffix(".json")
     else: raise UserError(f"{path}: expected a .safetensors, .json or .pt generator file, or a run folder")

@@ -203,3 +203,27 @@ def test_model_table_small():
     assert set(GENERATORS) <= set(names) and "PatchDiscriminator" in names
     assert all(r["gflops"] > 0 and r["params_m"] > 0 for r in rows)
     assert markdown_table(rows).count("\n") == len(rows) + 1
+
+
+def test_pretrained_ext_without_weights_is_a_clear_error():
+    from manga_colorization.pretrained import WeightsNotFoundError
+    with pytest.raises(WeightsNotFoundError, match="resnet50-13306192.pth.*github.com/RF5"):
+        make_generator("unet_ext", pretrained=True, **SMALL)
+
+
+def test_pretrained_ext_file_leaves_extractor_out(tmp_path, monkeypatch):
+    from manga_colorization.pretrained import danbooru_resnet50
+    (tmp_path / "weights").mkdir(exist_ok=True)
+    torch.save(danbooru_resnet50(pretrained=False).state_dict(), tmp_path / "weights" / "resnet50-13306192.pth")
+    G = make_generator("unet_ext", pretrained=True, ext_size=32, **SMALL).eval()
+    path = save_generator(G, tmp_path / "run", {"size": 64})
+    from safetensors.torch import load_file
+    assert not any(k.startswith("extractor.") for k in load_file(str(path)))
+    G2, _ = load_generator(path)
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(G(x), G2(x))
+    # ... and without the weights file it cannot be rebuilt: the clear error again
+    (tmp_path / "weights" / "resnet50-13306192.pth").unlink()
+    with pytest.raises(UserError, match="resnet50-13306192.pth"):
+        load_generator(path)
