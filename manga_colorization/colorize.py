@@ -366,7 +366,7 @@ def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     return r.stdout.strip()
 
-# %% ../nbs/09_colorize.ipynb #0398524f
+# %% ../nbs/09_colorize.ipynb #582104aa
 ARCHIVE_EXTENSIONS = (".cbz", ".zip")
 
 @dataclass
@@ -376,7 +376,10 @@ class Job:
     src: Path
     dst: Path
 
-def _is_image(p: Path) -> bool: return p.suffix.lower() in IMAGE_EXTENSIONS
+def _is_image(p: Path) -> bool:
+    "An image by its extension, and not a hidden file or macOS resource fork (`._p01.png`, `__MACOSX/`)."
+    hidden = any((part.startswith(".") and part.strip(".")) or part == "__MACOSX" for part in p.parts)
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not hidden
 def _is_archive(p: Path) -> bool: return p.suffix.lower() in ARCHIVE_EXTENSIONS
 
 def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip archives
@@ -394,10 +397,11 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
             for f in sorted(p.rglob("*")):
                 if not f.is_file() or os.path.realpath(f).startswith(out_real + os.sep): continue  # never re-read our outputs
                 rel = f.relative_to(p)
-                if _is_image(f): jobs.append(Job("image", f, root / rel))
-                elif _is_archive(f): jobs.append(Job("archive", f, (root / rel).with_suffix(".cbz")))
+                if any(part.startswith(".") for part in rel.parts): continue   # hidden files, our own partial outputs
+                if _is_image(rel): jobs.append(Job("image", f, root / rel))
+                elif _is_archive(rel): jobs.append(Job("archive", f, (root / rel).with_suffix(".cbz")))
         elif _is_archive(p): jobs.append(Job("archive", p, out / (p.stem + ".cbz")))
-        elif _is_image(p): jobs.append(Job("image", p, out / p.name))
+        elif _is_image(Path(p.name)): jobs.append(Job("image", p, out / p.name))
         else: raise UserError(f"{p}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or archive (.cbz, .zip)")
     sources = {os.path.realpath(j.src): j.src for j in jobs}
     seen: dict[str, Path] = {}
@@ -447,7 +451,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) ->
     if len(data) > info.file_size: raise UserError(f"{path}: member {info.filename!r} is larger than it declares: refusing the archive")
     return data
 
-# %% ../nbs/09_colorize.ipynb #b72aa921
+# %% ../nbs/09_colorize.ipynb #87c38f93
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
 
 def _encode(img: Image.Image, name: str) -> bytes:
@@ -478,7 +482,7 @@ class BatchResult:
     skipped: int = 0    # outputs that existed
     failed: int = 0
     def __str__(self):
-        return f"{self.total} pages: {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
+        return f"{self.total} page(s): {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
 
 def _colorize_bytes(colorizer: Colorizer, data: bytes, name: str, tmpdir: str) -> tuple[bytes, bool]:
     "Decode one page (through `load_image`), colorize it; returns the encoded result and whether it was colorized (False: colour page)."
@@ -486,7 +490,8 @@ def _colorize_bytes(colorizer: Colorizer, data: bytes, name: str, tmpdir: str) -
     tmp.write_bytes(data)
     img = load_image(tmp)
     if colorizer.is_color(img): return data, False
-    return _encode(colorizer.colorize(img), name), True
+    gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
+    return _encode(colorizer.colorize(gray), name), True
 
 def colorize_files(jobs: list[Job],              # from `plan_outputs`
                    colorizer: Colorizer,
