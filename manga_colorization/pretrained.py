@@ -83,7 +83,7 @@ def find_weights(name: str) -> Path | None:
     spec = weights_spec(name)
     return next((d / spec.file for d in weights_dirs() if (d / spec.file).is_file()), None)
 
-# %% ../nbs/04_pretrained.ipynb #a68d8ad3
+# %% ../nbs/04_pretrained.ipynb #ec8f99d7
 def download_allowed() -> bool:
     "False under test or when `$MANGACOLOR_OFFLINE` is set."
     return not in_test() and not os.environ.get("MANGACOLOR_OFFLINE")
@@ -120,8 +120,9 @@ def resolve_weights(name: str,                   # a key of `WEIGHTS`
         if not path.is_file(): raise WeightsNotFoundError(f"{path}: no such weights file for '{name}' (expected a copy of {spec.file} from {spec.url})")
         return path
     if (found := find_weights(name)) is not None: return check_weights(found, spec)
-    if download is None: download = download_allowed()
-    if not download: raise _not_found(spec, "downloads are off: under test or $MANGACOLOR_OFFLINE")
+    if download is None and not download_allowed():
+        raise _not_found(spec, "downloads are off: $MANGACOLOR_OFFLINE is set or this runs under test")
+    if download is False: raise _not_found(spec, f"not downloading; `mangacolor weights download {name}` fetches it")
     return download_weights(name)
 
 # %% ../nbs/04_pretrained.ipynb #024b14fa
