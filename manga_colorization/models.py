@@ -62,7 +62,7 @@ def unet_widths(width: int = 64, depth: int = 8, max_mult: int = 8) -> tuple[int
     "Channel widths of the down blocks: width·1, 2, 4, 8, 8, … (pix2pix's `unet_256` at the defaults)."
     return tuple(width * min(2 ** i, max_mult) for i in range(depth))
 
-# %% ../nbs/03_models.ipynb #f4c75de7
+# %% ../nbs/03_models.ipynb #d4d2fdaf
 class SelfAttention(nn.Module):
     "SAGAN self-attention over the positions of a feature map, residual with a learned gate `gamma` starting at 0."
     def __init__(self, channels: int,    # channels of the feature map
@@ -77,10 +77,17 @@ class SelfAttention(nn.Module):
         self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    query_chunk = 4096  # off CUDA, queries go through in chunks of this many positions (bounds memory on big pages)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         def heads(t): return t.flatten(2).view(B, self.heads, -1, H * W).transpose(-1, -2)  # (B, heads, HW, d)
-        out = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)))
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if x.device.type == "cuda" or H * W <= self.query_chunk or torch.onnx.is_in_onnx_export():
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # exact: each query's softmax runs over all keys; only the (chunk x HW) score block is held at a time
+            out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + self.query_chunk], k, v)
+                             for i in range(0, H * W, self.query_chunk)], dim=2)
         return x + self.gamma * out.transpose(-1, -2).reshape(B, C, H, W)
 
 # %% ../nbs/03_models.ipynb #1d6d4c72
