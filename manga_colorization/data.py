@@ -362,7 +362,7 @@ class EpochSampler(Sampler):
         if self.shuffle: self.epoch, self.start = epoch + 1, 0
         for i in self.indices(epoch)[start:]: yield (i, epoch if self.shuffle else 0)
 
-# %% ../nbs/01_data.ipynb #6686ebc1
+# %% ../nbs/01_data.ipynb #a24148ea
 def default_num_workers() -> int:
     "Loader worker processes: one per available core but one, at most 8 (0 on a single core)."
     try: cores = len(os.sched_getaffinity(0))
@@ -392,7 +392,7 @@ def _check_one(args) -> str | None:
 
 class SketchDataModule:
     "Train/val/test loaders of (input, target) batches in [-1, 1] from an image folder, an ASCP folder or 'synthetic'."
-    def __init__(self, root: str | os.PathLike = "synthetic",  # folder of images, ASCP folder (train/, val/[, test/]) or 'synthetic'
+    def __init__(self, root: str | os.PathLike = "synthetic",  # folder of images, ASCP folder (train/, val/[, test/]), or the string 'synthetic' (a folder of that name: './synthetic')
                  batch_size: int = 16,  # images per batch
                  resize: tuple | int = (256, 256),  # (height, width) of the examples
                  out_ch: int = 3,  # 3: RGB targets, 2: Lab chroma (ab/110) targets
@@ -422,7 +422,7 @@ class SketchDataModule:
             num_replicas, rank = (dist.get_world_size(), dist.get_rank()) if on else (1, 0)
         self.num_replicas, self.rank = num_replicas, rank or 0
         limits = limit if isinstance(limit, (tuple, list)) else (limit,) * 3
-        self.synthetic = str(root) == "synthetic"
+        self.synthetic = isinstance(root, str) and root == "synthetic"
         self.bad_files: dict[str, str] = {}
         if self.synthetic:
             n = [int(x) if lim is None else min(int(x), lim) for x, lim in zip(synthetic_n, limits)]
@@ -508,7 +508,7 @@ class SketchDataModule:
 
     def __repr__(self):
         sizes = ", ".join(f"{s}={len(v)}" for s, v in self.sources.items())
-        return f"SketchDataModule({self.root!r}, {sizes}, resize={self.resize}, input_mode={self.input_mode!r}, out_ch={self.out_ch})"
+        return f"SketchDataModule({str(self.root)!r}, {sizes}, resize={self.resize}, input_mode={self.input_mode!r}, out_ch={self.out_ch})"
 
 
 def _worker_init(_):

@@ -480,7 +480,7 @@ def copy_gray_psnr(seed: int = 0, n: int = 64, size: int = 128, start: int = 0) 
     colors = [np.asarray(synth_illustration(seed, i, size).color) for i in range(start, start + n)]
     return psnr_uint8([np.repeat(np.asarray(Image.fromarray(c).convert("L"))[..., None], 3, -1) for c in colors], colors)
 
-# %% ../nbs/02_synthetic.ipynb #384a3ab6
+# %% ../nbs/02_synthetic.ipynb #2051fece
 @dataclass
 class Page:
     "A synthetic manga page with its ground truth: panel boxes and speech-bubble boxes (x0, y0, x1, y1)."
@@ -598,7 +598,7 @@ def synth_page(seed: int = 0,  # dataset seed
     return Page(color, lines, [sc(b) for b in boxes], [sc(b[:4]) for b in bubbles],
                 [[(x / ss, y / ss) for x, y in p] for p in polys])
 
-# %% ../nbs/02_synthetic.ipynb #b9edd3bc
+# %% ../nbs/02_synthetic.ipynb #92390e85
 def _is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
@@ -647,7 +647,7 @@ def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and 
         counts["pages"] = pages
     return counts
 
-# %% ../nbs/02_synthetic.ipynb #6fb58cd2
+# %% ../nbs/02_synthetic.ipynb #82c8ab63
 def run_synth(args) -> int:
     "`mangacolor synth`: write the synthetic dataset in the ASCP layout."
     counts = write_ascp(args.out, args.n, seed=args.seed, size=args.size, val_fraction=args.val_fraction,
