@@ -62,7 +62,7 @@ def unet_widths(width: int = 64, depth: int = 8, max_mult: int = 8) -> tuple[int
     "Channel widths of the down blocks: width·1, 2, 4, 8, 8, … (pix2pix's `unet_256` at the defaults)."
     return tuple(width * min(2 ** i, max_mult) for i in range(depth))
 
-# %% ../nbs/03_models.ipynb #d4d2fdaf
+# %% ../nbs/03_models.ipynb #42475bb1
 class SelfAttention(nn.Module):
     "SAGAN self-attention over the positions of a feature map, residual with a learned gate `gamma` starting at 0."
     def __init__(self, channels: int,    # channels of the feature map
@@ -83,7 +83,7 @@ class SelfAttention(nn.Module):
         B, C, H, W = x.shape
         def heads(t): return t.flatten(2).view(B, self.heads, -1, H * W).transpose(-1, -2)  # (B, heads, HW, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        if x.device.type == "cuda" or H * W <= self.query_chunk or torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export() or x.device.type == "cuda" or H * W <= self.query_chunk:
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # exact: each query's softmax runs over all keys; only the (chunk x HW) score block is held at a time
             out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + self.query_chunk], k, v)
