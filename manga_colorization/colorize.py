@@ -221,7 +221,7 @@ def export_onnx(G: torch.nn.Module,      # the generator
         Path(path).with_suffix(".json").write_text(json.dumps({"generator": getattr(G, "config", {}), **(meta or {})}, indent=1))
     return path
 
-# %% ../nbs/09_colorize.ipynb #09c60cf9
+# %% ../nbs/09_colorize.ipynb #e689f6f2
 def _multiple(config: dict, meta: dict) -> int:
     "The side multiple a generator needs: 2**depth for the UNets (or meta's `pad_multiple`)."
     if "pad_multiple" in meta: return int(meta["pad_multiple"])
@@ -229,11 +229,14 @@ def _multiple(config: dict, meta: dict) -> int:
 
 def _as_image(image) -> Image.Image:
     "A PIL image from a PIL image, a uint8 array or a path (decoded by `data.load_image`)."
-    if isinstance(image, Image.Image): return image
     if isinstance(image, (str, Path)): return load_image(image)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8: raise TypeError(f"Colorizer expects uint8 pixels, got {arr.dtype}")
-    return Image.fromarray(arr)
+    if not isinstance(image, Image.Image):
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8: raise TypeError(f"Colorizer expects uint8 pixels, got {arr.dtype}")
+        image = Image.fromarray(arr)
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):  # transparency on white paper
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
+    return image
 
 class Colorizer:
     "Colorize manga pages at full resolution with a trained generator (PyTorch module or ONNX session)."
@@ -366,7 +369,7 @@ def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     return r.stdout.strip()
 
-# %% ../nbs/09_colorize.ipynb #582104aa
+# %% ../nbs/09_colorize.ipynb #06a8d7ac
 ARCHIVE_EXTENSIONS = (".cbz", ".zip")
 
 @dataclass
@@ -413,7 +416,7 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
         seen[real] = j.src
     return jobs
 
-# %% ../nbs/09_colorize.ipynb #7ece35ea
+# %% ../nbs/09_colorize.ipynb #73cc80a0
 def safe_member_name(name: str) -> str | None:
     "A relative POSIX path for an archive member (no drive, no root, no '.' or '..' parts, no control characters); None if nothing is left."
     name = re.sub(r"[\x00-\x1f]", "", name.replace("\\", "/"))
@@ -451,7 +454,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) ->
     if len(data) > info.file_size: raise UserError(f"{path}: member {info.filename!r} is larger than it declares: refusing the archive")
     return data
 
-# %% ../nbs/09_colorize.ipynb #87c38f93
+# %% ../nbs/09_colorize.ipynb #ed007fd8
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
 
 def _encode(img: Image.Image, name: str) -> bytes:
@@ -562,7 +565,7 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
     bar.close()
     return res
 
-# %% ../nbs/09_colorize.ipynb #000adaec
+# %% ../nbs/09_colorize.ipynb #cf303d30
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options shared by `colorize` (and reused by the benchmark)."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
@@ -629,7 +632,7 @@ def add_commands(subparsers):
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.set_defaults(func=run_export)
 
-# %% ../nbs/09_colorize.ipynb #1ed8d186
+# %% ../nbs/09_colorize.ipynb #844bb8e6
 _BENCH_SCRIPT = r"""
 import json, resource, sys, time, numpy as np, torch
 from PIL import Image, ImageDraw

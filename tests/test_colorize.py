@@ -234,3 +234,11 @@ def test_export_onnx_in_memory(tiny):
     pytest.importorskip("onnxruntime")
     buf = io.BytesIO(); export_onnx(tiny[0], buf, size=32)
     assert len(buf.getvalue()) > 1000
+
+
+def test_transparency_goes_on_white_and_path_constructor(tiny):
+    rgba = Image.new("RGBA", (64, 48), (0, 0, 0, 0)); rgba.paste((20, 20, 20, 255), (8, 8, 30, 30))
+    out = np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu").colorize(rgba))
+    assert tuple(out[40, 60]) == (255, 255, 255) and tuple(out[20, 20]) == (20, 20, 20)
+    col = Colorizer(tiny[1], device="cpu")          # a checkpoint path works too (as gallery uses it)
+    assert col.size == 64 and col(rgba).size == rgba.size
