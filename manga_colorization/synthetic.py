@@ -598,7 +598,7 @@ def synth_page(seed: int = 0,  # dataset seed
     return Page(color, lines, [sc(b) for b in boxes], [sc(b[:4]) for b in bubbles],
                 [[(x / ss, y / ss) for x, y in p] for p in polys])
 
-# %% ../nbs/02_synthetic.ipynb #92390e85
+# %% ../nbs/02_synthetic.ipynb #deb8e48b
 def _is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
@@ -611,6 +611,23 @@ def ascp_pair(ill: Illustration) -> Image.Image:
     return pair
 
 
+def _write_pair(job) -> None:
+    path, seed, index, size = job
+    ascp_pair(synth_illustration(seed, index, size)).save(path, compress_level=3)
+
+
+def _default_workers() -> int:
+    try: return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError: return max(1, min(8, os.cpu_count() or 1))
+
+
+def _progress(it, total, desc, show=True):
+    "tqdm over `it` when asked and there is enough work to watch."
+    if not show or total < 50: return it
+    from tqdm.auto import tqdm
+    return tqdm(it, total=total, desc=desc)
+
+
 def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and OUT/val/*.png
                n: int,  # number of pairs in all
                seed: int = 0,  # dataset seed
@@ -619,6 +636,7 @@ def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and 
                overwrite: bool = False,  # allow writing into a non-empty folder (files of the same name are replaced)
                pages: int = 0,  # also write this many whole pages to OUT/pages with their panel boxes in pages.json
                progress: bool = True,  # show a progress bar
+               workers: int | None = None,  # processes for 200+ pairs (default: the available cores, at most 8)
                ) -> dict:
     "Write a synthetic dataset in the ASCP layout that `SketchDataModule(out)` reads; returns the counts."
     out = Path(out).expanduser()
@@ -629,13 +647,15 @@ def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and 
     n_val = min(n - 1, max(1, round(val_fraction * n))) if n > 1 and val_fraction > 0 else 0
     counts = {"train": n - n_val, "val": n_val}
     for split in counts: (out / split).mkdir(parents=True, exist_ok=True)
-    it = range(n)
-    if progress and n >= 50:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"writing {out}")
-    for i in it:
-        split, k = ("train", i) if i < counts["train"] else ("val", i - counts["train"])
-        ascp_pair(synth_illustration(seed, i, size)).save(out / split / f"{k:06d}.png", compress_level=3)
+    jobs = [(out / ("train" if i < counts["train"] else "val") / f"{i if i < counts['train'] else i - counts['train']:06d}.png", seed, i, size)
+            for i in range(n)]
+    workers = _default_workers() if workers is None else workers
+    if workers > 1 and n >= 200:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in _progress(pool.map(_write_pair, jobs, chunksize=16), n, f"writing {out}", progress): pass
+    else:
+        for _ in _progress(map(_write_pair, jobs), n, f"writing {out}", progress): pass
     if pages > 0:
         (out / "pages").mkdir(exist_ok=True)
         truth = {}

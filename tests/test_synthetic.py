@@ -99,3 +99,13 @@ def test_cli_synth(tmp_path):
     assert truth["page_000.png"]["panels"]
     r = subprocess.run(["mangacolor", "synth", "--out", str(out), "--n", "3"], capture_output=True, text=True)
     assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_write_ascp_parallel_same_files(tmp_path):
+    write_ascp(tmp_path / "a", 200, size=8, workers=2, progress=False)
+    write_ascp(tmp_path / "b", 200, size=8, workers=1, progress=False)
+    for split in ("train", "val"):
+        names = sorted(p.name for p in (tmp_path / "a" / split).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "b" / split).iterdir())
+        for name in names[::37]:
+            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / split / name)), np.asarray(Image.open(tmp_path / "b" / split / name)))
