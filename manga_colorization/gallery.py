@@ -513,7 +513,7 @@ def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu"
     out = predict_rgb(G, meta, img2tensor(small)[None])[0]
     return Image.fromarray(((out + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
 
-# %% ../nbs/10_gallery.ipynb #5fa8e968
+# %% ../nbs/10_gallery.ipynb #35642bfd
 class ResultsBrowser:
     "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
     def __init__(self, path, # grid folder, run folders or a list of them
@@ -622,7 +622,8 @@ class ResultsBrowser:
         self.view.value = _png(_labelled_strip(tiles, labels, self.height))
         self._update_wipe()
         m = image_metrics(torch.stack([img2tensor(t) for t in tiles[1:-1]]), img2tensor(tiles[-1])[None].expand(len(tiles) - 2, -1, -1, -1))
-        rows = "".join(f"<tr><td>{lb}</td><td>{m['psnr'][i]:.2f}</td><td>{m['ssim'][i]:.3f}</td><td>{m['delta_e'][i]:.2f}</td></tr>"
+        td = "<td style='padding:1px 8px'>"
+        rows = "".join(f"<tr>{td}{lb}</td>{td}{m['psnr'][i]:.2f}</td>{td}{m['ssim'][i]:.3f}</td>{td}{m['delta_e'][i]:.2f}</td></tr>"
                        for i, lb in enumerate(labels[1:-1]))
         rec = next((r for r in self.history(name) if r.get("epoch") == epoch), {})
         summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g", "loss_l1") if isinstance(rec.get(k), (int, float)))
