@@ -242,3 +242,20 @@ def test_transparency_goes_on_white_and_path_constructor(tiny):
     assert tuple(out[40, 60]) == (255, 255, 255) and tuple(out[20, 20]) == (20, 20, 20)
     col = Colorizer(tiny[1], device="cpu")          # a checkpoint path works too (as gallery uses it)
     assert col.size == 64 and col(rgba).size == rgba.size
+
+
+def test_onnx_attention_variant_dynamic_shapes():
+    pytest.importorskip("onnxruntime")
+    G = make_generator("unet_att", width=8, depth=4).eval()
+    buf = io.BytesIO(); export_onnx(G, buf, size=32)
+    runner = OnnxRunner(buf.getvalue())
+    for shape in ((1, 1, 32, 32), (2, 1, 48, 64)):
+        x = torch.rand(shape) * 2 - 1
+        with torch.no_grad(): ref = G(x)
+        assert torch.allclose(runner(x.numpy()), ref, atol=1e-4)
+
+
+def test_sketch_models_see_lines(page):
+    out = Colorizer(ToyTint(), {"size": 64, "input_mode": "sketch"}, device="cpu").colorize(page.gray)
+    assert luma_error(out, page.gray) <= 1
+    assert not np.array_equal(np.asarray(out), np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu").colorize(page.gray)))
