@@ -337,7 +337,7 @@ class ColorizationDataset(Dataset):
         if self.out_ch == 2: target = rgb_to_lab_norm(target)[1:].clamp(-1, 1)
         return inp, target
 
-# %% ../nbs/01_data.ipynb #6fd1848a
+# %% ../nbs/01_data.ipynb #21f87fdb
 class EpochSampler(Sampler):
     "Yields `(index, epoch)`: a permutation seeded by (seed, epoch), split across `num_replicas` ranks; `set_epoch` for exact resume."
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
@@ -362,7 +362,7 @@ class EpochSampler(Sampler):
         if self.shuffle: self.epoch, self.start = epoch + 1, 0
         for i in self.indices(epoch)[start:]: yield (i, epoch if self.shuffle else 0)
 
-# %% ../nbs/01_data.ipynb #86e58667
+# %% ../nbs/01_data.ipynb #8f891c56
 def default_num_workers() -> int:
     "Loader worker processes: one per available core but one, at most 8 (0 on a single core, and under tests)."
     if in_test(): return 0
@@ -522,7 +522,7 @@ def _progress(it, total, desc):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc)
 
-# %% ../nbs/01_data.ipynb #7805177f
+# %% ../nbs/01_data.ipynb #7474cdac
 def to_display(t: torch.Tensor) -> torch.Tensor:
     "A (B,C,H,W) tensor in [-1, 1] with 1, 2 (Lab chroma, shown at mid lightness) or 3 channels as RGB in [-1, 1]."
     if t.ndim == 3: t = t[None]
