@@ -259,3 +259,18 @@ def test_sketch_models_see_lines(page):
     out = Colorizer(ToyTint(), {"size": 64, "input_mode": "sketch"}, device="cpu").colorize(page.gray)
     assert luma_error(out, page.gray) <= 1
     assert not np.array_equal(np.asarray(out), np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu").colorize(page.gray)))
+
+
+def test_cli_real_world_formats(tiny, tmp_path):
+    "CMYK JPEG, palette PNG with transparency, 16-bit gray PNG, a truncated JPEG: decoded by data.load_image; the bad one is counted."
+    src = tmp_path / "in"; src.mkdir()
+    gray = synth_page(seed=4, index=0, size=(96, 128)).gray
+    gray.convert("RGB").convert("CMYK").save(src / "cmyk.jpg", quality=90)
+    pal = gray.convert("P"); pal.info["transparency"] = 0; pal.save(src / "palette.png")
+    Image.fromarray(np.asarray(gray, np.uint16) * 257).save(src / "deep.png")
+    buf = io.BytesIO(); gray.save(buf, "JPEG"); (src / "cut.jpg").write_bytes(buf.getvalue()[:300])
+    rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
+    assert rc == 1 and "1 of 4 pages failed" in err and "cut.jpg" in err, err
+    for name in ("cmyk.jpg", "palette.png", "deep.png"):
+        out = Image.open(tmp_path / "out" / "in" / name)
+        assert out.mode == "RGB" and out.size == gray.size
