@@ -107,7 +107,7 @@ def dataset_splits(root: str | os.PathLike,  # ROOT with train/ and val/ (and te
     if not train: raise UserError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {root}")
     return {"train": train, "val": val or train[:1], "test": test or val or train[:1]}
 
-# %% ../nbs/01_data.ipynb #28f4d462
+# %% ../nbs/01_data.ipynb #98689f28
 def is_pair(size: tuple) -> bool:
     "True for an ASCP pair's shape: twice as wide as high (1024x512), colour left, sketch right."
     w, h = size
@@ -127,16 +127,16 @@ def to_gray(color: np.ndarray) -> np.ndarray:
 
 
 def xdog(gray: np.ndarray,  # HxW uint8
-         sigma: float | None = None,  # inner blur in pixels (default: 0.6 at 256 px, scaled with the image)
+         sigma: float | None = None,  # inner blur in pixels (default: 0.8 at 256 px, scaled with the image)
          k: float = 1.6,  # ratio of the outer blur
-         tau: float = 0.98,  # weight of the outer blur
-         eps: float = -0.01,  # threshold: below it a pixel becomes ink
+         tau: float = 0.95,  # weight of the outer blur
+         eps: float = -0.02,  # threshold: below it a pixel becomes ink
          phi: float = 120.0,  # softness of the ink edge
          ) -> np.ndarray:
     "eXtended Difference of Gaussians line art (Winnemöller 2012): black lines on white, HxW uint8."
     from scipy.ndimage import gaussian_filter
     g = gray.astype(np.float32) / 255.0
-    sigma = sigma if sigma is not None else 0.6 * max(1.0, min(g.shape) / 256)
+    sigma = sigma if sigma is not None else 0.8 * max(1.0, min(g.shape) / 256)
     dog = gaussian_filter(g, sigma) - tau * gaussian_filter(g, sigma * k)
     e = np.where(dog >= eps, 1.0, 1.0 + np.tanh(phi * (dog - eps)))
     return (np.clip(e, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -200,7 +200,7 @@ def make_input(color: Image.Image | np.ndarray,  # the colour image (PIL RGB or 
     out = np.array(out, dtype=np.uint8, copy=True)      # writable and contiguous (torch.from_numpy wants that)
     return Image.fromarray(out, "L") if as_pil else out
 
-# %% ../nbs/01_data.ipynb #c1791585
+# %% ../nbs/01_data.ipynb #37b12c16
 def default_cache_dir() -> Path:
     "`$MANGACOLOR_CACHE`, else `$XDG_CACHE_HOME/manga_colorization`, else `~/.cache/manga_colorization`."
     if os.environ.get("MANGACOLOR_CACHE"): return Path(os.environ["MANGACOLOR_CACHE"]).expanduser()
@@ -283,7 +283,7 @@ class SyntheticSource:
         ill = synth_illustration(self.seed, self.start + i, (size[1], size[0]))
         return np.concatenate([np.asarray(ill.color), np.asarray(ill.sketch)[..., None]], axis=-1)
 
-# %% ../nbs/01_data.ipynb #8a0a7b2a
+# %% ../nbs/01_data.ipynb #bb807e76
 _WARNED: set = set()
 
 class ColorizationDataset(Dataset):
@@ -337,7 +337,7 @@ class ColorizationDataset(Dataset):
         if self.out_ch == 2: target = rgb_to_lab_norm(target)[1:].clamp(-1, 1)
         return inp, target
 
-# %% ../nbs/01_data.ipynb #21f87fdb
+# %% ../nbs/01_data.ipynb #323ba557
 class EpochSampler(Sampler):
     "Yields `(index, epoch)`: a permutation seeded by (seed, epoch), split across `num_replicas` ranks; `set_epoch` for exact resume."
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
@@ -362,7 +362,7 @@ class EpochSampler(Sampler):
         if self.shuffle: self.epoch, self.start = epoch + 1, 0
         for i in self.indices(epoch)[start:]: yield (i, epoch if self.shuffle else 0)
 
-# %% ../nbs/01_data.ipynb #8f891c56
+# %% ../nbs/01_data.ipynb #676f1381
 def default_num_workers() -> int:
     "Loader worker processes: one per available core but one, at most 8 (0 on a single core, and under tests)."
     if in_test(): return 0
@@ -522,7 +522,7 @@ def _progress(it, total, desc):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc)
 
-# %% ../nbs/01_data.ipynb #7474cdac
+# %% ../nbs/01_data.ipynb #84001186
 def to_display(t: torch.Tensor) -> torch.Tensor:
     "A (B,C,H,W) tensor in [-1, 1] with 1, 2 (Lab chroma, shown at mid lightness) or 3 channels as RGB in [-1, 1]."
     if t.ndim == 3: t = t[None]
