@@ -513,7 +513,7 @@ def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu"
     out = predict_rgb(G, meta, img2tensor(small)[None])[0]
     return Image.fromarray(((out + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
 
-# %% ../nbs/10_gallery.ipynb #35642bfd
+# %% ../nbs/10_gallery.ipynb #e1c84f0d
 class ResultsBrowser:
     "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
     def __init__(self, path, # grid folder, run folders or a list of them
@@ -534,7 +534,7 @@ class ResultsBrowser:
         self.image = W.IntSlider(0, 0, 0, description="image", style=style)
         self.position = W.FloatSlider(value=0.5, min=0, max=1, step=0.01, description="wipe", readout=False, style=style)
         self.view, self.wipe_view = W.Image(format="png"), W.Image(format="png")
-        self.view.add_class("mc-view"); self.wipe_view.add_class("mc-wipe"); self.run.add_class("mc-run")
+        self.view.add_class("mc-view"); self.wipe_view.add_class("mc-wipe"); self.run.add_class("mc-run"); self.others.add_class("mc-others")
         self.info, self.status = W.HTML(), W.HTML()
         self.checkpoint = W.Dropdown(description="checkpoint", style=style)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="page")

@@ -1,7 +1,8 @@
 """Real-browser test of nbs/21_results.ipynb: JupyterLab headless on localhost, Chromium driven by Playwright.
 
-Runs all cells, changes the run dropdown of the results browser, and checks that the displayed image changes and that
-no cell shows an error. Screenshots go to test-artifacts/. As a script it also writes the README screenshot:
+Runs all cells, changes the run dropdown of the results browser, checks that the displayed image changes and that
+no cell shows an error, and colorizes an uploaded page. Screenshots go to test-artifacts/. As a script it writes the
+README pictures of a real grid (the browser screenshot, and the notebook's compare_grid/curves/final_metrics PNGs):
 
     python tests/test_browser.py --grid runs/grid --out images/results_browser.png
 """
@@ -111,6 +112,7 @@ def run_results_notebook(grid: str | None = None, screenshot: Path | None = None
     if in_test: env["IN_TEST"] = "1"
     else: env.pop("IN_TEST", None)
     if grid: env["MANGACOLOR_GRID"] = str(Path(grid).resolve())
+    if screenshot: env["MANGACOLOR_IMAGES"] = str(Path(screenshot).resolve().parent)   # the notebook's own pictures go beside it
     seen = {}
     try:
         with jupyter_lab(root, env) as url, sync_playwright() as pw:
@@ -160,6 +162,7 @@ def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: 
     view.wait_for(state="visible", timeout=CHANGE_S * 1000)
     page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(), timeout=CHANGE_S * 1000)
     before = _element_png(view)
+    seen["view_width"] = view.evaluate("el => el.naturalWidth")
     run_select = page.locator(".mc-run select").last
     options = run_select.locator("option").all_inner_texts()
     seen["options"] = options
@@ -171,6 +174,12 @@ def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: 
         time.sleep(0.5); after = _element_png(view)
     seen["image_changed"] = after != before
     seen["label_after"] = page.locator(".mc-run select").last.input_value()
+    others = page.locator(".mc-others select").last   # compare with every run: one output column each
+    others.select_option(label=options)
+    deadline, wide = time.monotonic() + CHANGE_S, 0
+    while time.monotonic() < deadline and wide <= seen["view_width"]:
+        time.sleep(0.5); wide = view.evaluate("el => el.naturalWidth")
+    seen["view_width_all"] = wide
     shot = ARTIFACTS / "results_browser.png"
     widget = page.locator(".jp-OutputArea-output").filter(has=page.locator("img.mc-view")).last
     widget.scroll_into_view_if_needed()
@@ -201,6 +210,7 @@ def test_results_notebook_in_chromium():
     assert seen["dom_errors"] == 0, "a cell shows a widget error or a traceback"
     assert len(seen["options"]) >= 2, seen
     assert seen["label_after"] != "" and seen["image_changed"], f"the view did not change after choosing {seen['changed_to']}"
+    assert seen["view_width_all"] > seen["view_width"], "choosing runs to compare did not add output columns"
     assert seen["colorized"]
     assert Path(seen["screenshot"]).stat().st_size > 5000
 
