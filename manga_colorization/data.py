@@ -200,7 +200,7 @@ def make_input(color: Image.Image | np.ndarray,  # the colour image (PIL RGB or 
     out = np.array(out, dtype=np.uint8, copy=True)      # writable and contiguous (torch.from_numpy wants that)
     return Image.fromarray(out, "L") if as_pil else out
 
-# %% ../nbs/01_data.ipynb #37b12c16
+# %% ../nbs/01_data.ipynb #fb6b2675
 def default_cache_dir() -> Path:
     "`$MANGACOLOR_CACHE`, else `$XDG_CACHE_HOME/manga_colorization`, else `~/.cache/manga_colorization`."
     if os.environ.get("MANGACOLOR_CACHE"): return Path(os.environ["MANGACOLOR_CACHE"]).expanduser()
@@ -234,6 +234,11 @@ class ImageCache:
         tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, np.ascontiguousarray(arr, dtype=np.uint8))
         os.replace(tmp, f)      # atomic: readers never see half a file
+
+    def clear(self) -> None:
+        "Delete every cached image (the cache never evicts on its own)."
+        import shutil
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def decode_resized(path: Path,  # an image file
@@ -362,7 +367,7 @@ class EpochSampler(Sampler):
         if self.shuffle: self.epoch, self.start = epoch + 1, 0
         for i in self.indices(epoch)[start:]: yield (i, epoch if self.shuffle else 0)
 
-# %% ../nbs/01_data.ipynb #676f1381
+# %% ../nbs/01_data.ipynb #f5cd6038
 def default_num_workers() -> int:
     "Loader worker processes: one per available core but one, at most 8 (0 on a single core, and under tests)."
     if in_test(): return 0
@@ -376,7 +381,10 @@ def _check_one(args) -> str | None:
     try:
         if cache_folder is not None:
             cache = ImageCache(cache_folder)
-            if cache.get(path, size, pairs) is None: cache.put(path, size, pairs, decode_resized(path, size, pairs))
+            if cache.get(path, size, pairs) is None:
+                arr = decode_resized(path, size, pairs)
+                try: cache.put(path, size, pairs, arr)
+                except OSError: pass        # an unwritable cache costs speed, not data
         else:
             if Path(path).stat().st_size == 0: raise BadImageError(f"{path}: the file is empty (0 bytes)")
             try:
@@ -435,6 +443,11 @@ class SketchDataModule:
             splits = {s: (v if lim is None else v[:lim]) for (s, v), lim in zip(splits.items(), limits)}
             self.pairs = self._detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
             self.cache = None if cache is False else ImageCache(None if cache is True else Path(cache) / "images")
+            if self.cache is not None:
+                try: self.cache.folder.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    warnings.warn(f"cannot use the image cache {self.cache.folder} ({e}); reading images without it (pass cache=FOLDER)")
+                    self.cache = None
             self.sources = {s: FileSource(v, self.pairs, self.cache) for s, v in splits.items()}
         self._datasets, self._loaders, self._checked = {}, {}, set()
 

@@ -234,6 +234,16 @@ def test_cache_hits_and_invalidation(tmp_path):
     assert cache.misses == 2
     assert not list((tmp_path / "d").rglob("*.npy"))
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+    cache.clear()
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_unusable_cache_falls_back(tmp_path):
+    write_ascp(tmp_path / "d", 4, size=16, val_fraction=0.25, progress=False)
+    (tmp_path / "not_a_folder").write_text("x")
+    with pytest.warns(UserWarning, match="cannot use the image cache"):
+        dm = SketchDataModule(tmp_path / "d", batch_size=1, resize=16, num_workers=0, cache=tmp_path / "not_a_folder")
+    assert dm.cache is None and sum(len(x) for x, _ in dm.train_loader) == 3 and not dm.bad_files
 
 
 def test_epoch_sampler():
