@@ -184,6 +184,8 @@ def test_seed_readme_example(tmp_path):
     assert len(dm.val_loader.dataset) + len(dm.test_loader.dataset) == 7
     fig = show_images(color)
     assert fig is not None
+    import matplotlib.pyplot as plt
+    plt.close("all")
 
 
 def test_synthetic_root_and_modes():
@@ -271,3 +273,13 @@ def test_show_images_channels():
         assert show_images(t) is not None
     assert show_images((torch.zeros(2, 1, 8, 8), torch.zeros(2, 3, 8, 8))) is not None
     with pytest.raises(ValueError, match="1, 2 or 3 channels"): to_display(torch.zeros(1, 5, 4, 4))
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_limit_per_split(tmp_path):
+    write_ascp(tmp_path / "d", 12, size=16, val_fraction=0.5, progress=False)
+    dm = SketchDataModule(tmp_path / "d", limit=2, num_workers=0, cache=False)
+    assert [len(dm.sources[s]) for s in ("train", "val", "test")] == [2, 2, 2]
+    dm = SketchDataModule("synthetic", limit=(5, 1, 1), num_workers=0)
+    assert [len(dm.sources[s]) for s in ("train", "val", "test")] == [5, 1, 1]
