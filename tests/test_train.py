@@ -1,0 +1,148 @@
+"""Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders, the demo (shrunk)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from manga_colorization.core import UserError
+from manga_colorization.train import Trainer, TrainConfig, load_checkpoint, prepare_out, train
+
+TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=2, limit=32, val_limit=4, device="cpu", pretrained=False,
+            d_width=8, d_layers=2, samples=2, tensorboard=False)
+
+SCRIPT = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from manga_colorization.train import Trainer, TrainConfig
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+sleep = float(sys.argv[2]); resume = sys.argv[3] == "1"
+cb = (lambda t, e: time.sleep(sleep)) if sleep > 0 else None
+t = Trainer(cfg, resume=resume, callbacks=[cb] if cb else [])
+t.fit()
+torch.save({k: v.detach().clone() for k, v in t.G.state_dict().items()}, f"{cfg.out}/G_rank{t.rank}.pt")
+"""
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _start(tmp_path, cfg, sleep=0.0, resume=False):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), json.dumps(cfg), str(sleep), "1" if resume else "0"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(p, timeout=240):
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out
+    return out
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
+    ref = {**TINY, "out": str(tmp_path / "ref"), "ckpt_every": 3}
+    killed = {**TINY, "out": str(tmp_path / "killed"), "ckpt_every": 3}
+    p_ref = _start(tmp_path, ref)
+    p = _start(tmp_path, killed, sleep=0.3)
+    last = Path(killed["out"]) / "checkpoints" / "last.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline:                     # wait for a mid-epoch checkpoint in epoch 2 (step 9 of 16)
+        if last.exists():
+            try: state = torch.load(last, map_location="cpu", weights_only=True)
+            except Exception: state = None
+            if state and state["epoch"] == 1 and state["data"]["batches_done"] > 0: break
+        time.sleep(0.1)
+    else:
+        p.kill(); pytest.fail("no mid-epoch checkpoint appeared")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    state = load_checkpoint(last)
+    assert 0 < state["data"]["batches_done"] < 8 and state["step"] < 16       # it really died mid-epoch
+    _finish(_start(tmp_path, killed, resume=True))
+    _finish(p_ref)
+    a, b = load_checkpoint(Path(ref["out"]) / "checkpoints" / "last.pt"), load_checkpoint(last)
+    assert a["step"] == b["step"] == 16
+    for part in ("G", "D"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    for k, v in a["opt_g"]["state"].items():
+        assert torch.equal(v["exp_avg"], b["opt_g"]["state"][k]["exp_avg"])
+    lines = [json.loads(l) for l in (Path(killed["out"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    ref_lines = [json.loads(l) for l in (Path(ref["out"]) / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["psnr"] == ref_lines[-1]["psnr"] and lines[-1]["loss_g"] == pytest.approx(ref_lines[-1]["loss_g"], rel=1e-9)
+
+
+def test_ddp_gloo_two_processes_identical_weights(tmp_path):
+    cfg = {**TINY, "out": str(tmp_path / "ddp"), "epochs": 1, "limit": 16}
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+                          json.dumps(cfg), "0", "0"], env=_env(), capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    g0, g1 = (torch.load(tmp_path / "ddp" / f"G_rank{r}.pt", weights_only=True) for r in (0, 1))
+    params = [k for k in g0 if "running_" not in k and "num_batches" not in k]
+    assert params and all(torch.equal(g0[k], g1[k]) for k in params)
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["data"]["world_size"] == 2 and len(state["rng"]) == 2   # 16 images / (2 ranks x 4)
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1                 # rank 0 alone writes
+
+
+def _nan_hook(trainer, steps):
+    trainer.G.register_forward_hook(lambda m, i, o: o * float("nan") if m.training and trainer.step + 1 in steps else o)
+    return trainer
+
+
+def test_nan_steps_skipped_then_run_stops(tmp_path):
+    t = _nan_hook(Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "a"), "epochs": 1, "limit": 16, "max_bad_steps": 3})), {2, 3})
+    rec = t.fit()
+    assert rec["skipped_steps"] == 2
+    assert all(torch.isfinite(p).all() for p in t.G.parameters())
+    t = _nan_hook(Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "b"), "epochs": 1, "limit": 16, "max_bad_steps": 3})), {1, 2, 3, 4})
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    with pytest.raises(UserError, match="not finite for 3 steps in a row"):
+        t.fit()
+    assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items() if "running" not in k and "num_batches" not in k)
+
+
+def test_run_folder_rules_and_extension(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        prepare_out(tmp_path / "mine")
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 1, "limit": 8}))
+    assert r["epoch"] == 1 and r["params"] > 0
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 2, "limit": 8}))        # same kind: continued
+    assert r["epoch"] == 2 and r["step"] == 4
+    assert [json.loads(l)["epoch"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    keys = set(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]))
+    assert {"epoch", "step", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim", "loss_g", "loss_adv",
+            "loss_l1", "loss_vgg", "loss_anime", "loss_d", "images_per_s", "time_s"} <= keys
+
+
+def test_lab_outputs_and_ema(tmp_path):
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "lab"), "epochs": 1, "limit": 8, "out_ch": 2, "ema": 0.9,
+                             "schedule": "cosine", "grad_clip": 1.0}))
+    assert r["baseline_psnr"] > 0 and r["psnr"] == r["psnr"]
+    from manga_colorization.models import load_generator
+    G, meta = load_generator(tmp_path / "lab")
+    assert meta["color_space"] == "lab" and meta["out_ch"] == 2 and meta["ema"] is True
+
+
+def test_demo_cli_shrunk(tmp_path, monkeypatch):
+    monkeypatch.setenv("IN_TEST", "1")
+    out = subprocess.run(["mangacolor", "demo", "--out", str(tmp_path / "demo")], env={**_env(), "IN_TEST": "1"},
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "copy-the-gray" in out.stdout
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {"checkpoints", "samples", "metrics.jsonl", "generator.safetensors", "generator.json", "page_colorized.png", "demo.json"} <= names
+    assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
