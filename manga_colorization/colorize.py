@@ -458,7 +458,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) ->
     if len(data) > info.file_size: raise UserError(f"{path}: member {info.filename!r} is larger than it declares: refusing the archive")
     return data
 
-# %% ../nbs/09_colorize.ipynb #ea79a980
+# %% ../nbs/09_colorize.ipynb #d0c4ea8a
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
 
 def _encode(img: Image.Image, name: str) -> bytes:
@@ -491,14 +491,18 @@ class BatchResult:
     def __str__(self):
         return f"{self.total} page(s): {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
 
-def _colorize_bytes(colorizer: Colorizer, data: bytes, name: str, tmpdir: str) -> tuple[bytes, bool]:
-    "Decode one page (through `load_image`), colorize it; returns the encoded result and whether it was colorized (False: colour page)."
-    tmp = Path(tmpdir) / ("page" + Path(name).suffix.lower())
-    tmp.write_bytes(data)
-    img = load_image(tmp)
-    if colorizer.is_color(img): return data, False
+def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str) -> bytes | None:
+    "The colorized page encoded for file `name`, or None when it is already coloured (to be copied through)."
+    if colorizer.is_color(img): return None
     gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
-    return _encode(colorizer.colorize(gray), name), True
+    return _encode(colorizer.colorize(gray), name)
+
+def _load_member(data: bytes, label: str, tmpdir: str) -> Image.Image:
+    "Decode an archive member through `load_image` (via a temporary file); errors name `label` (archive:member)."
+    tmp = Path(tmpdir) / ("page" + Path(label).suffix.lower())
+    tmp.write_bytes(data)
+    try: return load_image(tmp)
+    except UserError as e: raise UserError(str(e).replace(str(tmp), label)) from None
 
 def colorize_files(jobs: list[Job],              # from `plan_outputs`
                    colorizer: Colorizer,
@@ -524,12 +528,12 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
                 if j.dst.exists() and not overwrite: res.skipped += 1
                 else:
                     try:
-                        data, colorized = _colorize_bytes(colorizer, j.src.read_bytes(), j.dst.name, tmpdir)
-                        _write_atomic(j.dst, data)
-                        if colorized: res.colorized += 1
+                        encoded = _colorize_image(colorizer, load_image(j.src), j.dst.name)
+                        _write_atomic(j.dst, encoded if encoded is not None else j.src.read_bytes())
+                        if encoded is not None: res.colorized += 1
                         else: res.copied += 1
                     except (UserError, OSError, ValueError, Image.DecompressionBombError) as e:
-                        res.failed += 1; log(f"skipped {j.src}: {e}")
+                        res.failed += 1; log(f"skipped: {e}" if str(j.src) in str(e) else f"skipped {j.src}: {e}")
                 bar.update(1)
                 continue
             if j.src in refused:  # counted as one failed page: its pages were never looked at
@@ -551,8 +555,8 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
                         data = read_member(zin, info, j.src)
                         if _is_image(Path(info.filename)):
                             try:
-                                data, colorized = _colorize_bytes(colorizer, data, name, tmpdir)
-                                if colorized: res.colorized += 1
+                                encoded = _colorize_image(colorizer, _load_member(data, f"{j.src}:{name}", tmpdir), name)
+                                if encoded is not None: data = encoded; res.colorized += 1
                                 else: res.copied += 1
                             except (UserError, OSError, ValueError, Image.DecompressionBombError) as e:
                                 res.failed += 1; log(f"{j.src}: page {name} copied unchanged, it could not be colorized: {e}")

@@ -200,12 +200,14 @@ def test_cli_folders_archives_corrupt_and_resume(tiny, tmp_path):
         z.writestr("ComicInfo.xml", "<ComicInfo/>")
         for name, i in (("02.png", 2), ("01.png", 3), ("../up.png", 4)):
             b = io.BytesIO(); pg(i).gray.save(b, "PNG"); z.writestr(name, b.getvalue())
+        z.writestr("03.png", b"not a png")
     out = tmp_path / "out"
     rc, err = _cli("colorize", book, tmp_path / "v.cbz", "--checkpoint", tiny[1], "--out", out)
-    assert rc == 1 and "1 of 6 pages failed" in err and "bad.png" in err, err
+    assert rc == 1 and "2 of 7 pages failed" in err and "bad.png" in err and "v.cbz:03.png" in err, err
     assert (out / "book/p1.png").exists() and (out / "book/sub/p2.png").exists() and not (out / "book/bad.png").exists()
     with zipfile.ZipFile(out / "v.cbz") as z:
-        assert z.namelist() == ["ComicInfo.xml", "02.png", "01.png", "up.png"]
+        assert z.namelist() == ["ComicInfo.xml", "02.png", "01.png", "up.png", "03.png"]
+        assert z.read("03.png") == b"not a png"                                  # a bad page is kept, unchanged
     mtime = (out / "book/p1.png").stat().st_mtime_ns
     rc, _ = _cli("colorize", book, "--checkpoint", tiny[1], "--out", out)
     assert rc == 1 and (out / "book/p1.png").stat().st_mtime_ns == mtime      # resumed: existing outputs skipped
