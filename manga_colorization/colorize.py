@@ -573,7 +573,7 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
     bar.close()
     return res
 
-# %% ../nbs/09_colorize.ipynb #6799b71c
+# %% ../nbs/09_colorize.ipynb #7918c671
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options shared by `colorize` (and reused by the benchmark)."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
@@ -598,6 +598,7 @@ def colorizer_from_args(args) -> Colorizer:
 
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
+    if Path(args.out).exists() and not Path(args.out).is_dir(): raise UserError(f"--out {args.out} is a file: give a folder for the colorized pages")
     jobs = plan_outputs(args.pages, args.out)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
