@@ -573,18 +573,18 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
     bar.close()
     return res
 
-# %% ../nbs/09_colorize.ipynb #7918c671
+# %% ../nbs/09_colorize.ipynb #a1acc687
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options shared by `colorize` (and reused by the benchmark)."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
     p.add_argument("--working-size", type=int, default=None, help="longer side at which the network sees a page (default: its training size)")
     p.add_argument("--raw", action="store_true", help="return the network's own RGB resized to the page, not page luminance + network chroma")
     p.add_argument("--panels", action="store_true", help="find panels and colorize each at the working size")
-    p.add_argument("--keep-white", action=argparse.BooleanOptionalAction, default=True, help="keep paper white (bubbles) and black ink neutral")
-    p.add_argument("--white-threshold", type=float, default=235, help="gray level (0-255) from which a pixel counts as paper white")
-    p.add_argument("--black-threshold", type=float, default=30, help="gray level (0-255) up to which a pixel counts as ink")
+    p.add_argument("--keep-white", action=argparse.BooleanOptionalAction, default=True, help="keep paper white (bubbles) and black ink neutral (default: on)")
+    p.add_argument("--white-threshold", type=float, default=235, help="gray level (0-255) from which a pixel counts as paper white (default: %(default)s)")
+    p.add_argument("--black-threshold", type=float, default=30, help="gray level (0-255) up to which a pixel counts as ink (default: %(default)s)")
     p.add_argument("--color-threshold", type=float, default=0.03,
-                   help="fraction of clearly coloured pixels above which a page is already coloured and copied through; negative: never")
+                   help="fraction of clearly coloured pixels above which a page is already coloured and copied through; negative: never (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the generator with PyTorch or onnxruntime")
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
@@ -630,8 +630,8 @@ def add_commands(subparsers):
     p.add_argument("--out", required=True, help="output folder")
     _add_colorize_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
-    p.add_argument("--max-unzip-mb", type=float, default=4096, help="refuse archives that expand to more than this (zip-bomb guard)")
-    p.add_argument("--max-unzip-ratio", type=float, default=200, help="refuse archives whose members expand more than this ratio")
+    p.add_argument("--max-unzip-mb", type=float, default=4096, help="refuse archives that expand to more than this many MB (zip-bomb guard; default: %(default)s)")
+    p.add_argument("--max-unzip-ratio", type=float, default=200, help="refuse archives whose members expand more than this ratio (default: %(default)s)")
     p.set_defaults(func=run_colorize)
     e = subparsers.add_parser("export", help="export a generator checkpoint (ONNX)")
     e.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch, height and width)")
