@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['Box', 'erase_bubbles', 'find_panels', 'box_iou', 'panel_scores']
+__all__ = ['Box', 'bubble_interiors', 'erase_bubbles', 'bubble_mask', 'find_panels', 'box_iou', 'panel_scores']
 
 # %% ../nbs/09a_panels.ipynb #af7f1e9c
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
@@ -44,15 +44,14 @@ def _contained(a: Box, b: Box, slack: int = 2) -> bool:
     "True when box `a` lies inside box `b` (within `slack` px)."
     return a[0] >= b[0] - slack and a[1] >= b[1] - slack and a[2] <= b[2] + slack and a[3] <= b[3] + slack
 
-# %% ../nbs/09a_panels.ipynb #b87192cb
-def erase_bubbles(ink: np.ndarray,   # (h, w) bool, True on non-paper pixels
-                  gray: np.ndarray,  # (h, w) uint8 gray levels
-                  max_area: float = 0.08,  # largest bubble, as a fraction of the page
-                  outline: int = 3,  # outline width to erase around each bubble, in pixels
-                 ) -> np.ndarray:
-    "The ink mask with speech bubbles (enclosed, near-white, elliptical holes), their text and outlines removed."
+# %% ../nbs/09a_panels.ipynb #d261acb0
+def bubble_interiors(ink: np.ndarray,   # (h, w) bool, True on non-paper pixels
+                     gray: np.ndarray,  # (h, w) uint8 gray levels
+                     max_area: float = 0.08,  # largest bubble, as a fraction of the page
+                    ) -> np.ndarray:
+    "Mask of speech-bubble interiors with their lettering: enclosed, near-white holes in the ink that fill 55-92 % of their box."
     labels, n = ndimage.label(~ink)
-    if n == 0: return ink
+    if n == 0: return np.zeros_like(ink)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     idx = np.arange(1, n + 1)
     area = ndimage.sum_labels(np.ones_like(labels), labels, idx)
@@ -63,12 +62,37 @@ def erase_bubbles(ink: np.ndarray,   # (h, w) bool, True on non-paper pixels
         bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         fill = area[i - 1] / (bh * bw)
         if 0.55 <= fill <= 0.92 and level[i - 1] >= 240 and 64 <= area[i - 1] <= max_area * ink.size and min(bh, bw) >= 6: bubbles.append(i)
-    if not bubbles: return ink
-    mask = ndimage.binary_fill_holes(np.isin(labels, bubbles))
-    mask = ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=outline)
-    return ink & ~mask
+    if not bubbles: return np.zeros_like(ink)
+    return ndimage.binary_fill_holes(np.isin(labels, bubbles))
 
-# %% ../nbs/09a_panels.ipynb #a71d8942
+def erase_bubbles(ink: np.ndarray,   # (h, w) bool, True on non-paper pixels
+                  gray: np.ndarray,  # (h, w) uint8 gray levels
+                  max_area: float = 0.08,  # largest bubble, as a fraction of the page
+                  outline: int = 3,  # outline width to erase around each bubble, in pixels
+                 ) -> np.ndarray:
+    "The ink mask with speech bubbles, their text and outlines removed."
+    mask = bubble_interiors(ink, gray, max_area)
+    if not mask.any(): return ink
+    return ink & ~ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=outline)
+
+def _small_gray(page: Image.Image | np.ndarray, work_side: int) -> np.ndarray:
+    "The page's gray, reduced so its longer side is at most `work_side`."
+    img = page if isinstance(page, Image.Image) else Image.fromarray(np.asarray(page))
+    gray = img.convert("L")
+    W, H = gray.size
+    scale = min(1.0, work_side / max(W, H))
+    if scale < 1: gray = gray.resize((max(1, round(W * scale)), max(1, round(H * scale))), Image.BOX, reducing_gap=2.0)
+    return np.asarray(gray)
+
+def bubble_mask(page: Image.Image | np.ndarray,  # the page
+                white_threshold: int = 230,      # gray level at or above which a pixel is paper
+                work_side: int = 1000,           # analysed at about this longer side
+               ) -> np.ndarray:
+    "Speech-bubble interiors and their lettering as a bool mask of the page reduced to about `work_side` (sample it to page size)."
+    g = _small_gray(page, work_side)
+    return ndimage.binary_dilation(bubble_interiors(g < white_threshold, g), np.ones((3, 3), bool))
+
+# %% ../nbs/09a_panels.ipynb #441eed34
 def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3) uint8 array)
                 white_threshold: int = 230,      # gray level at or above which a pixel is paper
                 min_area: float = 0.01,          # smallest panel, as a fraction of the page area
@@ -77,13 +101,10 @@ def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3
                ) -> list[Box]:
     "Panel boxes (x0, y0, x1, y1) in page pixels, in reading order (top to bottom, right to left)."
     img = page if isinstance(page, Image.Image) else Image.fromarray(np.asarray(page))
-    gray = img.convert("L")
-    W, H = gray.size
-    scale = min(1.0, work_side / max(W, H))
-    small = gray.resize((max(1, round(W * scale)), max(1, round(H * scale))), Image.BOX, reducing_gap=2.0) if scale < 1 else gray
-    g = np.asarray(small)
+    W, H = img.size
+    g = _small_gray(img, work_side)
     ink = erase_bubbles(g < white_threshold, g)
-    w, h = small.size
+    h, w = g.shape
     sx, sy = W / w, H / h
     min_px = min_area * w * h
     boxes: list[Box] = []
@@ -103,7 +124,7 @@ def find_panels(page: Image.Image | np.ndarray,  # the page (PIL image or HxW(x3
     boxes.sort(key=lambda b: (b[1] // band, -b[2]))
     return [(int(b[0] * sx), int(b[1] * sy), min(W, int(np.ceil(b[2] * sx))), min(H, int(np.ceil(b[3] * sy)))) for b in boxes]
 
-# %% ../nbs/09a_panels.ipynb #f5f4cda6
+# %% ../nbs/09a_panels.ipynb #2af4d5af
 def box_iou(a: Box, b: Box) -> float:
     "Intersection over union of two (x0, y0, x1, y1) boxes."
     iw = max(0, min(a[2], b[2]) - max(a[0], b[0])); ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))

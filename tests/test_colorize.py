@@ -134,6 +134,11 @@ def test_keep_white_and_ink_neutral(page):
     assert bubble_white.sum() > 20
     kept = np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu").colorize(scan)).astype(int)
     assert np.ptp(kept, axis=2)[(g >= 235) | (g <= 30)].max() <= 1
+    core = np.zeros(g.shape, bool)   # the middle of each bubble, lettering (any gray level) included
+    for x0, y0, x1, y1 in page.bubbles:
+        dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
+        core[y0 + dy:y1 - dy, x0 + dx:x1 - dx] = True
+    assert (core & (g > 30) & (g < 200)).sum() > 5 and np.ptp(kept, axis=2)[core].max() <= 1
     tinted = np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu", keep_white=False).colorize(scan)).astype(int)
     assert np.ptp(tinted, axis=2)[bubble_white].mean() > 3
     low = np.asarray(Colorizer(ToyTint(), {"size": 64}, device="cpu", white_threshold=200).colorize(scan)).astype(int)
