@@ -300,7 +300,7 @@ def val_size(data: str = "synthetic", size: int = 256, input_mode: str = "gray",
     dm = data_mod.SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0, cache=False, seed=seed)
     return len(dm.val_loader.dataset)
 
-# %% ../nbs/10_gallery.ipynb #7e3ea013
+# %% ../nbs/10_gallery.ipynb #ef5351da
 @dataclass
 class Comparison:
     "A comparison gallery: the picture, the runs, the rows' dataset indices and per-image metrics[row][run][metric]."
@@ -383,7 +383,8 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
         if len(rows) > n: rows = sorted(np.random.default_rng(seed).choice(len(rows), n, replace=False).tolist())
     else:
         rows = _select_rows(torch.stack([m[metric] for m in per_run]).mean(0), min(n, len(candidates)), select, metric)
-    names = [name for name, _, _ in loaded]
+    names = []
+    for name, _, _ in loaded: names.append(name if name not in names else f"{name} ({sum(n.split(' (')[0] == name for n in names) + 1})")
     metrics = [{names[k]: {m: float(v[r]) for m, v in per_run[k].items()} for k in range(len(names))} for r in rows]
     u8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
     image = _draw_comparison([u8(inputs[r]) for r in rows], [[u8(o[r]) for r in rows] for o in outputs],
@@ -469,14 +470,15 @@ class LRUCache:
         return value
     def __len__(self): return len(self.data)
 
-# %% ../nbs/10_gallery.ipynb #c39a619d
+# %% ../nbs/10_gallery.ipynb #63b2d1a1
 def _font(size: int = 12):
     "PIL's default font at `size` (scalable where FreeType is there)."
     try: return ImageFont.load_default(size=size)
     except TypeError: return ImageFont.load_default()
 
 def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO(); img.save(buf, format="PNG"); return buf.getvalue()
+    "PNG bytes of `img`, fast compression (shown once, not stored)."
+    buf = io.BytesIO(); img.save(buf, format="PNG", compress_level=1); return buf.getvalue()
 
 def _labelled_strip(tiles: list[np.ndarray], labels: list[str], height: int = 192) -> Image.Image:
     "Tiles side by side, each scaled to `height` px, with a label above each."
@@ -513,7 +515,7 @@ def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu"
     out = predict_rgb(G, meta, img2tensor(small)[None])[0]
     return Image.fromarray(((out + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
 
-# %% ../nbs/10_gallery.ipynb #e1c84f0d
+# %% ../nbs/10_gallery.ipynb #00a9a5e8
 class ResultsBrowser:
     "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
     def __init__(self, path, # grid folder, run folders or a list of them
@@ -525,7 +527,7 @@ class ResultsBrowser:
         if not self.runs: raise UserError(f"{path}: no run folders to browse")
         self.by_name = {run_name(p): p for p in self.runs}
         self.height, self.reads, self._quiet = height, 0, False
-        self._sheets, self._epochs, self._metrics = LRUCache(cache_size), {}, {}
+        self._sheets, self._epochs, self._metrics, self._scores = LRUCache(cache_size), {}, {}, LRUCache(4096)
         names = list(self.by_name)
         style = {"description_width": "90px"}
         self.run = W.Dropdown(options=names, value=names[0], description="run", style=style)
@@ -593,19 +595,26 @@ class ResultsBrowser:
         self.checkpoint.value = self.checkpoint.options[0][1]
         self._update()
 
-    def shown(self) -> tuple[list[np.ndarray], list[str]]:
-        "The tiles and labels now shown: input, the selected runs' outputs, target."
+    def shown(self) -> tuple[list[np.ndarray], list[str], list[tuple]]:
+        "The tiles and labels now shown (input, the selected runs' outputs, target) and each output's (run, epoch, image) key."
         names = [self.run.value] + [n for n in self.others.value if n != self.run.value]
-        tiles, labels, first = [], [], None
+        tiles, labels, keys, first = [], [], [], None
         for name in names:
             epoch = self._nearest_epoch(name, self.epoch.value)
             if epoch is None: continue
             rows = self.tiles(name, epoch)
-            row = rows[min(self.image.value, len(rows) - 1)]
-            if first is None: first = row
-            tiles.append(row[1]); labels.append(f"{name} @{epoch}")
-        if first is None: return [], []
-        return [first[0], *tiles, first[2]], ["input", *labels, "target"]
+            index = min(self.image.value, len(rows) - 1)
+            if first is None: first = rows[index]
+            tiles.append(rows[index][1]); labels.append(f"{name} @{epoch}"); keys.append((name, epoch, index))
+        if first is None: return [], [], []
+        return [first[0], *tiles, first[2]], ["input", *labels, "target"], keys
+
+    def scores(self, key: tuple, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        "PSNR, SSIM and ΔE of one shown output, computed once per (run, epoch, image)."
+        def compute():
+            m = image_metrics(img2tensor(output)[None], img2tensor(target)[None])
+            return {k: float(v[0]) for k, v in m.items()}
+        return self._scores.get(key, compute)
 
     def _update(self, change=None):
         if self._quiet: return
@@ -618,20 +627,20 @@ class ResultsBrowser:
             self._quiet = True
             try: self.image.max = n_rows - 1
             finally: self._quiet = False
-        tiles, labels = self.shown()
+        tiles, labels, keys = self.shown()
         self.view.value = _png(_labelled_strip(tiles, labels, self.height))
         self._update_wipe()
-        m = image_metrics(torch.stack([img2tensor(t) for t in tiles[1:-1]]), img2tensor(tiles[-1])[None].expand(len(tiles) - 2, -1, -1, -1))
-        td = "<td style='padding:1px 8px'>"
-        rows = "".join(f"<tr>{td}{lb}</td>{td}{m['psnr'][i]:.2f}</td>{td}{m['ssim'][i]:.3f}</td>{td}{m['delta_e'][i]:.2f}</td></tr>"
-                       for i, lb in enumerate(labels[1:-1]))
+        td, rows = "<td style='padding:1px 8px'>", ""
+        for key, label, out in zip(keys, labels[1:-1], tiles[1:-1]):
+            m = self.scores(key, out, tiles[-1])
+            rows += f"<tr>{td}{label}</td>{td}{m['psnr']:.2f}</td>{td}{m['ssim']:.3f}</td>{td}{m['delta_e']:.2f}</td></tr>"
         rec = next((r for r in self.history(name) if r.get("epoch") == epoch), {})
         summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g", "loss_l1") if isinstance(rec.get(k), (int, float)))
         self.info.value = (f"<b>image {self.image.value}, epoch {epoch}</b><table><tr><th>run</th><th>PSNR</th><th>SSIM</th><th>ΔE</th></tr>{rows}</table>"
                            f"<small>{name} val set at epoch {epoch}: {summary or 'no metrics'}</small>")
 
     def _update_wipe(self, change=None):
-        tiles, _ = self.shown()
+        tiles = self.shown()[0]
         if tiles: self.wipe_view.value = _png(wipe(tiles[0], tiles[1], self.position.value, self.height))
 
     def _colorize(self, _=None):

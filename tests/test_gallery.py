@@ -162,3 +162,21 @@ def test_sample_epochs_ignores_other_files(tmp_path):
     run = tmp_path / "r"; (run / "samples").mkdir(parents=True)
     for n in ("epoch_002.png", "epoch_010.png", "epoch_001.png", "notes.txt", "epoch_x.png"): (run / "samples" / n).write_bytes(b"")
     assert sample_epochs(run) == [1, 2, 10]
+
+
+@pytest.mark.skipif(not HAS_MODELS, reason="needs manga_colorization.models")
+def test_compare_grid_on_checkpoint_files(tmp_path):
+    "A training checkpoint (.pt), a .safetensors file and a run folder compare side by side."
+    from manga_colorization.models import make_generator
+    grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1",), epochs=1, n_images=2, size=16)
+    run = grid / "unet__l1"
+    G = make_generator("unet", width=8, depth=4)
+    (run / "checkpoints").mkdir()
+    torch.save({"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 16}}, run / "checkpoints" / "best.pt")
+    rng = np.random.default_rng(1)
+    targets = torch.stack([img2tensor(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(3)])
+    cmp = compare_grid([run / "checkpoints" / "best.pt", run / "generator.safetensors", run], images=(rgb_to_gray(targets), targets), n=3)
+    assert cmp.names == ["unet__l1:best", "unet__l1", "unet__l1 (2)"]   # columns keep distinct labels
+    assert cmp.metrics[0]["unet__l1"] == cmp.metrics[0]["unet__l1 (2)"]   # the folder loads its generator.safetensors
+    assert cmp.metrics[0]["unet__l1"]["psnr"] != cmp.metrics[0]["unet__l1:best"]["psnr"]   # different weights, different outputs
+    assert sorted(cmp.indices) == [0, 1, 2]
