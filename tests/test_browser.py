@@ -30,7 +30,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SERVER_START_S, RUN_ALL_S, CHANGE_S = 120, 420, 60
+SERVER_START_S, RUN_ALL_S, CHANGE_S = 120, 300, 60
 
 
 def _missing() -> str | None:
@@ -73,12 +73,23 @@ def jupyter_lab(root: Path, env: dict):
             time.sleep(0.5)
         yield url
     finally:
+        _shutdown_kernels(url)   # kernels run in sessions of their own: end them through the server first
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             try: os.killpg(proc.pid, sig)
             except ProcessLookupError: break
             try: proc.wait(timeout=wait); break
             except subprocess.TimeoutExpired: continue
         log.close()
+
+
+def _shutdown_kernels(url: str):
+    "Ask the server to shut down every kernel it started (bounded; errors ignored: the server may be gone)."
+    try:
+        with urllib.request.urlopen(f"{url}/api/kernels", timeout=5) as r: kernels = json.load(r)
+        for k in kernels:
+            req = urllib.request.Request(f"{url}/api/kernels/{k['id']}", method="DELETE")
+            urllib.request.urlopen(req, timeout=10).close()
+    except OSError: pass
 
 
 JS_STATE = """() => {
