@@ -231,7 +231,7 @@ def _load_generator_state(G: nn.Module, state: dict, path):
 class NonFiniteLossError(UserError):
     "The loss was NaN/inf for `max_bad_steps` steps in a row."
 
-# %% ../nbs/07_train.ipynb #8ad16a34
+# %% ../nbs/07_train.ipynb #7a69411c
 class Trainer:
     "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
     def __init__(self, config: TrainConfig, resume: bool = False, callbacks=()):
@@ -429,7 +429,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         "Mean val metrics (model and copy-the-gray baseline) over `val_limit` images, plus this epoch's sample sheet."
-        G, meter, seen, sheet = self.inference_generator, MetricMeter(), 0, None
+        G, meter, seen, shown = self.inference_generator, MetricMeter(), 0, []
         was_training = G.training; G.eval()
         for batch in self.dm.val_loader:
             inp, target = _as_pair(batch)
@@ -437,13 +437,14 @@ class Trainer:
             inp = inp.to(self.device)
             out, tgt = self._predict(G, inp), target.float().to(self.device)
             meter.update(image_metrics(out, tgt, inp[:, :1]))
-            if sheet is None: sheet = sample_sheet(inp[: self.config.samples], out[: self.config.samples], tgt[: self.config.samples])
+            room = self.config.samples - sum(len(x[0]) for x in shown)
+            if room > 0: shown.append((inp[:room].cpu(), out[:room].cpu(), tgt[:room].cpu()))
             seen += len(inp)
             if exists(self.config.val_limit) and seen >= self.config.val_limit: break
         G.train(was_training)
-        if sheet is not None:
+        if shown:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            sheet.save(self.out / "samples" / f"epoch_{self.epoch:03d}.png")
+            sample_sheet(*(torch.cat(x) for x in zip(*shown))).save(self.out / "samples" / f"epoch_{self.epoch:03d}.png")
         return meter.compute()
 
     def _best_improved(self, record: dict) -> bool:
