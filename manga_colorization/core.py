@@ -33,13 +33,13 @@ def in_test() -> bool:
     "True under `nbdev_test` (it sets `IN_TEST`) or when `MANGACOLOR_SMALL` asks for tiny work."
     return bool(os.environ.get("IN_TEST")) or bool(os.environ.get("MANGACOLOR_SMALL"))
 
-# %% ../nbs/00_core.ipynb #07e612e1
+# %% ../nbs/00_core.ipynb #526a20a1
 def img2tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
     "A PIL image or HxW(xC) uint8 array as a (C,H,W) float tensor in [-1, 1]."
     arr = np.asarray(img)
     if arr.dtype != np.uint8: raise TypeError(f"img2tensor expects uint8 pixels, got {arr.dtype}")
     if arr.ndim == 2: arr = arr[..., None]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # a copy: PIL-backed arrays are read-only
 
 def tensor2uint8(t: torch.Tensor) -> np.ndarray:
     "A (C,H,W) or (H,W) tensor in [-1, 1] as an HxWxC (or HxW) uint8 array (values clamped)."
