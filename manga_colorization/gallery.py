@@ -87,7 +87,7 @@ def split_run_name(name: str) -> tuple[str, str]:
     arch, _, loss = name.partition("__")
     return arch, loss
 
-# %% ../nbs/10_gallery.ipynb #0ea34ef4
+# %% ../nbs/10_gallery.ipynb #12a46023
 def read_metrics(run: str | Path) -> list[dict]:
     "The per-epoch records of `run/metrics.jsonl` (empty when missing; broken lines skipped)."
     path = Path(run) / "metrics.jsonl"
@@ -105,7 +105,7 @@ def _number(value):
     except (TypeError, ValueError): return value
 
 def read_results(grid: str | Path | list) -> list[dict]:
-    "One row per run with `run`, `arch`, `loss` and its final metrics: from `results.csv`, else from each `metrics.jsonl`."
+    "One row per run with `run`, `arch`, `loss` and its final metrics: from `results.csv` (completed from `metrics.jsonl`), else each `metrics.jsonl`."
     if not isinstance(grid, (list, tuple)) and (Path(grid) / "results.csv").exists():
         with open(Path(grid) / "results.csv", newline="") as f: rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
         for r in rows:
@@ -113,6 +113,8 @@ def read_results(grid: str | Path | list) -> list[dict]:
             r["run"] = Path(name).name
             arch, loss = split_run_name(r["run"])
             r.setdefault("arch", arch); r.setdefault("loss", loss)
+            history = read_metrics(Path(grid) / r["run"])   # fills what the table left out (e.g. baseline_delta_e)
+            for k, v in (history[-1] if history else {}).items(): r.setdefault(k, v)
         return rows
     rows = []
     for run in find_runs(grid):
