@@ -146,3 +146,12 @@ def test_demo_cli_shrunk(tmp_path, monkeypatch):
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"checkpoints", "samples", "metrics.jsonl", "generator.safetensors", "generator.json", "page_colorized.png", "demo.json"} <= names
     assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
+
+
+def test_optional_metrics_plumbing(tmp_path):
+    "LPIPS/FID weights are absent here: a stand-in torchmetrics object under the name 'lpips' checks they reach the record."
+    from torchmetrics.image import StructuralSimilarityIndexMeasure
+    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "x"), "epochs": 1, "limit": 8}))
+    t.extra_metrics = {"lpips": StructuralSimilarityIndexMeasure(data_range=1.0)}
+    rec = t.fit()
+    assert 0 < rec["lpips"] <= 1 and abs(rec["lpips"] - rec["ssim"]) < 1e-3
