@@ -42,7 +42,7 @@ __all__ = ['RUN_FILES', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TINY', 'TrainC
            'resume_config', 'train', 'add_config_arguments', 'given_options', 'run_train', 'demo_config',
            'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
 
-# %% ../nbs/07_train.ipynb #bf8f2133
+# %% ../nbs/07_train.ipynb #e5bfc8ef
 def _opt(default, help: str, **kw):
     "A dataclass field with its CLI help (and optional argparse `type`/`choices`)."
     return field(default=default, metadata={"help": help, **kw})
@@ -81,6 +81,7 @@ class TrainConfig:
     anime_mix: float | None = _opt(None, "a: VGG share of the perceptual mix, 1-a anime; default from the preset", type=float)
     gen_options: dict | None = _opt(None, "further make_generator options as JSON, e.g. '{\"upsample\": \"resize_conv\", \"ext_size\": 128}' "
                              "(attention_*/ext_* options reach only the variants that have them)", type=json.loads)
+    anime_size: int = _opt(224, "input size of the Danbooru ResNet50 in the anime loss")
     d_layers: int = _opt(3, "PatchGAN discriminator layers")
     d_width: int = _opt(64, "PatchGAN discriminator base width")
     spectral_norm: bool = _opt(False, "spectral normalisation in the discriminator")
@@ -231,7 +232,7 @@ def _load_generator_state(G: nn.Module, state: dict, path):
 class NonFiniteLossError(UserError):
     "The loss was NaN/inf for `max_bad_steps` steps in a row."
 
-# %% ../nbs/07_train.ipynb #a34dc939
+# %% ../nbs/07_train.ipynb #cacb8515
 class Trainer:
     "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
     def __init__(self, config: TrainConfig, resume: bool = False, callbacks=()):
@@ -282,7 +283,7 @@ class Trainer:
         self.G = make_generator(c.arch, pretrained=c.pretrained, width=c.width, depth=c.depth, in_ch=1, out_ch=c.out_ch,
                                 **generator_options(c.arch, c.gen_options))
         overrides = {k: getattr(c, k) for k in ("adv_weight", "l1_weight", "perceptual_weight", "anime_mix") if getattr(c, k) is not None}
-        self.loss = make_loss(c.loss, pretrained=c.pretrained, gan_mode=c.gan_mode, **overrides)
+        self.loss = make_loss(c.loss, pretrained=c.pretrained, gan_mode=c.gan_mode, anime_input_size=c.anime_size, **overrides)
         self.D = PatchDiscriminator(in_ch=1, out_ch=c.out_ch, n_layers=c.d_layers, width=c.d_width, spectral_norm=c.spectral_norm) \
             if self.loss.uses_discriminator else None
         for m in (self.G, self.D, self.loss):

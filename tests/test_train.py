@@ -47,8 +47,9 @@ def _finish(p, timeout=240):
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
-    ref = {**TINY, "out": str(tmp_path / "ref"), "ckpt_every": 3}
-    killed = {**TINY, "out": str(tmp_path / "killed"), "ckpt_every": 3}
+    extra = {"ckpt_every": 3, "ema": 0.9, "schedule": "linear", "grad_clip": 1.0}
+    ref = {**TINY, "out": str(tmp_path / "ref"), **extra}
+    killed = {**TINY, "out": str(tmp_path / "killed"), **extra}
     p_ref = _start(tmp_path, ref)
     p = _start(tmp_path, killed, sleep=0.3)
     last = Path(killed["out"]) / "checkpoints" / "last.pt"
@@ -70,7 +71,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
     _finish(p_ref)
     a, b = load_checkpoint(Path(ref["out"]) / "checkpoints" / "last.pt"), load_checkpoint(last)
     assert a["step"] == b["step"] == 16
-    for part in ("G", "D"):
+    for part in ("G", "D", "ema", "generator"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     for k, v in a["opt_g"]["state"].items():
@@ -155,3 +156,17 @@ def test_optional_metrics_plumbing(tmp_path):
     t.extra_metrics = {"lpips": StructuralSimilarityIndexMeasure(data_range=1.0)}
     rec = t.fit()
     assert 0 < rec["lpips"] <= 1 and abs(rec["lpips"] - rec["ssim"]) < 1e-3
+
+
+def test_frozen_nets_stay_frozen_and_out_of_the_optimizer(tmp_path):
+    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "f"), "arch": "unet_ext", "loss": "perceptual_anime", "epochs": 1,
+                               "limit": 4, "anime_size": 32, "gen_options": {"ext_size": 32}}))
+    optimised = {id(p) for g in t.opt_g.param_groups for p in g["params"]}
+    assert not any(id(p) in optimised for p in t.G.extractor.parameters())
+    assert not any(id(p) in optimised for p in t.loss.parameters())
+    frozen = {k: v.clone() for k, v in t.G.extractor.state_dict().items()}
+    t.fit()
+    def leaves(m): return [x for x in m.modules() if not list(x.children())]     # the layers whose behaviour depends on the mode
+    assert not any(x.training for x in leaves(t.G.extractor) + leaves(t.loss.anime.extractor) + leaves(t.loss.vgg.extractor))
+    assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())   # BatchNorm stats did not drift
+    assert t.last_record["loss_anime"] > 0 and t.last_record["loss_vgg"] > 0
