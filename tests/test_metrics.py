@@ -64,3 +64,15 @@ def test_optional_metrics_report_a_reason():
     status = optional_metrics_status()
     assert set(status) == {"lpips", "fid"}
     assert all(v == "ok" or v.startswith("skipped") for v in status.values())
+
+
+def test_ssim_tiny_images():
+    "Images under 11 px (where torchmetrics' Gaussian cannot pad under 6 px) get the largest odd window that fits."
+    for n in (8, 4):
+        x = torch.rand(2, 3, n, n) * 2 - 1
+        assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+        a, b = torch.full((1, 3, n, n), -0.6), torch.full((1, 3, n, n), 0.2)
+        assert abs(ssim(a, b).item() - (2 * .2 * .6 + 1e-4) / (.2 ** 2 + .6 ** 2 + 1e-4)) < 1e-4
+        assert ssim(x, -x).mean() < 0.5
+    with pytest.raises(ValueError, match="at least 3x3 px"):
+        ssim(torch.zeros(1, 3, 2, 8), torch.zeros(1, 3, 2, 8))
