@@ -125,12 +125,13 @@ def resolve_weights(name: str,                   # a key of `WEIGHTS`
     if download is False: raise _not_found(spec, f"not downloading; `mangacolor weights download {name}` fetches it")
     return download_weights(name)
 
-# %% ../nbs/04_pretrained.ipynb #024b14fa
+# %% ../nbs/04_pretrained.ipynb #e27b57f6
 class Frozen(nn.Module):
     "A module that always stays in eval mode, with no trainable parameters."
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module.requires_grad_(False).eval()
+        self.train(False)   # the wrapper's own flag says eval too, from construction on
     def train(self, mode: bool = True) -> "Frozen": return super().train(False)
     def forward(self, *args, **kwargs): return self.module(*args, **kwargs)
     def __getattr__(self, name: str):
@@ -175,7 +176,7 @@ def danbooru_resnet50(pretrained: bool = True,          # load RF5's Danbooru201
         except RuntimeError as e: raise UserError(f"{file}: does not fit the Danbooru ResNet50 ({str(e).splitlines()[1].strip()[:200]})") from None
     return model.eval()
 
-# %% ../nbs/04_pretrained.ipynb #2a9b73e4
+# %% ../nbs/04_pretrained.ipynb #f89ac376
 class DanbooruFeatures(nn.Module):
     "Frozen Danbooru ResNet50 features of images in [-1, 1]: (2048-channel map at 1/32, 512-d pooled vector)."
     def __init__(self, pretrained: bool = True,       # RF5's weights, else random (tests, CPU demos)
@@ -188,6 +189,7 @@ class DanbooruFeatures(nn.Module):
         self.body, self.pool = freeze(net[0]), freeze(net[1][:6])
         self.register_buffer("mean", torch.tensor(DANBOORU_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(DANBOORU_STD).view(1, 3, 1, 1), persistent=False)
+        self.train(False)
 
     def train(self, mode: bool = True): return super().train(False)
 
@@ -204,7 +206,7 @@ class DanbooruFeatures(nn.Module):
         spatial = self.body(self.normalize(x))
         return spatial, self.pool(spatial)
 
-# %% ../nbs/04_pretrained.ipynb #a36ba556
+# %% ../nbs/04_pretrained.ipynb #7119eccd
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -240,6 +242,7 @@ class VGGFeatures(nn.Module):
         self.features = freeze(features)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.train(False)
 
     def train(self, mode: bool = True): return super().train(False)
 

@@ -115,3 +115,10 @@ def test_cli_weights(weights_env):
     assert "danbooru_resnet50" in out.stdout and "missing" in out.stdout
     out = subprocess.run(["mangacolor", "weights", "path", "vgg16"], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "vgg16-397923af.pth" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_frozen_wrappers_report_eval_from_construction():
+    "The wrappers' own `.training` flag is False right after construction, not only after `.train()`."
+    assert not P.freeze(nn.Linear(3, 3)).training
+    assert not P.DanbooruFeatures(pretrained=False, input_size=32).training
+    assert not P.vgg16_features(("relu1_2",), pretrained=False).training
