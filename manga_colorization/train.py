@@ -42,7 +42,7 @@ __all__ = ['RUN_FILES', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TINY', 'TrainC
            'resume_config', 'train', 'add_config_arguments', 'given_options', 'run_train', 'demo_config',
            'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
 
-# %% ../nbs/07_train.ipynb #e5bfc8ef
+# %% ../nbs/07_train.ipynb #d70e5a63
 def _opt(default, help: str, **kw):
     "A dataclass field with its CLI help (and optional argparse `type`/`choices`)."
     return field(default=default, metadata={"help": help, **kw})
@@ -89,6 +89,7 @@ class TrainConfig:
     amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
     channels_last: bool = _opt(True, "channels_last memory format on CUDA")
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
+    fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
     num_workers: int = _opt(0, "data-loading worker processes")
     ckpt_every: int = _opt(0, "also checkpoint every N optimizer steps (0: only at epoch ends)")
     best_metric: str = _opt("psnr", "validation metric that picks best.pt: psnr | ssim | delta_e | colorfulness", choices=METRIC_NAMES)
@@ -232,7 +233,7 @@ def _load_generator_state(G: nn.Module, state: dict, path):
 class NonFiniteLossError(UserError):
     "The loss was NaN/inf for `max_bad_steps` steps in a row."
 
-# %% ../nbs/07_train.ipynb #cacb8515
+# %% ../nbs/07_train.ipynb #b1775e50
 class Trainer:
     "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
     def __init__(self, config: TrainConfig, resume: bool = False, callbacks=()):
@@ -288,8 +289,9 @@ class Trainer:
             if self.loss.uses_discriminator else None
         for m in (self.G, self.D, self.loss):
             if m is not None: m.to(self.device, memory_format=self.memory_format)
-        self.opt_g = torch.optim.Adam(trainable(self.G), lr=c.lr, betas=(c.beta1, c.beta2))
-        self.opt_d = torch.optim.Adam(trainable(self.D), lr=c.lr_d or c.lr, betas=(c.beta1, c.beta2)) if self.D is not None else None
+        fused = {"fused": True} if c.fused_adam and self.device.type in ("cpu", "cuda") else {}
+        self.opt_g = torch.optim.Adam(trainable(self.G), lr=c.lr, betas=(c.beta1, c.beta2), **fused)
+        self.opt_d = torch.optim.Adam(trainable(self.D), lr=c.lr_d or c.lr, betas=(c.beta1, c.beta2), **fused) if self.D is not None else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
         self.ema = EMA(self.G, c.ema) if c.ema > 0 else None
 
