@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from .core import UserError, seed_everything
 
 # %% auto #0
-__all__ = ['QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory', 'measure', 'PlainVGGLoss', 'PlainAnimeLoss', 'plain_step',
-           'train_steps', 'copy_module', 'measure_pair', 'bench_train', 'bench_inference', 'bench_data',
-           'check_targets', 'run_bench', 'bench_markdown', 'run_bench_command', 'add_commands']
+__all__ = ['LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory', 'measure', 'PlainVGGLoss',
+           'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module', 'measure_pair', 'bench_train',
+           'bench_levers', 'bench_inference', 'bench_data', 'check_targets', 'run_bench', 'bench_markdown',
+           'run_bench_command', 'add_commands']
 
 # %% ../nbs/11_bench.ipynb #203cbe2b
 def machine_info() -> dict:
@@ -54,7 +55,7 @@ def summarize(samples: list[float]) -> dict:
     if not samples: raise ValueError("summarize needs at least one measurement")
     return dict(median=statistics.median(samples), min=min(samples), max=max(samples), n=len(samples))
 
-# %% ../nbs/11_bench.ipynb #678c221a
+# %% ../nbs/11_bench.ipynb #6ebeda15
 def _rss_mb() -> float:
     "Current resident set size in MiB (Linux /proc; elsewhere the peak so far)."
     try:
@@ -62,22 +63,40 @@ def _rss_mb() -> float:
     except (OSError, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
+def _heap_reader():
+    "A function giving the bytes malloc has handed out and not taken back (glibc `mallinfo2`), or None off glibc."
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+    def in_use_mb() -> float:
+        m = libc.mallinfo2()
+        return (m.uordblks + m.hblkhd) / 2**20
+    return in_use_mb
+
+_HEAP_MB = _heap_reader()
+
 class PeakMemory:
-    "Context manager: peak memory growth (MiB) during the block: sampled RSS on CPU, the allocator's peak on CUDA."
-    def __init__(self, device: str | torch.device = "cpu", interval: float = 0.002):
+    "Context manager: peak memory growth (MiB) during the block: malloc'd bytes in use (else RSS) sampled on CPU, the allocator's peak on CUDA."
+    def __init__(self, device: str | torch.device = "cpu", interval: float = 0.001):
         self.device, self.interval = torch.device(device), interval
+        self.read = _HEAP_MB or _rss_mb
         self.peak_mb = 0.0
 
     def _sample(self):
         while not self._stop.is_set():
-            self._max = max(self._max, _rss_mb()); self._stop.wait(self.interval)
+            self._max = max(self._max, self.read()); self._stop.wait(self.interval)
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device); torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
-            self._base = self._max = _rss_mb()
+            self._base = self._max = self.read()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True); self._thread.start()
         return self
@@ -88,7 +107,7 @@ class PeakMemory:
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
         else:
             self._stop.set(); self._thread.join()
-            self.peak_mb = max(self._max, _rss_mb()) - self._base
+            self.peak_mb = max(self._max, self.read()) - self._base
         return False
 
 # %% ../nbs/11_bench.ipynb #eff12354
@@ -168,37 +187,44 @@ def plain_step(G, D, vgg, anime, preset: dict, opt_g, opt_d):
         return loss_g.item()
     return step
 
-# %% ../nbs/11_bench.ipynb #dfeabc2b
-def train_steps(arch: str = "unet",      # generator name
-                loss: str = "l1",        # loss preset
-                size: int = 256,         # square image size
-                batch: int = 2,          # images per step
-                width: int = 64, depth: int = 8,  # generator shape (defaults: the seed's)
-                device: str = "cpu",
-                seed: int = 0,
-                gen_options: dict | None = None,  # further `make_generator` options (e.g. ext_size)
-               ) -> tuple:
-    "(fast, plain, batch): the library's `Trainer.train_step` and the plain baseline on identical models and one fixed batch."
-    from manga_colorization.losses import LOSSES
+# %% ../nbs/11_bench.ipynb #807912bc
+def library_step(arch: str = "unet",      # generator name
+                 loss: str = "l1",        # loss preset
+                 size: int = 256,         # square image size
+                 batch: int = 2,          # images per step
+                 width: int = 64, depth: int = 8,  # generator shape (defaults: the seed's)
+                 device: str = "cpu",
+                 seed: int = 0,
+                 gen_options: dict | None = None,  # further `make_generator` options (e.g. ext_size)
+                 config: dict | None = None,       # further `TrainConfig` fields (e.g. {"fused_adam": False})
+                ) -> tuple:
+    "(step, trainer, batch): `Trainer.train_step` on one fixed synthetic batch, as training runs it."
     from manga_colorization.train import TrainConfig, Trainer
     tmp = tempfile.mkdtemp(prefix="mangacolor-bench-")
-    cfg = TrainConfig(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch, width=width, depth=depth,
-                      limit=batch, val_limit=batch, device=device, seed=seed, pretrained=False, tensorboard=False,
-                      gen_options=gen_options, kind="bench")
+    cfg = TrainConfig(**{**dict(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch, width=width, depth=depth,
+                                limit=batch, val_limit=batch, device=device, seed=seed, pretrained=False, tensorboard=False,
+                                gen_options=gen_options, kind="bench"), **(config or {})})
     trainer = Trainer(cfg)
     inp, target = next(iter(trainer.train_loader))
-    dev = trainer.device
+    return (lambda: trainer.train_step(inp, target)), trainer, (inp, target)
+
+def train_steps(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
+                device: str = "cpu", seed: int = 0, gen_options: dict | None = None) -> tuple:
+    "(fast, plain, batch): the library's `Trainer.train_step` and the plain baseline on identical models and one fixed batch."
+    from manga_colorization.losses import LOSSES
+    fast, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
+    dev, c = trainer.device, trainer.config
     G, D = copy_module(trainer.G, dev), copy_module(trainer.D, dev)
     preset = LOSSES[loss]
     uses_vgg = preset.get("perceptual_weight", 0) > 0 and preset.get("anime_mix", 1.0) > 0
     uses_anime = preset.get("perceptual_weight", 0) > 0 and preset.get("anime_mix", 1.0) < 1
     vgg = PlainVGGLoss().to(dev) if uses_vgg else None
     anime = PlainAnimeLoss().to(dev) if uses_anime else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
     plain = plain_step(G, D, vgg, anime, preset, opt_g, opt_d)
     x, y = inp.to(dev), target.to(dev)
-    return (lambda: trainer.train_step(inp, target)), (lambda: plain(x, y)), int(inp.shape[0])
+    return fast, (lambda: plain(x, y)), int(inp.shape[0])
 
 def copy_module(module: nn.Module, device) -> nn.Module:
     "A deep copy of `module` on `device`, in training mode."
@@ -238,7 +264,24 @@ def bench_train(archs=("unet", "unet_att", "unet_ext", "unet_att_ext"), losses=(
             del fast, plain
     return rows
 
-# %% ../nbs/11_bench.ipynb #e3dfb4b0
+# %% ../nbs/11_bench.ipynb #b94de83b
+LEVERS = {"fused Adam": {"fused_adam": False}}   # lever -> the TrainConfig fields that turn it off
+
+def bench_levers(levers=tuple(LEVERS), arch: str = "unet", loss: str = "perceptual", size: int = 256, batch: int = 2,
+                 width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
+    "Speed-up of each library lever alone: `Trainer.train_step` with it vs without it, timed alternately."
+    rows = []
+    for lever in levers:
+        on, _, batch_on = library_step(arch, loss, size, batch, width, depth, device)
+        off, _, _ = library_step(arch, loss, size, batch, width, depth, device, config=LEVERS[lever])
+        a, b = measure_pair(on, off, warmup, repeat, device)
+        n = int(batch_on[0].shape[0])
+        rows.append(dict(lever=lever, arch=arch, loss=loss, size=size, batch=n, on_images_per_s=round(n / a["seconds"]["median"], 3),
+                         off_images_per_s=round(n / b["seconds"]["median"], 3), speedup=round(b["seconds"]["median"] / a["seconds"]["median"], 3)))
+        if progress: print(f"lever {lever}: x{rows[-1]['speedup']:.3f}", flush=True)
+    return rows
+
+# %% ../nbs/11_bench.ipynb #11b64635
 def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # generator (the seed's by default)
                     page_size: tuple = (1654, 2339),                         # (width, height) of the page
                     working_sizes: tuple = (256, 512),
@@ -274,6 +317,12 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
                     per_page = {k: (v / b if k != "n" else v) for k, v in m["seconds"].items()}
                     record(mode="raw" if raw else "full-res", backend=backend, working_size=ws, batch=b,
                            seconds_per_page=per_page, peak_mb=m["peak_mb"])
+                if not raw:                                       # the network alone: where torch and onnxruntime differ
+                    for b in batches:
+                        canvas = np.ones((b, 1, ws, ws), np.float32)
+                        m = measure(lambda: col.runner(canvas), warmup, repeat, device)
+                        record(mode="network only", backend=backend, working_size=ws, batch=b,
+                               seconds_per_page={k: (v / b if k != "n" else v) for k, v in m["seconds"].items()}, peak_mb=m["peak_mb"])
     if whole_page:
         from manga_colorization.colorize import TorchRunner
         mult = 2 ** depth
@@ -285,7 +334,7 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
         record(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
     return rows
 
-# %% ../nbs/11_bench.ipynb #a1e57095
+# %% ../nbs/11_bench.ipynb #711d3268
 def bench_data(n: int = 64,                 # ASCP pairs written for the test
                size: int = 256,             # training size
                batch: int = 8,
@@ -316,13 +365,17 @@ def bench_data(n: int = 64,                 # ASCP pairs written for the test
             if progress: print(f"data cache={'on ' if cache else 'off'} workers={w}: {s['median']:.1f} img/s", flush=True)
     return rows
 
-# %% ../nbs/11_bench.ipynb #bab66ac6
+# %% ../nbs/11_bench.ipynb #3380bbaf
+SECTIONS = ("data", "inference", "train", "levers")   # run in this order: the loader first, while the process is fresh
+
 QUICK = dict(train=dict(archs=("unet", "unet_att"), losses=("l1", "perceptual"), size=32, batch=2, width=8, depth=4, warmup=1, repeat=2),
+             levers=dict(size=32, width=8, depth=4, warmup=1, repeat=2),
              inference=dict(width=8, depth=4, page_size=(400, 566), working_sizes=(64,), batches=(1, 2), warmup=1, repeat=2),
              data=dict(n=12, size=32, batch=4, workers=(0,), repeat=1))
 FULL = dict(train=dict(size=256, batch=2, warmup=1, repeat=3),
+            levers=dict(size=256, batch=2, warmup=1, repeat=5),
             inference=dict(),
-            data=dict())
+            data=dict(repeat=3))
 
 def check_targets(result: dict) -> list[dict]:
     "The issue's targets, each with the measured value and whether it holds."
@@ -354,19 +407,19 @@ def check_targets(result: dict) -> list[dict]:
     return out
 
 def run_bench(quick: bool = False,                 # tiny models and inputs: a smoke test in seconds
-              sections=("train", "inference", "data"),
+              sections=SECTIONS,
               json_path: str | Path | None = None,  # write the result here (never over an input; parent folders created)
               device: str = "cpu",
               overrides: dict | None = None,       # per-section keyword overrides, e.g. {"train": {"batch": 4}}
               command: str | None = None,          # the command line, recorded in the JSON
               progress: bool = True) -> dict:
     "Run the chosen benchmark sections and return (and optionally write) one JSON-able result with machine info and targets."
-    unknown = set(sections) - {"train", "inference", "data"}
-    if unknown: raise UserError(f"unknown bench section(s) {', '.join(sorted(unknown))}: choose from train, inference, data")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown: raise UserError(f"unknown bench section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
     preset = QUICK if quick else FULL
     result = dict(command=command, quick=quick, machine=machine_info(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     t0 = time.perf_counter()
-    for name, fn in (("train", bench_train), ("inference", bench_inference), ("data", bench_data)):
+    for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train), ("levers", bench_levers)):
         if name not in sections: continue
         kwargs = {**preset[name], **((overrides or {}).get(name) or {})}
         if name != "data": kwargs["device"] = device
@@ -380,7 +433,7 @@ def run_bench(quick: bool = False,                 # tiny models and inputs: a s
         tmp.write_text(json.dumps(result, indent=1) + "\n"); os.replace(tmp, path)
     return result
 
-# %% ../nbs/11_bench.ipynb #fca479f2
+# %% ../nbs/11_bench.ipynb #00637275
 def _fmt(s: dict) -> str: return f"{s['median']:.3g} ({s['min']:.3g}–{s['max']:.3g})"
 
 def bench_markdown(result: dict) -> str:
@@ -393,6 +446,11 @@ def bench_markdown(result: dict) -> str:
                   "|---|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | {r['plain_images_per_s']:.3g} | "
                   f"×{r['speedup']:.2f} | {r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in result["train"]]
+        lines.append("")
+    if result.get("levers"):
+        lines += ["| lever (alone) | step | images/s with | without | speed-up |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['lever']} | {r['arch']} + {r['loss']}, {r['size']}² × {r['batch']} | {r['on_images_per_s']:.3g} | {r['off_images_per_s']:.3g} | ×{r['speedup']:.2f} |"
+                  for r in result["levers"]]
         lines.append("")
     if result.get("inference"):
         lines += ["| mode | backend | working size | batch | s/page median (min–max) | peak MiB |", "|---|---|---:|---:|---|---:|"]
@@ -408,14 +466,14 @@ def bench_markdown(result: dict) -> str:
         lines += [f"| {t['target']} | {t['value']} | {'yes' if t['holds'] else 'no'} |" for t in result["targets"]]
     return "\n".join(lines)
 
-# %% ../nbs/11_bench.ipynb #685f995e
+# %% ../nbs/11_bench.ipynb #1557cdf8
 def run_bench_command(args) -> int:
     "`mangacolor bench`: run, print the Markdown tables, write JSON."
-    overrides = {"train": {}, "inference": {}, "data": {}}
+    overrides = {name: {} for name in SECTIONS}
     if args.archs: overrides["train"]["archs"] = tuple(args.archs)
     if args.losses: overrides["train"]["losses"] = tuple(args.losses)
     for key in ("size", "batch", "repeat"):
-        if getattr(args, key) is not None: overrides["train"][key] = getattr(args, key)
+        if getattr(args, key) is not None: overrides["train"][key] = overrides["levers"][key] = getattr(args, key)
     if args.repeat is not None: overrides["inference"]["repeat"] = args.repeat
     if args.page_size: overrides["inference"]["page_size"] = tuple(args.page_size)
     if args.data_n is not None: overrides["data"]["n"] = args.data_n
@@ -431,12 +489,12 @@ def run_bench_command(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `mangacolor bench`."
     p = subparsers.add_parser("bench", help="speed and memory benchmarks, side by side with a plain baseline",
-                              description="Training step (library vs plain baseline, every arch x loss), page inference "
-                                          "(full-res, raw, whole-page network, torch/onnx) and data loading (cache, workers).")
+                              description="Data loading (cache, workers), page inference (full-res, raw, network alone, whole-page network; "
+                                          "torch/onnx), the training step (library vs plain baseline, every arch x loss) and single levers.")
     p.add_argument("--quick", action="store_true", help="tiny models and inputs: a smoke test in seconds")
     p.add_argument("--json", help="write the full result (machine info, every figure as median/min/max) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--sections", nargs="+", default=["train", "inference", "data"], choices=["train", "inference", "data"])
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS), help="what to measure (default: all)")
     p.add_argument("--archs", nargs="+", help="generators to time (default: all four)")
     p.add_argument("--losses", nargs="+", help="loss presets to time (default: all three)")
     p.add_argument("--size", type=int, help="training image size (default 256)")
