@@ -1,0 +1,47 @@
+"""`mangacolor bench`: the quick smoke run writes a complete JSON; the JSON is never written over by accident."""
+import json
+import subprocess
+
+from manga_colorization.bench import check_targets, summarize
+
+
+def run(*args):
+    return subprocess.run(["mangacolor", "bench", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_quick_bench_writes_every_section(tmp_path):
+    out = tmp_path / "b.json"
+    r = run("--quick", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert {"machine", "data", "inference", "train", "levers", "targets"} <= set(result)
+    assert result["machine"]["cores"] >= 1 and result["quick"] is True
+    for row in result["train"]:
+        assert row["fast_images_per_s"] > 0 and row["plain_images_per_s"] > 0
+        assert set(row["fast"]["seconds"]) == {"median", "min", "max", "n"}
+    modes = {r["mode"] for r in result["inference"]}
+    assert {"full-res", "raw", "network only", "whole-page network"} <= modes
+    assert {r["cache"] for r in result["data"]} == {False, True}
+    assert "| arch | loss |" in r.stdout and "| cache | workers |" in r.stdout
+
+    again = run("--quick", "--json", str(out), "--sections", "data")
+    assert again.returncode == 2 and "exists" in again.stderr and again.stderr.count("\n") == 1
+    assert json.loads(out.read_text()) == result          # not written over
+
+
+def test_bad_section_is_refused():
+    r = run("--sections", "gpu")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_targets_from_a_result():
+    s = summarize([1.0])
+    result = {"train": [{"arch": "unet", "loss": "perceptual", "speedup": 1.6, "fast_images_per_s": 2.0},
+                        {"arch": "unet", "loss": "l1", "speedup": 0.9, "fast_images_per_s": 3.0}],
+              "data": [{"cache": False, "workers": 0, "images_per_s": {**s, "median": 10.0}},
+                       {"cache": True, "workers": 0, "images_per_s": {**s, "median": 100.0}}],
+              "inference": [{"mode": "full-res", "backend": "torch", "batch": 1, "working_size": 512, "seconds_per_page": {**s, "median": 0.5}},
+                            {"mode": "whole-page network", "backend": "torch", "batch": 1, "working_size": None, "seconds_per_page": {**s, "median": 4.0}}]}
+    holds = {t["target"].split(":")[0]: t["holds"] for t in check_targets(result)}
+    assert holds["training step, unet + perceptual"] and not holds["training step, unet + l1"]
+    assert [t["holds"] for t in check_targets(result)][2:] == [True, True, True, True]
