@@ -1,7 +1,6 @@
 import contextlib
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

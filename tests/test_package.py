@@ -2,7 +2,6 @@
 import importlib
 import pkgutil
 import subprocess
-import sys
 
 import manga_colorization
 
