@@ -220,7 +220,7 @@ def _background(cv, rng, kind):
 
 
 def _ground(cv, rng, kind, horizon):
-    w, h, u = cv.w, cv.h, cv.u
+    w, h = cv.w, cv.h
     if horizon is None: return
     if kind in ("sky", "night"):
         fam = "grass" if kind == "sky" else "night"
