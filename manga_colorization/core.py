@@ -125,7 +125,7 @@ def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
     w = torch.tensor([0.299, 0.587, 0.114]).to(rgb).view(3, 1, 1)
     return (rgb * w).sum(-3, keepdim=True)
 
-# %% ../nbs/00_core.ipynb #3b79b429
+# %% ../nbs/00_core.ipynb #113f6dd1
 def seed_everything(seed: int = 42, deterministic: bool = False) -> int:
     "Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."
     random.seed(seed)
@@ -140,8 +140,13 @@ def seed_everything(seed: int = 42, deterministic: bool = False) -> int:
 def default_device(name: str | None = None) -> torch.device:
     "`name` if given (`'cpu'`, `'cuda:1'`, `'mps'`), else CUDA, then Apple MPS, then CPU."
     if name not in (None, "", "auto"):
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available(): raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+        try: dev = torch.device(name)
+        except RuntimeError: raise UserError(f"device {name!r} is not a device name: use cpu, cuda, cuda:N, mps or auto") from None
+        if dev.type == "cuda" and not torch.cuda.is_available(): raise UserError(f"device {name!r} asked for, but CUDA is not available here: use --device cpu")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise UserError(f"device {name!r} asked for, but Apple MPS is not available here: use --device cpu")
         return dev
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
