@@ -124,7 +124,8 @@ def test_attention_qk_gradient_spatial_vs_bottleneck():
         att(torch.randn(2, 16, 6, 6)).square().sum().backward()
         assert att.query.weight.grad.abs().sum() > 0 and att.key.weight.grad.abs().sum() > 0
         att.zero_grad()
-        att(torch.randn(2, 16, 1, 1)).square().sum().backward()
+        with pytest.warns(UserWarning, match="1x1 feature map is a no-op"):
+            att(torch.randn(2, 16, 1, 1)).square().sum().backward()
         assert att.query.weight.grad.abs().sum() == 0 and att.key.weight.grad.abs().sum() == 0
     # inside the generator, after one optimizer step from gamma = 0
     G = small("unet_att").train()
