@@ -236,6 +236,32 @@ def test_onnx_export_matches_torch(tiny, tmp_path, page):
     assert np.abs(onnx_page - ref_page).max() <= 1
 
 
+def test_export_refuses_existing_files_and_checkpoint_files(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    G, _ = tiny
+    run = tmp_path / "run"
+    save_generator(G, run, {"size": 64})
+    torch.save({"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 64}}, tmp_path / "last.pt")
+    cfg = (run / "generator.json").read_bytes()
+    for ckpt in (run, run / "generator.safetensors", run / "generator.json"):     # the sidecar would be the checkpoint's own .json
+        rc, err = _cli("export", "--onnx", "--checkpoint", ckpt, "--out", run / "generator.onnx", "--overwrite")
+        assert rc == 2 and "a file of the checkpoint" in err and err.count("\n") == 1, err
+    rc, err = _cli("export", "--onnx", "--checkpoint", tmp_path / "last.pt", "--out", tmp_path / "last.onnx")
+    assert rc == 0, err
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "last.pt")                  # the .onnx path itself is the checkpoint (via a link)
+    rc, err = _cli("export", "--onnx", "--checkpoint", tmp_path / "last.pt", "--out", tmp_path / "link.onnx", "--overwrite")
+    assert rc == 2 and "a file of the checkpoint" in err, err
+    assert (run / "generator.json").read_bytes() == cfg and not (run / "generator.onnx").exists()
+    onnx_bytes = (tmp_path / "last.onnx").read_bytes()
+    rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "last.onnx")
+    assert rc == 2 and "exists" in err and "--overwrite" in err and (tmp_path / "last.onnx").read_bytes() == onnx_bytes, err
+    (tmp_path / "only.json").write_text("{}")                                    # an existing sidecar alone is refused too
+    rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "only.onnx")
+    assert rc == 2 and "only.json exists" in err and (tmp_path / "only.json").read_text() == "{}", err
+    rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "last.onnx", "--overwrite")
+    assert rc == 0 and (tmp_path / "last.json").exists(), err
+
+
 def test_export_onnx_in_memory(tiny):
     pytest.importorskip("onnxruntime")
     buf = io.BytesIO(); export_onnx(tiny[0], buf, size=32)
