@@ -382,7 +382,7 @@ def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     return r.stdout.strip()
 
-# %% ../nbs/09_colorize.ipynb #45dc72dd
+# %% ../nbs/09_colorize.ipynb #6acdb119
 ARCHIVE_EXTENSIONS = (".cbz", ".zip")
 
 @dataclass
@@ -409,6 +409,11 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
         p = Path(given)
         if not p.exists(): raise UserError(f"{p} not found: give image files, folders or .cbz/.zip archives")
         if p.is_dir():
+            p_real = os.path.realpath(p)
+            if p_real == out_real or p_real.startswith(out_real + os.sep):
+                raise UserError(f"{p} is inside --out {out}: choose another --out folder (outputs are never written over inputs)")
+            if out_real.startswith(p_real + os.sep):
+                raise UserError(f"--out {out} is inside the input folder {p}, which would be read back: choose another --out folder")
             root = out / (p.resolve().name or "pages")
             for f in sorted(p.rglob("*")):
                 if not f.is_file() or os.path.realpath(f).startswith(out_real + os.sep): continue  # never re-read our outputs

@@ -185,8 +185,19 @@ def test_zip_bomb_refused():
 def test_plan_refuses_to_overwrite_inputs(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(UserError, match="would overwrite the input"): plan_outputs([tmp_path / "a.png"], tmp_path)
-    jobs = plan_outputs([tmp_path], tmp_path / "out")
-    assert [j.dst for j in jobs] == [tmp_path / "out" / tmp_path.name / "a.png"]
+    jobs = plan_outputs([tmp_path], tmp_path.parent / (tmp_path.name + "-out"))
+    assert [j.dst for j in jobs] == [tmp_path.parent / (tmp_path.name + "-out") / tmp_path.name / "a.png"]
+
+
+@pytest.mark.parametrize("pages,out", [("book", "book"), ("book/ch1", "book"), ("book", "book/colored"), ("book/ch1", "book/ch1/out")])
+def test_input_folder_and_out_folder_nested_is_a_clear_error(tiny, tmp_path, pages, out):
+    (tmp_path / "book" / "ch1").mkdir(parents=True)
+    synth_page(seed=1, index=0, size=(64, 64)).gray.save(tmp_path / "book" / "ch1" / "p1.png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    rc, err = _cli("colorize", tmp_path / pages, "--checkpoint", tiny[1], "--out", tmp_path / out)
+    assert rc == 2 and err.count("\n") == 1 and "no images" not in err, err
+    assert str(tmp_path / pages) in err and str(tmp_path / out) in err and "inside" in err and "choose another --out folder" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before    # nothing written
 
 
 def _cli(*argv):
