@@ -434,7 +434,7 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
         seen[real] = j.src
     return jobs
 
-# %% ../nbs/09_colorize.ipynb #d63bba7e
+# %% ../nbs/09_colorize.ipynb #d8faecee
 def safe_member_name(name: str) -> str | None:
     "A relative POSIX path for an archive member (no drive, no root, no '.' or '..' parts, no control characters); None if nothing is left."
     name = re.sub(r"[\x00-\x1f]", "", name.replace("\\", "/"))
@@ -467,12 +467,16 @@ def check_zip(zf: zipfile.ZipFile, path: str | Path, limits: ZipLimits = ZipLimi
     return infos
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) -> bytes:
-    "A member's bytes, refusing one that decompresses to more than its declared size."
-    with zf.open(info) as f: data = f.read(info.file_size + 1)
-    if len(data) > info.file_size: raise UserError(f"{path}: member {info.filename!r} is larger than it declares: refusing the archive")
+    "A member's bytes, refusing one that decompresses to more (or other) than its declared size and CRC."
+    lie = UserError(f"{path}: member {info.filename!r} is larger than it declares: refusing the archive")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size: raise lie
+    try:
+        with zf.open(info) as f: data = f.read(info.file_size + 1)   # zipfile stops at the declared size; the CRC then fails
+    except zipfile.BadZipFile: raise lie from None
+    if len(data) > info.file_size: raise lie
     return data
 
-# %% ../nbs/09_colorize.ipynb #d0c4ea8a
+# %% ../nbs/09_colorize.ipynb #894afd37
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
 
 def _encode(img: Image.Image, name: str) -> bytes:
@@ -587,7 +591,7 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
     bar.close()
     return res
 
-# %% ../nbs/09_colorize.ipynb #ea47eabf
+# %% ../nbs/09_colorize.ipynb #059274d9
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options shared by `colorize` (and reused by the benchmark)."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
@@ -675,7 +679,7 @@ def add_commands(subparsers):
     e.add_argument("--overwrite", action="store_true", help="replace an existing .onnx and its .json (never the checkpoint's own files)")
     e.set_defaults(func=run_export)
 
-# %% ../nbs/09_colorize.ipynb #c73bd170
+# %% ../nbs/09_colorize.ipynb #9d4ece90
 _BENCH_SCRIPT = r"""
 import json, resource, sys, time, numpy as np, torch
 from PIL import Image, ImageDraw

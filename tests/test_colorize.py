@@ -1,6 +1,8 @@
 import contextlib
 import io
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 
 from manga_colorization.cli import main as cli_main
 from manga_colorization.colorize import (Colorizer, OnnxRunner, ZipLimits, check_zip, chroma_to_page, export_onnx, is_color_page,
-                                         measure_page_memory, plan_outputs, recombine, safe_member_name, working_geometry)
+                                         measure_page_memory, plan_outputs, read_member, recombine, safe_member_name, working_geometry)
 from manga_colorization.core import UserError, default_device, img2tensor, rgb_to_gray, rgb_to_ycbcr, seed_everything
 from manga_colorization.models import make_generator, save_generator
 from manga_colorization.synthetic import synth_page
@@ -180,6 +182,36 @@ def test_zip_bomb_refused():
     with zipfile.ZipFile(buf) as z:
         with pytest.raises(UserError, match="zip bomb"): check_zip(z, "x.cbz")
         with pytest.raises(UserError, match="uncompressed"): check_zip(z, "x.cbz", ZipLimits(max_total=1 << 20, max_ratio=1e9))
+
+
+def _lying_zip(method, crc_too=False):
+    "A one-member zip whose central directory declares 10 bytes for a 4000-byte member (and, with crc_too, the CRC of those 10)."
+    payload = bytes(range(256)) * 15 + bytes(160)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as z: z.writestr("001.png", payload)
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")                 # central directory header: CRC at +16, uncompressed size at +24
+    struct.pack_into("<I", data, cd + 24, 10)
+    if crc_too: struct.pack_into("<I", data, cd + 16, zlib.crc32(payload[:10]))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("crc_too", [False, True])
+def test_read_member_refuses_member_larger_than_declared(method, crc_too):
+    with zipfile.ZipFile(io.BytesIO(_lying_zip(method, crc_too))) as z:
+        info = z.infolist()[0]
+        assert info.file_size == 10 and check_zip(z, "liar.cbz") == [info]      # the declared sizes pass the bomb check
+        if method == zipfile.ZIP_DEFLATED and crc_too:                            # zipfile stops at the declared size: bounded
+            assert len(read_member(z, info, "liar.cbz")) == 10
+            return
+        with pytest.raises(UserError, match=r"liar.cbz: member '001.png' is larger than it declares"): read_member(z, info, "liar.cbz")
+
+
+def test_lying_archive_in_a_batch_is_reported(tiny, tmp_path):
+    (tmp_path / "liar.cbz").write_bytes(_lying_zip(zipfile.ZIP_DEFLATED))
+    rc, err = _cli("colorize", tmp_path / "liar.cbz", "--checkpoint", tiny[1], "--out", tmp_path / "out")
+    assert rc == 1 and "1 of 1 pages failed" in err and "is larger than it declares" in err and not (tmp_path / "out/liar.cbz").exists(), err
 
 
 def test_plan_refuses_to_overwrite_inputs(tmp_path):
