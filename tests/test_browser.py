@@ -1,7 +1,9 @@
 """Real-browser test of nbs/21_results.ipynb: JupyterLab headless on localhost, Chromium driven by Playwright.
 
-Runs all cells, changes the run dropdown of the results browser, checks that the displayed image changes and that
-no cell shows an error, and colorizes an uploaded page. Screenshots go to test-artifacts/. As a script it writes the
+Runs all cells, changes the run dropdown of the results browser and checks that the picture in the run's output tile
+changes (pixels of the tile only, read from the displayed PNG; the label band above the tiles is left out, so a new
+run name alone cannot pass), moves the image slider and checks that the input tile changes, checks that no cell shows
+an error, and colorizes an uploaded page. Screenshots go to test-artifacts/. As a script it writes the
 README pictures of a real grid (the browser screenshot, and the notebook's compare_grid/curves/final_metrics PNGs):
 
     python tests/test_browser.py --grid runs/grid --out images/results_browser.png
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -104,9 +107,47 @@ JS_STATE = """() => {
 }"""
 
 
-def _element_png(locator) -> bytes:
-    locator.scroll_into_view_if_needed(timeout=10_000)
-    return locator.screenshot(timeout=10_000, animations="disabled")
+JS_PIXELS = """el => {
+  const c = document.createElement('canvas');
+  c.width = el.naturalWidth; c.height = el.naturalHeight;
+  c.getContext('2d').drawImage(el, 0, 0);
+  return c.toDataURL('image/png');
+}"""
+HEAD, PAD = 18, 4   # gallery._labelled_strip: a label band of HEAD px above the tiles, PAD px around each tile
+
+
+def _displayed(locator):
+    "The pixels (H,W,3 uint8) of the PNG an <img> displays now, at its natural size, read back through a canvas."
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    url = locator.evaluate(JS_PIXELS)
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im: return np.asarray(im.convert("RGB"))
+
+
+def strip_tiles(strip):
+    "The square tiles of a `gallery._labelled_strip` (input, outputs..., target), without the label band and padding."
+    h = strip.shape[0] - HEAD - PAD
+    n, rest = divmod(strip.shape[1] - PAD, h + PAD)
+    assert h > 0 and n >= 3 and rest == 0, f"a strip of {strip.shape[1]}x{strip.shape[0]} px is not tiles of {h} px under a {HEAD} px label band"
+    return [strip[HEAD:HEAD + h, PAD + i * (h + PAD):PAD + i * (h + PAD) + h] for i in range(n)]
+
+
+def tile_diff(a, b) -> float:
+    "Mean absolute difference of two tiles, in 0..255 levels."
+    import numpy as np
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+def _wait_tiles(view, check, timeout_s: float):
+    "Tiles of the displayed strip, polled until `check(tiles)` holds or `timeout_s` passes (then the last ones)."
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tiles = strip_tiles(_displayed(view))
+        if check(tiles) or time.monotonic() > deadline: return tiles
+        time.sleep(0.5)
 
 
 def run_results_notebook(grid: str | None = None, screenshot: Path | None = None, in_test: bool = True) -> dict:
@@ -164,7 +205,7 @@ def run_results_notebook(grid: str | None = None, screenshot: Path | None = None
 
 
 def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: Path):
-    "Record errors, change the run dropdown, compare the view before and after, colorize an upload, save screenshots."
+    "Record errors, change the run dropdown and the image slider, compare the tiles before and after, colorize an upload, save screenshots."
     seen["errors"] = list(state.get("errors", []))
     seen["dom_errors"] = page.locator(".jp-OutputArea-output").filter(
         has_text="Error displaying widget").count() + page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']").filter(
@@ -172,19 +213,30 @@ def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: 
     view = page.locator("img.mc-view").last
     view.wait_for(state="visible", timeout=CHANGE_S * 1000)
     page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(), timeout=CHANGE_S * 1000)
-    before = _element_png(view)
+    before = strip_tiles(_displayed(view))   # input | the run's output | target
     seen["view_width"] = view.evaluate("el => el.naturalWidth")
+    seen["tiles"] = len(before)
+    seen["output_std_before"] = float(before[1].std())
     run_select = page.locator(".mc-run select").last
     options = run_select.locator("option").all_inner_texts()
     seen["options"] = options
     current = run_select.input_value()
-    seen["changed_to"] = next(o for o in options if o != current)
+    # a run of another architecture AND another loss (`arch__loss` names): its outputs genuinely differ from this one's
+    arch, _, loss = current.partition("__")
+    seen["changed_to"] = next((o for o in options if not o.startswith(arch + "__") and not o.endswith("__" + loss)),
+                              next(o for o in options if o != current))
     run_select.select_option(label=seen["changed_to"])
-    deadline, after = time.monotonic() + CHANGE_S, before
-    while time.monotonic() < deadline and after == before:
-        time.sleep(0.5); after = _element_png(view)
-    seen["image_changed"] = after != before
+    after = _wait_tiles(view, lambda t: tile_diff(t[1], before[1]) > 0, CHANGE_S)
+    seen["output_diff"] = tile_diff(after[1], before[1])     # the output tile's pixels only: no label text in it
+    seen["run_input_diff"] = tile_diff(after[0], before[0])   # same epoch and image: the input must stay
+    seen["output_std_after"] = float(after[1].std())
     seen["label_after"] = page.locator(".mc-run select").last.input_value()
+    slider = page.locator(".widget-hslider").filter(has=page.locator("label.widget-label", has_text=re.compile(r"^\s*image\s*$"))).last
+    handle = slider.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed(); handle.focus(); handle.press("ArrowRight")
+    moved = _wait_tiles(view, lambda t: tile_diff(t[0], after[0]) > 0, CHANGE_S)
+    seen["image_after"] = slider.locator(".widget-readout").first.inner_text().strip()
+    seen["input_diff"] = tile_diff(moved[0], after[0])       # another validation image: the input tile changes
     others = page.locator(".mc-others select").last   # compare with every run: one output column each
     others.select_option(label=options)
     deadline, wide = time.monotonic() + CHANGE_S, 0
@@ -220,7 +272,13 @@ def test_results_notebook_in_chromium():
     assert seen["errors"] == [], f"cells raised: {seen['errors']}"
     assert seen["dom_errors"] == 0, "a cell shows a widget error or a traceback"
     assert len(seen["options"]) >= 2, seen
-    assert seen["label_after"] != "" and seen["image_changed"], f"the view did not change after choosing {seen['changed_to']}"
+    assert seen["tiles"] == 3, seen
+    assert seen["label_after"] == seen["changed_to"], seen
+    # the tiny grid's outputs must be pictures, not flat gray, or a change of a few levels would mean nothing
+    assert seen["output_std_before"] > 5 and seen["output_std_after"] > 5, f"the output tiles are nearly uniform: {seen}"
+    assert seen["output_diff"] > 2, f"the output tile did not change after choosing {seen['changed_to']}: {seen}"
+    assert seen["run_input_diff"] < 0.5, f"changing the run changed the input tile: {seen}"
+    assert seen["image_after"] == "1" and seen["input_diff"] > 2, f"the image slider did not change the input tile: {seen}"
     assert seen["view_width_all"] > seen["view_width"], "choosing runs to compare did not add output columns"
     assert seen["colorized"]
     assert Path(seen["screenshot"]).stat().st_size > 5000
