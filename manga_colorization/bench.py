@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from .core import UserError, seed_everything
 
 # %% auto #0
-__all__ = ['LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory', 'measure', 'PlainVGGLoss',
-           'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module', 'measure_pair', 'bench_train',
-           'bench_levers', 'bench_inference', 'bench_data', 'check_targets', 'run_bench', 'bench_markdown',
-           'run_bench_command', 'add_commands']
+__all__ = ['PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory',
+           'measure', 'PlainVGGLoss', 'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module',
+           'measure_pair', 'flop_rates', 'bench_train', 'device_levers', 'bench_levers', 'bench_inference',
+           'bench_data', 'check_targets', 'run_bench', 'bench_markdown', 'run_bench_command', 'add_commands']
 
 # %% ../nbs/11_bench.ipynb #203cbe2b
 def machine_info() -> dict:
@@ -231,7 +231,7 @@ def copy_module(module: nn.Module, device) -> nn.Module:
     import copy
     return copy.deepcopy(module).to(device).train()
 
-# %% ../nbs/11_bench.ipynb #8a669bcf
+# %% ../nbs/11_bench.ipynb #0927140b
 def measure_pair(fast, plain, warmup: int = 1, repeat: int = 3, device="cpu") -> tuple[dict, dict]:
     "Time two callables alternately (fast, plain, fast, plain, ...) after warm-up; peak memory of each measured separately."
     device = torch.device(device)
@@ -246,6 +246,19 @@ def measure_pair(fast, plain, warmup: int = 1, repeat: int = 3, device="cpu") ->
             peaks[name] = max(peaks[name], mem.peak_mb)
     return tuple(dict(seconds=summarize(times[k]), peak_mb=round(peaks[k], 1)) for k in ("fast", "plain"))
 
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense bf16 peaks, for MFU
+
+def flop_rates(arch: str, loss: str, size: int, width: int, depth: int, images_per_s: float, device="cpu") -> dict:
+    "Achieved GFLOP/s of a training step (FLOPs counted by `grid.train_step_flops`) and, on a known GPU, the model FLOPs utilisation."
+    from manga_colorization.grid import train_step_flops
+    flops = train_step_flops(arch, loss, size, width, depth)
+    out = dict(gflop_per_image=round(flops / 1e9, 2), achieved_gflops=round(flops * images_per_s / 1e9, 1), mfu=None)
+    if torch.device(device).type == "cuda":
+        name = torch.cuda.get_device_name(torch.device(device))
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        if peak: out["mfu"] = round(flops * images_per_s / (peak * 1e12), 4)
+    return out
+
 def bench_train(archs=("unet", "unet_att", "unet_ext", "unet_att_ext"), losses=("l1", "perceptual", "perceptual_anime"),
                 size: int = 256, batch: int = 2, width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3,
                 device: str = "cpu", gen_options: dict | None = None, progress: bool = True) -> list[dict]:
@@ -258,36 +271,51 @@ def bench_train(archs=("unet", "unet_att", "unet_ext", "unet_att_ext"), losses=(
             row = dict(arch=arch, loss=loss, size=size, batch=n,
                        fast_images_per_s=round(n / f["seconds"]["median"], 3), plain_images_per_s=round(n / p["seconds"]["median"], 3),
                        speedup=round(p["seconds"]["median"] / f["seconds"]["median"], 3), fast=f, plain=p)
+            row.update(flop_rates(arch, loss, size, width, depth, row["fast_images_per_s"], device))
             rows.append(row)
             if progress: print(f"train {arch:>13} {loss:>16}: {row['fast_images_per_s']:.3g} img/s vs plain {row['plain_images_per_s']:.3g} "
                                f"(x{row['speedup']:.2f}), peak {f['peak_mb']:.0f} vs {p['peak_mb']:.0f} MiB", flush=True)
             del fast, plain
     return rows
 
-# %% ../nbs/11_bench.ipynb #b94de83b
-LEVERS = {"fused Adam": {"fused_adam": False}}   # lever -> the TrainConfig fields that turn it off
+# %% ../nbs/11_bench.ipynb #d34de586
+LEVERS = {"fused Adam": ({}, {"fused_adam": False})}      # lever -> (TrainConfig fields with it, without it), every device
+CUDA_LEVERS = {"bf16 autocast": ({}, {"amp": False}),       # the GPU path's levers: measured only where CUDA is
+               "channels_last": ({}, {"channels_last": False}),
+               "cuDNN benchmark": ({}, {"cudnn_benchmark": False}),
+               "torch.compile": ({"compile": True}, {})}
 
-def bench_levers(levers=tuple(LEVERS), arch: str = "unet", loss: str = "perceptual", size: int = 256, batch: int = 2,
+def device_levers(device: str = "cpu") -> dict:
+    "The levers that apply on `device`."
+    return {**LEVERS, **(CUDA_LEVERS if torch.device(device).type == "cuda" else {})}
+
+def bench_levers(levers=None,                  # names from `device_levers(device)`; default all of them
+                 arch: str = "unet", loss: str = "perceptual", size: int = 256, batch: int = 2,
                  width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
     "Speed-up of each library lever alone: `Trainer.train_step` with it vs without it, timed alternately."
+    table = device_levers(device)
+    unknown = set(levers or ()) - set(table)
+    if unknown: raise UserError(f"lever(s) {', '.join(sorted(unknown))} do not apply on {device}: choose from {', '.join(table)}")
     rows = []
-    for lever in levers:
-        on, _, batch_on = library_step(arch, loss, size, batch, width, depth, device)
-        off, _, _ = library_step(arch, loss, size, batch, width, depth, device, config=LEVERS[lever])
-        a, b = measure_pair(on, off, warmup, repeat, device)
+    for lever in (levers or tuple(table)):
+        with_it, without = table[lever]
+        on, _, batch_on = library_step(arch, loss, size, batch, width, depth, device, config=with_it)
+        off, _, _ = library_step(arch, loss, size, batch, width, depth, device, config=without)
+        a, b = measure_pair(on, off, warmup + 2 * ("compile" in str(with_it)), repeat, device)   # compile: more warm-up
         n = int(batch_on[0].shape[0])
         rows.append(dict(lever=lever, arch=arch, loss=loss, size=size, batch=n, on_images_per_s=round(n / a["seconds"]["median"], 3),
                          off_images_per_s=round(n / b["seconds"]["median"], 3), speedup=round(b["seconds"]["median"] / a["seconds"]["median"], 3)))
         if progress: print(f"lever {lever}: x{rows[-1]['speedup']:.3f}", flush=True)
     return rows
 
-# %% ../nbs/11_bench.ipynb #11b64635
+# %% ../nbs/11_bench.ipynb #a7bf01ce
 def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # generator (the seed's by default)
                     page_size: tuple = (1654, 2339),                         # (width, height) of the page
                     working_sizes: tuple = (256, 512),
                     batches: tuple = (1, 8),                                 # pages per `colorize_batch` call
                     backends: tuple = ("torch", "onnx"),                     # onnx is skipped when onnxruntime is missing
                     whole_page: bool = True,                                 # also time the network on the whole page
+                    rss: bool = True,                                        # also measure each batch-1 torch path's peak RSS in a fresh process
                     warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
     "Seconds per page of `Colorizer` (full-res and raw, per backend and batch) and of the whole-page network, with peak memory."
     from manga_colorization.colorize import Colorizer
@@ -312,7 +340,7 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
                 if raw and backend != "torch": continue
                 col = Colorizer.from_checkpoint(ckpt, device=device, backend=backend, working_size=ws, raw=raw)
                 for b in batches:
-                    if b > 1 and (raw or backend != "torch"): continue
+                    if b > 1 and backend != "torch": continue
                     m = measure(lambda: col.colorize_batch([page] * b), warmup, repeat, device)
                     per_page = {k: (v / b if k != "n" else v) for k, v in m["seconds"].items()}
                     record(mode="raw" if raw else "full-res", backend=backend, working_size=ws, batch=b,
@@ -332,6 +360,14 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
         runner = TorchRunner(G, device)
         m = measure(lambda: runner(x), 0 if repeat == 1 else 1, max(1, min(repeat, 2)), device)
         record(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
+    if rss:   # the process's peak RSS, each path alone in a fresh process (`colorize.bench_page`)
+        from manga_colorization.colorize import bench_page
+        for row in rows:
+            if row["backend"] != "torch" or row["batch"] != 1 or row["mode"] == "network only": continue
+            whole = row["mode"] == "whole-page network"
+            r = bench_page(ckpt, row["working_size"] or working_sizes[-1], raw=row["mode"] == "raw", whole_page=whole,
+                           page=page_size, repeats=1, threads=torch.get_num_threads())
+            row["peak_rss_mb"] = r["peak_rss_mb"]
     return rows
 
 # %% ../nbs/11_bench.ipynb #711d3268
@@ -433,8 +469,13 @@ def run_bench(quick: bool = False,                 # tiny models and inputs: a s
         tmp.write_text(json.dumps(result, indent=1) + "\n"); os.replace(tmp, path)
     return result
 
-# %% ../nbs/11_bench.ipynb #00637275
+# %% ../nbs/11_bench.ipynb #1a11670d
 def _fmt(s: dict) -> str: return f"{s['median']:.3g} ({s['min']:.3g}–{s['max']:.3g})"
+
+def _rate(row: dict) -> str:
+    "Achieved GFLOP/s of a train row, with the MFU where known."
+    rate = f"{row['achieved_gflops']:.0f}" if row.get("achieved_gflops") is not None else "—"
+    return rate if row.get("mfu") is None else f"{rate} (MFU {row['mfu']:.1%})"
 
 def bench_markdown(result: dict) -> str:
     "Markdown tables of a bench result (as written to the README's Performance section)."
@@ -442,10 +483,11 @@ def bench_markdown(result: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['usable_cores']} cores, torch {m['torch']}, device {m['device']}, "
              f"OMP_NUM_THREADS={m.get('omp_num_threads')}. Command: `{result.get('command') or 'mangacolor bench'}`.", ""]
     if result.get("train"):
-        lines += ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | peak MiB (library / plain) |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+        lines += ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | GFLOP/s (library) | heap growth MiB (library / plain) |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | {r['plain_images_per_s']:.3g} | "
-                  f"×{r['speedup']:.2f} | {r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in result["train"]]
+                  f"×{r['speedup']:.2f} | {_rate(r)} | "
+                  f"{r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in result["train"]]
         lines.append("")
     if result.get("levers"):
         lines += ["| lever (alone) | step | images/s with | without | speed-up |", "|---|---|---:|---:|---:|"]
@@ -453,9 +495,10 @@ def bench_markdown(result: dict) -> str:
                   for r in result["levers"]]
         lines.append("")
     if result.get("inference"):
-        lines += ["| mode | backend | working size | batch | s/page median (min–max) | peak MiB |", "|---|---|---:|---:|---|---:|"]
-        lines += [f"| {r['mode']} | {r['backend']} | {r['working_size'] or '—'} | {r['batch']} | {_fmt(r['seconds_per_page'])} | {r['peak_mb']:.0f} |"
-                  for r in result["inference"]]
+        lines += ["| mode | backend | working size | batch | s/page median (min–max) | heap growth MiB | peak RSS MiB (fresh process) |",
+                  "|---|---|---:|---:|---|---:|---:|"]
+        lines += [f"| {r['mode']} | {r['backend']} | {r['working_size'] or '—'} | {r['batch']} | {_fmt(r['seconds_per_page'])} | {r['peak_mb']:.0f} | "
+                  f"{r.get('peak_rss_mb', '—')} |" for r in result["inference"]]
         lines.append("")
     if result.get("data"):
         lines += ["| cache | workers | images/s median (min–max) |", "|---|---:|---|"]
