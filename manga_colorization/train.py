@@ -36,11 +36,11 @@ from .metrics import METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
 from .models import PatchDiscriminator, generator_state, load_generator, make_generator, save_generator
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TINY', 'TrainConfig', 'atomic_save', 'load_checkpoint',
-           'rng_state', 'set_rng_state', 'ResumableSampler', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env',
-           'generator_options', 'trainable', 'NonFiniteLossError', 'Trainer', 'run_kind', 'prepare_out',
-           'resume_config', 'train', 'add_config_arguments', 'given_options', 'run_train', 'demo_config',
-           'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
+__all__ = ['RUN_FILES', 'RUN_DIRS', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TINY', 'TrainConfig', 'atomic_save',
+           'load_checkpoint', 'rng_state', 'set_rng_state', 'ResumableSampler', 'lr_factor', 'EMA', 'sample_sheet',
+           'dist_env', 'generator_options', 'trainable', 'NonFiniteLossError', 'Trainer', 'run_kind',
+           'check_out_vs_data', 'remove_run_files', 'prepare_out', 'resume_config', 'train', 'add_config_arguments',
+           'given_options', 'run_train', 'demo_config', 'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
 
 # %% ../nbs/07_train.ipynb #d70e5a63
 def _opt(default, help: str, **kw):
@@ -560,9 +560,12 @@ class Trainer:
         "Training seconds of the epoch just ended (cumulative time minus the previous record's)."
         return self.train_time - (self.last_record or {}).get("time_s", 0.0)
 
-# %% ../nbs/07_train.ipynb #f4ee9ec2
-RUN_FILES = ("config.json", "metrics.jsonl", "samples", "checkpoints", "generator.safetensors", "generator.json", "tensorboard",
-             "page_input.png", "page_colorized.png", "demo.json")
+# %% ../nbs/07_train.ipynb #a096e839
+RUN_FILES = ("config.json", "metrics.jsonl", ".metrics.jsonl.tmp", "generator.safetensors", "generator.json",
+             "generator.safetensors.tmp", "generator.json.tmp", "page_input.png", "page_colorized.png", "demo.json",
+             "samples/epoch_[0-9][0-9][0-9]*.png", "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/.*.tmp",
+             "tensorboard/events.out.tfevents.*")
+RUN_DIRS = ("samples", "checkpoints", "tensorboard")
 RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "ckpt_every", "compile", "tensorboard", "max_bad_steps", "out")
 
 def run_kind(out: str | Path) -> str | None:
@@ -571,9 +574,29 @@ def run_kind(out: str | Path) -> str | None:
     try: return json.loads(path.read_text()).get("kind", "train")
     except (OSError, ValueError): return None
 
-def prepare_out(out: str | Path, kind: str = "train", resume: bool = False, overwrite: bool = False) -> bool:
-    "Check run folder `out`; True when a previous `kind` run there is to be continued, False to start fresh."
+def check_out_vs_data(out: str | Path, data: str | Path | None):
+    "Refuse a run folder that is, holds or sits inside the data folder (runs would land in the data, `--overwrite` would delete from it)."
+    if data is None or str(data) == "synthetic": return
+    o, d = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
+    if o == d or d in o.parents or o in d.parents:
+        raise UserError(f"--out {out} and --data {data} overlap (one is or contains the other); choose a run folder outside the data folder")
+
+def remove_run_files(out: str | Path) -> list[Path]:
+    "Delete the files a run writes in `out` (`RUN_FILES` patterns), and its subfolders if that left them empty; other files stay."
+    out, removed = Path(out), []
+    for pattern in RUN_FILES:
+        for p in sorted(out.glob(pattern)):
+            if p.is_file() or p.is_symlink(): p.unlink(); removed.append(p)
+    for name in RUN_DIRS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink() and not any(p.iterdir()): p.rmdir()
+    return removed
+
+def prepare_out(out: str | Path, kind: str = "train", resume: bool = False, overwrite: bool = False,
+                data: str | Path | None = None) -> bool:
+    "Check run folder `out` (and that it stays apart from folder `data`); True when a previous `kind` run there is to be continued, False to start fresh."
     out = Path(out)
+    check_out_vs_data(out, data)
     if resume and overwrite: raise UserError("--resume and --overwrite exclude each other: pick one")
     previous, has_ckpt = run_kind(out), (out / "checkpoints" / "last.pt").exists()
     if resume:
@@ -583,11 +606,7 @@ def prepare_out(out: str | Path, kind: str = "train", resume: bool = False, over
     if out.exists() and not out.is_dir(): raise UserError(f"{out}: exists and is not a folder; choose another --out")
     if not out.exists() or not any(out.iterdir()): return False
     if overwrite:
-        if dist_env()[0] == 0:
-            for name in RUN_FILES:
-                p = out / name
-                if p.is_dir(): shutil.rmtree(p)
-                elif p.exists(): p.unlink()
+        if dist_env()[0] == 0: remove_run_files(out)
         return False
     if previous == kind and has_ckpt: return True
     raise UserError(f"{out}: not empty and not a previous {kind} run; choose a new or empty --out, or pass --overwrite to replace its run files")
@@ -610,14 +629,14 @@ def train(config: TrainConfig | None = None, # the run; default `TrainConfig()` 
           **overrides) -> dict:
     "Train (or continue) the run `config` describes; returns the last epoch's record plus `params` and `best`."
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    resuming = prepare_out(config.out, config.kind, resume, overwrite)
-    if resuming: config = resume_config(config.out, {k: getattr(config, k) for k in RESUME_CHANGEABLE})
+    resuming = prepare_out(config.out, config.kind, resume, overwrite, data=config.data)
+    if resuming: config = resume_config(config.out, {k: getattr(config, k) for k in RESUME_CHANGEABLE}); check_out_vs_data(config.out, config.data)
     trainer = Trainer(config, resume=resuming, callbacks=callbacks)
     record = dict(trainer.fit() or {})
     record.update(params=sum(p.numel() for p in trainer.G.parameters()), best=trainer.best, best_metric=config.best_metric, out=str(config.out))
     return record
 
-# %% ../nbs/07_train.ipynb #75649a99
+# %% ../nbs/07_train.ipynb #20d065b4
 def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",)):
     "One `--option` per `TrainConfig` field (defaults suppressed, so only given options appear in the namespace)."
     for f in dataclasses.fields(TrainConfig):
@@ -637,9 +656,9 @@ def run_train(args) -> int:
     "The `mangacolor train` command."
     given = given_options(args)
     config = TrainConfig(**given)
-    resuming = prepare_out(config.out, "train", args.resume, args.overwrite)
+    resuming = prepare_out(config.out, "train", args.resume, args.overwrite, data=config.data)
     if resuming:
-        config = resume_config(config.out, given)
+        config = resume_config(config.out, given); check_out_vs_data(config.out, config.data)
         print(f"continuing the run in {config.out} at its last checkpoint", file=sys.stderr)
     record = Trainer(config, resume=resuming).fit()
     if record and dist_env()[0] == 0:
@@ -647,7 +666,7 @@ def run_train(args) -> int:
               f"SSIM {record['ssim']:.3f}, ΔE {record['delta_e']:.2f}; weights in {Path(config.out) / 'generator.safetensors'}")
     return 0
 
-# %% ../nbs/07_train.ipynb #c485cf0c
+# %% ../nbs/07_train.ipynb #b85284c2
 DEMO_RECIPE = dict(size=64, width=24, depth=6, out_ch=2, batch_size=8, epochs=10, limit=1024, val_limit=64, samples=6, d_width=16, d_layers=2,
                    ckpt_every=64, lr=5e-4, schedule="linear", decay_start=0.5)
 DEMO_TINY = dict(size=32, width=8, depth=3, out_ch=2, batch_size=4, epochs=1, limit=8, val_limit=8, samples=2, d_width=8, d_layers=2, ckpt_every=0)
@@ -680,7 +699,7 @@ def demo(out: str | Path = "runs/demo", # run folder
     "Train the demo model, colorize a synthetic page, write `demo.json`; returns its summary."
     t0, out = time.perf_counter(), Path(out)
     config = demo_config(out, **overrides)
-    resuming = prepare_out(out, "demo", resume, overwrite)
+    resuming = prepare_out(out, "demo", resume, overwrite, data=config.data)
     if resuming: config = resume_config(out, {k: getattr(config, k) for k in RESUME_CHANGEABLE})
     trainer = Trainer(config, resume=resuming)
     record = trainer.fit()

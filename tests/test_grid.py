@@ -55,3 +55,16 @@ def test_train_step_flops_orders_losses():
     perc = train_step_flops("unet", "perceptual", size=64, width=8, depth=4, d_width=8)
     anime = train_step_flops("unet", "perceptual_anime", size=64, width=8, depth=4, d_width=8)
     assert 0 < l1 < perc < anime
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "around"])
+def test_grid_refuses_out_overlapping_data(tmp_path, where):
+    data = tmp_path / "pages"
+    (data / "samples").mkdir(parents=True)
+    (data / "samples" / "page1.png").write_bytes(b"user")
+    out = {"inside": data / "grid", "same": data, "around": tmp_path}[where]
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="overlap"):
+        run_grid(("unet",), ("l1",), str(data), out, verbose=False, **TINY)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (data / "samples" / "page1.png").read_bytes() == b"user"

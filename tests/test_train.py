@@ -1,4 +1,5 @@
-"""Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders, the demo (shrunk)."""
+"""Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data; --overwrite keeps
+foreign files), the demo (shrunk)."""
 import json
 import os
 import signal
@@ -170,3 +171,53 @@ def test_frozen_nets_stay_frozen_and_out_of_the_optimizer(tmp_path):
     assert not any(x.training for x in leaves(t.G.extractor) + leaves(t.loss.anime.extractor) + leaves(t.loss.vgg.extractor))
     assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())   # BatchNorm stats did not drift
     assert t.last_record["loss_anime"] > 0 and t.last_record["loss_vgg"] > 0
+
+
+# ---- run folder vs data folder, --overwrite -------------------------------------------------------------------------
+
+def _user_data(tmp_path):
+    "A user's image folder that happens to have run-like names in it."
+    data = tmp_path / "pages"
+    (data / "samples").mkdir(parents=True)
+    (data / "samples" / "page1.png").write_bytes(b"user")
+    (data / "config.json").write_text('{"kind": "train"}')
+    return data
+
+
+@pytest.mark.parametrize("rel", [".", "run", ".."])
+def test_train_refuses_out_overlapping_data(tmp_path, rel):
+    from manga_colorization.cli import main
+    data = _user_data(tmp_path)
+    out = (data / rel) if rel != ".." else tmp_path
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="overlap") as e:
+        train(TrainConfig(**{**TINY, "data": str(data), "out": str(out), "epochs": 1, "limit": 8}), overwrite=True)
+    assert "\n" not in str(e.value) and str(data) in str(e.value) and str(out) in str(e.value)
+    assert main(["train", "--data", str(data), "--out", str(out), "--overwrite", "--device", "cpu"]) == 2
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before      # nothing written or removed
+    assert (data / "samples" / "page1.png").read_bytes() == b"user"
+
+
+def test_demo_refuses_out_overlapping_data(tmp_path):
+    from manga_colorization.train import demo
+    data = _user_data(tmp_path)
+    with pytest.raises(UserError, match="overlap"):
+        demo(data, overwrite=True, data=str(data))
+    assert (data / "samples" / "page1.png").exists() and (data / "config.json").exists()
+
+
+def test_overwrite_removes_only_the_runs_own_files(tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "out": str(out), "epochs": 1, "limit": 8}))
+    (out / "samples" / "mine.png").write_bytes(b"user")
+    (out / "checkpoints" / "notes.txt").write_text("user")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "keep.txt").write_text("user")
+    (out / "readme.txt").write_text("user")
+    r = train(TrainConfig(**{**TINY, "out": str(out), "epochs": 1, "limit": 8, "seed": 1}), overwrite=True)
+    assert r["epoch"] == 1 and r["step"] == 2                     # a fresh run, not a continuation
+    for p in ("samples/mine.png", "checkpoints/notes.txt", "tensorboard/keep.txt", "readme.txt"):
+        assert (out / p).read_text() == "user", p
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
