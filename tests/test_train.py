@@ -1,5 +1,6 @@
 """Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data; --overwrite keeps
-foreign files), the demo (shrunk)."""
+foreign files), the demo (shrunk), --init-from, best.pt"""
+import dataclasses
 import json
 import os
 import signal
@@ -220,4 +221,52 @@ def test_overwrite_removes_only_the_runs_own_files(tmp_path):
         assert (out / p).read_text() == "user", p
     assert json.loads((out / "config.json").read_text())["seed"] == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# ---- --init-from -----------------------------------------------------------------------------------------------------
+
+def test_init_from_starts_g_only(tmp_path):
+    a = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "a"), "epochs": 1, "limit": 8}))
+    a.fit()
+    g_a = {k: v.clone() for k, v in a.G.state_dict().items()}
+    cfg_b = TrainConfig(**{**TINY, "out": str(tmp_path / "b"), "epochs": 1, "limit": 8, "seed": 5, "lr": 1e-3})
+    fresh = Trainer(cfg_b)                                        # the same config without --init-from
+    b = Trainer(dataclasses.replace(cfg_b, init_from=str(tmp_path / "a")))
+    assert not all(torch.equal(g_a[k], v) for k, v in fresh.G.state_dict().items())   # the test can tell them apart
+    assert g_a.keys() == b.G.state_dict().keys()
+    assert all(torch.equal(g_a[k], v) for k, v in b.G.state_dict().items())
+    assert all(torch.equal(fresh.D.state_dict()[k], v) for k, v in b.D.state_dict().items())          # D fresh
+    assert not all(torch.equal(a.D.state_dict()[k], v) for k, v in b.D.state_dict().items())
+    assert b.opt_g.state_dict()["state"] == {} and b.opt_d.state_dict()["state"] == {}                # optimizers fresh
+    assert b.opt_g.param_groups[0]["lr"] == 1e-3
+    assert (b.epoch, b.step, b.batches_done, b.skipped_steps, b.best) == (0, 0, 0, 0, None)
+    rec = b.fit()
+    assert (rec["epoch"], rec["step"]) == (1, 2)
+    # from a checkpoint file too
+    c = Trainer(dataclasses.replace(cfg_b, out=str(tmp_path / "c"), init_from=str(tmp_path / "a" / "checkpoints" / "last.pt")))
+    assert all(torch.equal(g_a[k], v) for k, v in c.G.state_dict().items())
+
+
+@pytest.mark.parametrize("change", [{"width": 16}, {"arch": "unet_att"}, {"out_ch": 2}])
+def test_init_from_mismatched_architecture(tmp_path, change):
+    train(TrainConfig(**{**TINY, "out": str(tmp_path / "a"), "epochs": 1, "limit": 8}))
+    with pytest.raises(UserError, match="does not fit") as e:
+        Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "b"), "init_from": str(tmp_path / "a"), **change}))
+    assert "\n" not in str(e.value) and str(tmp_path / "a") in str(e.value)
+
+
+# ---- best.pt ----------------------------------------------------------------------------------------------------------
+
+def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
+    psnrs = iter([10.0, 30.0, 20.0])                              # epoch 2 is the best, epoch 3 worse
+    real = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda self: {**real(self), "psnr": next(psnrs)})
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "out": str(out), "epochs": 3, "limit": 8}))
+    best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (best["epoch"], last["epoch"]) == (2, 3)
+    assert best["best"] == 30.0 and best["last_record"]["psnr"] == 30.0 and last["last_record"]["psnr"] == 20.0
+    assert not all(torch.equal(best["G"][k], v) for k, v in last["G"].items())
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(records, key=lambda r: r["psnr"])["epoch"] == best["epoch"]
 
