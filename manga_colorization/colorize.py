@@ -30,11 +30,11 @@ from .models import CONFIG_FILE, GENERATOR_FILE, load_generator
 from .panels import bubble_mask, find_panels
 
 # %% auto #0
-__all__ = ['ARCHIVE_EXTENSIONS', 'working_geometry', 'to_working', 'network_rgb', 'network_chroma', 'guided_coefficients',
-           'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page', 'TorchRunner',
-           'OnnxRunner', 'export_onnx', 'Colorizer', 'measure_page_memory', 'Job', 'plan_outputs', 'safe_member_name',
-           'ZipLimits', 'check_zip', 'read_member', 'BatchResult', 'colorize_files', 'colorizer_from_args',
-           'run_colorize', 'checkpoint_files', 'run_export', 'add_commands', 'bench_page']
+__all__ = ['ARCHIVE_EXTENSIONS', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'network_rgb', 'network_chroma',
+           'guided_coefficients', 'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page',
+           'TorchRunner', 'OnnxRunner', 'export_onnx', 'Colorizer', 'measure_page_memory', 'Job', 'plan_outputs',
+           'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'BatchResult', 'colorize_files',
+           'colorizer_from_args', 'run_colorize', 'checkpoint_files', 'run_export', 'add_commands', 'bench_page']
 
 # %% ../nbs/09_colorize.ipynb #2f537f80
 def working_geometry(W: int,        # page (or panel) width in pixels
@@ -591,7 +591,7 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
     bar.close()
     return res
 
-# %% ../nbs/09_colorize.ipynb #059274d9
+# %% ../nbs/09_colorize.ipynb #6855f87a
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options shared by `colorize` (and reused by the benchmark)."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
@@ -658,11 +658,16 @@ def run_export(args) -> int:
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
+COLORIZE_EXIT_CODES = ("exit status: 0 every page was colorized, copied (colour pages) or skipped (output exists); "
+                       "1 some pages failed (bad images, refused archives): the batch went on and 'N of M pages failed' is on stderr; "
+                       "2 usage or user error (nothing was colorized).")
+
 def add_commands(subparsers):
     "Add `colorize` and `export` to the `mangacolor` parser."
     p = subparsers.add_parser("colorize", help="colorize manga pages, folders and .cbz/.zip archives at full resolution",
                               description="Colorize pages at full resolution. Outputs keep names (archives become .cbz) under --out; "
-                                          "inputs are never overwritten; existing outputs are skipped unless --overwrite.")
+                                          "inputs are never overwritten; existing outputs are skipped unless --overwrite.",
+                              epilog=COLORIZE_EXIT_CODES)
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
     p.add_argument("--out", required=True, help="output folder")
     _add_colorize_options(p)

@@ -1,5 +1,6 @@
 import contextlib
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -262,6 +263,24 @@ def test_cli_folders_archives_corrupt_and_resume(tiny, tmp_path):
     assert rc == 0 and (out / "book/p1.png").stat().st_mtime_ns != mtime
     rc, err = _cli("colorize", book / "p1.png", "--checkpoint", tiny[1], "--out", book)
     assert rc == 2 and "would overwrite the input" in err
+
+
+def test_exit_code_matches_failed_count_and_is_documented(tiny, tmp_path, capsys):
+    src = tmp_path / "in"; src.mkdir()
+    synth_page(seed=5, index=0, size=(64, 96)).gray.save(src / "good.png")
+    (src / "bad1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
+    (src / "bad2.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
+    m = re.search(r"(\d+) of (\d+) pages failed", err)
+    assert m and (int(m[1]), int(m[2])) == (2, 3) and rc == 1, err
+    assert "bad1.png" in err and "bad2.jpg" in err and (tmp_path / "out/in/good.png").exists()
+    (src / "bad1.png").unlink(); (src / "bad2.jpg").unlink()
+    rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
+    assert rc == 0 and "failed" not in err, err                                 # nothing failed (the page is skipped): 0
+    with pytest.raises(SystemExit) as e: cli_main(["colorize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0 and "exit status: 0" in text and "1 some pages failed" in text and "N of M pages failed' is on stderr" in text
+    assert "2 usage or user error" in text
 
 
 def test_onnx_export_matches_torch(tiny, tmp_path, page):
