@@ -42,7 +42,7 @@ __all__ = ['RUN_FILES', 'RUN_DIRS', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TI
            'check_out_vs_data', 'remove_run_files', 'prepare_out', 'resume_config', 'train', 'add_config_arguments',
            'given_options', 'run_train', 'demo_config', 'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
 
-# %% ../nbs/07_train.ipynb #d70e5a63
+# %% ../nbs/07_train.ipynb #3d530c33
 def _opt(default, help: str, **kw):
     "A dataclass field with its CLI help (and optional argparse `type`/`choices`)."
     return field(default=default, metadata={"help": help, **kw})
@@ -88,6 +88,7 @@ class TrainConfig:
     pretrained: bool = _opt(True, "load pretrained VGG16/Danbooru weights for losses and *_ext generators")
     amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
     channels_last: bool = _opt(True, "channels_last memory format on CUDA")
+    cudnn_benchmark: bool = _opt(True, "cuDNN autotuning of conv algorithms on CUDA (fixed input size)")
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
     fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
     num_workers: int = _opt(0, "data-loading worker processes")
@@ -233,18 +234,20 @@ def _load_generator_state(G: nn.Module, state: dict, path):
 class NonFiniteLossError(UserError):
     "The loss was NaN/inf for `max_bad_steps` steps in a row."
 
-# %% ../nbs/07_train.ipynb #b1775e50
+# %% ../nbs/07_train.ipynb #76dabce4
 class Trainer:
     "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
     def __init__(self, config: TrainConfig, resume: bool = False, callbacks=()):
         self.config, self.callbacks, self.out = config, list(callbacks), Path(config.out)
         self.rank, self.world_size, local_rank = dist_env()
         self.distributed = self.world_size > 1
-        if self.distributed and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
         self.device = default_device(config.device)
-        if self.distributed and self.device.type == "cuda": self.device = torch.device("cuda", local_rank); torch.cuda.set_device(self.device)
+        if self.distributed and self.device.type == "cuda":   # NCCL needs each process's device set before the group starts
+            self.device = torch.device("cuda", local_rank); torch.cuda.set_device(self.device)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.cuda = self.device.type == "cuda"
+        if self.cuda and config.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled(): torch.backends.cudnn.benchmark = True
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.cuda and config.amp else nullcontext
         self.memory_format = torch.channels_last if self.cuda and config.channels_last else torch.preserve_format
         self.is_main = self.rank == 0
@@ -560,13 +563,13 @@ class Trainer:
         "Training seconds of the epoch just ended (cumulative time minus the previous record's)."
         return self.train_time - (self.last_record or {}).get("time_s", 0.0)
 
-# %% ../nbs/07_train.ipynb #a096e839
+# %% ../nbs/07_train.ipynb #5572909e
 RUN_FILES = ("config.json", "metrics.jsonl", ".metrics.jsonl.tmp", "generator.safetensors", "generator.json",
              "generator.safetensors.tmp", "generator.json.tmp", "page_input.png", "page_colorized.png", "demo.json",
              "samples/epoch_[0-9][0-9][0-9]*.png", "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/.*.tmp",
              "tensorboard/events.out.tfevents.*")
 RUN_DIRS = ("samples", "checkpoints", "tensorboard")
-RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "ckpt_every", "compile", "tensorboard", "max_bad_steps", "out")
+RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
 
 def run_kind(out: str | Path) -> str | None:
     "The `kind` of the run saved in folder `out` (train, demo, grid), or None."

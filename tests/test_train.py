@@ -1,7 +1,8 @@
 """Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data; --overwrite keeps
-foreign files), the demo (shrunk), --init-from, best.pt"""
+foreign files), the demo (shrunk), --init-from, best.pt, the CUDA path's numerics (bf16 autocast + channels_last) forced on the CPU."""
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from manga_colorization.core import UserError
+from manga_colorization.models import GENERATORS
 from manga_colorization.train import Trainer, TrainConfig, load_checkpoint, prepare_out, train
 
 TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=2, limit=32, val_limit=4, device="cpu", pretrained=False,
@@ -270,3 +272,55 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(records, key=lambda r: r["psnr"])["epoch"] == best["epoch"]
 
+
+# ---- the CUDA path's numerics, on the CPU ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", list(GENERATORS))
+def test_bf16_autocast_channels_last_numerics(tmp_path, arch):
+    "What CUDA runs (bf16 autocast, channels_last), forced on the CPU for every generator with the perceptual_anime loss."
+    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / arch), "arch": arch, "loss": "perceptual_anime", "depth": 4,
+                               "epochs": 1, "limit": 8, "anime_size": 32, "gen_options": {"ext_size": 32}}))
+    t.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    t.memory_format = torch.channels_last
+    for m in (t.G, t.D, t.loss): m.to(memory_format=torch.channels_last)
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in t.G.parameters())
+    inp, target = next(iter(t.train_loader))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert t.G(inp.contiguous(memory_format=torch.channels_last)).dtype == torch.bfloat16     # autocast really applies
+    for _ in range(2):
+        losses = t.train_step(inp, target)
+        assert losses and all(math.isfinite(v) for v in losses.values()), losses
+    assert t.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in t.G.parameters())
+    metrics = t.validate()
+    assert all(math.isfinite(metrics[k]) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr")), metrics
+
+
+class _Sentinel(Exception):
+    pass
+
+
+def test_ddp_cuda_sets_device_before_nccl(monkeypatch):
+    import manga_colorization.train as tr
+    calls = []
+    monkeypatch.setenv("RANK", "1"); monkeypatch.setenv("WORLD_SIZE", "2"); monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(tr, "default_device", lambda name=None: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", str(d))))
+    monkeypatch.setattr(tr.dist, "is_initialized", lambda: False)
+    def init(backend, **kw):
+        calls.append(("init", backend)); raise _Sentinel()
+    monkeypatch.setattr(tr.dist, "init_process_group", init)
+    with pytest.raises(_Sentinel):
+        Trainer(TrainConfig(**{**TINY, "device": "cuda"}))
+    assert calls == [("set_device", "cuda:1"), ("init", "nccl")]
+
+
+@pytest.mark.parametrize("device,flag,expected", [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)])
+def test_cudnn_benchmark_only_on_cuda(monkeypatch, device, flag, expected):
+    import manga_colorization.train as tr
+    monkeypatch.setattr(tr, "default_device", lambda name=None: torch.device(device))
+    monkeypatch.setattr(Trainer, "_make_data", lambda self: (_ for _ in ()).throw(_Sentinel()))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with pytest.raises(_Sentinel):
+        Trainer(TrainConfig(**{**TINY, "cudnn_benchmark": flag}))
+    assert torch.backends.cudnn.benchmark is expected
