@@ -412,8 +412,6 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
             p_real = os.path.realpath(p)
             if p_real == out_real or p_real.startswith(out_real + os.sep):
                 raise UserError(f"{p} is inside --out {out}: choose another --out folder (outputs are never written over inputs)")
-            if out_real.startswith(p_real + os.sep):
-                raise UserError(f"--out {out} is inside the input folder {p}, which would be read back: choose another --out folder")
             root = out / (p.resolve().name or "pages")
             for f in sorted(p.rglob("*")):
                 if not f.is_file() or os.path.realpath(f).startswith(out_real + os.sep): continue  # never re-read our outputs
