@@ -42,7 +42,7 @@ __all__ = ['RUN_FILES', 'RUN_DIRS', 'RESUME_CHANGEABLE', 'DEMO_RECIPE', 'DEMO_TI
            'check_out_vs_data', 'remove_run_files', 'prepare_out', 'resume_config', 'train', 'add_config_arguments',
            'given_options', 'run_train', 'demo_config', 'colorize_demo_page', 'demo', 'run_demo', 'add_commands']
 
-# %% ../nbs/07_train.ipynb #3d530c33
+# %% ../nbs/07_train.ipynb #ff380d32
 def _opt(default, help: str, **kw):
     "A dataclass field with its CLI help (and optional argparse `type`/`choices`)."
     return field(default=default, metadata={"help": help, **kw})
@@ -58,7 +58,7 @@ class TrainConfig:
     batch_size: int = _opt(16, "images per optimizer step (per process under DDP)")
     epochs: int = _opt(50, "passes over the training images")
     width: int = _opt(64, "generator base channel width")
-    depth: int = _opt(8, "generator down/up levels (size must be divisible by 2**depth)")
+    depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and cropped back)")
     input_mode: str = _opt("gray", "what the generator sees: gray | sketch | ... (see data.make_input)")
     out_ch: int = _opt(3, "3 = predict RGB, 2 = predict Lab chroma", choices=(2, 3))
     seed: int = _opt(42, "seed of weights, data order and sampling")

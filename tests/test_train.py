@@ -324,3 +324,12 @@ def test_cudnn_benchmark_only_on_cuda(monkeypatch, device, flag, expected):
     with pytest.raises(_Sentinel):
         Trainer(TrainConfig(**{**TINY, "cudnn_benchmark": flag}))
     assert torch.backends.cudnn.benchmark is expected
+
+
+def test_depth_help_and_any_size(tmp_path):
+    "Inputs are padded to a multiple of 2**depth, so a size that is not one trains too (and the help says so)."
+    import dataclasses as dc
+    help_ = next(f for f in dc.fields(TrainConfig) if f.name == "depth").metadata["help"]
+    assert "padded" in help_ and "must be divisible" not in help_
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "odd"), "size": 36, "depth": 4, "epochs": 1, "limit": 4, "val_limit": 2}))
+    assert r["epoch"] == 1 and math.isfinite(r["psnr"])
