@@ -360,17 +360,23 @@ _PEAK_SCRIPT = r"""
 import resource, sys, time, numpy as np, torch
 from PIL import Image, ImageDraw
 from manga_colorization.colorize import Colorizer
+def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"): return int(line.split()[1])
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 W, H, strip, ckpt, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(1)
 col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, strip_pixels=strip)
 col.colorize(Image.new("L", (64, 64), 128))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = _hwm()
 Image.MAX_IMAGE_PIXELS = None
 page = Image.new("L", (W, H), 255); d = ImageDraw.Draw(page)
 for i in range(12): d.rectangle((W * (i % 3) // 3 + 20, H * (i // 3) // 4 + 20, W * (i % 3 + 1) // 3 - 20, H * (i // 3 + 1) // 4 - 20), fill=40 + 15 * i, outline=0, width=8)
 t = time.perf_counter(); out = col.colorize(page); dt = time.perf_counter() - t
 assert out.size == (W, H)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = _hwm()
 print(f"{W}x{H}: {dt:.1f} s, peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above the loaded model")
 """
 
@@ -687,6 +693,12 @@ _BENCH_SCRIPT = r"""
 import json, resource, sys, time, numpy as np, torch
 from PIL import Image, ImageDraw
 from manga_colorization.colorize import Colorizer, to_working
+def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"): return int(line.split()[1])
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 ckpt, size, raw, whole, W, H, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 torch.set_num_threads(int(sys.argv[8]))
 col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, raw=raw)
@@ -694,7 +706,7 @@ page = Image.new("L", (W, H), 250); d = ImageDraw.Draw(page)
 m = W // 40
 for i in range(6): d.rectangle((m + (i % 2) * W // 2, m + (i // 2) * H // 3, (i % 2 + 1) * W // 2 - m, (i // 2 + 1) * H // 3 - m), fill=60 + 30 * i, outline=0, width=max(1, m // 6))
 col.colorize(page.resize((W // 8, H // 8)))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = _hwm()
 _, canvas = to_working(page, size, col.multiple)
 if whole:
     m = col.multiple; x = np.ones((1, 1, -(-H // m) * m, -(-W // m) * m), np.float32); x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
@@ -705,7 +717,7 @@ times, net = [], []
 for _ in range(repeats):
     t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
     t = time.perf_counter(); col.runner(canvas[None, None] * 2 - 1); net.append(time.perf_counter() - t)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = _hwm()
 print(json.dumps({"page": f"{W}x{H}", "working_size": size, "mode": "whole-page network" if whole else ("raw" if raw else "full-res"),
                   "seconds": round(min(times), 3), "network_s": None if whole else round(min(net), 3),
                   "page_work_s": None if whole else round(min(times) - min(net), 3),
