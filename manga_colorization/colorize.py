@@ -356,16 +356,20 @@ class Colorizer:
     __call__ = colorize
 
 # %% ../nbs/09_colorize.ipynb #7cbcf3fa
-_PEAK_SCRIPT = r"""
-import resource, sys, time, numpy as np, torch
-from PIL import Image, ImageDraw
-from manga_colorization.colorize import Colorizer
+_HWM = r'''
+import resource
 def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
     try:
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"): return int(line.split()[1])
     except OSError: pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+'''
+
+_PEAK_SCRIPT = _HWM + r"""
+import resource, sys, time, numpy as np, torch
+from PIL import Image, ImageDraw
+from manga_colorization.colorize import Colorizer
 W, H, strip, ckpt, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(1)
 col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, strip_pixels=strip)
@@ -689,16 +693,10 @@ def add_commands(subparsers):
     e.set_defaults(func=run_export)
 
 # %% ../nbs/09_colorize.ipynb #9d4ece90
-_BENCH_SCRIPT = r"""
+_BENCH_SCRIPT = _HWM + r"""
 import json, resource, sys, time, numpy as np, torch
 from PIL import Image, ImageDraw
 from manga_colorization.colorize import Colorizer, to_working
-def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"): return int(line.split()[1])
-    except OSError: pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 ckpt, size, raw, whole, W, H, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 torch.set_num_threads(int(sys.argv[8]))
 col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, raw=raw)
