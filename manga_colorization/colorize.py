@@ -24,7 +24,8 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
-from .core import AB_SCALE, UserError, default_device, lab_to_rgb, lab_norm_to_rgb, rgb_to_lab, rgb_to_ycbcr
+from .core import UserError, default_device, lab_norm_to_rgb, rgb_to_ycbcr
+from .metrics import prediction_to_rgb
 from .data import IMAGE_EXTENSIONS, load_image, make_input
 from .models import CONFIG_FILE, GENERATOR_FILE, load_generator
 from .panels import bubble_mask, find_panels
@@ -64,9 +65,7 @@ def network_rgb(out: torch.Tensor,    # generator output (B, C, h, w) in [-1, 1]
                 color_space: str = "rgb",  # "rgb" or "lab"
                ) -> torch.Tensor:
     "The generator's output as RGB in [0, 1], whatever its colour space."
-    if out.shape[1] == 2:
-        L = rgb_to_lab(gray.expand(-1, 3, -1, -1))[:, :1]
-        return lab_to_rgb(torch.cat([L, out * AB_SCALE], 1))
+    if out.shape[1] == 2: return (prediction_to_rgb(gray * 2 - 1, out) + 1) / 2   # Lab chroma + the gray's lightness
     if color_space == "lab": return (lab_norm_to_rgb(out) + 1) / 2
     return ((out + 1) / 2).clamp(0, 1)
 

@@ -20,10 +20,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tqdm.auto import tqdm
 
-from .colorize import Colorizer
-from .core import UserError, default, exists, in_test, img2tensor, lab_norm_to_rgb
+from .colorize import Colorizer, network_rgb
+from .core import UserError, default, exists, in_test, img2tensor
 from .data import SketchDataModule
-from .metrics import delta_e, prediction_to_rgb, psnr, ssim
+from .metrics import delta_e, psnr, ssim
 from .models import load_generator, make_generator, save_generator
 
 # %% auto #0
@@ -228,9 +228,7 @@ def predict_rgb(G: torch.nn.Module, meta: dict, inp: torch.Tensor) -> torch.Tens
     "RGB output in [-1, 1] of generator `G` for gray input `inp` (B,1,H,W), whatever its colour space."
     p = next(G.parameters(), None)
     x = inp.to(p.device if p is not None else "cpu")
-    out = G(x).float().cpu()
-    if out.shape[1] == 3 and meta.get("color_space", "rgb") == "lab": return lab_norm_to_rgb(out).clamp(-1, 1)
-    return prediction_to_rgb(inp.float().cpu(), out).clamp(-1, 1)
+    return (network_rgb(G(x).float().cpu(), (inp.float().cpu() + 1) / 2, meta.get("color_space", "rgb")) * 2 - 1).clamp(-1, 1)
 
 # %% ../nbs/10_gallery.ipynb #15a4dd20
 def _as_pair(item):
