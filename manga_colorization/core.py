@@ -15,7 +15,7 @@ from PIL import Image
 # %% auto #0
 __all__ = ['AB_SCALE', 'exists', 'default', 'UserError', 'in_test', 'img2tensor', 'tensor2uint8', 'tensor2img', 'srgb_to_linear',
            'linear_to_srgb', 'rgb_to_lab', 'lab_to_rgb', 'rgb_to_lab_norm', 'lab_norm_to_rgb', 'rgb_to_ycbcr',
-           'ycbcr_to_rgb', 'rgb_to_gray', 'seed_everything', 'default_device']
+           'ycbcr_to_rgb', 'rgb_to_gray', 'model_target', 'to_rgb', 'seed_everything', 'default_device']
 
 # %% ../nbs/00_core.ipynb #15bbf0c2
 def exists(x) -> bool:
@@ -124,6 +124,27 @@ def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
     "Luma (BT.601, as PIL's `convert('L')`) of RGB (..., 3, H, W), keeping the channel dim; works in [0, 1] or [-1, 1]."
     w = torch.tensor([0.299, 0.587, 0.114]).to(rgb).view(3, 1, 1)
     return (rgb * w).sum(-3, keepdim=True)
+
+# %% ../nbs/00_core.ipynb #3b527a41
+def model_target(rgb: torch.Tensor, # (B,3,H,W) RGB target in [-1, 1]
+                 out_ch: int = 3,   # 3: the generator predicts RGB; 2: Lab chroma ab/110
+                ) -> torch.Tensor:
+    "What a generator with `out_ch` outputs learns to produce for the RGB image `rgb`: `rgb` itself, or its Lab chroma ab/110 in [-1, 1]."
+    if out_ch == 3: return rgb
+    if out_ch != 2: raise ValueError(f"generators predict RGB (out_ch=3) or Lab chroma (out_ch=2), not {out_ch} channels")
+    return rgb_to_lab_norm(rgb.float())[..., 1:, :, :].clamp(-1, 1)
+
+def to_rgb(prediction: torch.Tensor, # (B,3,H,W) RGB or (B,2,H,W) Lab ab/110, in [-1, 1]
+           gray: torch.Tensor,       # (B,1,H,W) the gray the generator saw, in [-1, 1] (more channels: the first is used)
+          ) -> torch.Tensor:
+    "A generator's output as RGB in [-1, 1] (clamped): RGB passes through; Lab chroma gets the gray's lightness."
+    prediction = prediction.float()
+    if prediction.shape[-3] == 3: return prediction.clamp(-1, 1)
+    if prediction.shape[-3] != 2: raise ValueError(f"predictions have 3 (RGB) or 2 (Lab ab) channels, got {prediction.shape[-3]}")
+    gray = gray[..., :1, :, :].float().to(prediction.device)
+    lightness = rgb_to_lab(((gray + 1) / 2).clamp(0, 1).expand(*gray.shape[:-3], 3, *gray.shape[-2:]))[..., :1, :, :]
+    lab = torch.cat([lightness, prediction * AB_SCALE], dim=-3)
+    return (lab_to_rgb(lab) * 2 - 1).clamp(-1, 1)
 
 # %% ../nbs/00_core.ipynb #113f6dd1
 def seed_everything(seed: int = 42, deterministic: bool = False) -> int:

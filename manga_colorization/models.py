@@ -23,10 +23,10 @@ from .pretrained import DanbooruFeatures
 
 # %% auto #0
 __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE', 'down_block', 'upsample_conv',
-           'up_block', 'unet_widths', 'SelfAttention', 'init_pix2pix', 'UNetGenerator', 'unet', 'unet_att', 'unet_ext',
-           'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator', 'receptive_field',
-           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state', 'save_generator',
-           'load_generator']
+           'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'UNetGenerator', 'unet',
+           'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator',
+           'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state',
+           'save_generator', 'strip_wrappers', 'generator_from_state']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -95,6 +95,16 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out.transpose(-1, -2).reshape(B, C, H, W)
 
 # %% ../nbs/03_models.ipynb #c500d751
+def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    "Pad H, W of `x` up to multiples of `m`, centred (reflect, or replicate when the pad exceeds the image); returns (padded, (top, left))."
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % m, (-W) % m
+    if ph == pw == 0: return x, (0, 0)
+    top, left = ph // 2, pw // 2
+    pads = (left, pw - left, top, ph - top)
+    mode = "reflect" if max(pads[:2]) < W and max(pads[2:]) < H else "replicate"
+    return F.pad(x, pads, mode=mode), (top, left)
+
 def init_pix2pix(module: nn.Module, std: float = 0.02) -> None:
     "pix2pix init: conv and linear weights N(0, std), norm scales N(1, std), biases 0."
     for m in module.modules():
@@ -148,15 +158,8 @@ class UNetGenerator(nn.Module):
         self.config: dict = {}
 
     def pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        "Pad H, W up to a multiple of 2**depth (reflect, or replicate when the pad exceeds the image); returns (padded, (top, left))."
-        m = 2 ** self.depth
-        H, W = x.shape[-2:]
-        ph, pw = (-H) % m, (-W) % m
-        if ph == pw == 0: return x, (0, 0)
-        top, left = ph // 2, pw // 2
-        pads = (left, pw - left, top, ph - top)
-        mode = "reflect" if max(pads[:2]) < W and max(pads[2:]) < H else "replicate"
-        return F.pad(x, pads, mode=mode), (top, left)
+        "Pad H, W up to a multiple of 2**depth (see `pad_to_multiple`); returns (padded, (top, left))."
+        return pad_to_multiple(x, 2 ** self.depth)
 
     def _fuse(self, h: torch.Tensor, level: int, ext) -> torch.Tensor:
         "Concatenate extractor features belonging to `level`, then apply attention if it sits there."
@@ -350,57 +353,28 @@ def save_generator(G: UNetGenerator,          # a generator from `make_generator
     tmp_w.replace(weights); tmp_c.replace(config)
     return weights
 
-def _strip_wrappers(key: str) -> str:
+def strip_wrappers(key: str) -> str:
     "A state-dict key without the prefixes DDP (`module.`) and `torch.compile` (`_orig_mod.`) add."
     for prefix in ("module.", "_orig_mod."):
         while key.startswith(prefix): key = key[len(prefix):]
     return key
 
-def _read_generator_file(path: Path) -> tuple[dict, dict, dict]:
-    "(config, state, meta) from a .safetensors/.json pair, a folder holding them, or a training checkpoint .pt."
-    from safetensors.torch import load_file
-    if path.is_dir():
-        found = next((path / f for f in (GENERATOR_FILE, "checkpoints/best.pt", "checkpoints/last.pt") if (path / f).is_file()), None)
-        if found is None:
-            raise UserError(f"{path}: no {GENERATOR_FILE} (nor checkpoints/best.pt, checkpoints/last.pt) in this folder "
-                            "(give a run folder, a .safetensors/.json pair or a checkpoint .pt)")
-        path = found
-    if not path.is_file(): raise UserError(f"{path}: no such generator file")
-    if path.suffix == ".pt":
-        try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e: raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-        if not isinstance(ckpt, dict) or not {"generator", "generator_config"} <= set(ckpt):
-            raise UserError(f"{path}: not a training checkpoint (needs keys 'generator' and 'generator_config')")
-        state = {_strip_wrappers(k): v for k, v in ckpt["generator"].items()}
-        return dict(ckpt["generator_config"]), state, dict(ckpt.get("meta") or {})
-    if path.suffix == ".json": weights, config = path.with_suffix(".safetensors"), path
-    elif path.suffix == ".safetensors": weights, config = path, path.with_suffix(".json")
-    else: raise UserError(f"{path}: expected a .safetensors, .json or .pt generator file, or a run folder")
-    for f in (weights, config):
-        if not f.is_file(): raise UserError(f"{f}: missing (a generator needs both {weights.name} and {config.name})")
-    try: info = json.loads(config.read_text())
-    except json.JSONDecodeError as e: raise UserError(f"{config}: not valid JSON ({e})") from None
-    if "generator" not in info: raise UserError(f"{config}: no 'generator' entry (the config written by save_generator)")
-    try: state = load_file(str(weights))
-    except Exception as e: raise UserError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return dict(info.pop("generator")), state, info
-
-def load_generator(path: str | Path,        # run folder, generator.safetensors, generator.json or checkpoint .pt
-                   device: str | torch.device = "cpu") -> tuple[UNetGenerator, dict]:
-    "Rebuild a saved generator: (G in eval mode on `device`, meta)."
-    path = Path(path).expanduser()
-    config, state, meta = _read_generator_file(path)
-    if config.get("name") not in GENERATORS: raise UserError(f"{path}: unknown generator {config.get('name')!r} in its config")
-    has_extractor = any(k.startswith("extractor.") for k in state)
+def generator_from_state(config: dict,       # the generator's `.config` (as saved in generator.json or a checkpoint)
+                         state: dict,        # its state dict (DDP / compile prefixes allowed)
+                         source: str | Path = "generator",  # where it came from, for error messages
+                        ) -> UNetGenerator:
+    "Rebuild a saved generator in eval mode on the CPU; only a pretrained extractor may be missing (it comes from its own weights file)."
+    if config.get("name") not in GENERATORS: raise UserError(f"{source}: unknown generator {config.get('name')!r} in its config")
+    state = {strip_wrappers(k): v for k, v in state.items()}
     build = dict(config)
-    if has_extractor and build.get("pretrained"): build["pretrained"] = False   # the file brings the extractor's weights
+    if build.get("pretrained") and any(k.startswith("extractor.") for k in state): build["pretrained"] = False   # the file brings them
     G = make_generator(**build)
     try: missing, unexpected = G.load_state_dict(state, strict=False)
     except RuntimeError as e:
         detail = next((l.strip() for l in str(e).splitlines()[1:] if l.strip()), str(e))
-        raise UserError(f"{path}: weights do not fit a {config['name']} generator ({detail[:200]})") from None
-    if unexpected: raise UserError(f"{path}: weights do not fit a {config['name']} generator (unexpected {unexpected[0]}, ...)")
+        raise UserError(f"{source}: weights do not fit a {config['name']} generator ({detail[:200]})") from None
+    if unexpected: raise UserError(f"{source}: weights do not fit a {config['name']} generator (unexpected {unexpected[0]}, ...)")
     bad = [k for k in missing if not (k.startswith("extractor.") and config.get("pretrained"))]
-    if bad: raise UserError(f"{path}: weights do not fit a {config['name']} generator (missing {bad[0]}, ...)")
-    G.config = config
-    return G.to(device).eval(), meta
+    if bad: raise UserError(f"{source}: weights do not fit a {config['name']} generator (missing {bad[0]}, ...)")
+    G.config = dict(config)
+    return G.eval()
