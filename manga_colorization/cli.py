@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from . import __version__
@@ -17,10 +16,10 @@ from .core import UserError
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #c5d4aac8
-COMMAND_MODULES = ("synthetic", "pretrained", "train", "grid", "colorize", "gallery", "bench")
+COMMAND_MODULES = ("synthetic", "pretrained", "train", "demo", "grid", "colorize", "gallery", "bench")
 
 def build_parser() -> argparse.ArgumentParser:
-    "The `mangacolor` parser with every subcommand the installed modules provide."
+    "The `mangacolor` parser with the subcommands of every module in `COMMAND_MODULES`."
     parser = argparse.ArgumentParser(
         prog="mangacolor",
         description="Train, compare and apply GAN colorizers for manga and anime art.",
@@ -28,10 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(f"manga_colorization.{name}") is None: continue
-        module = importlib.import_module(f"manga_colorization.{name}")
-        add = getattr(module, "add_commands", None)
-        if add is not None: add(commands)
+        importlib.import_module(f"manga_colorization.{name}").add_commands(commands)
     return parser
 
 # %% ../nbs/12_cli.ipynb #9766a886

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import UserError
-from .metrics import prediction_to_rgb
+from .core import UserError, to_rgb
 from .pretrained import DanbooruFeatures, vgg16_features
 
 # %% auto #0
@@ -112,7 +111,7 @@ class GeneratorLoss(nn.Module):
         if self.vgg is not None or self.anime is not None:
             if output.shape[1] == 2:
                 if gray is None: raise ValueError("perceptual losses on Lab chroma outputs need the gray input (gray=...)")
-                output, target = prediction_to_rgb(gray, output), prediction_to_rgb(gray, target)
+                output, target = to_rgb(output, gray), to_rgb(target, gray)
             if self.vgg is not None: terms["loss_vgg"] = self.vgg(output, target)
             if self.anime is not None: terms["loss_anime"] = self.anime(output, target)
         perceptual = self.anime_mix * terms["loss_vgg"] + (1 - self.anime_mix) * terms["loss_anime"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from .core import AB_SCALE, lab_to_rgb, rgb_to_lab
+from .core import rgb_to_lab
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'to_unit', 'psnr', 'ssim', 'colorfulness', 'delta_e', 'gray_to_rgb', 'prediction_to_rgb',
-           'image_metrics', 'MetricMeter', 'optional_metrics_status', 'optional_metrics']
+__all__ = ['METRIC_NAMES', 'to_unit', 'psnr', 'ssim', 'colorfulness', 'delta_e', 'gray_to_rgb', 'image_metrics', 'MetricMeter',
+           'optional_metrics_status', 'optional_metrics']
 
 # %% ../nbs/06_metrics.ipynb #5c582544
 def to_unit(img: torch.Tensor) -> torch.Tensor:
@@ -73,16 +73,6 @@ def gray_to_rgb(gray: torch.Tensor, # (B,1,H,W) in [-1, 1]
     "The copy-the-gray baseline: the gray input repeated in R, G and B, shape (B,3,H,W)."
     if gray.ndim != 4 or gray.shape[1] != 1: raise ValueError(f"gray input must be (B,1,H,W), got shape {tuple(gray.shape)}")
     return gray.expand(-1, 3, -1, -1)
-
-def prediction_to_rgb(gray: torch.Tensor,       # (B,1,H,W) gray input in [-1, 1]
-                      prediction: torch.Tensor, # (B,3,H,W) RGB or (B,2,H,W) Lab ab/110, in [-1, 1]
-                     ) -> torch.Tensor:
-    "A model's output as RGB in [-1, 1]: RGB passes through; Lab chroma gets the gray input's lightness."
-    if prediction.shape[1] == 3: return prediction
-    if prediction.shape[1] != 2: raise ValueError(f"predictions have 3 (RGB) or 2 (Lab ab) channels, got {prediction.shape[1]}")
-    lightness = rgb_to_lab(to_unit(gray_to_rgb(gray)))[:, :1]
-    lab = torch.cat([lightness, prediction.float() * AB_SCALE], dim=1)
-    return lab_to_rgb(lab) * 2 - 1
 
 # %% ../nbs/06_metrics.ipynb #b61e534a
 METRIC_NAMES = ("psnr", "ssim", "colorfulness", "delta_e")

@@ -15,7 +15,8 @@ import torch
 
 from manga_colorization.core import UserError
 from manga_colorization.models import GENERATORS
-from manga_colorization.train import Trainer, TrainConfig, load_checkpoint, prepare_out, train
+from manga_colorization.runs import Run, load_checkpoint, load_generator
+from manga_colorization.train import Trainer, TrainConfig, train
 
 TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=2, limit=32, val_limit=4, device="cpu", pretrained=False,
             d_width=8, d_layers=2, samples=2, tensorboard=False)
@@ -29,7 +30,7 @@ sleep = float(sys.argv[2]); resume = sys.argv[3] == "1"
 cb = (lambda t, e: time.sleep(sleep)) if sleep > 0 else None
 t = Trainer(cfg, resume=resume, callbacks=[cb] if cb else [])
 t.fit()
-torch.save({k: v.detach().clone() for k, v in t.G.state_dict().items()}, f"{cfg.out}/G_rank{t.rank}.pt")
+torch.save({k: v.detach().clone() for k, v in t.G.state_dict().items()}, f"{cfg.out}/G_rank{t.setup.rank}.pt")
 """
 
 
@@ -122,7 +123,7 @@ def test_run_folder_rules_and_extension(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="not empty"):
-        prepare_out(tmp_path / "mine")
+        Run(tmp_path / "mine").prepare()
     r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 1, "limit": 8}))
     assert r["epoch"] == 1 and r["params"] > 0
     r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 2, "limit": 8}))        # same kind: continued
@@ -137,8 +138,7 @@ def test_lab_outputs_and_ema(tmp_path):
     r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "lab"), "epochs": 1, "limit": 8, "out_ch": 2, "ema": 0.9,
                              "schedule": "cosine", "grad_clip": 1.0}))
     assert r["baseline_psnr"] > 0 and r["psnr"] == r["psnr"]
-    from manga_colorization.models import load_generator
-    G, meta = load_generator(tmp_path / "lab")
+    meta = load_generator(tmp_path / "lab").meta
     assert meta["color_space"] == "lab" and meta["out_ch"] == 2 and meta["ema"] is True
 
 
@@ -165,15 +165,15 @@ def test_optional_metrics_plumbing(tmp_path):
 def test_frozen_nets_stay_frozen_and_out_of_the_optimizer(tmp_path):
     t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "f"), "arch": "unet_ext", "loss": "perceptual_anime", "epochs": 1,
                                "limit": 4, "anime_size": 32, "gen_options": {"ext_size": 32}}))
-    optimised = {id(p) for g in t.opt_g.param_groups for p in g["params"]}
+    optimised = {id(p) for g in t.step_fn.opt_g.param_groups for p in g["params"]}
     assert not any(id(p) in optimised for p in t.G.extractor.parameters())
-    assert not any(id(p) in optimised for p in t.loss.parameters())
+    assert not any(id(p) in optimised for p in t.step_fn.loss.parameters())
     frozen = {k: v.clone() for k, v in t.G.extractor.state_dict().items()}
     t.fit()
     def leaves(m): return [x for x in m.modules() if not list(x.children())]     # the layers whose behaviour depends on the mode
-    assert not any(x.training for x in leaves(t.G.extractor) + leaves(t.loss.anime.extractor) + leaves(t.loss.vgg.extractor))
+    assert not any(x.training for x in leaves(t.G.extractor) + leaves(t.step_fn.loss.anime.extractor) + leaves(t.step_fn.loss.vgg.extractor))
     assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())   # BatchNorm stats did not drift
-    assert t.last_record["loss_anime"] > 0 and t.last_record["loss_vgg"] > 0
+    assert t.state.last_record["loss_anime"] > 0 and t.state.last_record["loss_vgg"] > 0
 
 
 # ---- run folder vs data folder, --overwrite -------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_train_refuses_out_overlapping_data(tmp_path, rel):
 
 
 def test_demo_refuses_out_overlapping_data(tmp_path):
-    from manga_colorization.train import demo
+    from manga_colorization.demo import demo
     data = _user_data(tmp_path)
     with pytest.raises(UserError, match="overlap"):
         demo(data, overwrite=True, data=str(data))
@@ -239,9 +239,9 @@ def test_init_from_starts_g_only(tmp_path):
     assert all(torch.equal(g_a[k], v) for k, v in b.G.state_dict().items())
     assert all(torch.equal(fresh.D.state_dict()[k], v) for k, v in b.D.state_dict().items())          # D fresh
     assert not all(torch.equal(a.D.state_dict()[k], v) for k, v in b.D.state_dict().items())
-    assert b.opt_g.state_dict()["state"] == {} and b.opt_d.state_dict()["state"] == {}                # optimizers fresh
-    assert b.opt_g.param_groups[0]["lr"] == 1e-3
-    assert (b.epoch, b.step, b.batches_done, b.skipped_steps, b.best) == (0, 0, 0, 0, None)
+    assert b.step_fn.opt_g.state_dict()["state"] == {} and b.step_fn.opt_d.state_dict()["state"] == {}    # optimizers fresh
+    assert b.step_fn.opt_g.param_groups[0]["lr"] == 1e-3
+    assert b.state == type(b.state)()                              # counters fresh
     rec = b.fit()
     assert (rec["epoch"], rec["step"]) == (1, 2)
     # from a checkpoint file too
@@ -261,13 +261,17 @@ def test_init_from_mismatched_architecture(tmp_path, change):
 
 def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
     psnrs = iter([10.0, 30.0, 20.0])                              # epoch 2 is the best, epoch 3 worse
-    real = Trainer.validate
-    monkeypatch.setattr(Trainer, "validate", lambda self: {**real(self), "psnr": next(psnrs)})
+    import manga_colorization.train as tr
+    real = tr.validate
+    def fake(*a, **kw):
+        metrics, shown = real(*a, **kw)
+        return {**metrics, "psnr": next(psnrs)}, shown
+    monkeypatch.setattr(tr, "validate", fake)
     out = tmp_path / "run"
     train(TrainConfig(**{**TINY, "out": str(out), "epochs": 3, "limit": 8}))
     best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
     assert (best["epoch"], last["epoch"]) == (2, 3)
-    assert best["best"] == 30.0 and best["last_record"]["psnr"] == 30.0 and last["last_record"]["psnr"] == 20.0
+    assert best["state"]["best"] == 30.0 and best["state"]["last_record"]["psnr"] == 30.0 and last["state"]["last_record"]["psnr"] == 20.0
     assert not all(torch.equal(best["G"][k], v) for k, v in last["G"].items())
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(records, key=lambda r: r["psnr"])["epoch"] == best["epoch"]
@@ -278,21 +282,20 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arch", list(GENERATORS))
 def test_bf16_autocast_channels_last_numerics(tmp_path, arch):
     "What CUDA runs (bf16 autocast, channels_last), forced on the CPU for every generator with the perceptual_anime loss."
+    import manga_colorization.train as tr
     t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / arch), "arch": arch, "loss": "perceptual_anime", "depth": 4,
                                "epochs": 1, "limit": 8, "anime_size": 32, "gen_options": {"ext_size": 32}}))
-    t.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    t.memory_format = torch.channels_last
-    for m in (t.G, t.D, t.loss): m.to(memory_format=torch.channels_last)
+    t.setup.amp, t.setup.memory_format = True, torch.channels_last   # autocast follows the device type: bf16 on the CPU here
+    for m in (t.G, t.D, t.step_fn.loss): m.to(memory_format=torch.channels_last)
     assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in t.G.parameters())
     inp, target = next(iter(t.train_loader))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert t.G(inp.contiguous(memory_format=torch.channels_last)).dtype == torch.bfloat16     # autocast really applies
     for _ in range(2):
-        losses = t.train_step(inp, target)
-        assert losses and all(math.isfinite(v) for v in losses.values()), losses
-    assert t.skipped_steps == 0
+        losses = t.step_fn(inp, target)
+        assert losses.pop("ok") and losses and all(math.isfinite(v) for v in losses.values()), losses
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
-    metrics = t.validate()
+    metrics, _ = tr.validate(t.G, t.dm.val_loader, t.setup, limit=4)
     assert all(math.isfinite(metrics[k]) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr")), metrics
 
 
@@ -319,7 +322,7 @@ def test_ddp_cuda_sets_device_before_nccl(monkeypatch):
 def test_cudnn_benchmark_only_on_cuda(monkeypatch, device, flag, expected):
     import manga_colorization.train as tr
     monkeypatch.setattr(tr, "default_device", lambda name=None: torch.device(device))
-    monkeypatch.setattr(Trainer, "_make_data", lambda self: (_ for _ in ()).throw(_Sentinel()))
+    monkeypatch.setattr(tr, "SketchDataModule", lambda *a, **kw: (_ for _ in ()).throw(_Sentinel()))
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     with pytest.raises(_Sentinel):
         Trainer(TrainConfig(**{**TINY, "cudnn_benchmark": flag}))
