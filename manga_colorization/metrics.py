@@ -14,7 +14,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from .core import rgb_to_lab
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'to_unit', 'psnr', 'ssim', 'colorfulness', 'delta_e', 'gray_to_rgb', 'image_metrics', 'MetricMeter',
+__all__ = ['GRAY_CHROMA', 'METRIC_NAMES', 'LOWER_IS_BETTER', 'to_unit', 'psnr', 'ssim', 'colorfulness', 'delta_e',
+           'ciede2000_lab', 'ciede2000', 'gray_to_rgb', 'mean_chroma', 'image_metrics', 'MetricMeter',
            'optional_metrics_status', 'optional_metrics']
 
 # %% ../nbs/06_metrics.ipynb #5c582544
@@ -67,6 +68,40 @@ def delta_e(output: torch.Tensor, # (B,3,H,W) RGB in [-1, 1]
     diff = rgb_to_lab(to_unit(output)) - rgb_to_lab(to_unit(target))
     return diff.pow(2).sum(1).sqrt().flatten(1).mean(1)
 
+# %% ../nbs/06_metrics.ipynb #1486553a
+def ciede2000_lab(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    "CIEDE2000 colour difference of Lab colours (..., 3, ...) along dim -3 (kL = kC = kH = 1)."
+    (L1, a1, b1), (L2, a2, b2) = lab1.unbind(-3), lab2.unbind(-3)
+    c_bar7 = ((torch.hypot(a1, b1) + torch.hypot(a2, b2)) / 2) ** 7
+    g = 0.5 * (1 - torch.sqrt(c_bar7 / (c_bar7 + 25.0 ** 7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1p, c2p = torch.hypot(a1p, b1), torch.hypot(a2p, b2)
+    h1p, h2p = torch.rad2deg(torch.atan2(b1, a1p)) % 360, torch.rad2deg(torch.atan2(b2, a2p)) % 360
+    chroma0 = (c1p * c2p) == 0
+    dh = h2p - h1p
+    dh = torch.where(dh > 180, dh - 360, torch.where(dh < -180, dh + 360, dh)).masked_fill(chroma0, 0.0)
+    d_big_h = 2 * torch.sqrt(c1p * c2p) * torch.sin(torch.deg2rad(dh) / 2)
+    l_bar, c_bar = (L1 + L2) / 2, (c1p + c2p) / 2
+    h_sum = h1p + h2p
+    h_bar = torch.where((h1p - h2p).abs() <= 180, h_sum / 2, torch.where(h_sum < 360, (h_sum + 360) / 2, (h_sum - 360) / 2))
+    h_bar = torch.where(chroma0, h_sum, h_bar)
+    t = (1 - 0.17 * torch.cos(torch.deg2rad(h_bar - 30)) + 0.24 * torch.cos(torch.deg2rad(2 * h_bar))
+         + 0.32 * torch.cos(torch.deg2rad(3 * h_bar + 6)) - 0.20 * torch.cos(torch.deg2rad(4 * h_bar - 63)))
+    d_theta = 30 * torch.exp(-(((h_bar - 275) / 25) ** 2))
+    r_c = 2 * torch.sqrt(c_bar ** 7 / (c_bar ** 7 + 25.0 ** 7))
+    s_l = 1 + 0.015 * (l_bar - 50) ** 2 / torch.sqrt(20 + (l_bar - 50) ** 2)
+    s_c, s_h = 1 + 0.045 * c_bar, 1 + 0.015 * c_bar * t
+    r_t = -torch.sin(torch.deg2rad(2 * d_theta)) * r_c
+    dl, dc, dh_ = (L2 - L1) / s_l, (c2p - c1p) / s_c, d_big_h / s_h
+    return torch.sqrt((dl ** 2 + dc ** 2 + dh_ ** 2 + r_t * dc * dh_).clamp(min=0))
+
+def ciede2000(output: torch.Tensor, # (B,3,H,W) RGB in [-1, 1]
+              target: torch.Tensor, # (B,3,H,W) RGB in [-1, 1]
+             ) -> torch.Tensor:
+    "Mean CIEDE2000 colour difference of each image pair, shape (B,)."
+    _check_pair(output, target)
+    return ciede2000_lab(rgb_to_lab(to_unit(output)), rgb_to_lab(to_unit(target))).flatten(1).mean(1)
+
 # %% ../nbs/06_metrics.ipynb #349ca21b
 def gray_to_rgb(gray: torch.Tensor, # (B,1,H,W) in [-1, 1]
                ) -> torch.Tensor:
@@ -75,39 +110,62 @@ def gray_to_rgb(gray: torch.Tensor, # (B,1,H,W) in [-1, 1]
     return gray.expand(-1, 3, -1, -1)
 
 # %% ../nbs/06_metrics.ipynb #b61e534a
-METRIC_NAMES = ("psnr", "ssim", "colorfulness", "delta_e")
+GRAY_CHROMA = 4.0   # a target whose mean Lab chroma C*ab is below this is gray already: it says nothing about colour
+METRIC_NAMES = ("psnr", "psnr_pooled", "psnr_pooled_color", "ssim", "colorfulness", "colorfulness_ratio", "delta_e", "ciede2000", "ciede2000_color")
+LOWER_IS_BETTER = ("delta_e", "ciede2000", "ciede2000_color")
+
+def mean_chroma(rgb: torch.Tensor) -> torch.Tensor:
+    "Mean Lab chroma C*ab of each RGB image in [-1, 1], shape (B,)."
+    return torch.hypot(*rgb_to_lab(to_unit(rgb))[:, 1:].unbind(1)).flatten(1).mean(1)
 
 def image_metrics(output: torch.Tensor, # (B,3,H,W) RGB prediction in [-1, 1]
                   target: torch.Tensor, # (B,3,H,W) RGB target in [-1, 1]
                   gray: torch.Tensor,   # (B,1,H,W) the gray input, for the copy-the-gray baseline
                  ) -> dict[str, torch.Tensor]:
-    "Per-image PSNR, SSIM, colourfulness and ΔE of `output` and of the copy-the-gray baseline."
+    "Per-image PSNR, MSE, SSIM, colourfulness, ΔE (CIE76) and CIEDE2000 of `output` and of copy-the-gray, plus the target's colourfulness and chroma."
     output, target = output.detach().float(), target.detach().float()
-    baseline = gray_to_rgb(gray.detach().float())
     res = {}
-    for prefix, img in (("", output), ("baseline_", baseline)):
+    for prefix, img in (("", output), ("baseline_", gray_to_rgb(gray.detach().float()))):
+        res[prefix + "mse"] = (to_unit(img) - to_unit(target)).pow(2).flatten(1).mean(1)
         res[prefix + "psnr"] = psnr(img, target)
         res[prefix + "ssim"] = ssim(img, target)
         res[prefix + "colorfulness"] = colorfulness(img)
         res[prefix + "delta_e"] = delta_e(img, target)
-    res["target_colorfulness"] = colorfulness(target)
+        res[prefix + "ciede2000"] = ciede2000(img, target)
+    res["target_colorfulness"], res["target_chroma"] = colorfulness(target), mean_chroma(target)
     return res
 
+# %% ../nbs/06_metrics.ipynb #15806853
+def _pooled_psnr(mse: torch.Tensor) -> float:
+    "PSNR of the mean of per-image MSEs (images of one size: the pooled pixel MSE)."
+    return float("nan") if mse.numel() == 0 else float(10 * torch.log10(1.0 / mse.mean().clamp(min=1e-10)))
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float("nan") if a.numel() == 0 else float(a.mean() / b.mean().clamp(min=1e-6))
+
 class MetricMeter:
-    "Running per-image means of named metric values."
-    def __init__(self): self.sums, self.count = {}, 0
+    "Per-image metric values of a whole validation pass; `compute` gives per-image means and the dataset-level figures."
+    def __init__(self): self.values: dict[str, list[torch.Tensor]] = {}
     def update(self, values: dict[str, torch.Tensor]):
         "Add a batch of per-image values (each a (B,) tensor)."
-        n = None
-        for k, v in values.items():
-            v = v.detach().double().reshape(-1)
-            n = v.numel() if n is None else n
-            if v.numel() != n: raise ValueError(f"metric {k!r} has {v.numel()} values, others have {n}")
-            self.sums[k] = self.sums.get(k, 0.0) + v.sum().item()
-        self.count += n or 0
+        sizes = {v.numel() for v in values.values()}
+        if len(sizes) > 1: raise ValueError(f"metrics of one batch have different lengths {sorted(sizes)}")
+        for k, v in values.items(): self.values.setdefault(k, []).append(v.detach().double().reshape(-1).cpu())
+    @property
+    def count(self) -> int: return sum(len(v) for v in next(iter(self.values.values()), []))
     def compute(self) -> dict[str, float]:
-        "Mean of each metric over all images seen."
-        return {k: s / max(self.count, 1) for k, s in self.sums.items()}
+        "Per-image means of every metric, plus pooled PSNR, gray-target counts and the colour-target figures."
+        v = {k: torch.cat(x) for k, x in self.values.items()}
+        res = {k: float(x.mean()) for k, x in v.items() if not k.endswith("mse") and k != "target_chroma"}
+        if "target_chroma" not in v: return res
+        color = v["target_chroma"] >= GRAY_CHROMA
+        res.update(gray_targets=int((~color).sum()), color_targets=int(color.sum()))
+        for p in ("", "baseline_"):
+            res[p + "psnr_pooled"] = _pooled_psnr(v[p + "mse"])
+            res[p + "psnr_pooled_color"] = _pooled_psnr(v[p + "mse"][color])
+            res[p + "ciede2000_color"] = float(v[p + "ciede2000"][color].mean()) if color.any() else float("nan")
+            res[p + "colorfulness_ratio"] = _ratio(v[p + "colorfulness"][color], v["target_colorfulness"][color])
+        return res
 
 # %% ../nbs/06_metrics.ipynb #8a89f373
 def _hub_file(name: str) -> Path:

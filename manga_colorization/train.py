@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .core import UserError, default_device, exists, model_target, seed_everything, tensor2uint8, to_rgb
 from .data import EpochSampler, SketchDataModule
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, make_loss
-from .metrics import METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
+from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
 from .models import PatchDiscriminator, generator_options, generator_state, make_generator
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 
@@ -40,7 +40,7 @@ __all__ = ['SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'TrainConfig', 'TrainState', '
            'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'resume_config', 'start_run',
            'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
 
-# %% ../nbs/07_train.ipynb #879186d7
+# %% ../nbs/07_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
     "A dataclass field with its CLI help (and optional argparse `type`/`choices`)."
     return field(default=default, metadata={"help": help, **kw})
@@ -92,14 +92,14 @@ class TrainConfig:
     fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
     num_workers: int = _opt(0, "data-loading worker processes")
     ckpt_every: int = _opt(0, "also checkpoint every N optimizer steps (0: only at epoch ends)")
-    best_metric: str = _opt("psnr", "validation metric that picks best.pt: psnr | ssim | delta_e | colorfulness", choices=METRIC_NAMES)
+    best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled MSE, which gray targets cannot game)", choices=METRIC_NAMES)
     max_bad_steps: int = _opt(10, "stop after this many non-finite steps in a row")
     samples: int = _opt(4, "validation images in each epoch's sample sheet")
     init_from: str | None = _opt(None, "start G from this run folder / checkpoint / generator.safetensors (fine-tuning)")
     tensorboard: bool = _opt(True, "also log to OUT/tensorboard when tensorboard is installed")
     kind: str = _opt("train", "what wrote the run folder (train, demo, grid)")
 
-# %% ../nbs/07_train.ipynb #c2f9927a
+# %% ../nbs/07_train.ipynb #23f62f9f
 def _to_dict(self: TrainConfig) -> dict: return dataclasses.asdict(self)
 
 @classmethod
@@ -110,7 +110,7 @@ def _from_dict(cls, d: dict) -> TrainConfig:
 
 TrainConfig.to_dict, TrainConfig.from_dict = _to_dict, _from_dict
 
-# %% ../nbs/07_train.ipynb #d7ea4596
+# %% ../nbs/07_train.ipynb #785dc37f
 @dataclass
 class TrainState:
     "The counters of a run; `dataclasses.asdict` of it is what the checkpoint stores."
@@ -148,7 +148,7 @@ def set_rng_state(state: dict):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
-# %% ../nbs/07_train.ipynb #2b4c93bf
+# %% ../nbs/07_train.ipynb #7e13b66f
 def make_train_loader(dm: SketchDataModule, config: TrainConfig, rank: int = 0, world_size: int = 1,
                       pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     "The training DataLoader over `dm`'s training set, with a resumable `EpochSampler` and the loader's own RNG."
@@ -217,7 +217,7 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 class NonFiniteLossError(UserError):
     "The loss was NaN/inf for `max_bad_steps` steps in a row."
 
-# %% ../nbs/07_train.ipynb #c9e78a4a
+# %% ../nbs/07_train.ipynb #a87f9de9
 @dataclass
 class DeviceSetup:
     "Where and how a run computes."
@@ -244,7 +244,7 @@ def setup_device(config: TrainConfig) -> DeviceSetup:
     return DeviceSetup(device, rank, world_size, amp=cuda and config.amp,
                        memory_format=torch.channels_last if cuda and config.channels_last else torch.preserve_format)
 
-# %% ../nbs/07_train.ipynb #2d3e9045
+# %% ../nbs/07_train.ipynb #300bd8d4
 class GANStep:
     "G, D, the loss and their optimizers, built from a `TrainConfig`; calling it on a batch trains one step."
     def __init__(self, config: TrainConfig, setup: DeviceSetup):
@@ -265,7 +265,7 @@ class GANStep:
         self.ema = EMA(self.G, config.ema) if config.ema > 0 else None
         self.G_step, self.D_step = self.G, self.D        # what the step calls: DDP / compiled wrappers after `wrap()`
 
-# %% ../nbs/07_train.ipynb #027e3ef9
+# %% ../nbs/07_train.ipynb #d85067e7
 def _wrap(self: GANStep):
     "DDP (several processes) and torch.compile (CUDA, when asked) wrappers for training steps."
     setup = self.setup
@@ -288,7 +288,7 @@ def _set_lr(self: GANStep, factor: float):
 
 GANStep.wrap, GANStep.inference_generator, GANStep.set_lr = _wrap, property(_inference_generator), _set_lr
 
-# %% ../nbs/07_train.ipynb #b577ae26
+# %% ../nbs/07_train.ipynb #5888024f
 def _finite_update(self: GANStep, loss: torch.Tensor, module: nn.Module, opt) -> bool:
     "Step `opt` if the loss and gradient norm are finite on every process (clipping when asked); always clear the gradients."
     params = [p for p in module.parameters() if p.grad is not None]
@@ -328,7 +328,7 @@ def _call(self: GANStep, inp: torch.Tensor, target: torch.Tensor) -> dict:
 
 GANStep.finite_update, GANStep.d_update, GANStep.__call__ = _finite_update, _d_update, _call
 
-# %% ../nbs/07_train.ipynb #0b461936
+# %% ../nbs/07_train.ipynb #07704be1
 def _step_state(self: GANStep) -> dict:
     "Weights and optimizer state of the step (tensors and plain values)."
     return {"G": generator_state(self.G), "D": self.D.state_dict() if self.D is not None else None,
@@ -361,7 +361,7 @@ def _init_from(self: GANStep, path: str | Path):
 
 GANStep.state_dict, GANStep.load_state_dict, GANStep.init_from = _step_state, _load_step_state, _init_from
 
-# %% ../nbs/07_train.ipynb #7391e6bf
+# %% ../nbs/07_train.ipynb #5a113739
 @torch.no_grad()
 def predict(G: nn.Module, inp: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
     "RGB predictions in [-1, 1] of generator module `G` for gray inputs (on `setup`'s device)."
@@ -391,7 +391,7 @@ def validate(G: nn.Module, loader, setup: DeviceSetup, limit: int | None = None,
     for name, metric in extra_metrics.items(): extra[name] = float(metric.compute()); metric.reset()
     return {**meter.compute(), **extra}, (tuple(torch.cat(x) for x in zip(*shown)) if shown else None)
 
-# %% ../nbs/07_train.ipynb #0da3c185
+# %% ../nbs/07_train.ipynb #528d3c0f
 class Callback:
     "Base class: `cb(trainer, event)` calls the method named after the event, if the callback has one."
     def __call__(self, trainer, event: str):
@@ -412,7 +412,7 @@ class EpochRecord(Callback):
             epoch_time = s.train_time - (s.last_record or {}).get("time_s", 0.0)
             record = {"epoch": s.epoch, "step": s.step, **metrics, **losses, "lr": t.step_fn.opt_g.param_groups[0]["lr"],
                       "images_per_s": s.epoch_images / max(epoch_time, 1e-9), "time_s": s.train_time, "skipped_steps": s.skipped_steps}
-            improved = _improves(record.get(c.best_metric), s.best, lower_better=c.best_metric == "delta_e")
+            improved = _improves(record.get(c.best_metric), s.best, lower_better=c.best_metric in LOWER_IS_BETTER)
             if improved: s.best = record[c.best_metric]
             record["best_" + c.best_metric] = s.best
         if t.setup.distributed:
@@ -426,7 +426,7 @@ def _improves(value, best, lower_better: bool = False) -> bool:
     if value is None or not math.isfinite(value): return False
     return best is None or (value < best if lower_better else value > best)
 
-# %% ../nbs/07_train.ipynb #cc15528e
+# %% ../nbs/07_train.ipynb #d9ae1ad4
 class Checkpointer(Callback):
     "Save `last.pt` (and `best.pt` when the epoch improved) at epoch ends, and every `ckpt_every` steps inside an epoch."
     def step(self, t):
@@ -461,7 +461,7 @@ class TensorBoardLog(Callback):
     def end(self, t):
         if self.writer is not None: self.writer.close()
 
-# %% ../nbs/07_train.ipynb #6033a576
+# %% ../nbs/07_train.ipynb #04dad9b2
 def log_stream():
     "Where training logs go: stdout inside IPython/Jupyter (no red stderr boxes in notebooks), stderr on the command line."
     try:
@@ -475,8 +475,9 @@ class ProgressLog(Callback):
     def epoch(self, t):
         r = t.state.last_record
         if not t.setup.is_main or r is None: return
-        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr']:.2f} dB (copy-the-gray {r['baseline_psnr']:.2f}), "
-              f"SSIM {r['ssim']:.3f}, loss_g {r['loss_g']:.3f}, {r['images_per_s']:.1f} img/s", file=log_stream())
+        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr_pooled']:.2f} dB (copy-the-gray {r['baseline_psnr_pooled']:.2f}), "
+              f"CIEDE2000 {r['ciede2000']:.2f} ({r['baseline_ciede2000']:.2f}), SSIM {r['ssim']:.3f}, loss_g {r['loss_g']:.3f}, "
+              f"{r['images_per_s']:.1f} img/s", file=log_stream())
 
 def default_callbacks(config: TrainConfig) -> list[Callback]:
     "The built-in callbacks, in the order they run."
@@ -517,7 +518,7 @@ class Trainer:
     step = property(lambda self: self.state.step)
     best = property(lambda self: self.state.best)
 
-# %% ../nbs/07_train.ipynb #4e78ba7e
+# %% ../nbs/07_train.ipynb #47a33f30
 def _meta(self: Trainer) -> dict:
     "What using the generator needs (saved beside its weights): working size, input mode, colour space, epoch, metrics."
     c, s = self.config, self.state
@@ -539,7 +540,7 @@ def _state_dict(self: Trainer) -> dict:
 
 Trainer.meta, Trainer.state_dict = _meta, _state_dict
 
-# %% ../nbs/07_train.ipynb #048ed973
+# %% ../nbs/07_train.ipynb #b90d9902
 _STATE_V1 = ("epoch", "step", "skipped_steps", "bad_in_a_row", "best", "train_time", "epoch_sums", "epoch_images", "last_record")
 
 def _load(self: Trainer, path: str | Path):
@@ -560,7 +561,7 @@ def _save(self: Trainer, best: bool = False):
 
 Trainer.load, Trainer.save = _load, _save
 
-# %% ../nbs/07_train.ipynb #f4686aaa
+# %% ../nbs/07_train.ipynb #548217b1
 def _train_batch(self: Trainer, inp: torch.Tensor, target: torch.Tensor) -> dict:
     "One step with the scheduled LR; counts it (a non-finite step is skipped and counted, too many in a row stop the run)."
     c, s = self.config, self.state
@@ -583,7 +584,7 @@ def _emit(self: Trainer, event: str):
 
 Trainer.train_batch, Trainer.emit = _train_batch, _emit
 
-# %% ../nbs/07_train.ipynb #fce2b593
+# %% ../nbs/07_train.ipynb #2519391e
 def _train_epoch(self: Trainer):
     "The batches of the current epoch (from where an interrupted one stopped), with a progress bar."
     c, s = self.config, self.state
@@ -672,8 +673,9 @@ def run_train(args) -> int:
     if trainer.state.epoch or trainer.state.batches_done: print(f"continuing the run in {config.out} at its last checkpoint", file=sys.stderr)
     record = trainer.fit()
     if record and trainer.setup.is_main:
-        print(f"{config.out}: epoch {record['epoch']}, val PSNR {record['psnr']:.2f} dB (copy-the-gray {record['baseline_psnr']:.2f}), "
-              f"SSIM {record['ssim']:.3f}, ΔE {record['delta_e']:.2f}; weights in {Path(config.out) / 'generator.safetensors'}")
+        print(f"{config.out}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (copy-the-gray {record['baseline_psnr_pooled']:.2f}), "
+              f"CIEDE2000 {record['ciede2000']:.2f} ({record['baseline_ciede2000']:.2f}), SSIM {record['ssim']:.3f}; "
+              f"weights in {Path(config.out) / 'generator.safetensors'}")
     return 0
 
 def add_commands(subparsers) -> None:

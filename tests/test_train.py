@@ -268,7 +268,7 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
         return {**metrics, "psnr": next(psnrs)}, shown
     monkeypatch.setattr(tr, "validate", fake)
     out = tmp_path / "run"
-    train(TrainConfig(**{**TINY, "out": str(out), "epochs": 3, "limit": 8}))
+    train(TrainConfig(**{**TINY, "out": str(out), "epochs": 3, "limit": 8, "best_metric": "psnr"}))
     best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
     assert (best["epoch"], last["epoch"]) == (2, 3)
     assert best["state"]["best"] == 30.0 and best["state"]["last_record"]["psnr"] == 30.0 and last["state"]["last_record"]["psnr"] == 20.0
