@@ -141,7 +141,7 @@ def xdog(gray: np.ndarray,  # HxW uint8
     e = np.where(dog >= eps, 1.0, 1.0 + np.tanh(phi * (dog - eps)))
     return (np.clip(e, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-
+# %% ../nbs/01_data.ipynb #962c2fbd
 def _spot_curve(n: int = 129) -> tuple:
     "Threshold on the cosine spot function that inks a share `c` of a screen cell, for c in [0, 1]."
     t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
@@ -175,7 +175,7 @@ def screentone(gray: np.ndarray,  # HxW uint8
     ink = np.where(g <= solid, 1.0, np.where(g >= paper, 0.0, ink))
     return ((1 - ink) * 255 + 0.5).astype(np.uint8)
 
-
+# %% ../nbs/01_data.ipynb #aba406dc
 INPUT_MODES = ("gray", "sketch", "screentone", "mix")
 MIX_CHOICES = ("gray", "sketch", "screentone", "gray+lines")
 
@@ -240,7 +240,7 @@ class ImageCache:
         import shutil
         shutil.rmtree(self.folder, ignore_errors=True)
 
-
+# %% ../nbs/01_data.ipynb #4227b580
 def decode_resized(path: Path,  # an image file
                    size: tuple,  # (height, width) to resize to
                    pairs: bool,  # split an ASCP pair (colour left, sketch right)
@@ -256,7 +256,7 @@ def decode_resized(path: Path,  # an image file
         return np.concatenate([np.asarray(color), np.asarray(sketch)[..., None]], axis=-1)
     return np.array(img.resize((w, h), Image.BICUBIC, reducing_gap=2.0))
 
-
+# %% ../nbs/01_data.ipynb #83a37fce
 class FileSource:
     "Image files as examples: `read(i, size)` gives HxWx3|4 uint8 pixels, from the cache when there."
     def __init__(self, paths: list, pairs: bool = False, cache: ImageCache | None = None):
@@ -344,28 +344,46 @@ class ColorizationDataset(Dataset):
 
 # %% ../nbs/01_data.ipynb #323ba557
 class EpochSampler(Sampler):
-    "Yields `(index, epoch)`: a permutation seeded by (seed, epoch), split across `num_replicas` ranks; `set_epoch` for exact resume."
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
-        self.n, self.seed, self.shuffle, self.num_replicas, self.rank = n, seed, shuffle, num_replicas, rank
+    "Yields `(index, epoch)` keys: epoch e's permutation seeded by (seed, e), equal shares per rank, at most `limit` per epoch."
+    def __init__(self, n,  # number of examples, or the dataset itself (anything with a length)
+                 seed: int = 0,  # seed of the permutations
+                 shuffle: bool = True,  # False: indices in order, epoch key always 0 (validation, test)
+                 num_replicas: int = 1,  # DDP ranks sharing each epoch
+                 rank: int = 0,  # this rank, in [0, num_replicas)
+                 limit: int | None = None,  # examples per epoch over all ranks (a fresh random subset each epoch); None: all
+                 ):
+        if not 0 <= rank < num_replicas: raise UserError(f"rank {rank} is not in [0, {num_replicas})")
+        if limit is not None and limit < 1: raise UserError(f"limit must be at least 1 image per epoch, got {limit}")
+        self.n = n if isinstance(n, int) else len(n)
+        self.seed, self.shuffle, self.num_replicas, self.rank, self.limit = seed, shuffle, num_replicas, rank, limit
         self.epoch, self.start = 0, 0
 
+    @property
+    def per_epoch(self) -> int:
+        "Samples this rank takes in a whole epoch: its equal share, capped by `limit`."
+        share = self.n // self.num_replicas
+        return share if self.limit is None else min(share, max(self.limit // self.num_replicas, 1))
+
     def set_epoch(self, epoch: int, start: int = 0):
-        "Next iteration gives epoch `epoch`, skipping its first `start` samples (resume mid-epoch)."
+        "The next iteration gives epoch `epoch`, skipping this rank's first `start` samples (resume mid-epoch)."
         self.epoch, self.start = int(epoch), int(start)
 
-    def indices(self, epoch: int) -> list[int]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist() if self.shuffle else list(range(self.n))
-        if self.num_replicas > 1:
-            total = math.ceil(self.n / self.num_replicas) * self.num_replicas
-            order = (order * math.ceil(total / max(1, len(order))))[:total][self.rank::self.num_replicas]
-        return order
+    def order(self, epoch: int) -> list[int]:
+        "The permutation of epoch `epoch` over all ranks (0..n-1 in order without shuffle)."
+        if not self.shuffle: return list(range(self.n))
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
 
-    def __len__(self): return max(0, math.ceil(self.n / self.num_replicas) - self.start)
+    def indices(self, epoch: int) -> list[int]:
+        "This rank's indices of epoch `epoch`: every `num_replicas`-th of the permutation, `per_epoch` of them."
+        return self.order(epoch)[self.rank::self.num_replicas][:self.per_epoch]
+
+    def __len__(self): return max(0, self.per_epoch - self.start)
 
     def __iter__(self):
         epoch, start = self.epoch, self.start
-        if self.shuffle: self.epoch, self.start = epoch + 1, 0
-        for i in self.indices(epoch)[start:]: yield (i, epoch if self.shuffle else 0)
+        if self.shuffle: self.epoch, self.start = epoch + 1, 0     # a plain loop over the loader walks through the epochs
+        key = epoch if self.shuffle else 0
+        for i in self.indices(epoch)[start:]: yield (i, key)
 
 # %% ../nbs/01_data.ipynb #f5cd6038
 def default_num_workers() -> int:
@@ -399,91 +417,89 @@ def _check_one(args) -> str | None:
         return f"{path}: {e}"
 
 
-class SketchDataModule:
-    "Train/val/test loaders of (input, target) batches in [-1, 1] from an image folder, an ASCP folder or 'synthetic'."
-    def __init__(self, root: str | os.PathLike = "synthetic",  # folder of images, ASCP folder (train/, val/[, test/]), or the string 'synthetic' (a folder of that name: './synthetic')
-                 batch_size: int = 16,  # images per batch
-                 resize: tuple | int = (256, 256),  # (height, width) of the examples
-                 out_ch: int = 3,  # 3: RGB targets, 2: Lab chroma (ab/110) targets
-                 input_mode: str = "gray",  # 'gray' | 'sketch' | 'screentone' | 'mix'
-                 num_workers: int | None = None,  # loader processes (default: from the core count)
-                 cache: bool | str | os.PathLike = True,  # pre-resized uint8 cache: True (default folder), False, or a folder
-                 seed: int = 0,  # seed of splits, shuffling, augmentation and input randomness
-                 limit: int | tuple | None = None,  # use at most this many images per split (or (train, val, test))
-                 pairs: bool | str = "auto",  # files are ASCP pairs (colour left, sketch right); 'auto' looks at their shape
-                 synthetic_n: tuple = (1000, 100, 100),  # (train, val, test) sizes of the synthetic dataset
-                 val_fraction: float = 0.1,  # validation share of a flat folder
-                 test_fraction: float = 0.1,  # test share of val when there is no test/ folder
-                 augment: bool = True,  # random crop and flip on the training split
-                 num_replicas: int | None = None,  # distributed training: number of ranks (default: from torch.distributed)
-                 rank: int | None = None,  # distributed training: this rank
-                 ):
-        if input_mode not in INPUT_MODES: raise UserError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
-        if out_ch not in (2, 3): raise UserError(f"out_ch must be 3 (RGB) or 2 (Lab chroma), got {out_ch}")
-        if batch_size < 1: raise UserError(f"batch_size must be at least 1, got {batch_size}")
-        self.root, self.batch_size, self.out_ch, self.input_mode, self.seed = root, batch_size, out_ch, input_mode, seed
-        self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.augment = augment
-        if num_replicas is None:
-            dist = torch.distributed
-            on = dist.is_available() and dist.is_initialized()
-            num_replicas, rank = (dist.get_world_size(), dist.get_rank()) if on else (1, 0)
-        self.num_replicas, self.rank = num_replicas, rank or 0
-        limits = limit if isinstance(limit, (tuple, list)) else (limit,) * 3
-        self.synthetic = isinstance(root, str) and root == "synthetic"
-        self.bad_files: dict[str, str] = {}
-        if self.synthetic:
-            n = [int(x) if lim is None else min(int(x), lim) for x, lim in zip(synthetic_n, limits)]
-            starts = (0, n[0], n[0] + n[1])     # disjoint index ranges per split
-            self.sources = {s: SyntheticSource(k, seed, start) for s, k, start in zip(("train", "val", "test"), n, starts)}
-            self.cache = None
-        else:
-            splits = dataset_splits(root, seed, val_fraction, test_fraction)
-            splits = {s: (v if lim is None else v[:lim]) for (s, v), lim in zip(splits.items(), limits)}
-            self.pairs = self._detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
-            self.cache = None if cache is False else ImageCache(None if cache is True else Path(cache) / "images")
-            if self.cache is not None:
-                try: self.cache.folder.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    warnings.warn(f"cannot use the image cache {self.cache.folder} ({e}); reading images without it (pass cache=FOLDER)")
-                    self.cache = None
-            self.sources = {s: FileSource(v, self.pairs, self.cache) for s, v in splits.items()}
-        self._datasets, self._loaders, self._checked = {}, {}, set()
+def _worker_init(_):
+    torch.set_num_threads(1)
 
-    @staticmethod
-    def _detect_pairs(paths: list) -> bool:
-        "ASCP pairs when the first readable files are all twice as wide as high."
-        sizes = []
-        for p in paths[:32]:
-            try:
-                with Image.open(p) as img: sizes.append(img.size)
-            except Exception: continue
-            if len(sizes) == 3: break
-        return bool(sizes) and all(is_pair(s) for s in sizes)
 
-    def check(self, split: str) -> list[str]:
-        "Read every file of `split` once (filling the cache), drop the unreadable ones with one warning; their names."
-        if self.synthetic or split in self._checked: return []
-        self._checked.add(split)
-        src = self.sources[split]
-        size = self.dataset(split).load_size
-        folder = None if self.cache is None else self.cache.folder
-        jobs = [(p, size, src.pairs, folder) for p in src.paths]
-        if self.num_workers > 0 and len(jobs) > 64:
-            from concurrent.futures import ProcessPoolExecutor
-            with ProcessPoolExecutor(self.num_workers) as pool: results = list(_progress(pool.map(_check_one, jobs, chunksize=16), len(jobs), f"checking {split} images"))
-        else:
-            results = list(_progress(map(_check_one, jobs), len(jobs), f"checking {split} images"))
-        bad = {str(p): r for p, r in zip(src.paths, results) if r is not None}
-        if bad:
-            src.paths = [p for p in src.paths if str(p) not in bad]
-            self.bad_files.update(bad)
-            names = ", ".join(Path(p).name for p in list(bad)[:5]) + (", ..." if len(bad) > 5 else "")
-            warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(jobs)} in the {split} split of {self.root}: {names} (see .bad_files)")
-            if not src.paths: raise UserError(f"none of the {len(jobs)} images of the {split} split of {self.root} could be read; first: {next(iter(bad.values()))}")
-        return list(bad)
+def _progress(it, total, desc):
+    "tqdm over `it` when there is enough work to watch, else `it`."
+    if total < 500: return it
+    from tqdm.auto import tqdm
+    return tqdm(it, total=total, desc=desc)
 
+# %% ../nbs/01_data.ipynb #9b32e93e
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    "(num_replicas, rank): as given, else from an initialised `torch.distributed`, else (1, 0)."
+    if num_replicas is not None: return num_replicas, rank or 0
+    dist = torch.distributed
+    return (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+
+
+def _per_split(max_images) -> tuple:
+    "`max_images` as one value (or None) per split (train, val, test)."
+    return tuple(max_images) if isinstance(max_images, (tuple, list)) else (max_images,) * 3
+
+
+def _synthetic_sources(synthetic_n: tuple, max_images: tuple, seed: int) -> dict:
+    "A `SyntheticSource` per split over disjoint index ranges."
+    n = [int(x) if cap is None else min(int(x), cap) for x, cap in zip(synthetic_n, max_images)]
+    starts = (0, n[0], n[0] + n[1])
+    return {s: SyntheticSource(k, seed, start) for s, k, start in zip(("train", "val", "test"), n, starts)}
+
+
+def _open_cache(cache) -> ImageCache | None:
+    "The `ImageCache` asked for (True: the default folder, a folder, False: none); None with a warning when its folder cannot be made."
+    if cache is False: return None
+    cache = ImageCache(None if cache is True else Path(cache) / "images")
+    try: cache.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        warnings.warn(f"cannot use the image cache {cache.folder} ({e}); reading images without it (pass cache=FOLDER)")
+        return None
+    return cache
+
+
+def _detect_pairs(paths: list) -> bool:
+    "ASCP pairs when the first readable files are all twice as wide as high."
+    sizes = []
+    for p in paths[:32]:
+        try:
+            with Image.open(p) as img: sizes.append(img.size)
+        except Exception: continue
+        if len(sizes) == 3: break
+    return bool(sizes) and all(is_pair(s) for s in sizes)
+
+# %% ../nbs/01_data.ipynb #c3d01fc9
+def _check_files(paths: list, size: tuple, pairs: bool, cache: ImageCache | None, workers: int, desc: str) -> dict[str, str]:
+    "Read each file once (filling the cache; in parallel for many files): `{path: error}` of the unreadable ones."
+    jobs = [(p, size, pairs, None if cache is None else cache.folder) for p in paths]
+    if workers > 0 and len(jobs) > 64:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as pool: results = list(_progress(pool.map(_check_one, jobs, chunksize=16), len(jobs), desc))
+    else: results = list(_progress(map(_check_one, jobs), len(jobs), desc))
+    return {str(p): r for p, r in zip(paths, results) if r is not None}
+
+
+def _drop_unreadable(src: FileSource, size: tuple, cache: ImageCache | None, workers: int, split: str, root) -> dict[str, str]:
+    "Remove the unreadable files from `src` with one warning naming the split; `{path: error}` of them."
+    n, where = len(src.paths), f"the {split} split of {root}"
+    bad = _check_files(src.paths, size, src.pairs, cache, workers, f"checking {split} images")
+    if not bad: return bad
+    src.paths = [p for p in src.paths if str(p) not in bad]
+    names = ", ".join(Path(p).name for p in list(bad)[:5]) + (", ..." if len(bad) > 5 else "")
+    warnings.warn(f"skipped {len(bad)} unreadable image(s) of {n} in {where}: {names} (see .bad_files)")
+    if not src.paths: raise UserError(f"none of the {n} images of {where} could be read; first: {next(iter(bad.values()))}")
+    return bad
+
+
+def _loader(ds: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int, train: bool) -> DataLoader:
+    "A DataLoader over `ds` in `sampler`'s order (a training loader drops its last partial batch when it has more than one)."
+    workers = min(num_workers, max(0, len(ds) // max(1, batch_size)))
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train and len(sampler) > batch_size,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, worker_init_fn=_worker_init)
+
+# %% ../nbs/01_data.ipynb #b49528f3
+class _SplitLoaders:
+    "Datasets and loaders of the splits in `self.sources` (the part of `SketchDataModule` that makes batches)."
     def dataset(self, split: str) -> ColorizationDataset:
         "The `ColorizationDataset` of 'train', 'val' or 'test'."
         if split not in self._datasets:
@@ -495,14 +511,10 @@ class SketchDataModule:
         "The DataLoader of a split (made once; the train order is set by `set_epoch`)."
         if split not in self._loaders:
             self.check(split)
-            ds = self.dataset(split)
             train = split == "train"
-            sampler = EpochSampler(len(ds), self.seed, shuffle=train, num_replicas=self.num_replicas if train else 1, rank=self.rank if train else 0)
-            workers = min(self.num_workers, max(0, len(ds) // max(1, self.batch_size)))
-            self._loaders[split] = DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
-                                              drop_last=train and len(sampler) > self.batch_size,
-                                              pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                                              worker_init_fn=_worker_init)
+            ds = self.dataset(split)
+            sampler = EpochSampler(ds, self.seed, shuffle=train, num_replicas=self.num_replicas if train else 1, rank=self.rank if train else 0)
+            self._loaders[split] = _loader(ds, sampler, self.batch_size, self.num_workers, train)
         return self._loaders[split]
 
     @property
@@ -518,22 +530,59 @@ class SketchDataModule:
         "Make the next pass over `train_loader` epoch `epoch` (its order and augmentation depend only on seed and epoch)."
         self.train_sampler.set_epoch(epoch, start)
 
+# %% ../nbs/01_data.ipynb #8158aa70
+class SketchDataModule(_SplitLoaders):
+    "Train/val/test loaders of (input, target) batches in [-1, 1] from an image folder, an ASCP folder or 'synthetic'."
+    def __init__(self, root: str | os.PathLike = "synthetic",  # folder of images, ASCP folder (train/, val/[, test/]), or the string 'synthetic' (a folder of that name: './synthetic')
+                 batch_size: int = 16,  # images per batch
+                 resize: tuple | int = (256, 256),  # (height, width) of the examples
+                 out_ch: int = 3,  # 3: RGB targets, 2: Lab chroma (ab/110) targets
+                 input_mode: str = "gray",  # 'gray' | 'sketch' | 'screentone' | 'mix'
+                 num_workers: int | None = None,  # loader processes (default: from the core count)
+                 cache: bool | str | os.PathLike = True,  # pre-resized uint8 cache: True (default folder), False, or a folder
+                 seed: int = 0,  # seed of splits, shuffling, augmentation and input randomness
+                 max_images: int | tuple | None = None,  # keep at most this many images per split, always the same ones (or (train, val, test))
+                 pairs: bool | str = "auto",  # files are ASCP pairs (colour left, sketch right); 'auto' looks at their shape
+                 synthetic_n: tuple = (1000, 100, 100),  # (train, val, test) sizes of the synthetic dataset
+                 val_fraction: float = 0.1,  # validation share of a flat folder
+                 test_fraction: float = 0.1,  # test share of val when there is no test/ folder
+                 augment: bool = True,  # random crop and flip on the training split
+                 num_replicas: int | None = None,  # distributed training: number of ranks (default: from torch.distributed)
+                 rank: int | None = None,  # distributed training: this rank
+                 ):
+        if input_mode not in INPUT_MODES: raise UserError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
+        if out_ch not in (2, 3): raise UserError(f"out_ch must be 3 (RGB) or 2 (Lab chroma), got {out_ch}")
+        if batch_size < 1: raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        self.root, self.batch_size, self.out_ch, self.input_mode, self.seed = root, batch_size, out_ch, input_mode, seed
+        self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment = augment
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.synthetic = isinstance(root, str) and root == "synthetic"
+        self.bad_files: dict[str, str] = {}
+        self.cache = None
+        if self.synthetic: self.sources = _synthetic_sources(synthetic_n, _per_split(max_images), seed)
+        else:
+            splits = dataset_splits(root, seed, val_fraction, test_fraction)
+            splits = {s: (v if cap is None else v[:cap]) for (s, v), cap in zip(splits.items(), _per_split(max_images))}
+            self.pairs = _detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
+            self.cache = _open_cache(cache)
+            self.sources = {s: FileSource(v, self.pairs, self.cache) for s, v in splits.items()}
+        self._datasets, self._loaders, self._checked = {}, {}, set()
+
+    def check(self, split: str) -> list[str]:
+        "Read every file of `split` once (filling the cache), drop the unreadable ones with one warning; their names."
+        if self.synthetic or split in self._checked: return []
+        self._checked.add(split)
+        bad = _drop_unreadable(self.sources[split], self.dataset(split).load_size, self.cache, self.num_workers, split, self.root)
+        self.bad_files.update(bad)
+        return list(bad)
+
     def __len__(self): return sum(len(s) for s in self.sources.values())
 
     def __repr__(self):
         sizes = ", ".join(f"{s}={len(v)}" for s, v in self.sources.items())
         return f"SketchDataModule({str(self.root)!r}, {sizes}, resize={self.resize}, input_mode={self.input_mode!r}, out_ch={self.out_ch})"
-
-
-def _worker_init(_):
-    torch.set_num_threads(1)
-
-
-def _progress(it, total, desc):
-    "tqdm over `it` when there is enough work to watch, else `it`."
-    if total < 500: return it
-    from tqdm.auto import tqdm
-    return tqdm(it, total=total, desc=desc)
 
 # %% ../nbs/01_data.ipynb #84001186
 def to_display(t: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,36 @@ def init_pix2pix(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, std); nn.init.zeros_(m.bias)
 
+# %% ../nbs/03_models.ipynb #5396eb35
+def _attention_level(attention_at: int | None, depth: int) -> int | None:
+    "The level of self-attention at 1/`attention_at` of the input (its log2), checked; None without attention."
+    if attention_at is None: return None
+    level = int(round(math.log2(attention_at)))
+    if 2 ** level != attention_at or not 1 <= level <= depth:
+        raise UserError(f"attention_at={attention_at}: must be a power of 2 between 2 and 2**depth = {2 ** depth}")
+    return level
+
+def _encoder(in_ch: int, widths: tuple, norm: Factory | None, act: Factory) -> nn.ModuleList:
+    "Down blocks d1..dN (no norm on the first and the last, as pix2pix)."
+    N = len(widths)
+    return nn.ModuleList(down_block(c_in, c_out, norm if 0 < i < N - 1 else None, act)
+                         for i, (c_in, c_out) in enumerate(zip((in_ch,) + tuple(widths[:-1]), widths)))
+
+def _level_channels(widths: tuple, pooled: int, fuse_level: int | None) -> list[int]:
+    "Channels at each level 1..N after fusion, before the skip (index 0 unused): `pooled` extra at N, a projection at `fuse_level`."
+    N = len(widths)
+    at = [0] + list(widths)
+    at[N] += pooled
+    if fuse_level is not None: at[fuse_level] += widths[fuse_level - 1]
+    return at
+
+def _decoder(widths: tuple, at: list, norm, act, upsample: str, dropout: float, dropout_blocks: int) -> nn.ModuleList:
+    "Up blocks u1..u(N-1): block j takes level N-j (plus its skip below the bottleneck) to level N-j-1's width."
+    N = len(widths)
+    return nn.ModuleList(up_block(at[N] if j == 0 else at[N - j] + widths[N - j - 1], widths[N - j - 2], norm, act, upsample,
+                                  dropout if j < dropout_blocks else 0.) for j in range(N - 1))
+
+# %% ../nbs/03_models.ipynb #66e5cf9c
 class UNetGenerator(nn.Module):
     "pix2pix-style UNet colorizer, (B, in_ch, H, W) in [-1, 1] → (B, out_ch, H, W) in [-1, 1] for any H, W."
     def __init__(self, widths=(64, 128, 256, 512, 512, 512, 512, 512), # channels of the down blocks; len = depth
@@ -132,27 +162,15 @@ class UNetGenerator(nn.Module):
                  ext_channels: tuple[int, int] = (2048, 512)): # (spatial, pooled) channels of the extractor
         super().__init__()
         self.widths, self.depth = tuple(widths), len(widths)
-        N = self.depth
-        if N < 2: raise UserError(f"UNet depth must be at least 2, got {N}")
-        self.attention_level = None if attention_at is None else int(round(math.log2(attention_at)))
-        if attention_at is not None and (2 ** self.attention_level != attention_at or not 1 <= self.attention_level <= N):
-            raise UserError(f"attention_at={attention_at}: must be a power of 2 between 2 and 2**depth = {2 ** N}")
-        self.fuse_level = min(5, N) if extractor is not None and ext_spatial else None
-        extra = {l: 0 for l in range(N + 1)}          # extra channels concatenated at each level
-        if extractor is not None: extra[N] += ext_channels[1]
-        if self.fuse_level is not None:
-            proj = widths[self.fuse_level - 1]
-            extra[self.fuse_level] += proj
-        def at(l): return widths[l - 1] + extra[l]    # channels at level l after fusion, before the skip
-        self.downs = nn.ModuleList(down_block(c_in, c_out, norm if 0 < i < N - 1 else None, down_act)
-                                   for i, (c_in, c_out) in enumerate(zip((in_ch,) + tuple(widths[:-1]), widths)))
-        self.ups = nn.ModuleList(
-            up_block(at(N) if j == 0 else at(N - j) + widths[N - j - 1], widths[N - j - 2], norm, up_act, upsample,
-                     dropout if j < dropout_blocks else 0.)
-            for j in range(N - 1))
-        self.final = nn.Sequential(upsample_conv(at(1) + widths[0], out_ch, upsample, bias=True), nn.Tanh())
-        self.attention = None if attention_at is None else SelfAttention(at(self.attention_level), heads)
-        self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], proj, 1)
+        if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
+        self.attention_level = _attention_level(attention_at, self.depth)
+        self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
+        at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
+        self.downs = _encoder(in_ch, self.widths, norm, down_act)
+        self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks)
+        self.final = nn.Sequential(upsample_conv(at[1] + widths[0], out_ch, upsample, bias=True), nn.Tanh())
+        self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads)
+        self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
         init_pix2pix(self)
         self.extractor = extractor                    # attached after init: its weights are its own
         self.config: dict = {}
@@ -161,22 +179,8 @@ class UNetGenerator(nn.Module):
         "Pad H, W up to a multiple of 2**depth (see `pad_to_multiple`); returns (padded, (top, left))."
         return pad_to_multiple(x, 2 ** self.depth)
 
-    def _fuse(self, h: torch.Tensor, level: int, ext) -> torch.Tensor:
-        "Concatenate extractor features belonging to `level`, then apply attention if it sits there."
-        if ext is not None:
-            spatial, pooled = ext
-            if level == self.depth: h = torch.cat([h, pooled[:, :, None, None].expand(-1, -1, *h.shape[-2:]).to(h)], 1)
-            if level == self.fuse_level:
-                s = self.ext_proj(spatial.to(h))
-                if s.shape[-2:] != h.shape[-2:]: s = F.interpolate(s, size=h.shape[-2:], mode="bilinear", align_corners=False)
-                h = torch.cat([h, s], 1)
-        if level == self.attention_level: h = self.attention(h)
-        return h
-
     @property
-    def multiple(self) -> int:
-        "Input sizes `forward_padded` accepts are multiples of this (2**depth)."
-        return 2 ** self.depth
+    def multiple(self) -> int: return 2 ** self.depth      # input sizes `forward_padded` accepts are multiples of this
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
@@ -185,21 +189,32 @@ class UNetGenerator(nn.Module):
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
-        ext = None
-        if self.extractor is not None:
-            with torch.no_grad(): ext = self.extractor(x if x.shape[1] == 3 else x[:, :1])
+        with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
         skips, h = [], x
         for down in self.downs:
             h = down(h); skips.append(h)
-        h = self._fuse(skips.pop(), self.depth, ext)
+        h = _fuse(self, skips.pop(), self.depth, ext)
         for j, up in enumerate(self.ups):
-            h = self._fuse(up(h), self.depth - 1 - j, ext)
+            h = _fuse(self, up(h), self.depth - 1 - j, ext)
             h = torch.cat([h, skips.pop()], 1)
         return self.final(h)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         "The parameters an optimizer should get (the frozen extractor's are not among them)."
         return [p for p in self.parameters() if p.requires_grad]
+
+# %% ../nbs/03_models.ipynb #017ba6c6
+def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
+    "Concatenate extractor features belonging to `level`, then apply attention if it sits there."
+    if ext is not None:
+        spatial, pooled = ext
+        if level == G.depth: h = torch.cat([h, pooled[:, :, None, None].expand(-1, -1, *h.shape[-2:]).to(h)], 1)
+        if level == G.fuse_level:
+            s = G.ext_proj(spatial.to(h))
+            if s.shape[-2:] != h.shape[-2:]: s = F.interpolate(s, size=h.shape[-2:], mode="bilinear", align_corners=False)
+            h = torch.cat([h, s], 1)
+    if level == G.attention_level: h = G.attention(h)
+    return h
 
 # %% ../nbs/03_models.ipynb #e11eb0c7
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,

@@ -89,7 +89,31 @@ def _draw(draw, shape, **kw):
     if kind == "ellipse": draw.ellipse(geom, **kw)
     else: draw.polygon(geom, **kw)
 
+def _shape_mask(shape, box):
+    "An L mask of `shape` over `box` (255 inside)."
+    x0, y0, x1, y1 = box
+    m = Image.new("L", (x1 - x0, y1 - y0), 0)
+    _draw(ImageDraw.Draw(m), _offset(shape, -x0, -y0), fill=255)
+    return m
 
+def _cel_shade(cv, shape, paint, shade, box, base):
+    "Darkest tone everywhere, then lighter tones where the shape overlaps copies of itself shifted toward the light."
+    _draw(cv.dc, shape, fill=paint(SHADE[1]))
+    x0, y0, x1, y1 = _bbox(shape)
+    size = max(x1 - x0, y1 - y0)
+    mask = _shape_mask(shape, box)
+    for frac, tone in ((shade * 0.45, paint(SHADE[0])), (shade, base)):
+        dx, dy = cv.light[0] * frac * size, cv.light[1] * frac * size
+        lit = ImageChops.darker(mask, _shape_mask(_offset(shape, dx, dy), box))
+        cv.color.paste(tone, box, lit)
+
+def _texture(cv, shape, paint, texture, box):
+    "Paint `texture` (a function drawing white on an L image of `box`) inside `shape` in the paint's dark tone."
+    tex = Image.new("L", (box[2] - box[0], box[3] - box[1]), 0)
+    texture(ImageDraw.Draw(tex), box)
+    cv.color.paste(paint(SHADE[1] * 0.9), box, ImageChops.darker(tex, _shape_mask(shape, box)))
+
+# %% ../nbs/02_synthetic.ipynb #9f78e6a5
 class Canvas:
     "A colour canvas and its line-art twin, drawn in step; `u` is one line-width unit in pixels."
     def __init__(self, w, h, u, light, bg=PAPER):
@@ -97,12 +121,6 @@ class Canvas:
         self.color = Image.new("RGB", (w, h), bg)
         self.lines = Image.new("L", (w, h), 255)
         self.dc, self.dl = ImageDraw.Draw(self.color), ImageDraw.Draw(self.lines)
-
-    def _mask(self, shape, box):
-        x0, y0, x1, y1 = box
-        m = Image.new("L", (x1 - x0, y1 - y0), 0)
-        _draw(ImageDraw.Draw(m), _offset(shape, -x0, -y0), fill=255)
-        return m
 
     def _box(self, shape, pad=0):
         x0, y0, x1, y1 = _bbox(shape)
@@ -113,21 +131,9 @@ class Canvas:
         box = self._box(shape, pad=2)
         if box[2] <= box[0] or box[3] <= box[1]: return
         base = fill if fill is not None else paint()
-        if paint is None or shade <= 0:
-            _draw(self.dc, shape, fill=base)
-        else:
-            _draw(self.dc, shape, fill=paint(SHADE[1]))
-            x0, y0, x1, y1 = _bbox(shape)
-            size = max(x1 - x0, y1 - y0)
-            mask = self._mask(shape, box)
-            for frac, tone in ((shade * 0.45, paint(SHADE[0])), (shade, base)):
-                dx, dy = self.light[0] * frac * size, self.light[1] * frac * size
-                lit = ImageChops.darker(mask, self._mask(_offset(shape, dx, dy), box))
-                self.color.paste(tone, box, lit)
-        if texture is not None:
-            tex = Image.new("L", (box[2] - box[0], box[3] - box[1]), 0)
-            texture(ImageDraw.Draw(tex), box)
-            self.color.paste(paint(SHADE[1] * 0.9), box, ImageChops.darker(tex, self._mask(shape, box)))
+        if paint is None or shade <= 0: _draw(self.dc, shape, fill=base)
+        else: _cel_shade(self, shape, paint, shade, box, base)
+        if texture is not None: _texture(self, shape, paint, texture, box)
         _draw(self.dl, shape, fill=0 if ink_fill else 255)
         if outline > 0:
             w = max(1, round(outline * self.u))
@@ -165,50 +171,64 @@ def _gradient(w, h, top, bottom, y0=0.0, y1=1.0):
     return Image.fromarray(np.broadcast_to(col.round().astype(np.uint8)[:, None, :], (h, w, 3)).copy())
 
 # %% ../nbs/02_synthetic.ipynb #e90794c9
-def _background(cv, rng, kind):
-    "Paint the background `kind` ('sky', 'night', 'room', 'speed'); return the horizon y (or None)."
+def _clouds(cv, rng):
+    w, h = cv.w, cv.h
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0.05, 0.45) * h, rng.uniform(0.05, 0.12) * min(w, h)
+        blobs = [_ellipse(cx + dx * r, cy + dy * r * 0.5, r * s, r * s * 0.7)
+                 for dx, dy, s in zip(rng.uniform(-1.4, 1.4, 4), rng.uniform(-0.6, 0.6, 4), rng.uniform(0.5, 1.0, 4))]
+        cv.union(blobs, fill=PAPER, outline=1.0, ink=(90, 90, 90))
+
+def _sky(cv, rng):
+    "An azure gradient with outlined clouds."
+    p = Paint("sky", rng)
+    cv.color.paste(_gradient(cv.w, cv.h, p(tone=0.0), p(tone=1.0), 0, 0.75))
+    _clouds(cv, rng)
+    return rng.uniform(0.55, 0.8) * cv.h
+
+def _night(cv, rng):
+    "A navy gradient with stars and often a moon."
     w, h, u = cv.w, cv.h, cv.u
-    if kind == "sky":
-        p = Paint("sky", rng)
-        cv.color.paste(_gradient(w, h, p(tone=0.0), p(tone=1.0), 0, 0.75))
-        for _ in range(int(rng.integers(1, 4))):
-            cx, cy, r = rng.uniform(0, w), rng.uniform(0.05, 0.45) * h, rng.uniform(0.05, 0.12) * min(w, h)
-            blobs = [_ellipse(cx + dx * r, cy + dy * r * 0.5, r * s, r * s * 0.7)
-                     for dx, dy, s in zip(rng.uniform(-1.4, 1.4, 4), rng.uniform(-0.6, 0.6, 4), rng.uniform(0.5, 1.0, 4))]
-            cv.union(blobs, fill=PAPER, outline=1.0, ink=(90, 90, 90))
-        horizon = rng.uniform(0.55, 0.8) * h
-        return horizon
-    if kind == "night":
-        p = Paint("night", rng)
-        cv.color.paste(_gradient(w, h, p(tone=0.0), p(tone=1.0)))
-        n = int(rng.integers(8, 25))
-        xs, ys, rs = rng.uniform(0, w, n), rng.uniform(0, 0.7 * h, n), rng.uniform(0.6, 1.8, n) * u
-        star = family_color("star", 1.0)
-        for x, y, r in zip(xs, ys, rs):
-            cv.dc.ellipse((x - r, y - r, x + r, y + r), fill=star)
-        if rng.uniform() < 0.7:
-            r = rng.uniform(0.06, 0.12) * min(w, h)
-            cx, cy = rng.uniform(0.15, 0.85) * w, rng.uniform(0.1, 0.3) * h
-            cv.shape(_ellipse(cx, cy, r, r), Paint("moon", rng), outline=1.5, shade=0.12)
-        return rng.uniform(0.65, 0.85) * h if rng.uniform() < 0.5 else None
-    if kind == "room":
-        p = Paint("wall", rng)
-        cv.dc.rectangle((0, 0, w, h), fill=p())
-        pitch = rng.uniform(0.06, 0.12) * w
-        stripe = p(SHADE[0])
-        for x in np.arange(rng.uniform(0, pitch), w, pitch):
-            cv.dc.line((x, 0, x, h), fill=stripe, width=max(1, round(2 * u)))
-        if rng.uniform() < 0.6:   # a window showing the sky
-            ww, wh = rng.uniform(0.2, 0.35) * w, rng.uniform(0.2, 0.3) * h
-            x0, y0 = rng.uniform(0.05, 0.95) * w - ww / 2, rng.uniform(0.08, 0.2) * h
-            sky = Paint("sky", rng)
-            cv.color.paste(_gradient(int(ww), int(wh), sky(tone=0.2), sky(tone=0.9)), (int(x0), int(y0)))
-            frame = _poly([(x0, y0), (x0 + ww, y0), (x0 + ww, y0 + wh), (x0, y0 + wh)])
-            _draw(cv.dc, frame, outline=INK, width=max(1, round(2 * u))); _draw(cv.dl, frame, outline=0, width=max(1, round(2 * u)))
-            cv.line([(x0 + ww / 2, y0), (x0 + ww / 2, y0 + wh)], 1.5)
-            cv.line([(x0, y0 + wh / 2), (x0 + ww, y0 + wh / 2)], 1.5)
-        return rng.uniform(0.6, 0.8) * h
-    # 'speed': white with focus (concentration) lines, colourless
+    p = Paint("night", rng)
+    cv.color.paste(_gradient(w, h, p(tone=0.0), p(tone=1.0)))
+    n = int(rng.integers(8, 25))
+    xs, ys, rs = rng.uniform(0, w, n), rng.uniform(0, 0.7 * h, n), rng.uniform(0.6, 1.8, n) * u
+    star = family_color("star", 1.0)
+    for x, y, r in zip(xs, ys, rs):
+        cv.dc.ellipse((x - r, y - r, x + r, y + r), fill=star)
+    if rng.uniform() < 0.7:
+        r = rng.uniform(0.06, 0.12) * min(w, h)
+        cx, cy = rng.uniform(0.15, 0.85) * w, rng.uniform(0.1, 0.3) * h
+        cv.shape(_ellipse(cx, cy, r, r), Paint("moon", rng), outline=1.5, shade=0.12)
+    return rng.uniform(0.65, 0.85) * h if rng.uniform() < 0.5 else None
+
+# %% ../nbs/02_synthetic.ipynb #c48add63
+def _window(cv, rng):
+    w, h, u = cv.w, cv.h, cv.u
+    ww, wh = rng.uniform(0.2, 0.35) * w, rng.uniform(0.2, 0.3) * h
+    x0, y0 = rng.uniform(0.05, 0.95) * w - ww / 2, rng.uniform(0.08, 0.2) * h
+    sky = Paint("sky", rng)
+    cv.color.paste(_gradient(int(ww), int(wh), sky(tone=0.2), sky(tone=0.9)), (int(x0), int(y0)))
+    frame = _poly([(x0, y0), (x0 + ww, y0), (x0 + ww, y0 + wh), (x0, y0 + wh)])
+    _draw(cv.dc, frame, outline=INK, width=max(1, round(2 * u))); _draw(cv.dl, frame, outline=0, width=max(1, round(2 * u)))
+    cv.line([(x0 + ww / 2, y0), (x0 + ww / 2, y0 + wh)], 1.5)
+    cv.line([(x0, y0 + wh / 2), (x0 + ww, y0 + wh / 2)], 1.5)
+
+def _room(cv, rng):
+    "Striped wallpaper, often a window."
+    w, h, u = cv.w, cv.h, cv.u
+    p = Paint("wall", rng)
+    cv.dc.rectangle((0, 0, w, h), fill=p())
+    pitch = rng.uniform(0.06, 0.12) * w
+    stripe = p(SHADE[0])
+    for x in np.arange(rng.uniform(0, pitch), w, pitch):
+        cv.dc.line((x, 0, x, h), fill=stripe, width=max(1, round(2 * u)))
+    if rng.uniform() < 0.6: _window(cv, rng)
+    return rng.uniform(0.6, 0.8) * h
+
+def _speed(cv, rng):
+    "White with focus (concentration) lines, colourless."
+    w, h = cv.w, cv.h
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     n = int(rng.integers(40, 90))
     ang = rng.uniform(0, 2 * np.pi, n)
@@ -218,7 +238,13 @@ def _background(cv, rng, kind):
         cv.line([(cx + r * np.cos(a), cy + r * np.sin(a)), (cx + R * np.cos(a), cy + R * np.sin(a))], rng.uniform(0.5, 2.0))
     return None
 
+_BACKGROUND_PAINTERS = {"sky": _sky, "night": _night, "room": _room, "speed": _speed}
 
+def _background(cv, rng, kind):
+    "Paint the background `kind` ('sky', 'night', 'room', 'speed'); return the horizon y (or None)."
+    return _BACKGROUND_PAINTERS[kind](cv, rng)
+
+# %% ../nbs/02_synthetic.ipynb #ae0f158c
 def _ground(cv, rng, kind, horizon):
     w, h = cv.w, cv.h
     if horizon is None: return
@@ -292,7 +318,7 @@ def _plaid(pitch, width):
         for x in np.arange(pitch / 2, w, pitch): d.line((x, 0, x, h), fill=255, width=width)
     return tex
 
-
+# %% ../nbs/02_synthetic.ipynb #c80f6974
 def _eye(cv, cx, cy, r, iris, flip):
     cv.shape(_ellipse(cx, cy, 0.2 * r, 0.26 * r), fill=PAPER, outline=1.0, shade=0)
     cv.fill(_ellipse(cx, cy + 0.02 * r, 0.15 * r, 0.23 * r), iris(0.75, tone=0.2))
@@ -323,17 +349,16 @@ def _hair_cap(cx, cy, r, style, rng):
         fringe.append((x + rng.uniform(-0.03, 0.03) * r, y))
     return arc + [right] + fringe + [left]
 
-
-def _character(cv, rng, cx, cy, r):
-    style, cloth = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))], CLOTHES[int(rng.integers(len(CLOTHES)))]
-    hair, skin, clothes = Paint("hair_" + style, rng), Paint("skin", rng), Paint("cloth_" + cloth, rng)
-    flip = 1 if rng.uniform() < 0.5 else -1
+# %% ../nbs/02_synthetic.ipynb #c6d51158
+def _back_hair(cv, cx, cy, r, style, hair):
     if style == "long":
         cv.shape(_poly([(cx - 1.15 * r, cy - 0.3 * r), (cx + 1.15 * r, cy - 0.3 * r), (cx + 1.3 * r, cy + 2.4 * r), (cx - 1.3 * r, cy + 2.4 * r)]), hair, outline=2.5)
     if style == "twin":
         for s in (-1, 1):
             cv.shape(_poly([(cx + s * 0.9 * r, cy - 0.7 * r), (cx + s * 1.7 * r, cy + 0.2 * r), (cx + s * 1.5 * r, cy + 2.0 * r), (cx + s * 1.05 * r, cy + 0.6 * r)]), hair, outline=2.5)
-    # torso with its clothing texture; the texture tells the colour family
+
+def _torso(cv, cx, cy, r, cloth, clothes):
+    "The torso with its clothing texture (the texture tells the colour family); returns the shoulder y."
     sh, bt = cy + 1.15 * r, max(cy + 4.5 * r, cv.h + 10)
     torso = _poly([(cx - 1.3 * r, sh + 0.2 * r), (cx - 0.5 * r, sh), (cx + 0.5 * r, sh), (cx + 1.3 * r, sh + 0.2 * r), (cx + 1.6 * r, bt), (cx - 1.6 * r, bt)])
     pitch = 0.28 * r
@@ -343,9 +368,10 @@ def _character(cv, rng, cx, cy, r):
     if cloth == "plain":
         cv.line([(cx - 0.45 * r, sh), (cx, sh + 0.55 * r), (cx + 0.45 * r, sh)], 1.5)
         for k in range(3): cv.fill(_ellipse(cx, sh + (0.9 + 0.45 * k) * r, 0.05 * r, 0.05 * r), INK, sketch_fill=0)
-    cv.shape(_poly([(cx - 0.22 * r, cy + 0.6 * r), (cx + 0.22 * r, cy + 0.6 * r), (cx + 0.24 * r, sh + 0.05 * r), (cx - 0.24 * r, sh + 0.05 * r)]), skin, outline=1.5, shade=0.3)
-    cv.shape(_ellipse(cx, cy, r, 1.08 * r), skin, outline=3.0, shade=0.12)
-    # face
+    return sh
+
+def _face(cv, rng, cx, cy, r, hair, flip):
+    "Eyes in the hair's hue, sometimes blush, a mouth and a nose."
     for s in (-1, 1):
         _eye(cv, cx + s * 0.4 * r, cy + 0.12 * r, r, hair, flip=s)
     if rng.uniform() < 0.6:
@@ -356,7 +382,9 @@ def _character(cv, rng, cx, cy, r):
     mw = rng.uniform(0.08, 0.2) * r
     cv.line([(cx - mw, cy + 0.62 * r), (cx, cy + (0.62 + rng.uniform(-0.03, 0.08)) * r), (cx + mw, cy + 0.62 * r)], 1.5)
     cv.line([(cx + 0.02 * r * flip, cy + 0.38 * r), (cx + 0.05 * r * flip, cy + 0.42 * r)], 1.0)
-    # hair over the head: cap, strands, a highlight band
+
+def _front_hair(cv, rng, cx, cy, r, style, hair):
+    "Hair over the head: the cap, strands, a highlight band, and a ribbon on a bob."
     cap = _poly(_hair_cap(cx, cy, r, style, rng))
     cv.shape(cap, hair, outline=3.0, shade=0.12)
     dark = hair(SHADE[1])
@@ -368,6 +396,18 @@ def _character(cv, rng, cx, cy, r):
     cv.line([(cx - 0.55 * r + 0.15 * r * k, hy + 0.05 * r * (k % 2)) for k in range(8)], 2.5, color=hair(tone=1.0, shade=1.18), sketch=False)
     if style == "bob":   # a ribbon
         cv.shape(_poly([(cx + 0.5 * r, cy - 1.0 * r), (cx + 1.0 * r, cy - 1.3 * r), (cx + 0.95 * r, cy - 0.7 * r)]), Paint("cloth_stripes", rng), outline=1.5)
+
+def _character(cv, rng, cx, cy, r):
+    "A bust: hair style and clothes picked at random, each fixing its colour family; returns the head's box."
+    style, cloth = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))], CLOTHES[int(rng.integers(len(CLOTHES)))]
+    hair, skin, clothes = Paint("hair_" + style, rng), Paint("skin", rng), Paint("cloth_" + cloth, rng)
+    flip = 1 if rng.uniform() < 0.5 else -1
+    _back_hair(cv, cx, cy, r, style, hair)
+    sh = _torso(cv, cx, cy, r, cloth, clothes)
+    cv.shape(_poly([(cx - 0.22 * r, cy + 0.6 * r), (cx + 0.22 * r, cy + 0.6 * r), (cx + 0.24 * r, sh + 0.05 * r), (cx - 0.24 * r, sh + 0.05 * r)]), skin, outline=1.5, shade=0.3)
+    cv.shape(_ellipse(cx, cy, r, 1.08 * r), skin, outline=3.0, shade=0.12)
+    _face(cv, rng, cx, cy, r, hair, flip)
+    _front_hair(cv, rng, cx, cy, r, style, hair)
     return (cx - 1.3 * r, cy - 1.3 * r, cx + 1.3 * r, cy + 1.3 * r)
 
 # %% ../nbs/02_synthetic.ipynb #e22c1c0f
@@ -402,38 +442,52 @@ def _bubble(cv, rng, cx, cy, rx, ry, tail_to=None):
 # %% ../nbs/02_synthetic.ipynb #02e1c8ac
 BACKGROUNDS = ("sky", "night", "room", "speed")
 
-def _scene(cv, rng, bubbles=True):
-    "Draw a scene (background, ground, props, characters, bubbles) on `cv`; return the bubble boxes."
+def _props(cv, rng, kind, horizon):
+    "0-3 props; on the ground when there is one (stars float), trees only under a sky."
     w, h = cv.w, cv.h
-    s = min(w, h)
-    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    horizon = _background(cv, rng, kind)
-    _ground(cv, rng, kind, horizon)
     props = ["star", "apple", "flower"] + (["tree"] if kind == "sky" else [])
     for _ in range(int(rng.integers(0, 4))):
         name = props[int(rng.integers(len(props)))]
-        r = rng.uniform(0.05, 0.1) * s
+        r = rng.uniform(0.05, 0.1) * min(w, h)
         y = rng.uniform(0.15, 0.85) * h if horizon is None or name == "star" else rng.uniform(horizon / h - 0.05, 0.92) * h
         PROPS[name](cv, rng, rng.uniform(0.08, 0.92) * w, y, r)
+
+def _characters(cv, rng):
+    "0-2 bust shots (the torso reaches the bottom edge); returns their heads (cx, cy, r)."
+    w, h = cv.w, cv.h
     heads = []
     n_char = int(rng.choice([0, 1, 1, 1, 2, 2]))
     for k in range(n_char):
-        r = rng.uniform(0.13, 0.22) * s
+        r = rng.uniform(0.13, 0.22) * min(w, h)
         cx = (rng.uniform(0.3, 0.7) if n_char == 1 else rng.uniform(0.15, 0.45) + 0.4 * k) * w
-        cy = max(rng.uniform(0.35, 0.6) * h, h - 4.0 * r)     # bust shot: the torso reaches the bottom edge
+        cy = max(rng.uniform(0.35, 0.6) * h, h - 4.0 * r)
         _character(cv, rng, cx, cy, r)
         heads.append((cx, cy, r))
+    return heads
+
+def _scene_bubbles(cv, rng, heads):
+    "0-2 non-overlapping bubbles in the upper part, their tails toward a head; returns their boxes."
+    w, h = cv.w, cv.h
+    s = min(w, h)
     boxes = []
-    if bubbles:
-        for _ in range(int(rng.choice([0, 1, 1, 2]))):
-            rx, ry = rng.uniform(0.1, 0.18) * s, rng.uniform(0.09, 0.15) * s
-            cx, cy = rng.uniform(rx, w - rx), rng.uniform(ry, 0.4 * h)
-            if any(not (b[2] < cx - rx or b[0] > cx + rx or b[3] < cy - ry or b[1] > cy + ry) for b in boxes): continue
-            tail = heads[int(rng.integers(len(heads)))][:2] if heads else None
-            boxes.append(_bubble(cv, rng, cx, cy, rx, ry, tail))
+    for _ in range(int(rng.choice([0, 1, 1, 2]))):
+        rx, ry = rng.uniform(0.1, 0.18) * s, rng.uniform(0.09, 0.15) * s
+        cx, cy = rng.uniform(rx, w - rx), rng.uniform(ry, 0.4 * h)
+        if any(not (b[2] < cx - rx or b[0] > cx + rx or b[3] < cy - ry or b[1] > cy + ry) for b in boxes): continue
+        tail = heads[int(rng.integers(len(heads)))][:2] if heads else None
+        boxes.append(_bubble(cv, rng, cx, cy, rx, ry, tail))
     return boxes
 
+def _scene(cv, rng, bubbles=True):
+    "Draw a scene (background, ground, props, characters, bubbles) on `cv`; return the bubble boxes."
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    horizon = _background(cv, rng, kind)
+    _ground(cv, rng, kind, horizon)
+    _props(cv, rng, kind, horizon)
+    heads = _characters(cv, rng)
+    return _scene_bubbles(cv, rng, heads) if bubbles else []
 
+# %% ../nbs/02_synthetic.ipynb #168cd55d
 @dataclass
 class Illustration:
     "A synthetic manga illustration: its colour image and its line art (black ink on white)."
@@ -499,41 +553,105 @@ def _cross(row_line, col_line):
     y = (a + b * c) / (1 - b * d)
     return c + d * y, y
 
-
-def _layout(rng, w, h, margin, gutter):
-    "Panel quadrilaterals: rows split by (possibly slanted) borders, each row split into 1-3 panels."
+# %% ../nbs/02_synthetic.ipynb #a83bb95b
+def _row_borders(rng, w, h, margin):
+    "Row borders as lines y = a + b x: page top, 1-3 cuts (some slanted), page bottom."
     n_rows = int(rng.integers(2, 5))
     cuts = np.sort(rng.uniform(0.2, 0.8, n_rows - 1)) if n_rows > 1 else np.array([])
     cuts = np.concatenate([[0], cuts, [1]])
     while np.diff(cuts).min() < 0.14:   # rows tall enough to hold an illustration
         cuts = np.concatenate([[0], np.sort(rng.uniform(0.2, 0.8, n_rows - 1)), [1]])
-    inner_h, inner_w = h - 2 * margin, w - 2 * margin
     rows = []   # (a, b) of y = a + b x for each border
     for k, c in enumerate(cuts):
-        y = margin + c * inner_h
+        y = margin + c * (h - 2 * margin)
         slope = rng.uniform(-0.08, 0.08) if 0 < k < len(cuts) - 1 and rng.uniform() < 0.35 else 0.0
         rows.append((y - slope * w / 2, slope))
+    return rows
+
+
+def _row_panels(rng, top, bot, first, last, w, margin, gutter):
+    "The 1-3 panel quadrilaterals of the row between borders `top` and `bot` (column borders as x = c + d y)."
+    top, bot = (top[0] + (gutter / 2 if not first else 0), top[1]), (bot[0] - (gutter / 2 if not last else 0), bot[1])
+    n_cols = int(rng.choice([1, 2, 2, 3]))
+    xs = np.concatenate([[0], np.sort(rng.uniform(0.25, 0.75, n_cols - 1)), [1]]) if n_cols > 1 else np.array([0., 1.])
+    if n_cols == 3: xs[1:3] = [rng.uniform(0.25, 0.4), rng.uniform(0.6, 0.75)]
+    cols = []
+    ymid = (top[0] + bot[0]) / 2 + (top[1] + bot[1]) / 2 * w / 2
+    for j, x in enumerate(xs):
+        xx = margin + x * (w - 2 * margin)
+        slope = rng.uniform(-0.2, 0.2) if 0 < j < len(xs) - 1 and rng.uniform() < 0.45 else 0.0
+        cols.append((xx - slope * ymid, slope))
     polys = []
-    for k in range(n_rows):
-        top, bot = rows[k], rows[k + 1]
-        top, bot = (top[0] + (gutter / 2 if k > 0 else 0), top[1]), (bot[0] - (gutter / 2 if k < n_rows - 1 else 0), bot[1])
-        n_cols = int(rng.choice([1, 2, 2, 3]))
-        xs = np.concatenate([[0], np.sort(rng.uniform(0.25, 0.75, n_cols - 1)), [1]]) if n_cols > 1 else np.array([0., 1.])
-        if n_cols == 3: xs[1:3] = [rng.uniform(0.25, 0.4), rng.uniform(0.6, 0.75)]
-        cols = []
-        ymid = (top[0] + bot[0]) / 2 + (top[1] + bot[1]) / 2 * w / 2
-        for j, x in enumerate(xs):
-            xx = margin + x * inner_w
-            slope = rng.uniform(-0.2, 0.2) if 0 < j < len(xs) - 1 and rng.uniform() < 0.45 else 0.0
-            cols.append((xx - slope * ymid, slope))
-        for j in range(len(xs) - 1):
-            left, right = cols[j], cols[j + 1]
-            left = (left[0] + (gutter / 2 if j > 0 else 0), left[1])
-            right = (right[0] - (gutter / 2 if j < len(xs) - 2 else 0), right[1])
-            polys.append([_cross(top, left), _cross(top, right), _cross(bot, right), _cross(bot, left)])
+    for j in range(len(xs) - 1):
+        left, right = cols[j], cols[j + 1]
+        left = (left[0] + (gutter / 2 if j > 0 else 0), left[1])
+        right = (right[0] - (gutter / 2 if j < len(xs) - 2 else 0), right[1])
+        polys.append([_cross(top, left), _cross(top, right), _cross(bot, right), _cross(bot, left)])
     return polys
 
 
+def _layout(rng, w, h, margin, gutter):
+    "Panel quadrilaterals: rows split by (possibly slanted) borders, each row split into 1-3 panels."
+    rows = _row_borders(rng, w, h, margin)
+    n = len(rows) - 1
+    return [poly for k in range(n) for poly in _row_panels(rng, rows[k], rows[k + 1], k == 0, k == n - 1, w, margin, gutter)]
+
+# %% ../nbs/02_synthetic.ipynb #fbf234b5
+def _draw_panel(page, poly, rng_seed, u):
+    "Draw an illustration (seeded by `rng_seed`) into panel `poly` of `page` and frame it; returns the panel's box."
+    xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+    x0, y0, x1, y1 = int(min(xs)), int(min(ys)), int(math.ceil(max(xs))), int(math.ceil(max(ys)))
+    pw, ph = x1 - x0, y1 - y0
+    prng = np.random.default_rng(rng_seed)
+    pang = prng.uniform(0, 2 * np.pi)
+    cv = Canvas(pw, ph, u=max(u, min(pw, ph) / 320), light=(math.cos(pang), math.sin(pang)))
+    _scene(cv, prng, bubbles=False)
+    mask = Image.new("L", (pw, ph), 0)
+    ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in poly], fill=255)
+    page.color.paste(cv.color, (x0, y0), mask)
+    page.lines.paste(cv.lines, (x0, y0), mask)
+    fw = max(1, round(3 * u))
+    frame = _poly(poly)
+    _draw(page.dc, frame, outline=INK, width=fw); _draw(page.dl, frame, outline=0, width=fw)
+    return (x0, y0, x1, y1)
+
+
+def _inner_edges(poly, W, H, inset):
+    "Edges of a panel whose midpoint lies inside the page by more than `inset`: borders shared with another panel."
+    def mid(e): return ((poly[e][0] + poly[(e + 1) % 4][0]) / 2, (poly[e][1] + poly[(e + 1) % 4][1]) / 2)
+    return [e for e in range(4) if all(inset < x < W - inset and inset < y < H - inset for x, y in [mid(e)])]
+
+
+def _bubble_centre(rng, poly, box, rx, ry, inner, crossing):
+    "Where a bubble goes: often the middle part of an inner edge (it then crosses the gutter), else inside the panel's box."
+    x0, y0, x1, y1 = box
+    if inner and rng.uniform() < (0.9 if crossing == 0 else 0.3):
+        edge = inner[int(rng.integers(len(inner)))]
+        (ax, ay), (bx, by) = poly[edge], poly[(edge + 1) % 4]
+        t = rng.uniform(0.3, 0.7)
+        return ax + t * (bx - ax), ay + t * (by - ay), True
+    return rng.uniform(x0 + rx, max(x0 + rx + 1, x1 - rx)), rng.uniform(y0 + ry, max(y0 + ry + 1, y1 - ry)), False
+
+
+def _page_bubbles(page, rng, polys, boxes, margin, gutter):
+    "0-2 bubbles per panel; returns (x0, y0, x1, y1, on_border) of each."
+    W, H, s = page.w, page.h, min(page.w, page.h)
+    bubbles = []
+    for poly, (x0, y0, x1, y1) in zip(polys, boxes):
+        for _ in range(int(rng.choice([0, 1, 1, 2]))):
+            rx, ry = rng.uniform(0.06, 0.1) * s, rng.uniform(0.05, 0.08) * s
+            rx, ry = min(rx, 0.45 * (x1 - x0)), min(ry, 0.45 * (y1 - y0))
+            crossing = sum(1 for b in bubbles if b[4])
+            cx, cy, on_border = _bubble_centre(rng, poly, (x0, y0, x1, y1), rx, ry, _inner_edges(poly, W, H, margin + gutter), crossing)
+            box = (cx - rx, cy - ry, cx + rx, cy + ry)
+            if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H: continue
+            pad = 2 * gutter
+            if any(not (b[2] + pad < box[0] or b[0] - pad > box[2] or b[3] + pad < box[1] or b[1] - pad > box[3]) for b in bubbles): continue
+            tail = (cx + rng.uniform(-2, 2) * rx, cy + rng.uniform(1.2, 2.0) * ry)
+            bubbles.append((*_bubble(page, rng, cx, cy, rx, ry, tail), on_border))
+    return bubbles
+
+# %% ../nbs/02_synthetic.ipynb #999d2bb9
 def synth_page(seed: int = 0,  # dataset seed
                index: int = 0,  # page index: (seed, index) fixes the page
                size: tuple = (768, 1088),  # (width, height) in pixels
@@ -549,49 +667,8 @@ def synth_page(seed: int = 0,  # dataset seed
     page = Canvas(W, H, u=u, light=(math.cos(ang), math.sin(ang)))
     margin, gutter = rng.uniform(0.04, 0.06) * min(W, H), rng.uniform(0.015, 0.03) * min(W, H)
     polys = _layout(rng, W, H, margin, gutter)
-    boxes = []
-    for k, poly in enumerate(polys):
-        xs, ys = [p[0] for p in poly], [p[1] for p in poly]
-        x0, y0, x1, y1 = int(min(xs)), int(min(ys)), int(math.ceil(max(xs))), int(math.ceil(max(ys)))
-        pw, ph = x1 - x0, y1 - y0
-        prng = np.random.default_rng([seed, index, 0xBA6E, k])
-        pang = prng.uniform(0, 2 * np.pi)
-        cv = Canvas(pw, ph, u=max(u, min(pw, ph) / 320), light=(math.cos(pang), math.sin(pang)))
-        _scene(cv, prng, bubbles=False)
-        mask = Image.new("L", (pw, ph), 0)
-        ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in poly], fill=255)
-        page.color.paste(cv.color, (x0, y0), mask)
-        page.lines.paste(cv.lines, (x0, y0), mask)
-        frame = _poly(poly)
-        fw = max(1, round(3 * u))
-        _draw(page.dc, frame, outline=INK, width=fw); _draw(page.dl, frame, outline=0, width=fw)
-        boxes.append((x0, y0, x1, y1))
-    # bubbles: some inside a panel, some on a panel border (crossing into the gutter and the next panel)
-    bubbles = []
-    s = min(W, H)
-    for k, poly in enumerate(polys):
-        x0, y0, x1, y1 = boxes[k]
-        for _ in range(int(rng.choice([0, 1, 1, 2]))):
-            rx, ry = rng.uniform(0.06, 0.1) * s, rng.uniform(0.05, 0.08) * s
-            rx, ry = min(rx, 0.45 * (x1 - x0)), min(ry, 0.45 * (y1 - y0))
-            inner = [e for e in range(4) if all(margin + gutter < x < W - margin - gutter and margin + gutter < y < H - margin - gutter
-                                                for x, y in [((poly[e][0] + poly[(e + 1) % 4][0]) / 2, (poly[e][1] + poly[(e + 1) % 4][1]) / 2)])]
-            crossing = sum(1 for b in bubbles if b[4])
-            if inner and rng.uniform() < (0.9 if crossing == 0 else 0.3):   # on a border between panels: crosses the gutter
-                edge = inner[int(rng.integers(len(inner)))]
-                (ax, ay), (bx, by) = poly[edge], poly[(edge + 1) % 4]
-                t = rng.uniform(0.3, 0.7)
-                cx, cy = ax + t * (bx - ax), ay + t * (by - ay)
-                on_border = True
-            else:
-                cx, cy = rng.uniform(x0 + rx, max(x0 + rx + 1, x1 - rx)), rng.uniform(y0 + ry, max(y0 + ry + 1, y1 - ry))
-                on_border = False
-            box = (cx - rx, cy - ry, cx + rx, cy + ry)
-            if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H: continue
-            pad = 2 * gutter
-            if any(not (b[2] + pad < box[0] or b[0] - pad > box[2] or b[3] + pad < box[1] or b[1] - pad > box[3]) for b in bubbles): continue
-            tail = (cx + rng.uniform(-2, 2) * rx, cy + rng.uniform(1.2, 2.0) * ry)
-            bubbles.append((*_bubble(page, rng, cx, cy, rx, ry, tail), on_border))
+    boxes = [_draw_panel(page, poly, [seed, index, 0xBA6E, k], u) for k, poly in enumerate(polys)]
+    bubbles = _page_bubbles(page, rng, polys, boxes, margin, gutter)   # some inside a panel, some across a panel border
     color, lines = page.color, page.lines
     if ss > 1: color, lines = color.reduce(ss), lines.reduce(ss)
     sc = lambda b: tuple(int(round(v / ss)) for v in b)
@@ -627,6 +704,27 @@ def _progress(it, total, desc, show=True):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc)
 
+# %% ../nbs/02_synthetic.ipynb #208a44df
+def _write_pairs(jobs: list, workers: int, desc: str, progress: bool) -> None:
+    "Run the pair-writing `jobs`, in a process pool when there are 200 or more and `workers` > 1."
+    if workers > 1 and len(jobs) >= 200:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in _progress(pool.map(_write_pair, jobs, chunksize=16), len(jobs), desc, progress): pass
+    else:
+        for _ in _progress(map(_write_pair, jobs), len(jobs), desc, progress): pass
+
+
+def _write_pages(folder: Path, pages: int, seed: int) -> None:
+    "Write `pages` whole pages to `folder` with their panel and bubble boxes in `folder/pages.json`."
+    folder.mkdir(exist_ok=True)
+    truth = {}
+    for k in range(pages):
+        page = synth_page(seed, k)
+        page.color.save(folder / f"page_{k:03d}.png", compress_level=3)
+        truth[f"page_{k:03d}.png"] = {"panels": page.panels, "bubbles": page.bubbles}
+    (folder / "pages.json").write_text(json.dumps(truth, indent=1))
+
 
 def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and OUT/val/*.png
                n: int,  # number of pairs in all
@@ -649,21 +747,9 @@ def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and 
     for split in counts: (out / split).mkdir(parents=True, exist_ok=True)
     jobs = [(out / ("train" if i < counts["train"] else "val") / f"{i if i < counts['train'] else i - counts['train']:06d}.png", seed, i, size)
             for i in range(n)]
-    workers = _default_workers() if workers is None else workers
-    if workers > 1 and n >= 200:
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(workers) as pool:
-            for _ in _progress(pool.map(_write_pair, jobs, chunksize=16), n, f"writing {out}", progress): pass
-    else:
-        for _ in _progress(map(_write_pair, jobs), n, f"writing {out}", progress): pass
+    _write_pairs(jobs, _default_workers() if workers is None else workers, f"writing {out}", progress)
     if pages > 0:
-        (out / "pages").mkdir(exist_ok=True)
-        truth = {}
-        for k in range(pages):
-            page = synth_page(seed, k)
-            page.color.save(out / "pages" / f"page_{k:03d}.png", compress_level=3)
-            truth[f"page_{k:03d}.png"] = {"panels": page.panels, "bubbles": page.bubbles}
-        (out / "pages" / "pages.json").write_text(json.dumps(truth, indent=1))
+        _write_pages(out / "pages", pages, seed)
         counts["pages"] = pages
     return counts
 
