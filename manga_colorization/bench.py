@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,8 +27,9 @@ from .core import UserError, seed_everything
 # %% auto #0
 __all__ = ['PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory',
            'measure', 'PlainVGGLoss', 'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module',
-           'measure_pair', 'flop_rates', 'bench_train', 'device_levers', 'bench_levers', 'bench_inference',
-           'bench_data', 'check_targets', 'run_bench', 'bench_markdown', 'run_bench_command', 'add_commands']
+           'measure_pair', 'flop_rates', 'bench_train', 'device_levers', 'bench_levers', 'measure_page_memory',
+           'bench_page', 'bench_inference', 'bench_data', 'check_targets', 'run_bench', 'bench_markdown',
+           'run_bench_command', 'add_commands']
 
 # %% ../nbs/11_bench.ipynb #203cbe2b
 def machine_info() -> dict:
@@ -198,7 +200,7 @@ def library_step(arch: str = "unet",      # generator name
                  gen_options: dict | None = None,  # further `make_generator` options (e.g. ext_size)
                  config: dict | None = None,       # further `TrainConfig` fields (e.g. {"fused_adam": False})
                 ) -> tuple:
-    "(step, trainer, batch): `Trainer.train_step` on one fixed synthetic batch, as training runs it."
+    "(step, trainer, batch): `Trainer.train_batch` on one fixed synthetic batch, as training runs it."
     from manga_colorization.train import TrainConfig, Trainer
     tmp = tempfile.mkdtemp(prefix="mangacolor-bench-")
     cfg = TrainConfig(**{**dict(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch, width=width, depth=depth,
@@ -206,14 +208,14 @@ def library_step(arch: str = "unet",      # generator name
                                 gen_options=gen_options, kind="bench"), **(config or {})})
     trainer = Trainer(cfg)
     inp, target = next(iter(trainer.train_loader))
-    return (lambda: trainer.train_step(inp, target)), trainer, (inp, target)
+    return (lambda: trainer.train_batch(inp, target)), trainer, (inp, target)
 
 def train_steps(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
                 device: str = "cpu", seed: int = 0, gen_options: dict | None = None) -> tuple:
-    "(fast, plain, batch): the library's `Trainer.train_step` and the plain baseline on identical models and one fixed batch."
+    "(fast, plain, batch): the library's `Trainer.train_batch` and the plain baseline on identical models and one fixed batch."
     from manga_colorization.losses import LOSSES
     fast, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
-    dev, c = trainer.device, trainer.config
+    dev, c = trainer.setup.device, trainer.config
     G, D = copy_module(trainer.G, dev), copy_module(trainer.D, dev)
     preset = LOSSES[loss]
     uses_vgg = preset.get("perceptual_weight", 0) > 0 and preset.get("anime_mix", 1.0) > 0
@@ -292,7 +294,7 @@ def device_levers(device: str = "cpu") -> dict:
 def bench_levers(levers=None,                  # names from `device_levers(device)`; default all of them
                  arch: str = "unet", loss: str = "perceptual", size: int = 256, batch: int = 2,
                  width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
-    "Speed-up of each library lever alone: `Trainer.train_step` with it vs without it, timed alternately."
+    "Speed-up of each library lever alone: `Trainer.train_batch` with it vs without it, timed alternately."
     table = device_levers(device)
     unknown = set(levers or ()) - set(table)
     if unknown: raise UserError(f"lever(s) {', '.join(sorted(unknown))} do not apply on {device}: choose from {', '.join(table)}")
@@ -308,7 +310,149 @@ def bench_levers(levers=None,                  # names from `device_levers(devic
         if progress: print(f"lever {lever}: x{rows[-1]['speedup']:.3f}", flush=True)
     return rows
 
+# %% ../nbs/11_bench.ipynb #3aae8292
+_HWM = r'''
+import resource
+def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"): return int(line.split()[1])
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+'''
+
+_PEAK_SCRIPT = _HWM + r"""
+import resource, sys, time, numpy as np, torch
+from PIL import Image, ImageDraw
+from manga_colorization.colorize import Colorizer
+W, H, strip, ckpt, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+torch.set_num_threads(1)
+col = Colorizer(ckpt, device="cpu", working_size=size, strip_pixels=strip)
+col.colorize(Image.new("L", (64, 64), 128))
+base = _hwm()
+Image.MAX_IMAGE_PIXELS = None
+page = Image.new("L", (W, H), 255); d = ImageDraw.Draw(page)
+for i in range(12): d.rectangle((W * (i % 3) // 3 + 20, H * (i // 3) // 4 + 20, W * (i % 3 + 1) // 3 - 20, H * (i // 3 + 1) // 4 - 20), fill=40 + 15 * i, outline=0, width=8)
+t = time.perf_counter(); out = col.colorize(page); dt = time.perf_counter() - t
+assert out.size == (W, H)
+peak = _hwm()
+print(f"{W}x{H}: {dt:.1f} s, peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above the loaded model")
+"""
+
+def _run_script(script: str, argv: list, threads: int = 1) -> str:
+    "Run a measurement script in a fresh Python process with `threads` OpenMP threads; its stdout."
+    r = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if r.returncode: raise RuntimeError(r.stderr[-2000:])
+    return r.stdout.strip()
+
+def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000, strip_pixels: int = 1 << 21, working_size: int = 256) -> str:
+    "Colorize a synthetic W×H gray page in a fresh CPU process; returns its line: time, peak RSS and RSS above the loaded model."
+    return _run_script(_PEAK_SCRIPT, [W, H, strip_pixels, checkpoint, working_size])
+
+# %% ../nbs/11_bench.ipynb #8c05da84
+_BENCH_SCRIPT = _HWM + r"""
+import json, resource, sys, time, numpy as np, torch
+from PIL import Image, ImageDraw
+from manga_colorization.colorize import Colorizer, to_working
+ckpt, size, raw, whole, W, H, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+torch.set_num_threads(int(sys.argv[8]))
+col = Colorizer(ckpt, device="cpu", working_size=size, raw=raw)
+page = Image.new("L", (W, H), 250); d = ImageDraw.Draw(page)
+m = W // 40
+for i in range(6): d.rectangle((m + (i % 2) * W // 2, m + (i // 2) * H // 3, (i % 2 + 1) * W // 2 - m, (i // 2 + 1) * H // 3 - m), fill=60 + 30 * i, outline=0, width=max(1, m // 6))
+col.colorize(page.resize((W // 8, H // 8)))
+base = _hwm()
+_, canvas = to_working(page, size, col.multiple)
+if whole:
+    m = col.multiple; x = np.ones((1, 1, -(-H // m) * m, -(-W // m) * m), np.float32); x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
+    run = lambda: col.G.runner(x)
+else:
+    run = lambda: col.colorize(page)
+times, net = [], []
+for _ in range(repeats):
+    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+    t = time.perf_counter(); col.G.runner(canvas[None, None] * 2 - 1); net.append(time.perf_counter() - t)
+peak = _hwm()
+print(json.dumps({"page": f"{W}x{H}", "working_size": size, "mode": "whole-page network" if whole else ("raw" if raw else "full-res"),
+                  "seconds": round(min(times), 3), "network_s": None if whole else round(min(net), 3),
+                  "page_work_s": None if whole else round(min(times) - min(net), 3),
+                  "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}))
+"""
+
+def bench_page(checkpoint: str | Path,    # generator checkpoint or run folder
+               working_size: int = 512,   # the network's working size
+               raw: bool = False,         # time `--raw` instead of full resolution
+               whole_page: bool = False,  # time the network on the whole page instead
+               page: tuple[int, int] = (1654, 2339),  # page size (A4 at 200 dpi)
+               repeats: int = 2,          # best of
+               threads: int = 1,          # torch CPU threads
+              ) -> dict:
+    "Seconds per page (best of `repeats`), network and page-size parts, and peak RSS, measured on CPU in a fresh process."
+    argv = [checkpoint, working_size, int(raw), int(whole_page), page[0], page[1], repeats, threads]
+    return json.loads(_run_script(_BENCH_SCRIPT, argv, threads).splitlines()[-1])
+
 # %% ../nbs/11_bench.ipynb #a7bf01ce
+def _per_page(seconds: dict, pages: int) -> dict:
+    "Seconds per call turned into seconds per page (the count `n` kept)."
+    return {k: (v / pages if k != "n" else v) for k, v in seconds.items()}
+
+def _has_onnxruntime() -> bool:
+    try: import onnxruntime  # noqa: F401
+    except ImportError: return False
+    return True
+
+def _inference_run(arch: str, width: int, depth: int, size: int) -> tuple[nn.Module, Path]:
+    "A random generator, and the run folder it is saved in (speed does not depend on the weights)."
+    from manga_colorization.models import make_generator, save_generator
+    seed_everything(0)
+    G = make_generator(arch, width=width, depth=depth).eval()
+    run = Path(tempfile.mkdtemp(prefix="mangacolor-bench-"))
+    save_generator(G, run, {"size": size, "input_mode": "gray", "out_ch": 3})
+    return G, run
+
+def _time_colorizer(col, page, mode: str, backend: str, batches: tuple, warmup: int, repeat: int, device: str) -> list[dict]:
+    "Seconds per page of `Colorizer.colorize_batch` for each batch size."
+    rows = []
+    for b in batches:
+        m = measure(lambda: col.colorize_batch([page] * b), warmup, repeat, device)
+        rows.append(dict(mode=mode, backend=backend, working_size=col.size, batch=b, seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
+    return rows
+
+def _time_network(col, backend: str, batches: tuple, warmup: int, repeat: int, device: str) -> list[dict]:
+    "Seconds per canvas of the network alone at the working size: where torch and onnxruntime differ."
+    rows = []
+    for b in batches:
+        canvas = np.ones((b, 1, col.size, col.size), np.float32)
+        m = measure(lambda: col.G(canvas), warmup, repeat, device)
+        rows.append(dict(mode="network only", backend=backend, working_size=col.size, batch=b, seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
+    return rows
+
+def _time_whole_page(G: nn.Module, page, repeat: int, device: str) -> dict:
+    "Seconds for the network run on the whole page, padded to its multiple: what a colorizer without a working size does."
+    from manga_colorization.runs import TorchRunner
+    mult = 2 ** G.config.get("depth", 8)
+    W, H = page.size
+    x = np.ones((1, 1, -(-H // mult) * mult, -(-W // mult) * mult), np.float32)
+    x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
+    runner = TorchRunner(G, device)
+    m = measure(lambda: runner(x), 0 if repeat == 1 else 1, max(1, min(repeat, 2)), device)
+    return dict(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
+
+def _add_fresh_rss(rows: list[dict], run: Path, page_size: tuple, working_size: int):
+    "Add each batch-1 torch path's peak RSS, measured alone in a fresh process (`bench_page`)."
+    for row in rows:
+        if row["backend"] != "torch" or row["batch"] != 1 or row["mode"] == "network only": continue
+        r = bench_page(run, row["working_size"] or working_size, raw=row["mode"] == "raw", whole_page=row["mode"] == "whole-page network",
+                       page=page_size, repeats=1, threads=torch.get_num_threads())
+        row["peak_rss_mb"] = r["peak_rss_mb"]
+
+# %% ../nbs/11_bench.ipynb #2ce0728f
+def _print_rows(rows: list[dict]):
+    for row in rows:
+        print(f"inference {row['mode']:>18} ws={row.get('working_size')} batch={row['batch']} {row['backend']:>5}: "
+              f"{row['seconds_per_page']['median']:.3f} s/page, peak {row['peak_mb']:.0f} MiB", flush=True)
+
 def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # generator (the seed's by default)
                     page_size: tuple = (1654, 2339),                         # (width, height) of the page
                     working_sizes: tuple = (256, 512),
@@ -319,55 +463,19 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
                     warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
     "Seconds per page of `Colorizer` (full-res and raw, per backend and batch) and of the whole-page network, with peak memory."
     from manga_colorization.colorize import Colorizer
-    from manga_colorization.models import make_generator, save_generator
     from manga_colorization.synthetic import synth_page
-    seed_everything(0)
-    G = make_generator(arch, width=width, depth=depth).eval()
-    ckpt = Path(tempfile.mkdtemp(prefix="mangacolor-bench-"))
-    save_generator(G, ckpt, {"size": working_sizes[0], "input_mode": "gray", "out_ch": 3, "color_space": "rgb"})
-    page = synth_page(0, 0, size=page_size).gray
-    rows = []
-    def record(**row):
-        rows.append(row)
-        if progress: print(f"inference {row['mode']:>18} ws={row.get('working_size')} batch={row['batch']} {row['backend']:>5}: "
-                           f"{row['seconds_per_page']['median']:.3f} s/page, peak {row['peak_mb']:.0f} MiB", flush=True)
-    for backend in backends:
-        if backend == "onnx":
-            try: import onnxruntime  # noqa: F401
-            except ImportError: continue
+    G, run = _inference_run(arch, width, depth, working_sizes[0])
+    page, rows = synth_page(0, 0, size=page_size).gray, []
+    report = _print_rows if progress else (lambda new: None)
+    for backend in (b for b in backends if b == "torch" or _has_onnxruntime()):
         for ws in working_sizes:
-            for raw in (False, True):
-                if raw and backend != "torch": continue
-                col = Colorizer.from_checkpoint(ckpt, device=device, backend=backend, working_size=ws, raw=raw)
-                for b in batches:
-                    if b > 1 and backend != "torch": continue
-                    m = measure(lambda: col.colorize_batch([page] * b), warmup, repeat, device)
-                    per_page = {k: (v / b if k != "n" else v) for k, v in m["seconds"].items()}
-                    record(mode="raw" if raw else "full-res", backend=backend, working_size=ws, batch=b,
-                           seconds_per_page=per_page, peak_mb=m["peak_mb"])
-                if not raw:                                       # the network alone: where torch and onnxruntime differ
-                    for b in batches:
-                        canvas = np.ones((b, 1, ws, ws), np.float32)
-                        m = measure(lambda: col.runner(canvas), warmup, repeat, device)
-                        record(mode="network only", backend=backend, working_size=ws, batch=b,
-                               seconds_per_page={k: (v / b if k != "n" else v) for k, v in m["seconds"].items()}, peak_mb=m["peak_mb"])
-    if whole_page:
-        from manga_colorization.colorize import TorchRunner
-        mult = 2 ** depth
-        W, H = page_size
-        x = np.ones((1, 1, -(-H // mult) * mult, -(-W // mult) * mult), np.float32)
-        x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
-        runner = TorchRunner(G, device)
-        m = measure(lambda: runner(x), 0 if repeat == 1 else 1, max(1, min(repeat, 2)), device)
-        record(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
-    if rss:   # the process's peak RSS, each path alone in a fresh process (`colorize.bench_page`)
-        from manga_colorization.colorize import bench_page
-        for row in rows:
-            if row["backend"] != "torch" or row["batch"] != 1 or row["mode"] == "network only": continue
-            whole = row["mode"] == "whole-page network"
-            r = bench_page(ckpt, row["working_size"] or working_sizes[-1], raw=row["mode"] == "raw", whole_page=whole,
-                           page=page_size, repeats=1, threads=torch.get_num_threads())
-            row["peak_rss_mb"] = r["peak_rss_mb"]
+            for raw in ((False, True) if backend == "torch" else (False,)):
+                col = Colorizer(run, device=device, backend=backend, working_size=ws, raw=raw)
+                new = _time_colorizer(col, page, "raw" if raw else "full-res", backend, batches if backend == "torch" else (1,), warmup, repeat, device)
+                if not raw: new += _time_network(col, backend, batches, warmup, repeat, device)
+                rows += new; report(new)
+    if whole_page: rows.append(_time_whole_page(G, page, repeat, device)); report(rows[-1:])
+    if rss: _add_fresh_rss(rows, run, page_size, working_sizes[-1])
     return rows
 
 # %% ../nbs/11_bench.ipynb #711d3268
@@ -413,34 +521,52 @@ FULL = dict(train=dict(size=256, batch=2, warmup=1, repeat=3),
             inference=dict(),
             data=dict(repeat=3))
 
-def check_targets(result: dict) -> list[dict]:
-    "The issue's targets, each with the measured value and whether it holds."
+def _train_targets(train: dict) -> list[dict]:
+    "The training-step speed-up targets."
     out = []
-    train = {(r["arch"], r["loss"]): r for r in result.get("train", [])}
     for loss, goal in (("perceptual", 1.5), ("l1", 1.0)):
         if ("unet", loss) in train:
             v = train[("unet", loss)]["speedup"]
             out.append(dict(target=f"training step, unet + {loss}: >= {goal}x the plain baseline", value=v, holds=v >= goal))
-    data = result.get("data", [])
-    if data:
-        best = lambda cache: max((r for r in data if r["cache"] == cache), key=lambda r: r["images_per_s"]["median"])
-        on, off = best(True), best(False)
-        ratio = on["images_per_s"]["median"] / off["images_per_s"]["median"]
-        out.append(dict(target="loader with cache: >= 5x the uncached images/s", value=round(ratio, 2), holds=ratio >= 5))
-        if ("unet", "l1") in train:
-            need = train[("unet", "l1")]["fast_images_per_s"]
-            out.append(dict(target="loader with cache: above the training step's consumption (unet + l1)",
-                            value=f"{on['images_per_s']['median']:.0f} vs {need:.2f} img/s", holds=on["images_per_s"]["median"] > need))
-    inf = result.get("inference", [])
+    return out
+
+def _data_targets(data: list[dict], train: dict) -> list[dict]:
+    "The loader targets: the cache's gain, and keeping up with the training step."
+    if not data: return []
+    best = lambda cache: max((r for r in data if r["cache"] == cache), key=lambda r: r["images_per_s"]["median"])
+    on, off = best(True), best(False)
+    ratio = on["images_per_s"]["median"] / off["images_per_s"]["median"]
+    out = [dict(target="loader with cache: >= 5x the uncached images/s", value=round(ratio, 2), holds=ratio >= 5)]
+    if ("unet", "l1") in train:
+        need = train[("unet", "l1")]["fast_images_per_s"]
+        out.append(dict(target="loader with cache: above the training step's consumption (unet + l1)",
+                        value=f"{on['images_per_s']['median']:.0f} vs {need:.2f} img/s", holds=on["images_per_s"]["median"] > need))
+    return out
+
+def _inference_targets(inf: list[dict]) -> list[dict]:
+    "The page targets: seconds per A4 page at working size 512, and the gain over the whole-page network."
     full = [r for r in inf if r["mode"] == "full-res" and r["backend"] == "torch" and r["batch"] == 1 and r["working_size"] == 512]
     whole = [r for r in inf if r["mode"] == "whole-page network"]
-    if full:
-        s = full[0]["seconds_per_page"]["median"]
-        out.append(dict(target="1654x2339 page at working size 512, full resolution: < 1.5 s on CPU", value=round(s, 3), holds=s < 1.5))
-        if whole:
-            ratio = whole[0]["seconds_per_page"]["median"] / s
-            out.append(dict(target="... and >= 5x faster than the network on the whole page", value=round(ratio, 1), holds=ratio >= 5))
+    if not full: return []
+    s = full[0]["seconds_per_page"]["median"]
+    out = [dict(target="1654x2339 page at working size 512, full resolution: < 1.5 s on CPU", value=round(s, 3), holds=s < 1.5)]
+    if whole:
+        ratio = whole[0]["seconds_per_page"]["median"] / s
+        out.append(dict(target="... and >= 5x faster than the network on the whole page", value=round(ratio, 1), holds=ratio >= 5))
     return out
+
+def check_targets(result: dict) -> list[dict]:
+    "The issue's targets, each with the measured value and whether it holds."
+    train = {(r["arch"], r["loss"]): r for r in result.get("train", [])}
+    return _train_targets(train) + _data_targets(result.get("data", []), train) + _inference_targets(result.get("inference", []))
+
+# %% ../nbs/11_bench.ipynb #f99c515f
+def _write_json(result: dict, json_path: str | Path):
+    "Write `result` as JSON through a temporary file, parent folders created."
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n"); os.replace(tmp, path)
 
 def run_bench(quick: bool = False,                 # tiny models and inputs: a smoke test in seconds
               sections=SECTIONS,
@@ -462,11 +588,7 @@ def run_bench(quick: bool = False,                 # tiny models and inputs: a s
         result[name] = fn(progress=progress, **kwargs)
     result["targets"] = check_targets(result)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    if json_path is not None:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n"); os.replace(tmp, path)
+    if json_path is not None: _write_json(result, json_path)
     return result
 
 # %% ../nbs/11_bench.ipynb #1a11670d

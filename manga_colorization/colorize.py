@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,18 +22,18 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
-from .core import UserError, default_device, lab_norm_to_rgb, rgb_to_ycbcr
-from .metrics import prediction_to_rgb
+from .core import UserError, rgb_to_ycbcr
 from .data import IMAGE_EXTENSIONS, load_image, make_input
-from .models import CONFIG_FILE, GENERATOR_FILE, load_generator
 from .panels import bubble_mask, find_panels
+from .runs import WEIGHTS_ORDER, LoadedGenerator, Run, TorchRunner, export_onnx, load_generator
 
 # %% auto #0
-__all__ = ['ARCHIVE_EXTENSIONS', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'network_rgb', 'network_chroma',
-           'guided_coefficients', 'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page',
-           'TorchRunner', 'OnnxRunner', 'export_onnx', 'Colorizer', 'measure_page_memory', 'Job', 'plan_outputs',
-           'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'BatchResult', 'colorize_files',
-           'colorizer_from_args', 'run_colorize', 'checkpoint_files', 'run_export', 'add_commands', 'bench_page']
+__all__ = ['ARCHIVE_EXTENSIONS', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'rgb_chroma', 'guided_coefficients',
+           'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page', 'as_generator',
+           'region_canvas', 'run_network', 'Colorizer', 'Job', 'folder_jobs', 'input_jobs', 'check_plan',
+           'plan_outputs', 'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'BatchResult', 'open_archives',
+           'count_pages', 'page_bar', 'colorize_files', 'colorizer_from_args', 'run_colorize', 'checkpoint_files',
+           'run_export', 'add_commands']
 
 # %% ../nbs/09_colorize.ipynb #2f537f80
 def working_geometry(W: int,        # page (or panel) width in pixels
@@ -60,18 +58,10 @@ def to_working(gray: Image.Image,  # the page in mode L
     return small, canvas
 
 # %% ../nbs/09_colorize.ipynb #7a5ecaad
-def network_rgb(out: torch.Tensor,    # generator output (B, C, h, w) in [-1, 1]
-                gray: torch.Tensor,   # the gray it saw (B, 1, h, w) in [0, 1]
-                color_space: str = "rgb",  # "rgb" or "lab"
-               ) -> torch.Tensor:
-    "The generator's output as RGB in [0, 1], whatever its colour space."
-    if out.shape[1] == 2: return (prediction_to_rgb(gray * 2 - 1, out) + 1) / 2   # Lab chroma + the gray's lightness
-    if color_space == "lab": return (lab_norm_to_rgb(out) + 1) / 2
-    return ((out + 1) / 2).clamp(0, 1)
-
-def network_chroma(out: torch.Tensor, gray: torch.Tensor, color_space: str = "rgb") -> torch.Tensor:
-    "YCbCr chroma (B, 2, h, w) (Cb, Cr centred on 0) of a generator output."
-    return rgb_to_ycbcr(network_rgb(out, gray, color_space))[:, 1:]
+def rgb_chroma(rgb: torch.Tensor,  # (..., 3, h, w) RGB in [-1, 1], as `core.to_rgb` gives it
+              ) -> torch.Tensor:
+    "YCbCr chroma (..., 2, h, w) of an RGB image in [-1, 1]: Cb and Cr, centred on 0."
+    return rgb_to_ycbcr((rgb + 1) / 2)[..., 1:, :, :]
 
 # %% ../nbs/09_colorize.ipynb #98818581
 def guided_coefficients(guide: np.ndarray,  # (h, w) working-size gray in [0, 1]
@@ -184,54 +174,18 @@ def is_color_page(img: Image.Image, threshold: float = 0.03) -> bool:
     "True when more than `threshold` of the page's pixels are clearly coloured."
     return color_fraction(img) > threshold
 
-# %% ../nbs/09_colorize.ipynb #ad34244f
-class TorchRunner:
-    "Runs a PyTorch generator on its device (eval mode, no grad), canvases in, outputs out (CPU tensors)."
-    def __init__(self, G: torch.nn.Module, device: str | torch.device | None = None):
-        self.device = default_device(device) if not isinstance(device, torch.device) else device
-        self.G = G.to(self.device).eval()
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        return self.G(torch.from_numpy(x).to(self.device)).float().cpu()
-
-class OnnxRunner:
-    "Runs an exported generator with onnxruntime (CUDA provider when available, else CPU)."
-    def __init__(self, model: str | Path | bytes, device: str | None = None):
-        import onnxruntime as ort
-        providers = ["CPUExecutionProvider"]
-        if device not in ("cpu",) and "CUDAExecutionProvider" in ort.get_available_providers(): providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-        self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.astype(np.float32)})[0])
-
-# %% ../nbs/09_colorize.ipynb #1db0249f
-def export_onnx(G: torch.nn.Module,      # the generator
-                path: str | Path | io.BytesIO,  # where to write the .onnx (or a BytesIO)
-                size: int = 256,         # the example canvas side used for tracing
-                meta: dict | None = None,  # written beside it as FILE.json, with the generator's config
-                opset: int = 17,
-               ):
-    "Export a generator to ONNX with dynamic batch, height and width (a multiple of its downsampling), plus a JSON sidecar."
-    G = G.cpu().eval()
-    in_ch = getattr(G, "config", {}).get("in_ch", 1)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(G, torch.zeros(1, in_ch, size, size), path, input_names=["gray"], output_names=["color"],
-                          dynamic_axes={"gray": axes, "color": axes}, opset_version=opset, dynamo=False)
-    if isinstance(path, (str, Path)):
-        Path(path).with_suffix(".json").write_text(json.dumps({"generator": getattr(G, "config", {}), **(meta or {})}, indent=1))
-    return path
-
 # %% ../nbs/09_colorize.ipynb #db55bb47
-def _multiple(config: dict, meta: dict) -> int:
-    "The side multiple a generator needs: 2**depth for the UNets (or meta's `pad_multiple`)."
-    if "pad_multiple" in meta: return int(meta["pad_multiple"])
-    return 2 ** int(config.get("depth", 8))
+def as_generator(G,                           # a `runs.LoadedGenerator`, a path `runs.load_generator` accepts, or an nn.Module with `.config`
+                 meta: dict | None = None,    # for a module: "size", "input_mode", "pad_multiple" (a path brings its own)
+                 device: str | None = None,   # "cpu", "cuda", "mps"; default: the best available
+                 backend: str = "torch",      # for a path: "torch" or "onnx" (an .onnx file always uses onnxruntime)
+                ) -> LoadedGenerator:
+    "The `LoadedGenerator` that `G` stands for."
+    if isinstance(G, LoadedGenerator): return G
+    if isinstance(G, (str, Path)): return load_generator(G, device, backend)
+    if isinstance(G, torch.nn.Module) and hasattr(G, "config"):
+        return LoadedGenerator(TorchRunner(G, device), G.config, meta, module=G)
+    raise TypeError(f"Colorizer takes a LoadedGenerator, a checkpoint path or a generator module with .config, not {type(G).__name__}")
 
 def _as_image(image) -> Image.Image:
     "A PIL image from a PIL image, a uint8 array or a path (decoded by `data.load_image`)."
@@ -244,12 +198,42 @@ def _as_image(image) -> Image.Image:
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
     return image
 
+# %% ../nbs/09_colorize.ipynb #579c7a5f
+def region_canvas(gray: Image.Image,                  # the page in mode L
+                  box: tuple[int, int, int, int],     # the region (the whole page or a panel)
+                  size: int,                          # working size
+                  multiple: int = 1,                  # canvas multiple
+                  input_mode: str = "gray",           # "sketch": the network sees XDoG lines of the region
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    "The region's gray at working size in [0, 1] and the canvas the network sees (its gray or lines)."
+    region = gray.crop(box) if box != (0, 0, *gray.size) else gray
+    small, canvas = to_working(region, size, multiple)
+    if input_mode == "sketch":
+        lines = make_input(Image.fromarray((small * 255 + 0.5).astype(np.uint8)), "sketch")
+        canvas[:small.shape[0], :small.shape[1]] = np.asarray(lines, np.float32) / 255
+    return small, canvas
+
+def run_network(G: LoadedGenerator,          # the generator
+                canvases: list[np.ndarray],  # (side, side) canvases in [0, 1]
+                shapes: list[tuple[int, int]],  # the content (h, w) of each canvas
+                batch_size: int = 4,         # canvases per network call
+               ) -> list[torch.Tensor]:
+    "RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a time."
+    results = []
+    for i in range(0, len(canvases), batch_size):
+        x = torch.from_numpy(np.stack(canvases[i:i + batch_size])[:, None] * 2 - 1).repeat(1, G.in_ch, 1, 1)
+        rgb = G.predict_rgb(x)
+        results += [rgb[k, :, :h, :w] for k, (h, w) in enumerate(shapes[i:i + batch_size])]
+    return results
+
+# %% ../nbs/09_colorize.ipynb #0e4d5ef9
 class Colorizer:
-    "Colorize manga pages at full resolution with a trained generator (PyTorch module or ONNX session)."
-    def __init__(self, G,                             # generator (nn.Module), a runner (`OnnxRunner`), or a checkpoint path
-                 meta: dict | None = None,            # checkpoint meta: "size", "color_space", "out_ch", ...
+    "Colorize manga pages at full resolution with a trained generator (PyTorch or ONNX Runtime)."
+    def __init__(self, G,                             # a `runs.LoadedGenerator`, a checkpoint path, or a generator module with `.config`
+                 meta: dict | None = None,            # for a module: "size", "input_mode", "pad_multiple"
                  device: str | None = None,           # "cpu", "cuda", "mps"; default: the best available
-                 working_size: int | None = None,     # overrides meta["size"]
+                 backend: str = "torch",              # for a path: "torch" or "onnx" (onnxruntime; an .onnx file always uses it)
+                 working_size: int | None = None,     # overrides the generator's training size
                  raw: bool = False,                   # return the network's own RGB (resized) instead of page luminance + chroma
                  panels: bool = False,                # colorize each found panel at working size
                  keep_white: bool = True,             # paper white and black ink stay neutral
@@ -259,44 +243,16 @@ class Colorizer:
                  batch_size: int = 4,                 # canvases per network call
                  strip_pixels: int = 1 << 21,         # pixels per strip for page-size work
                 ):
-        if isinstance(G, (str, Path)):  # a checkpoint path: loaded with `models.load_generator`
-            G, loaded = load_generator(G, device="cpu")
-            meta = {"generator": G.config, **loaded, **(meta or {})}
-        self.meta = dict(meta or {})
-        self.runner = G if callable(G) and not isinstance(G, torch.nn.Module) else TorchRunner(G, device)
-        config = dict(self.meta.get("generator") or getattr(G, "config", {}) or {})
-        self.in_ch = int(config.get("in_ch", self.meta.get("in_ch", 1)))
-        self.color_space = self.meta.get("color_space", "rgb")
-        self.input_mode = self.meta.get("input_mode", "gray")   # "sketch" models see XDoG lines of the page, the others its gray
-        self.size = int(working_size or self.meta.get("size") or 256)
-        self.multiple = _multiple(config, self.meta)
+        self.G = as_generator(G, meta, device, backend)
+        self.size = int(working_size or self.G.size)
         self.raw, self.panels, self.keep_white = raw, panels, keep_white
         self.white_threshold, self.black_threshold, self.color_threshold = white_threshold, black_threshold, color_threshold
         self.batch_size, self.strip_pixels = batch_size, strip_pixels
 
     @property
-    def device(self) -> torch.device: return self.runner.device
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path,      # training .pt, .safetensors (+ .json), a run folder, or an exported .onnx
-                        device: str | None = None,  # see `Colorizer`
-                        backend: str = "torch",     # "torch" or "onnx" (onnxruntime); an .onnx file always uses onnx
-                        **kwargs):
-        "A `Colorizer` from a checkpoint file or run folder."
-        path = Path(path)
-        if not path.exists(): raise UserError(f"checkpoint {path} not found: give a training .pt, a .safetensors, a run folder or an .onnx file")
-        if path.suffix == ".onnx":
-            side = path.with_suffix(".json")
-            meta = json.loads(side.read_text()) if side.exists() else {}
-            return cls(OnnxRunner(path, device), meta, **kwargs)
-        G, meta = load_generator(path, device="cpu")
-        meta = {"generator": getattr(G, "config", {}), **meta}
-        if backend == "onnx":
-            buf = io.BytesIO()
-            export_onnx(G, buf, size=_multiple(meta["generator"], meta))
-            return cls(OnnxRunner(buf.getvalue(), device), meta, **kwargs)
-        if backend != "torch": raise UserError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
-        return cls(G, meta, device, **kwargs)
+    def device(self) -> torch.device: return self.G.device
+    @property
+    def multiple(self) -> int: return self.G.multiple
 
     def is_color(self, image: Image.Image) -> bool:
         "True when `image` is already coloured (and colour detection is on)."
@@ -304,92 +260,38 @@ class Colorizer:
 
     def regions(self, gray: Image.Image) -> list[tuple[int, int, int, int]]:
         "The page regions to colorize: the whole page, then (with `panels`) each panel on top."
-        W, H = gray.size
-        return [(0, 0, W, H)] + (find_panels(gray) if self.panels else [])
+        return [(0, 0, *gray.size)] + (find_panels(gray) if self.panels else [])
 
-    def _network(self, canvases: list[np.ndarray], smalls: list[np.ndarray]) -> list[torch.Tensor]:
-        "Run the generator over working-size canvases in batches; each result is RGB [0, 1] (3, h, w) cropped to its content."
-        results = []
-        for i in range(0, len(canvases), self.batch_size):
-            x = np.stack(canvases[i:i + self.batch_size])[:, None] * 2 - 1
-            out = self.runner(np.repeat(x, self.in_ch, 1) if self.in_ch != 1 else x)
-            gray = torch.from_numpy((x + 1) / 2)
-            rgb = network_rgb(out, gray, self.color_space)
-            for k, small in enumerate(smalls[i:i + self.batch_size]):
-                results.append(rgb[k, :, :small.shape[0], :small.shape[1]])
-        return results
+    def paint(self, out: Image.Image, gray: Image.Image, box: tuple, small: np.ndarray, rgb: torch.Tensor):
+        "Paint one region of `out`: the network's RGB resized (`raw`), else its chroma carried onto the page's own gray."
+        if self.raw:
+            net = Image.fromarray(((rgb.permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5).astype(np.uint8))
+            return out.paste(net.resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC), box[:2])
+        bubbles = bubble_mask(gray.crop(box) if box != (0, 0, *gray.size) else gray) if self.keep_white else None
+        chroma_to_page(out, gray, small, rgb_chroma(rgb).numpy(), box, self.keep_white, self.white_threshold,
+                       self.black_threshold, self.strip_pixels, neutral_mask=bubbles)
 
-    def colorize_batch(self, images: list) -> list[Image.Image]:
-        "Colorize several pages (PIL images, uint8 arrays or paths); the network sees them in shared batches."
-        pages = [_as_image(im) for im in images]
-        results: list[Image.Image | None] = [None] * len(pages)
-        jobs, canvases, smalls = [], [], []
-        for i, page in enumerate(pages):
-            if self.is_color(page):
-                results[i] = page.convert("RGB")
-                continue
-            gray = page.convert("L")
-            for box in self.regions(gray):
-                small, canvas = to_working(gray.crop(box) if box != (0, 0, *gray.size) else gray, self.size, self.multiple)
-                if self.input_mode == "sketch":
-                    lines = make_input(Image.fromarray((small * 255 + 0.5).astype(np.uint8)), "sketch")
-                    canvas[:small.shape[0], :small.shape[1]] = np.asarray(lines, np.float32) / 255
-                jobs.append((i, gray, box)); canvases.append(canvas); smalls.append(small)
-        for (i, gray, box), small, rgb in zip(jobs, smalls, self._network(canvases, smalls)):
-            if results[i] is None: results[i] = Image.new("RGB", gray.size)
-            if self.raw:
-                net = Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-                results[i].paste(net.resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC), box[:2])
-            else:
-                chroma = rgb_to_ycbcr(rgb)[1:].numpy()
-                region = gray.crop(box) if box != (0, 0, *gray.size) else gray
-                bubbles = bubble_mask(region) if self.keep_white else None
-                chroma_to_page(results[i], gray, small, chroma, box, self.keep_white, self.white_threshold,
-                               self.black_threshold, self.strip_pixels, neutral_mask=bubbles)
-        return results
+# %% ../nbs/09_colorize.ipynb #54d7d7db
+def _colorize_batch(self: Colorizer, images: list) -> list[Image.Image]:
+    "Colorize several pages (PIL images, uint8 arrays or paths); the network sees them in shared batches."
+    pages = [_as_image(im) for im in images]
+    results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
+    jobs = []                                          # (page index, gray, region box)
+    for i, page in enumerate(pages):
+        if results[i] is not None: continue
+        gray = page.convert("L")
+        results[i] = Image.new("RGB", gray.size)
+        jobs += [(i, gray, box) for box in self.regions(gray)]
+    works = [region_canvas(gray, box, self.size, self.multiple, self.G.input_mode) for _, gray, box in jobs]
+    rgbs = run_network(self.G, [canvas for _, canvas in works], [small.shape for small, _ in works], self.batch_size)
+    for (i, gray, box), (small, _), rgb in zip(jobs, works, rgbs): self.paint(results[i], gray, box, small, rgb)
+    return results
 
-    def colorize(self, image) -> Image.Image:
-        "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size."
-        return self.colorize_batch([image])[0]
+def _colorize(self: Colorizer, image) -> Image.Image:
+    "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size."
+    return self.colorize_batch([image])[0]
 
-    __call__ = colorize
-
-# %% ../nbs/09_colorize.ipynb #7cbcf3fa
-_HWM = r'''
-import resource
-def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"): return int(line.split()[1])
-    except OSError: pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-'''
-
-_PEAK_SCRIPT = _HWM + r"""
-import resource, sys, time, numpy as np, torch
-from PIL import Image, ImageDraw
-from manga_colorization.colorize import Colorizer
-W, H, strip, ckpt, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-torch.set_num_threads(1)
-col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, strip_pixels=strip)
-col.colorize(Image.new("L", (64, 64), 128))
-base = _hwm()
-Image.MAX_IMAGE_PIXELS = None
-page = Image.new("L", (W, H), 255); d = ImageDraw.Draw(page)
-for i in range(12): d.rectangle((W * (i % 3) // 3 + 20, H * (i // 3) // 4 + 20, W * (i % 3 + 1) // 3 - 20, H * (i // 3 + 1) // 4 - 20), fill=40 + 15 * i, outline=0, width=8)
-t = time.perf_counter(); out = col.colorize(page); dt = time.perf_counter() - t
-assert out.size == (W, H)
-peak = _hwm()
-print(f"{W}x{H}: {dt:.1f} s, peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above the loaded model")
-"""
-
-def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000, strip_pixels: int = 1 << 21, working_size: int = 256) -> str:
-    "Colorize a synthetic W×H gray page in a fresh CPU process; returns its line: time, peak RSS and RSS above the loaded model."
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(W), str(H), str(strip_pixels), str(checkpoint), str(working_size)],
-                       capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(r.stderr[-2000:])
-    return r.stdout.strip()
+Colorizer.colorize_batch, Colorizer.colorize, Colorizer.__call__ = _colorize_batch, _colorize, _colorize
 
 # %% ../nbs/09_colorize.ipynb #6acdb119
 ARCHIVE_EXTENSIONS = (".cbz", ".zip")
@@ -407,30 +309,36 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not hidden
 def _is_archive(p: Path) -> bool: return p.suffix.lower() in ARCHIVE_EXTENSIONS
 
-def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip archives
-                 out: str | Path,           # output folder
-                ) -> list[Job]:
-    "One job per input image or archive, with its output path under `out`; refuses to overwrite any input."
-    out = Path(out)
+def _inside(path: Path, folder_real: str) -> bool:
+    "Whether `path` is the folder (given by its real path) or lies inside it, links resolved."
+    real = os.path.realpath(path)
+    return real == folder_real or real.startswith(folder_real + os.sep)
+
+def folder_jobs(folder: Path, out: Path) -> list[Job]:
+    "Jobs for the pages and archives in `folder` (recursively) under `out/<folder's name>`; hidden files and `out` itself are skipped."
     out_real = os.path.realpath(out)
-    jobs: list[Job] = []
-    for given in inputs:
-        p = Path(given)
-        if not p.exists(): raise UserError(f"{p} not found: give image files, folders or .cbz/.zip archives")
-        if p.is_dir():
-            p_real = os.path.realpath(p)
-            if p_real == out_real or p_real.startswith(out_real + os.sep):
-                raise UserError(f"{p} is inside --out {out}: choose another --out folder (outputs are never written over inputs)")
-            root = out / (p.resolve().name or "pages")
-            for f in sorted(p.rglob("*")):
-                if not f.is_file() or os.path.realpath(f).startswith(out_real + os.sep): continue  # never re-read our outputs
-                rel = f.relative_to(p)
-                if any(part.startswith(".") for part in rel.parts): continue   # hidden files, our own partial outputs
-                if _is_image(rel): jobs.append(Job("image", f, root / rel))
-                elif _is_archive(rel): jobs.append(Job("archive", f, (root / rel).with_suffix(".cbz")))
-        elif _is_archive(p): jobs.append(Job("archive", p, out / (p.stem + ".cbz")))
-        elif _is_image(Path(p.name)): jobs.append(Job("image", p, out / p.name))
-        else: raise UserError(f"{p}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or archive (.cbz, .zip)")
+    if _inside(folder, out_real):
+        raise UserError(f"{folder} is inside --out {out}: choose another --out folder (outputs are never written over inputs)")
+    root, jobs = out / (folder.resolve().name or "pages"), []
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if not f.is_file() or _inside(f, out_real) or any(part.startswith(".") for part in rel.parts): continue  # our outputs, partials
+        if _is_image(rel): jobs.append(Job("image", f, root / rel))
+        elif _is_archive(rel): jobs.append(Job("archive", f, (root / rel).with_suffix(".cbz")))
+    return jobs
+
+# %% ../nbs/09_colorize.ipynb #ebe9d9d0
+def input_jobs(given: str | Path, out: Path) -> list[Job]:
+    "The jobs of one input: a folder's pages and archives, an archive, or an image."
+    p = Path(given)
+    if not p.exists(): raise UserError(f"{p} not found: give image files, folders or .cbz/.zip archives")
+    if p.is_dir(): return folder_jobs(p, out)
+    if _is_archive(p): return [Job("archive", p, out / (p.stem + ".cbz"))]
+    if _is_image(Path(p.name)): return [Job("image", p, out / p.name)]
+    raise UserError(f"{p}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or archive (.cbz, .zip)")
+
+def check_plan(jobs: list[Job]):
+    "Refuse a plan in which an output is one of the inputs, or two inputs share an output."
     sources = {os.path.realpath(j.src): j.src for j in jobs}
     seen: dict[str, Path] = {}
     for j in jobs:
@@ -439,6 +347,13 @@ def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip ar
             raise UserError(f"output {j.dst} would overwrite the input {sources.get(real, j.dst)}: choose another --out folder")
         if real in seen: raise UserError(f"{j.src} and {seen[real]} would both be written to {j.dst}: colorize them into different --out folders")
         seen[real] = j.src
+
+def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip archives
+                 out: str | Path,           # output folder
+                ) -> list[Job]:
+    "One job per input image or archive, with its output path under `out`; refuses to overwrite any input."
+    jobs = [job for given in inputs for job in input_jobs(given, Path(out))]
+    check_plan(jobs)
     return jobs
 
 # %% ../nbs/09_colorize.ipynb #d8faecee
@@ -485,6 +400,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) ->
 
 # %% ../nbs/09_colorize.ipynb #894afd37
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
+_PAGE_ERRORS = (UserError, OSError, ValueError, Image.DecompressionBombError)   # a page that cannot be colorized, not a bug
 
 def _encode(img: Image.Image, name: str) -> bytes:
     "The image encoded in the format its file name asks for."
@@ -513,6 +429,8 @@ class BatchResult:
     copied: int = 0     # already-coloured pages copied through
     skipped: int = 0    # outputs that existed
     failed: int = 0
+    @property
+    def done(self) -> int: return self.colorized + self.copied + self.skipped + self.failed
     def __str__(self):
         return f"{self.total} page(s): {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
 
@@ -529,14 +447,9 @@ def _load_member(data: bytes, label: str, tmpdir: str) -> Image.Image:
     try: return load_image(tmp)
     except UserError as e: raise UserError(str(e).replace(str(tmp), label)) from None
 
-def colorize_files(jobs: list[Job],              # from `plan_outputs`
-                   colorizer: Colorizer,
-                   overwrite: bool = False,      # redo outputs that exist
-                   limits: ZipLimits = ZipLimits(),  # zip-bomb limits
-                   log=print,                    # where per-page problems are reported
-                  ) -> BatchResult:
-    "Colorize every job's pages to its destination; bad pages are reported and counted, never the end of the batch."
-    res = BatchResult()
+# %% ../nbs/09_colorize.ipynb #74c6586d
+def open_archives(jobs: list[Job], limits: ZipLimits) -> tuple[dict, dict]:
+    "({archive: its checked members}, {archive: why it is refused}) for the archive jobs."
     archives, refused = {}, {}
     for j in jobs:
         if j.kind != "archive": continue
@@ -544,63 +457,104 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
             with zipfile.ZipFile(j.src) as zf: archives[j.src] = check_zip(zf, j.src, limits)
         except (zipfile.BadZipFile, OSError) as e: refused[j.src] = f"{j.src}: not a readable zip/cbz archive ({e})"
         except UserError as e: refused[j.src] = str(e)
-    n_pages = {src: sum(1 for i in infos if not i.is_dir() and _is_image(Path(i.filename))) for src, infos in archives.items()}
-    res.total = sum(1 for j in jobs if j.kind == "image") + sum(n_pages.values()) + len(refused)
-    bar = tqdm(total=res.total, unit="page", desc="colorize", disable=None)
-    with tempfile.TemporaryDirectory(prefix="mangacolor-") as tmpdir:
+    return archives, refused
+
+def count_pages(infos: list[zipfile.ZipInfo]) -> int:
+    "The number of pages (images) among an archive's members."
+    return sum(1 for i in infos if not i.is_dir() and _is_image(Path(i.filename)))
+
+@dataclass
+class _Batch:
+    "One `colorize_files` run: its colorizer, options, counts, progress bar and scratch folder."
+    colorizer: Colorizer
+    overwrite: bool
+    log: Callable[[str], None]
+    res: BatchResult
+    bar: tqdm
+    tmpdir: str
+    def count(self, outcome: str, n: int = 1):
+        "Count `n` pages as `outcome` ('colorized', 'copied', 'skipped', 'failed') and advance the bar."
+        setattr(self.res, outcome, getattr(self.res, outcome) + n); self.bar.update(n)
+
+# %% ../nbs/09_colorize.ipynb #5c5975bc
+def _image_job(b: _Batch, j: Job):
+    "Colorize (or copy through, or skip) one image file."
+    if j.dst.exists() and not b.overwrite: return b.count("skipped")
+    try:
+        encoded = _colorize_image(b.colorizer, load_image(j.src), j.dst.name)
+        _write_atomic(j.dst, encoded if encoded is not None else j.src.read_bytes())
+    except _PAGE_ERRORS as e:
+        b.log(f"skipped: {e}" if str(j.src) in str(e) else f"skipped {j.src}: {e}"); return b.count("failed")
+    b.count("colorized" if encoded is not None else "copied")
+
+def _archive_page(b: _Batch, src: Path, name: str, data: bytes) -> bytes:
+    "The bytes to store for an archive page: colorized, or the original when it is coloured or cannot be colorized."
+    try: encoded = _colorize_image(b.colorizer, _load_member(data, f"{src}:{name}", b.tmpdir), name)
+    except _PAGE_ERRORS as e:
+        b.log(f"{src}: page {name} copied unchanged, it could not be colorized: {e}"); b.count("failed"); return data
+    b.count("colorized" if encoded is not None else "copied")
+    return data if encoded is None else encoded
+
+def _write_members(b: _Batch, src: Path, infos: list[zipfile.ZipInfo], zout: zipfile.ZipFile):
+    "Write the archive's members into `zout` in order, pages colorized, under safe names."
+    used = set()
+    with zipfile.ZipFile(src) as zin:
+        for info in infos:
+            if info.is_dir(): continue
+            name = safe_member_name(info.filename)
+            if name is None or name in used:
+                b.log(f"{src}: dropped member {info.filename!r} (unsafe or duplicate name)"); continue
+            used.add(name)
+            data = read_member(zin, info, src)
+            if _is_image(Path(info.filename)): data = _archive_page(b, src, name, data)
+            zinfo = zipfile.ZipInfo(name, date_time=info.date_time)
+            zinfo.compress_type = zipfile.ZIP_STORED if _is_image(Path(name)) else zipfile.ZIP_DEFLATED
+            zout.writestr(zinfo, data)
+
+def _archive_job(b: _Batch, j: Job, infos: list[zipfile.ZipInfo]):
+    "Colorize one archive into a new .cbz, written under a temporary name and renamed when complete."
+    pages, before = count_pages(infos), b.res.done
+    if j.dst.exists() and not b.overwrite: return b.count("skipped", pages)
+    j.dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".cbz", dir=j.dst.parent); os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w") as zout: _write_members(b, j.src, infos, zout)
+        os.replace(tmp, j.dst)
+    except (UserError, zipfile.BadZipFile, OSError) as e:   # a lying or broken archive: its remaining pages fail
+        b.count("failed", pages - (b.res.done - before)); b.log(f"skipped the rest of {j.src}: {e}")
+    finally:
+        if os.path.exists(tmp): os.unlink(tmp)
+
+# %% ../nbs/09_colorize.ipynb #a1352752
+def page_bar(total: int, progress: bool | None = None) -> tqdm:
+    "A tqdm bar over pages on stderr; a terminal that reports a zero size (some containers) gets 80 × 24 rather than no bar at all."
+    shape = {}
+    try:
+        if sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns == 0: shape = dict(ncols=80, nrows=24)
+    except (OSError, ValueError, AttributeError): pass
+    return tqdm(total=total, unit="page", desc="colorize", disable=None if progress is None else not progress, **shape)
+
+def colorize_files(jobs: list[Job],              # from `plan_outputs`
+                   colorizer: Colorizer,
+                   overwrite: bool = False,      # redo outputs that exist
+                   limits: ZipLimits = ZipLimits(),  # zip-bomb limits
+                   log: Callable[[str], None] = print,  # where per-page problems are reported
+                   progress: bool | None = None, # a progress bar on stderr; None: only on a terminal or in a notebook
+                  ) -> BatchResult:
+    "Colorize every job's pages to its destination; bad pages are reported and counted, never the end of the batch."
+    archives, refused = open_archives(jobs, limits)
+    res = BatchResult(total=sum(count_pages(archives[j.src]) if j.src in archives else 1 for j in jobs))
+    with page_bar(res.total, progress) as bar, tempfile.TemporaryDirectory(prefix="mangacolor-") as tmpdir:
+        b = _Batch(colorizer, overwrite, log, res, bar, tmpdir)
         for j in jobs:
-            if j.kind == "image":
-                if j.dst.exists() and not overwrite: res.skipped += 1
-                else:
-                    try:
-                        encoded = _colorize_image(colorizer, load_image(j.src), j.dst.name)
-                        _write_atomic(j.dst, encoded if encoded is not None else j.src.read_bytes())
-                        if encoded is not None: res.colorized += 1
-                        else: res.copied += 1
-                    except (UserError, OSError, ValueError, Image.DecompressionBombError) as e:
-                        res.failed += 1; log(f"skipped: {e}" if str(j.src) in str(e) else f"skipped {j.src}: {e}")
-                bar.update(1)
-                continue
-            if j.src in refused:  # counted as one failed page: its pages were never looked at
-                res.failed += 1; log(f"skipped {refused[j.src]}"); bar.update(1); continue
-            if j.dst.exists() and not overwrite:
-                res.skipped += n_pages[j.src]; bar.update(n_pages[j.src]); continue
-            done = res.colorized + res.copied + res.failed
-            j.dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".cbz", dir=j.dst.parent); os.close(fd)
-            try:
-                with zipfile.ZipFile(j.src) as zin, zipfile.ZipFile(tmp, "w") as zout:
-                    used = set()
-                    for info in archives[j.src]:
-                        if info.is_dir(): continue
-                        name = safe_member_name(info.filename)
-                        if name is None or name in used:
-                            log(f"{j.src}: dropped member {info.filename!r} (unsafe or duplicate name)"); continue
-                        used.add(name)
-                        data = read_member(zin, info, j.src)
-                        if _is_image(Path(info.filename)):
-                            try:
-                                encoded = _colorize_image(colorizer, _load_member(data, f"{j.src}:{name}", tmpdir), name)
-                                if encoded is not None: data = encoded; res.colorized += 1
-                                else: res.copied += 1
-                            except (UserError, OSError, ValueError, Image.DecompressionBombError) as e:
-                                res.failed += 1; log(f"{j.src}: page {name} copied unchanged, it could not be colorized: {e}")
-                            bar.update(1)
-                        zinfo = zipfile.ZipInfo(name, date_time=info.date_time)
-                        zinfo.compress_type = zipfile.ZIP_STORED if _is_image(Path(name)) else zipfile.ZIP_DEFLATED
-                        zout.writestr(zinfo, data)
-                os.replace(tmp, j.dst)
-            except (UserError, zipfile.BadZipFile, OSError) as e:  # a lying or broken archive: its remaining pages fail
-                left = n_pages[j.src] - (res.colorized + res.copied + res.failed - done)
-                res.failed += left; bar.update(left); log(f"skipped the rest of {j.src}: {e}")
-            finally:
-                if os.path.exists(tmp): os.unlink(tmp)
-    bar.close()
+            if j.kind == "image": _image_job(b, j)
+            elif j.src in refused: log(f"skipped {refused[j.src]}"); b.count("failed")
+            else: _archive_job(b, j, archives[j.src])
     return res
 
 # %% ../nbs/09_colorize.ipynb #6855f87a
 def _add_colorize_options(p: argparse.ArgumentParser):
-    "The options shared by `colorize` (and reused by the benchmark)."
+    "The options that configure a `Colorizer` on the command line."
     p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
     p.add_argument("--working-size", type=int, default=None, help="longer side at which the network sees a page (default: its training size)")
     p.add_argument("--raw", action="store_true", help="return the network's own RGB resized to the page, not page luminance + network chroma")
@@ -616,10 +570,10 @@ def _add_colorize_options(p: argparse.ArgumentParser):
 
 def colorizer_from_args(args) -> Colorizer:
     "A `Colorizer` configured by the command-line options."
-    return Colorizer.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size,
-                                     raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
-                                     black_threshold=args.black_threshold, batch_size=args.batch_size,
-                                     color_threshold=None if args.color_threshold < 0 else args.color_threshold)
+    return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size,
+                     raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
+                     black_threshold=args.black_threshold, batch_size=args.batch_size,
+                     color_threshold=None if args.color_threshold < 0 else args.color_threshold)
 
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
@@ -628,20 +582,26 @@ def run_colorize(args) -> int:
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
-    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=lambda m: print(m, file=sys.stderr))
+    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=lambda m: tqdm.write(m, file=sys.stderr))
     print(f"{res} -> {args.out}")
     if res.failed:
         print(f"mangacolor colorize: {res.failed} of {res.total} pages failed", file=sys.stderr)
         return 1
     return 0
 
+# %% ../nbs/09_colorize.ipynb #f6396bc8
+def _with_sidecar(f: Path) -> list[Path]:
+    "A weights file and, for the formats that have one, its JSON sidecar."
+    return [f.with_suffix(".safetensors"), f.with_suffix(".json")] if f.suffix in (".safetensors", ".json") else \
+           [f, f.with_suffix(".json")] if f.suffix == ".onnx" else [f]
+
 def checkpoint_files(path: str | Path) -> list[Path]:
-    "The files a generator checkpoint is (or may be) read from: a .pt, a .safetensors/.json pair, or a run folder's."
+    "The files a generator checkpoint is (or may be) read from: a file and its sidecar, or every weights file of a run folder."
     path = Path(path).expanduser()
-    if path.is_dir():
-        return [path / GENERATOR_FILE, path / CONFIG_FILE, path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"]
-    if path.suffix in (".safetensors", ".json"): return [path.with_suffix(".safetensors"), path.with_suffix(".json")]
-    return [path]
+    if not path.is_dir(): return _with_sidecar(path)
+    run = Run(path)
+    weights = [run.path / name for name in WEIGHTS_ORDER] + [f for f in run.checkpoints() if f.relative_to(run.path).as_posix() not in WEIGHTS_ORDER]
+    return [f for w in weights for f in _with_sidecar(w)]
 
 def _same_file(a: Path, b: Path) -> bool:
     "Whether two paths name the same file (also through links), existing or not."
@@ -649,22 +609,28 @@ def _same_file(a: Path, b: Path) -> bool:
     try: return a.exists() and b.exists() and a.samefile(b)
     except OSError: return False
 
+def _check_export_out(out: Path, checkpoint: str | Path, overwrite: bool):
+    "Refuse an export target that is one of the checkpoint's files (always) or exists (without `overwrite`)."
+    if out.suffix != ".onnx": raise UserError(f"--out {out}: give a file name ending in .onnx")
+    for f in (out, out.with_suffix(".json")):
+        own = next((c for c in checkpoint_files(checkpoint) if _same_file(f, c)), None)
+        if own is not None: raise UserError(f"--out {out} would overwrite {own}, a file of the checkpoint {checkpoint}: choose another --out")
+    for f in (out, out.with_suffix(".json")):
+        if f.exists() and not overwrite: raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
+
 def run_export(args) -> int:
     "`mangacolor export --onnx`: write the generator as ONNX (+ JSON sidecar)."
     if not args.onnx: raise UserError("choose an export format: --onnx")
     out = Path(args.out)
-    if out.suffix != ".onnx": raise UserError(f"--out {out}: give a file name ending in .onnx")
-    for f in (out, out.with_suffix(".json")):   # never an input, even with --overwrite
-        own = next((c for c in checkpoint_files(args.checkpoint) if _same_file(f, c)), None)
-        if own is not None: raise UserError(f"--out {out} would overwrite {own}, a file of the checkpoint {args.checkpoint}: choose another --out")
-    for f in (out, out.with_suffix(".json")):
-        if f.exists() and not args.overwrite: raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
-    G, meta = load_generator(args.checkpoint, device="cpu")
+    _check_export_out(out, args.checkpoint, args.overwrite)
+    G = load_generator(args.checkpoint, device="cpu")
+    if G.module is None: raise UserError(f"{args.checkpoint}: already ONNX; export needs PyTorch weights (a run folder, .pt or .safetensors)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(G, out, size=args.working_size or _multiple(getattr(G, "config", {}), meta), meta=meta, opset=args.opset)
+    export_onnx(G.module, out, size=args.working_size or G.multiple, meta=G.meta, opset=args.opset)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
+# %% ../nbs/09_colorize.ipynb #cc284a0e
 COLORIZE_EXIT_CODES = ("exit status: 0 every page was colorized, copied (colour pages) or skipped (output exists); "
                        "1 some pages failed (bad images, refused archives): the batch went on and 'N of M pages failed' is on stderr; "
                        "2 usage or user error (nothing was colorized).")
@@ -690,48 +656,3 @@ def add_commands(subparsers):
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--overwrite", action="store_true", help="replace an existing .onnx and its .json (never the checkpoint's own files)")
     e.set_defaults(func=run_export)
-
-# %% ../nbs/09_colorize.ipynb #9d4ece90
-_BENCH_SCRIPT = _HWM + r"""
-import json, resource, sys, time, numpy as np, torch
-from PIL import Image, ImageDraw
-from manga_colorization.colorize import Colorizer, to_working
-ckpt, size, raw, whole, W, H, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-torch.set_num_threads(int(sys.argv[8]))
-col = Colorizer.from_checkpoint(ckpt, device="cpu", working_size=size, raw=raw)
-page = Image.new("L", (W, H), 250); d = ImageDraw.Draw(page)
-m = W // 40
-for i in range(6): d.rectangle((m + (i % 2) * W // 2, m + (i // 2) * H // 3, (i % 2 + 1) * W // 2 - m, (i // 2 + 1) * H // 3 - m), fill=60 + 30 * i, outline=0, width=max(1, m // 6))
-col.colorize(page.resize((W // 8, H // 8)))
-base = _hwm()
-_, canvas = to_working(page, size, col.multiple)
-if whole:
-    m = col.multiple; x = np.ones((1, 1, -(-H // m) * m, -(-W // m) * m), np.float32); x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
-    run = lambda: col.runner(x)
-else:
-    run = lambda: col.colorize(page)
-times, net = [], []
-for _ in range(repeats):
-    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-    t = time.perf_counter(); col.runner(canvas[None, None] * 2 - 1); net.append(time.perf_counter() - t)
-peak = _hwm()
-print(json.dumps({"page": f"{W}x{H}", "working_size": size, "mode": "whole-page network" if whole else ("raw" if raw else "full-res"),
-                  "seconds": round(min(times), 3), "network_s": None if whole else round(min(net), 3),
-                  "page_work_s": None if whole else round(min(times) - min(net), 3),
-                  "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}))
-"""
-
-def bench_page(checkpoint: str | Path,    # generator checkpoint or run folder
-               working_size: int = 512,   # the network's working size
-               raw: bool = False,         # time `--raw` instead of full resolution
-               whole_page: bool = False,  # time the network on the whole page instead
-               page: tuple[int, int] = (1654, 2339),  # page size (A4 at 200 dpi)
-               repeats: int = 2,          # best of
-               threads: int = 1,          # torch CPU threads
-              ) -> dict:
-    "Seconds per page (best of `repeats`), network and page-size parts, and peak RSS, measured on CPU in a fresh process."
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    argv = [str(checkpoint), str(working_size), str(int(raw)), str(int(whole_page)), str(page[0]), str(page[1]), str(repeats), str(threads)]
-    r = subprocess.run([sys.executable, "-c", _BENCH_SCRIPT, *argv], capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
