@@ -7,111 +7,59 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageFont
 
 from tqdm.auto import tqdm
 
-from .colorize import Colorizer, network_rgb
+from .colorize import Colorizer
 from .core import UserError, default, exists, in_test, img2tensor
 from .data import SketchDataModule
 from .metrics import delta_e, psnr, ssim
-from .models import load_generator, make_generator, save_generator
+from .runs import Run, find_runs, is_run, load_generator, run_folder, run_name
 
 # %% auto #0
-__all__ = ['RUN_MARKERS', 'CHECKPOINT_SUFFIXES', 'HIGHER_IS_BETTER', 'SELECTIONS', 'is_run', 'is_grid', 'find_runs', 'run_name',
-           'split_run_name', 'read_metrics', 'read_results', 'metrics_table', 'sample_sheet', 'fake_grid',
-           'sample_epochs', 'sample_path', 'split_sample', 'image_metrics', 'checkpoint_of', 'run_checkpoints',
-           'load_run_generator', 'predict_rgb', 'run_config', 'val_images', 'val_size', 'Comparison', 'compare_grid',
-           'plot_curves', 'plot_final_metrics', 'LRUCache', 'wipe', 'colorize_page', 'ResultsBrowser', 'run_gallery',
+__all__ = ['HIGHER_IS_BETTER', 'SELECTIONS', 'split_run_name', 'read_results', 'metrics_table', 'browse_runs', 'split_sample',
+           'pair_scores', 'val_images', 'val_size', 'Comparison', 'compare_grid', 'plot_curves', 'plot_final_metrics',
+           'preview', 'LRUCache', 'RunSamples', 'wipe', 'colorize_page', 'save_page', 'ResultsBrowser', 'run_gallery',
            'add_commands']
 
 # %% ../nbs/10_gallery.ipynb #c2f21042
-RUN_MARKERS = ("metrics.jsonl", "config.json", "generator.safetensors", "generator.json", "checkpoints", "samples")
-CHECKPOINT_SUFFIXES = (".pt", ".safetensors", ".json")
-
-def is_run(path: str | Path) -> bool:
-    "True when `path` is a run folder (it holds metrics, a config, samples or weights)."
-    path = Path(path)
-    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
-
-def is_grid(path: str | Path) -> bool:
-    "True when `path` is a grid folder: `results.csv` or at least one run folder inside."
-    path = Path(path)
-    if not path.is_dir() or is_run(path): return False
-    return (path / "results.csv").exists() or any(is_run(p) for p in path.iterdir())
-
-def find_runs(*paths: str | Path) -> list[Path]:
-    "Grid folders expanded into their run folders (sorted), run folders and checkpoint files kept, in the given order."
-    runs = []
-    for p in paths:
-        if isinstance(p, (list, tuple)): runs += find_runs(*p); continue
-        p = Path(p)
-        if not p.exists(): raise UserError(f"{p}: no such run folder, grid folder or checkpoint")
-        if p.is_file():
-            if p.suffix not in CHECKPOINT_SUFFIXES: raise UserError(f"{p}: not a checkpoint (expected {', '.join(CHECKPOINT_SUFFIXES)})")
-            runs.append(p)
-        elif is_run(p): runs.append(p)
-        elif is_grid(p): runs += sorted(q for q in p.iterdir() if is_run(q))
-        else: raise UserError(f"{p}: neither a run folder (metrics.jsonl, samples/, checkpoints/) nor a grid of them")
-    return runs
-
-def run_name(path: str | Path) -> str:
-    "A short label: the run folder's name, or `run:best` for `run/checkpoints/best.pt`, or the file's stem."
-    path = Path(path)
-    if path.is_dir(): return path.name
-    if path.parent.name == "checkpoints": return f"{path.parent.parent.name}:{path.stem}"
-    if path.stem == "generator": return path.parent.name
-    return path.stem
-
 def split_run_name(name: str) -> tuple[str, str]:
     "`unet_att__perceptual` as (`unet_att`, `perceptual`); a name without `__` as (name, '')."
     arch, _, loss = name.partition("__")
     return arch, loss
-
-# %% ../nbs/10_gallery.ipynb #37e48050
-def read_metrics(run: str | Path) -> list[dict]:
-    "The per-epoch records of `run/metrics.jsonl` (empty when missing; broken lines skipped)."
-    path = Path(run) / "metrics.jsonl"
-    if not path.exists(): return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip(): continue
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError: continue
-    return rows
 
 def _number(value):
     "A float for numeric CSV text, the text otherwise."
     try: return float(value)
     except (TypeError, ValueError): return value
 
+def _table_rows(grid: Path) -> list[dict]:
+    "The rows of `grid/results.csv`, numbers as floats, completed from each run's last metrics record."
+    with open(grid / "results.csv", newline="") as f: rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:
+        r["run"] = Path(str(r.get("run", r.get("name", f"{r.get('arch', '')}__{r.get('loss', '')}")))).name
+        arch, loss = split_run_name(r["run"])
+        r.setdefault("arch", arch); r.setdefault("loss", loss)
+        history = Run(grid / r["run"]).metrics()   # fills what the table left out (e.g. baseline_delta_e)
+        for k, v in (history[-1] if history else {}).items(): r.setdefault(k, v)
+    return rows
+
 def read_results(grid: str | Path | list) -> list[dict]:
     "One row per run with `run`, `arch`, `loss` and its final metrics: from `results.csv` (completed from `metrics.jsonl`), else each `metrics.jsonl`."
-    if not isinstance(grid, (list, tuple)) and (Path(grid) / "results.csv").exists():
-        with open(Path(grid) / "results.csv", newline="") as f: rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        for r in rows:
-            name = str(r.get("run", r.get("name", f"{r.get('arch', '')}__{r.get('loss', '')}")))
-            r["run"] = Path(name).name
-            arch, loss = split_run_name(r["run"])
-            r.setdefault("arch", arch); r.setdefault("loss", loss)
-            history = read_metrics(Path(grid) / r["run"])   # fills what the table left out (e.g. baseline_delta_e)
-            for k, v in (history[-1] if history else {}).items(): r.setdefault(k, v)
-        return rows
+    if not isinstance(grid, (list, tuple)) and (Path(grid) / "results.csv").exists(): return _table_rows(Path(grid))
     rows = []
-    for run in find_runs(grid):
-        history = read_metrics(run) if run.is_dir() else []
-        if not history: continue
-        arch, loss = split_run_name(run_name(run))
-        rows.append({"run": run_name(run), "arch": arch, "loss": loss, **history[-1]})
+    for path in find_runs(grid):
+        history = Run(path).metrics() if path.is_dir() else []
+        if history: rows.append({"run": run_name(path), **dict(zip(("arch", "loss"), split_run_name(run_name(path)))), **history[-1]})
     return rows
 
 def metrics_table(rows: list[dict], keys=("psnr", "ssim", "delta_e", "colorfulness", "baseline_psnr"), digits: int = 3) -> str:
@@ -123,139 +71,68 @@ def metrics_table(rows: list[dict], keys=("psnr", "ssim", "delta_e", "colorfulne
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in head) + " |" for r in rows]
     return "\n".join(lines)
 
-# %% ../nbs/10_gallery.ipynb #51ea82bf
-def _fake_picture(rng: np.random.Generator, size: int) -> np.ndarray:
-    "A smooth random colour picture with a few dark lines, HxWx3 uint8."
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    img = np.zeros((size, size, 3))
-    for c in range(3):
-        a, b, ph = rng.uniform(1, 4, 3)
-        img[..., c] = 0.5 + 0.4 * np.sin(a * math.pi * xx + b * math.pi * yy + ph * 3)
-    for _ in range(3):
-        k = rng.integers(1, size - 1)
-        img[k, :] = img[:, k] = 0.05
-    return (img.clip(0, 1) * 255).astype(np.uint8)
-
-def sample_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Image.Image:
-    "Tiles `(input, output, target)` per image (HxW or HxWx3 uint8) as one sample sheet: a row per image."
-    def rgb(a): return np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a
-    return Image.fromarray(np.concatenate([np.concatenate([rgb(t) for t in r], 1) for r in rows], 0))
-
-def fake_grid(out: str | Path, archs=("unet", "unet_att"), losses=("l1", "perceptual"), epochs: int = 3, n_images: int = 4,
-              size: int = 32, seed: int = 0, generators: bool = True) -> Path:
-    "A grid folder laid out like `grid.run_grid`'s, with made-up metrics and samples (no training)."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    targets = [_fake_picture(rng, size) for _ in range(n_images)]
-    grays = [np.asarray(Image.fromarray(t).convert("L")) for t in targets]
-    results = []
-    for i, (arch, loss) in enumerate((a, l) for a in archs for l in losses):
-        run = out / f"{arch}__{loss}"; (run / "samples").mkdir(parents=True, exist_ok=True)
-        config = {"data": "synthetic", "arch": arch, "loss": loss, "size": size, "epochs": epochs, "seed": seed, "input_mode": "gray", "fake": True}
-        (run / "config.json").write_text(json.dumps(config))
-        quality = 0.5 + 0.5 * rng.random()
-        with open(run / "metrics.jsonl", "w") as f:
-            for epoch in range(1, epochs + 1):
-                t = epoch / epochs
-                mix = min(1.0, 0.2 + quality * t)
-                outputs = [(mix * tg + (1 - mix) * np.repeat(g[..., None], 3, -1)).astype(np.uint8) for tg, g in zip(targets, grays)]
-                sample_sheet(list(zip(grays, outputs, targets))).save(run / "samples" / f"epoch_{epoch:03d}.png")
-                rec = {"epoch": epoch, "step": epoch * 10, "psnr": 18 + 8 * quality * t, "ssim": 0.6 + 0.3 * quality * t,
-                       "colorfulness": 20 + 10 * t, "delta_e": 20 - 10 * quality * t, "baseline_psnr": 18.0, "baseline_ssim": 0.6,
-                       "loss_g": 1.0 / (1 + 3 * quality * t), "loss_adv": 0.7, "loss_l1": 0.5 / (1 + 3 * quality * t),
-                       "loss_vgg": 0.0 if loss == "l1" else 0.3 / (1 + t), "loss_anime": 0.0, "loss_d": 0.69,
-                       "images_per_s": 100.0, "time_s": float(epoch)}
-                f.write(json.dumps(rec) + "\n")
-        if generators:
-            G = make_generator(arch, pretrained=False, width=8, depth=5)
-            save_generator(G, run, {"size": size, "input_mode": "gray", "out_ch": 3, "color_space": "rgb"})
-        results.append({"run": run.name, "arch": arch, "loss": loss, **{k: rec[k] for k in ("psnr", "ssim", "delta_e", "colorfulness", "baseline_psnr")}})
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(results[0])); w.writeheader(); w.writerows(results)
+# %% ../nbs/10_gallery.ipynb #5a0c11f3
+def _unique(names: list[str]) -> list[str]:
+    "Labels kept apart: a repeated name gets ' (2)', ' (3)', ..."
+    seen, out = {}, []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
     return out
 
+def _runs_below(folder: Path, depth: int) -> list[Path]:
+    "The run folders inside `folder`, looking `depth` levels down (sorted; a run's own subfolders are not searched)."
+    found = []
+    for p in sorted(q for q in folder.iterdir() if q.is_dir()):
+        if is_run(p): found.append(p)
+        elif depth > 1: found += _runs_below(p, depth - 1)
+    return found
+
+def browse_runs(path="runs",   # a run folder, a folder of runs or grids (default `runs/`), or a list of run folders / grids
+                depth: int = 2, # levels searched below a folder
+               ) -> dict[str, Path]:
+    "The run folders to browse, by label: their path under `path` (or the run name, for a list)."
+    if isinstance(path, (list, tuple)):
+        runs = [p for p in find_runs(*path) if p.is_dir()]
+        return dict(zip(_unique([run_name(p) for p in runs]), runs))
+    root = Path(path).expanduser()
+    if not root.is_dir(): raise UserError(f"{root}: no such folder of runs (train one first: mangacolor demo --out runs/demo)")
+    if is_run(root): return {root.name: root}
+    return {p.relative_to(root).as_posix(): p for p in _runs_below(root, depth)}
+
 # %% ../nbs/10_gallery.ipynb #1a1931bf
-_EPOCH_PNG = re.compile(r"epoch_(\d+)\.png$")
-
-def sample_epochs(run: str | Path) -> list[int]:
-    "The epochs that have a sample sheet in `run/samples/` (sorted); only lists the folder."
-    folder = Path(run) / "samples"
-    if not folder.is_dir(): return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _EPOCH_PNG.search(p.name)))
-
-def sample_path(run: str | Path, epoch: int) -> Path:
-    "The sample sheet of `run` at `epoch`."
-    return Path(run) / "samples" / f"epoch_{epoch:03d}.png"
-
 def split_sample(sheet: np.ndarray, columns: int = 3) -> list[tuple[np.ndarray, ...]]:
-    "A sample sheet (HxWx3) cut into rows of `columns` square tiles: `(input, output, target)` per image."
+    "A sample sheet (HxWx3: a label band, then rows of `columns` square tiles) cut into `(input, output, target)` per image."
     h, w = sheet.shape[:2]
     tile = w // columns
-    if tile == 0 or h % tile: raise UserError(f"sample sheet of {w}x{h} px is not rows of {columns} square tiles")
-    return [tuple(sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] for c in range(columns)) for r in range(h // tile)]
+    if tile == 0 or w % columns or h < tile: raise UserError(f"sample sheet of {w}x{h} px is not rows of {columns} square tiles")
+    band = h % tile
+    return [tuple(sheet[band + r * tile:band + (r + 1) * tile, c * tile:(c + 1) * tile] for c in range(columns)) for r in range(h // tile)]
 
 # %% ../nbs/10_gallery.ipynb #346c7ca2
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e": False}
 
-def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def pair_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     "PSNR, SSIM and ΔE of each image: `pred`, `target` (B,3,H,W) in [-1, 1] -> {name: (B,) tensor}."
     pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
     if pred.ndim == 3: pred, target = pred[None], target[None]
     return {name: f(pred, target).float().reshape(-1) for name, f in (("psnr", psnr), ("ssim", ssim), ("delta_e", delta_e))}
 
-# %% ../nbs/10_gallery.ipynb #16073dc4
-def checkpoint_of(run: str | Path) -> Path:
-    "The weights to load for `run`: a checkpoint file as given, else generator.safetensors, best.pt or last.pt."
-    run = Path(run)
-    if run.is_file(): return run
-    for c in (run / "generator.safetensors", run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"):
-        if c.exists(): return c
-    raise UserError(f"{run}: no generator.safetensors and no checkpoints/best.pt or last.pt to load")
-
-def run_checkpoints(run: str | Path) -> list[Path]:
-    "Every loadable weights file of `run` (generator.safetensors, checkpoints/*.pt)."
-    run = Path(run)
-    if run.is_file(): return [run]
-    found = [run / "generator.safetensors"] if (run / "generator.safetensors").exists() else []
-    return found + (sorted((run / "checkpoints").glob("*.pt")) if (run / "checkpoints").is_dir() else [])
-
-def load_run_generator(run: str | Path, device: str = "cpu"):
-    "(generator in eval mode, meta) of `run` via `models.load_generator`."
-    return load_generator(checkpoint_of(run), device=device)
-
-@torch.no_grad()
-def predict_rgb(G: torch.nn.Module, meta: dict, inp: torch.Tensor) -> torch.Tensor:
-    "RGB output in [-1, 1] of generator `G` for gray input `inp` (B,1,H,W), whatever its colour space."
-    p = next(G.parameters(), None)
-    x = inp.to(p.device if p is not None else "cpu")
-    return (network_rgb(G(x).float().cpu(), (inp.float().cpu() + 1) / 2, meta.get("color_space", "rgb")) * 2 - 1).clamp(-1, 1)
-
 # %% ../nbs/10_gallery.ipynb #15a4dd20
-def _as_pair(item):
-    "An (input, target) pair from a dataset item (tuple or dict)."
-    if isinstance(item, dict): return item.get("input", item.get("inp")), item.get("target", item.get("color"))
-    return item[0], item[1]
-
-def run_config(run: str | Path) -> dict:
-    "The run's `config.json` (for a checkpoint file: its run folder's), or {} when there is none."
-    run = Path(run)
-    folder = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
-    try: return json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError): return {}
+def _val_set(data: str, size: int, input_mode: str, seed: int):
+    "The validation dataset of `data` at `size` (splits seeded as in training)."
+    dm = SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0, cache=False, seed=seed)
+    return dm.dataset("val")
 
 def val_images(indices, size: int = 256, data: str = "synthetic", input_mode: str = "gray", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     "Inputs (B,1,H,W) and RGB targets (B,3,H,W) in [-1, 1] of the validation images at `indices` (`seed`: of the splits, as in training)."
-    indices = list(indices)
-    dm = SketchDataModule(data, batch_size=max(1, len(indices)), resize=(size, size), out_ch=3, input_mode=input_mode,
-                          num_workers=0, cache=False, seed=seed)
-    ds = dm.val_loader.dataset
-    pairs = [_as_pair(ds[i % len(ds)]) for i in indices]
+    ds = _val_set(data, size, input_mode, seed)
+    pairs = [ds[i % len(ds)] for i in indices]
     return torch.stack([p[0] for p in pairs]).float(), torch.stack([p[1] for p in pairs]).float()
 
 def val_size(data: str = "synthetic", size: int = 256, input_mode: str = "gray", seed: int = 0) -> int:
     "How many validation images `data` has."
-    dm = SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0, cache=False, seed=seed)
-    return len(dm.val_loader.dataset)
+    return len(_val_set(data, size, input_mode, seed))
 
 # %% ../nbs/10_gallery.ipynb #26095047
 @dataclass
@@ -271,47 +148,76 @@ class Comparison:
 
 SELECTIONS = ("seed", "worst", "best", "worst_best")
 
-def _unique(names: list[str]) -> list[str]:
-    "Column labels: a repeated name gets ' (2)', ' (3)', ..."
-    seen, out = {}, []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return out
-
-def _select_rows(scores: torch.Tensor, n: int, select: str, metric: str) -> list[int]:
+def _select_rows(scores: torch.Tensor, n: int, select: str, metric: str, seed: int = 0) -> list[int]:
     "Positions of the `n` rows wanted from per-image `scores` (pool,) of `metric`."
+    if select == "seed":
+        rows = list(range(len(scores)))
+        return rows if len(rows) <= n else sorted(np.random.default_rng(seed).choice(len(rows), n, replace=False).tolist())
     order = torch.argsort(scores, descending=not HIGHER_IS_BETTER.get(metric, True)).tolist()   # worst first
     if select == "worst": return order[:n]
     if select == "best": return order[::-1][:n]
     if select == "worst_best": return order[:n - n // 2] + order[::-1][:n // 2][::-1]
     raise UserError(f"select={select!r}: use {', '.join(map(repr, SELECTIONS))}")
 
+# %% ../nbs/10_gallery.ipynb #9c4f2e11
+def _tile(ax, img: np.ndarray, head: str = "", label: str = "", bold: bool = False, ylabel: str = ""):
+    "Draw one gallery tile into `ax`: the picture, a column head, a metrics label under it, a row label left of it."
+    ax.set_xticks([]); ax.set_yticks([])
+    for s in ax.spines.values(): s.set_visible(False)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest" if img.shape[0] < 128 else "antialiased")
+    if head: ax.set_title(head, fontsize=8)
+    if ylabel: ax.set_ylabel(ylabel, fontsize=8)
+    if label: ax.set_xlabel(label, fontsize=7, fontweight="bold" if bold else "normal")
+
 def _draw_comparison(inputs, outputs, targets, names, indices, metrics, title=None, tile_in: float = 1.7) -> Image.Image:
     "The gallery picture: rows of input | outputs | target, with labels and per-image metrics."
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     rows, cols = len(indices), len(names) + 2
-    fig = Figure(figsize=(tile_in * cols, tile_in * rows + 0.6 + 0.3 * exists(title)))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _figure(rows, cols, tile_in * cols, tile_in * rows + 0.6 + 0.3 * exists(title))
     for r in range(rows):
-        psnrs = [metrics[r][n]["psnr"] for n in names]
-        best = int(np.argmax(psnrs)) if psnrs else -1
-        cells = [(inputs[r], "input", "")] + [(outputs[k][r], names[k], f"PSNR {metrics[r][n]['psnr']:.1f}  ΔE {metrics[r][n]['delta_e']:.1f}")
-                                              for k, n in enumerate(names)] + [(targets[r], "target", "")]
-        for c, (img, head, label) in enumerate(cells):
-            ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
-            for s in ax.spines.values(): s.set_visible(False)
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest" if img.shape[0] < 128 else "antialiased")
-            if r == 0: ax.set_title(head, fontsize=8)
-            if c == 0: ax.set_ylabel(f"val #{indices[r]}", fontsize=8)
-            if label: ax.set_xlabel(label, fontsize=7, fontweight="bold" if c - 1 == best and len(names) > 1 else "normal")
+        best = int(np.argmax([metrics[r][n]["psnr"] for n in names])) if len(names) > 1 else -1
+        _tile(axes[r, 0], inputs[r], "input" if r == 0 else "", ylabel=f"val #{indices[r]}")
+        for k, n in enumerate(names):
+            _tile(axes[r, k + 1], outputs[k][r], n if r == 0 else "", f"PSNR {metrics[r][n]['psnr']:.1f}  ΔE {metrics[r][n]['delta_e']:.1f}", k == best)
+        _tile(axes[r, -1], targets[r], "target" if r == 0 else "")
     if title: fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100); buf.seek(0)
     return Image.open(buf).convert("RGB")
 
+def _figure(nrows: int, ncols: int, w: float, h: float):
+    "A pyplot-free matplotlib figure (works headless and in notebooks) and its axes grid."
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = Figure(figsize=(w, h)); FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+# %% ../nbs/10_gallery.ipynb #b3d9e014
+def _comparison_images(first: Path, images, n: int, select: str, seed: int, pool: int, data, size) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    "(dataset indices, inputs, targets) to compare on: `images` as given, else candidates from the first run's validation split."
+    if exists(images): return list(range(len(images[0]))), images[0], images[1]
+    G, config = load_generator(first), Run(run_folder(first)).config
+    size, data = default(size, int(G.meta.get("size") or config.get("size", 256))), default(data, config.get("data", "synthetic"))
+    mode, split_seed = G.input_mode, int(config.get("seed", 0))
+    if data != "synthetic" and not Path(data).exists(): raise UserError(f"dataset {data} (from {first}) not found: pass data= (--data) with its folder")
+    total = val_size(data, size, mode, split_seed)
+    k = n if select == "seed" else min(max(pool, n), total)
+    candidates = sorted(np.random.default_rng(seed).choice(total, size=min(k, total), replace=False).tolist())
+    return (candidates, *val_images(candidates, size, data, mode, split_seed))
+
+def _outputs(paths: list[Path], inputs: torch.Tensor, device: str, batch_size: int) -> list[torch.Tensor]:
+    "Each run's RGB output (B,3,H,W) in [-1, 1] for `inputs`, loading one generator at a time."
+    outputs = []
+    for path in tqdm(paths, desc="generators", leave=False, disable=len(paths) * len(inputs) < 64 or in_test()):
+        G = load_generator(path, device=device)
+        outputs.append(torch.cat([G.predict_rgb(chunk) for chunk in inputs.split(batch_size)]))
+        del G
+    return outputs
+
+def _uint8(t: torch.Tensor) -> np.ndarray:
+    "A (C,H,W) image in [-1, 1] as HxW or HxWx3 uint8."
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
+
+# %% ../nbs/10_gallery.ipynb #a7f2c016
 def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path or a list)
                  images=None, # (inputs (B,1,H,W), targets (B,3,H,W)) in [-1, 1]; None: validation images of `data`
                  n: int = 4, # rows
@@ -328,104 +234,101 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
                  ) -> Comparison:
     "Rows of the same images, columns input | each run's output | target, labelled with per-image metrics; saved as PNG."
     if select not in SELECTIONS: raise UserError(f"select={select!r}: use {', '.join(map(repr, SELECTIONS))}")
-    paths = find_runs(runs) if not isinstance(runs, (list, tuple)) else find_runs(*runs)
+    paths = find_runs(*runs) if isinstance(runs, (list, tuple)) else find_runs(runs)
     if not paths: raise UserError(f"{runs}: no runs to compare")
-    G, meta = load_run_generator(paths[0], device)
-    config = run_config(paths[0])
-    size = default(size, int(meta.get("size", config.get("size", 256))))
-    input_mode = meta.get("input_mode", config.get("input_mode", "gray"))
-    data, split_seed = default(data, config.get("data", "synthetic")), int(config.get("seed", 0))
-    if exists(images):
-        inputs, targets = images
-        candidates = list(range(len(inputs)))
-    else:
-        if data != "synthetic" and not Path(data).exists(): raise UserError(f"dataset {data} (from {paths[0]}) not found: pass data= (--data) with its folder")
-        total = val_size(data, size, input_mode, split_seed)
-        k = n if select == "seed" else min(max(pool, n), total)
-        candidates = sorted(np.random.default_rng(seed).choice(total, size=min(k, total), replace=False).tolist())
-        inputs, targets = val_images(candidates, size, data, input_mode, split_seed)
-    outputs = []   # one generator in memory at a time
-    for i, path in enumerate(tqdm(paths, desc="generators", leave=False, disable=len(paths) * len(inputs) < 64 or in_test())):
-        if i: G, meta = load_run_generator(path, device)
-        outputs.append(torch.cat([predict_rgb(G, meta, chunk) for chunk in inputs.split(batch_size)]))
-        del G
-    per_run = [image_metrics(o, targets) for o in outputs]
-    if select == "seed":
-        rows = list(range(len(candidates)))
-        if len(rows) > n: rows = sorted(np.random.default_rng(seed).choice(len(rows), n, replace=False).tolist())
-    else:
-        rows = _select_rows(torch.stack([m[metric] for m in per_run]).mean(0), min(n, len(candidates)), select, metric)
+    candidates, inputs, targets = _comparison_images(paths[0], images, n, select, seed, pool, data, size)
+    outputs = _outputs(paths, inputs, device, batch_size)
+    per_run = [pair_scores(o, targets) for o in outputs]
+    rows = _select_rows(torch.stack([m[metric] for m in per_run]).mean(0), min(n, len(candidates)), select, metric, seed)
     names = _unique([run_name(p) for p in paths])
     metrics = [{names[k]: {m: float(v[r]) for m, v in per_run[k].items()} for k in range(len(names))} for r in rows]
-    u8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
-    image = _draw_comparison([u8(inputs[r]) for r in rows], [[u8(o[r]) for r in rows] for o in outputs],
-                             [u8(targets[r]) for r in rows], names, [candidates[r] for r in rows], metrics, title)
+    image = _draw_comparison([_uint8(inputs[r]) for r in rows], [[_uint8(o[r]) for r in rows] for o in outputs],
+                             [_uint8(targets[r]) for r in rows], names, [candidates[r] for r in rows], metrics, title)
     if exists(out):
         out = Path(out); out.parent.mkdir(parents=True, exist_ok=True); image.save(out)
     return Comparison(image, names, [candidates[r] for r in rows], metrics, Path(out) if exists(out) else None)
 
 # %% ../nbs/10_gallery.ipynb #f94ca7a4
-def _figure(nrows: int, ncols: int, w: float, h: float):
-    "A pyplot-free matplotlib figure (works headless and in notebooks) and its axes grid."
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = Figure(figsize=(w, h)); FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+def _curve_panel(ax, histories: dict[str, list[dict]], key: str):
+    "One panel: `key` per epoch for every run, and the mean gray-input baseline dashed."
+    for name, h in histories.items():
+        pts = [(r["epoch"], r[key]) for r in h if r.get(key) is not None and "epoch" in r]
+        if pts: ax.plot(*zip(*pts), marker="o" if len(pts) < 12 else None, ms=3, label=name)
+    baseline = [r["baseline_" + key] for h in histories.values() for r in h if "baseline_" + key in r]
+    if baseline: ax.axhline(float(np.mean(baseline)), color="gray", ls="--", lw=1, label="gray input")
+    ax.set_title(key, fontsize=9); ax.set_xlabel("epoch", fontsize=8); ax.tick_params(labelsize=7); ax.grid(alpha=0.3)
+
+def _legend_below(fig, axes) -> int:
+    "One legend under the panels, with every label of every panel once; the number of labels."
+    handles, labels = [], []
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels: handles.append(h); labels.append(l)
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))), fontsize=7, frameon=False)
+    return len(labels)
 
 def plot_curves(runs, # grid folder, run folders (a path or a list)
                 keys=("loss_g", "loss_l1", "psnr", "ssim", "delta_e", "colorfulness"), # per-epoch quantities to plot
                 out: str | Path | None = None, # PNG to write
+                dpi: int = 100, # resolution of the PNG
                 ):
     "Per-epoch curves of `keys` for every run on shared axes, one panel per key; returns the matplotlib Figure."
-    paths = [p for p in (find_runs(runs) if not isinstance(runs, (list, tuple)) else find_runs(*runs)) if p.is_dir()]
-    histories = {run_name(p): read_metrics(p) for p in paths}
+    paths = [p for p in (find_runs(*runs) if isinstance(runs, (list, tuple)) else find_runs(runs)) if p.is_dir()]
+    histories = {run_name(p): Run(p).metrics() for p in paths}
     keys = [k for k in keys if any(k in r for h in histories.values() for r in h)]
     if not keys: raise UserError(f"{runs}: no metrics.jsonl records to plot")
     cols = min(3, len(keys)); rows = math.ceil(len(keys) / cols)
     fig, axes = _figure(rows, cols, 4 * cols, 2.8 * rows + 0.8)
-    for ax, key in zip(axes.flat, keys):
-        for name, h in histories.items():
-            pts = [(r["epoch"], r[key]) for r in h if key in r and r[key] is not None]
-            if pts: ax.plot(*zip(*pts), marker="o" if len(pts) < 12 else None, ms=3, label=name)
-        base = "baseline_" + key
-        bvals = [r[base] for h in histories.values() for r in h if base in r]
-        if bvals: ax.axhline(float(np.mean(bvals)), color="gray", ls="--", lw=1, label="gray input")
-        ax.set_title(key, fontsize=9); ax.set_xlabel("epoch", fontsize=8); ax.tick_params(labelsize=7); ax.grid(alpha=0.3)
+    for ax, key in zip(axes.flat, keys): _curve_panel(ax, histories, key)
     for ax in list(axes.flat)[len(keys):]: ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in list(axes.flat)[1:len(keys)]:
-        for hd, lb in zip(*ax.get_legend_handles_labels()):
-            if lb not in labels: handles.append(hd); labels.append(lb)
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 6), 1, 1))
-    if exists(out): fig.savefig(out, dpi=100)
+    n_labels = _legend_below(fig, list(axes.flat)[:len(keys)])
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (n_labels > 6), 1, 1))
+    if exists(out): fig.savefig(out, dpi=dpi)
     return fig
+
+# %% ../nbs/10_gallery.ipynb #3e9f5a18
+def _bar_panel(ax, rows: list[dict], key: str, archs: list[str], losses: list[str]):
+    "One panel of bars: `key` per architecture (groups) and loss (bars), the gray-input baseline dashed."
+    width = 0.8 / max(1, len(losses))
+    value = lambda a, l: next((float(r[key]) for r in rows if r["arch"] == a and r["loss"] == l and isinstance(r.get(key), (int, float))), np.nan)
+    for j, loss in enumerate(losses):
+        ax.bar(np.arange(len(archs)) + (j - (len(losses) - 1) / 2) * width, [value(a, loss) for a in archs], width, label=loss or "—")
+    baseline = [float(r["baseline_" + key]) for r in rows if isinstance(r.get("baseline_" + key), (int, float))]
+    if baseline: ax.axhline(np.mean(baseline), color="gray", ls="--", lw=1, label="gray input")
+    ax.set_title(f"{key} {'↑' if HIGHER_IS_BETTER.get(key, True) else '↓'}", fontsize=9)
+    ax.set_xticks(range(len(archs))); ax.set_xticklabels(archs, fontsize=7, rotation=20)
+    ax.tick_params(labelsize=7); ax.grid(axis="y", alpha=0.3)
 
 def plot_final_metrics(grid, # grid folder, or rows from `read_results`
                        keys=("psnr", "ssim", "delta_e", "colorfulness"), # final metrics to chart
                        out: str | Path | None = None, # PNG to write
+                       dpi: int = 100, # resolution of the PNG
                        ):
     "Bar charts of the grid's final metrics: groups per architecture, one bar per loss; returns the Figure."
     rows = grid if isinstance(grid, list) and (not grid or isinstance(grid[0], dict)) else read_results(grid)
     keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
     if not keys: raise UserError(f"{grid}: no final metrics to chart (results.csv or metrics.jsonl)")
-    archs = list(dict.fromkeys(r["arch"] for r in rows)); losses = list(dict.fromkeys(r["loss"] for r in rows))
+    archs, losses = list(dict.fromkeys(r["arch"] for r in rows)), list(dict.fromkeys(r["loss"] for r in rows))
     fig, axes = _figure(1, len(keys), 3.2 * len(keys), 3.2)
-    width = 0.8 / max(1, len(losses))
-    for ax, key in zip(axes.flat, keys):
-        for j, loss in enumerate(losses):
-            vals = [next((float(r[key]) for r in rows if r["arch"] == a and r["loss"] == loss and isinstance(r.get(key), (int, float))), np.nan) for a in archs]
-            ax.bar(np.arange(len(archs)) + (j - (len(losses) - 1) / 2) * width, vals, width, label=loss or "—")
-        bvals = [float(r["baseline_" + key]) for r in rows if isinstance(r.get("baseline_" + key), (int, float))]
-        if bvals: ax.axhline(np.mean(bvals), color="gray", ls="--", lw=1, label="gray input")
-        arrow = "↑" if HIGHER_IS_BETTER.get(key, True) else "↓"
-        ax.set_title(f"{key} {arrow}", fontsize=9); ax.set_xticks(range(len(archs))); ax.set_xticklabels(archs, fontsize=7, rotation=20)
-        ax.tick_params(labelsize=7); ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    for ax, key in zip(axes.flat, keys): _bar_panel(ax, rows, key, archs, losses)
+    _legend_below(fig, list(axes.flat)[:1])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    if exists(out): fig.savefig(out, dpi=100)
+    if exists(out): fig.savefig(out, dpi=dpi)
     return fig
+
+# %% ../nbs/10_gallery.ipynb #8e1b2f41
+def preview(picture, # a matplotlib Figure, a PIL image or a `Comparison`
+            width: int = 640, # widest it is shown, in px
+           ):
+    "A small PNG of `picture` for a notebook page (IPython `Image`)."
+    from IPython.display import Image as PNG
+    if isinstance(picture, Comparison): picture = picture.image
+    if not isinstance(picture, Image.Image):
+        buf = io.BytesIO(); picture.savefig(buf, format="png", dpi=100); picture = Image.open(buf)
+    picture = picture.convert("RGB")
+    if picture.width > width: picture = picture.resize((width, round(picture.height * width / picture.width)), Image.LANCZOS)
+    buf = io.BytesIO(); picture.quantize(128).save(buf, format="PNG", optimize=True)
+    return PNG(data=buf.getvalue())
 
 # %% ../nbs/10_gallery.ipynb #de79cc1d
 class LRUCache:
@@ -440,6 +343,46 @@ class LRUCache:
         if len(self.data) > self.maxsize: self.data.popitem(last=False)
         return value
     def __len__(self): return len(self.data)
+
+# %% ../nbs/10_gallery.ipynb #4d7b3f1a
+class RunSamples:
+    "Lazy, cached reading of the sample sheets, metrics and per-image scores of runs, by label."
+    def __init__(self, runs: dict[str, Path], # label -> run folder (from `browse_runs`)
+                 cache_size: int = 48):       # sample sheets kept decoded
+        self.runs, self.reads = dict(runs), 0
+        self._sheets, self._epochs, self._metrics, self._scores = LRUCache(cache_size), {}, {}, LRUCache(4096)
+    def refresh(self): self._epochs.clear()
+
+    def epochs(self, name: str) -> list[int]:
+        "Epochs with a sample sheet for run `name` (the folder is listed once, until `refresh`)."
+        if name not in self._epochs: self._epochs[name] = Run(self.runs[name]).sample_epochs()
+        return self._epochs[name]
+
+    def nearest_epoch(self, name: str, epoch: int) -> int | None:
+        "The latest epoch of run `name` up to `epoch` (its first when it has none before; None without samples)."
+        eps = self.epochs(name)
+        if not eps: return None
+        below = [e for e in eps if e <= epoch]
+        return below[-1] if below else eps[0]
+
+    def tiles(self, name: str, epoch: int) -> list[tuple[np.ndarray, ...]]:
+        "The (input, output, target) tiles of run `name` at `epoch`: decoded once, then from the LRU cache."
+        def read():
+            self.reads += 1
+            with Image.open(Run(self.runs[name]).sample_path(epoch)) as im: return split_sample(np.asarray(im.convert("RGB")))
+        return self._sheets.get((name, epoch), read)
+
+    def history(self, name: str) -> list[dict]:
+        "The run's metrics records, re-read only when `metrics.jsonl` changed."
+        path = self.runs[name] / "metrics.jsonl"
+        stamp = path.stat().st_mtime_ns if path.exists() else None
+        if name not in self._metrics or self._metrics[name][0] != stamp: self._metrics[name] = (stamp, Run(self.runs[name]).metrics())
+        return self._metrics[name][1]
+
+    def scores(self, key: tuple, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        "PSNR, SSIM and ΔE of one shown output, computed once per `key` (run, epoch, image)."
+        def compute(): return {k: float(v[0]) for k, v in pair_scores(img2tensor(output)[None], img2tensor(target)[None]).items()}
+        return self._scores.get(key, compute)
 
 # %% ../nbs/10_gallery.ipynb #f7503f3f
 def _font(size: int = 12):
@@ -474,155 +417,161 @@ def wipe(before: np.ndarray, after: np.ndarray, position: float, height: int = 2
 
 # %% ../nbs/10_gallery.ipynb #e1446cc3
 def colorize_page(page: Image.Image, checkpoint: str | Path, device: str = "cpu", _cache=LRUCache(2)) -> Image.Image:
-    "`page` colorized with the generator in `checkpoint` via `colorize.Colorizer`."
-    colorizer = _cache.get(("colorizer", str(checkpoint), device), lambda: Colorizer.from_checkpoint(checkpoint, device=device))
+    "`page` colorized with the generator in `checkpoint` (a run folder or weights file) via `colorize.Colorizer`."
+    colorizer = _cache.get(("colorizer", str(checkpoint), device), lambda: Colorizer(checkpoint, device=device))
     return colorizer.colorize(page)
+
+def save_page(page: Image.Image, name: str, folder: str | Path = "colorized") -> Path:
+    "Write `page` as `folder/<name's stem>.png`, or `<stem>-2.png`, ... : the first name not taken (never over a file)."
+    folder = Path(folder).expanduser(); folder.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "page"
+    for i in range(1, 10_000):
+        path = folder / (f"{stem}.png" if i == 1 else f"{stem}-{i}.png")
+        try:
+            with open(path, "xb") as f: page.save(f, format="PNG")   # "x": fails on an existing file instead of replacing it
+            return path
+        except FileExistsError: continue
+    raise UserError(f"{folder}: no free name for {stem}.png (clear the folder)")
 
 # %% ../nbs/10_gallery.ipynb #2ce9c0c4
 class ResultsBrowser:
-    "An ipywidgets app over a grid or runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page."
-    def __init__(self, path, # grid folder, run folders or a list of them
-                 cache_size: int = 48, # sample sheets kept decoded
-                 height: int = 192, # display height of a tile in px
+    "An ipywidgets app over runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page and save it."
+    def __init__(self, path=None,              # a folder of runs and grids (default `runs/`, or `../runs` from `nbs/`), a run or grid folder, or a list
+                 cache_size: int = 48,         # sample sheets kept decoded
+                 height: int = 192,            # display height of a tile in px
+                 save_to: str | Path = "colorized", # folder the save button writes colorized pages to
+                 page_width: int = 1024,       # widest display of a colorized page in px
                  ):
+        path = path if path is not None else next((p for p in (Path("runs"), Path("../runs")) if p.is_dir()), Path("runs"))
+        runs = browse_runs(path)
+        if not runs: raise UserError(f"{path}: no run folders to browse (train one first: mangacolor demo --out runs/demo)")
+        self.samples, self.runs, self.by_name = RunSamples(runs, cache_size), list(runs.values()), runs
+        self.height, self.save_to, self.page_width, self._quiet, self._result = height, Path(save_to), page_width, False, None
+        self._build()
+        self._on_run()
+
+    @property
+    def reads(self) -> int: return self.samples.reads
+    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+    def _build(self):
         import ipywidgets as W
-        self.runs = [p for p in (find_runs(*path) if isinstance(path, (list, tuple)) else find_runs(path)) if p.is_dir()]
-        if not self.runs: raise UserError(f"{path}: no run folders to browse")
-        self.by_name = {run_name(p): p for p in self.runs}
-        self.height, self.reads, self._quiet = height, 0, False
-        self._sheets, self._epochs, self._metrics, self._scores = LRUCache(cache_size), {}, {}, LRUCache(4096)
-        names = list(self.by_name)
-        style = {"description_width": "90px"}
+        names, style = list(self.by_name), {"description_width": "90px"}
         self.run = W.Dropdown(options=names, value=names[0], description="run", style=style)
         self.others = W.SelectMultiple(options=names, value=(), description="compare with", rows=min(6, len(names)), style=style)
         self.epoch = W.SelectionSlider(options=[0], description="epoch", continuous_update=False, style=style)
         self.image = W.IntSlider(0, 0, 0, description="image", style=style)
         self.position = W.FloatSlider(value=0.5, min=0, max=1, step=0.01, description="wipe", readout=False, style=style)
-        self.view, self.wipe_view = W.Image(format="png"), W.Image(format="png")
-        self.view.add_class("mc-view"); self.wipe_view.add_class("mc-wipe"); self.run.add_class("mc-run"); self.others.add_class("mc-others")
-        self.info, self.status = W.HTML(), W.HTML()
+        self.view, self.wipe_view, self.info, self.status = W.Image(format="png"), W.Image(format="png"), W.HTML(), W.HTML()
         self.checkpoint = W.Dropdown(description="checkpoint", style=style)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="page")
         self.go = W.Button(description="Colorize page", icon="paint-brush")
-        self.page_view = W.Image(format="png", layout=W.Layout(display="none"))
-        self.upload.add_class("mc-upload"); self.go.add_class("mc-colorize"); self.page_view.add_class("mc-page")
+        self.save = W.Button(description="Save", icon="save", disabled=True, tooltip=f"write the colorized page to {self.save_to}/")
+        self.page_view = W.Image(format="png", layout=W.Layout(display="none", max_width="100%", height="auto"))
         self.refresh = W.Button(description="Refresh", tooltip="list new epochs of runs still training", layout=W.Layout(width="90px"))
+        for w, c in ((self.view, "mc-view"), (self.wipe_view, "mc-wipe"), (self.run, "mc-run"), (self.others, "mc-others"),
+                     (self.upload, "mc-upload"), (self.go, "mc-colorize"), (self.save, "mc-save"), (self.page_view, "mc-page")): w.add_class(c)
         self.run.observe(self._on_run, "value"); self.refresh.on_click(lambda _: self._on_run())
         for w in (self.others, self.epoch, self.image): w.observe(self._update, "value")
         self.position.observe(self._update_wipe, "value")
-        self.go.on_click(self._colorize)
-        self.widget = W.VBox([
-            W.HBox([W.VBox([self.run, self.epoch, self.image]), self.others, self.refresh]),
-            self.view,
-            W.HBox([W.VBox([self.wipe_view, self.position]), self.info]),
-            W.HBox([self.checkpoint, self.upload, self.go]), self.status, self.page_view])
-        self._on_run()
+        self.go.on_click(lambda _: self._colorize()); self.save.on_click(lambda _: self._save())   # defined below
+        self.widget = W.VBox([W.HBox([W.VBox([self.run, self.epoch, self.image]), self.others, self.refresh]), self.view,
+                              W.HBox([W.VBox([self.wipe_view, self.position]), self.info]),
+                              W.HBox([self.checkpoint, self.upload, self.go, self.save]), self.status, self.page_view])
 
-    # --- lazy, cached reading ---
-    def epochs(self, name: str) -> list[int]:
-        "Epochs with a sample sheet for run `name` (the folder is listed once, until Refresh)."
-        if name not in self._epochs: self._epochs[name] = sample_epochs(self.by_name[name])
-        return self._epochs[name]
+# %% ../nbs/10_gallery.ipynb #5c3a8d21
+@patch
+def _on_run(self: ResultsBrowser, change=None):
+    "A run was chosen (or Refresh pressed: `change` is None): its epochs and checkpoints, then the view."
+    if change is None: self.samples.refresh()
+    name = self.run.value
+    eps = self.samples.epochs(name) or [0]
+    keep = self.epoch.value if self.epoch.value in eps else eps[-1]
+    self._quiet = True   # setting options fires value changes: draw once, afterwards
+    try: self.epoch.options = eps; self.epoch.value = keep
+    finally: self._quiet = False
+    folder = self.by_name[name]
+    self.checkpoint.options = [(str(c.relative_to(folder)), str(c)) for c in Run(folder).checkpoints()] or [("(no checkpoint yet)", "")]
+    self.checkpoint.value = self.checkpoint.options[0][1]
+    self._update()
 
-    def tiles(self, name: str, epoch: int) -> list[tuple[np.ndarray, ...]]:
-        "The (input, output, target) tiles of run `name` at `epoch`: decoded once, then from the LRU cache."
-        def read():
-            self.reads += 1
-            with Image.open(sample_path(self.by_name[name], epoch)) as im: return split_sample(np.asarray(im.convert("RGB")))
-        return self._sheets.get((name, epoch), read)
+@patch
+def shown(self: ResultsBrowser) -> tuple[list[np.ndarray], list[str], list[tuple]]:
+    "The tiles and labels now shown (input, the selected runs' outputs, target) and each output's (run, epoch, image) key."
+    names = [self.run.value] + [n for n in self.others.value if n != self.run.value]
+    tiles, labels, keys, first = [], [], [], None
+    for name in names:
+        epoch = self.samples.nearest_epoch(name, self.epoch.value)
+        if epoch is None: continue
+        rows = self.samples.tiles(name, epoch)
+        index = min(self.image.value, len(rows) - 1)
+        first = first or rows[index]
+        tiles.append(rows[index][1]); labels.append(f"{name} @{epoch}"); keys.append((name, epoch, index))
+    if first is None: return [], [], []
+    return [first[0], *tiles, first[2]], ["input", *labels, "target"], keys
 
-    def history(self, name: str) -> list[dict]:
-        "The run's metrics.jsonl records, re-read only when the file changed."
-        path = self.by_name[name] / "metrics.jsonl"
-        stamp = path.stat().st_mtime_ns if path.exists() else None
-        if name not in self._metrics or self._metrics[name][0] != stamp: self._metrics[name] = (stamp, read_metrics(self.by_name[name]))
-        return self._metrics[name][1]
+# %% ../nbs/10_gallery.ipynb #8f2b6d44
+@patch
+def _info(self: ResultsBrowser, name: str, epoch: int, tiles: list, labels: list, keys: list) -> str:
+    "HTML: per-output PSNR, SSIM and ΔE of the image shown, and the run's validation metrics at `epoch`."
+    td, rows = "<td style='padding:1px 8px'>", ""
+    for key, label, out in zip(keys, labels[1:-1], tiles[1:-1]):
+        m = self.samples.scores(key, out, tiles[-1])
+        rows += f"<tr>{td}{label}</td>{td}{m['psnr']:.2f}</td>{td}{m['ssim']:.3f}</td>{td}{m['delta_e']:.2f}</td></tr>"
+    rec = next((r for r in self.samples.history(name) if r.get("epoch") == epoch), {})
+    summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g", "loss_l1") if isinstance(rec.get(k), (int, float)))
+    return (f"<b>image {self.image.value}, epoch {epoch}</b><table><tr><th>run</th><th>PSNR</th><th>SSIM</th><th>ΔE</th></tr>{rows}</table>"
+            f"<small>{name} val set at epoch {epoch}: {summary or 'no metrics'}</small>")
 
-    def _nearest_epoch(self, name: str, epoch: int) -> int | None:
-        eps = self.epochs(name)
-        if not eps: return None
-        below = [e for e in eps if e <= epoch]
-        return below[-1] if below else eps[0]
-
-    # --- callbacks ---
-    def _on_run(self, change=None):
-        if change is None: self._epochs.clear()
-        name = self.run.value
-        eps = self.epochs(name) or [0]
-        keep = self.epoch.value if self.epoch.value in eps else eps[-1]
-        self._quiet = True   # setting options fires value changes: draw once, afterwards
-        try: self.epoch.options = eps; self.epoch.value = keep
+@patch
+def _update(self: ResultsBrowser, change=None):
+    "Redraw the view, the wipe and the scores."
+    if self._quiet: return
+    name = self.run.value
+    epoch = self.samples.nearest_epoch(name, self.epoch.value)
+    if epoch is None:
+        self.view.value = b""; self.info.value = f"<i>{name}: no samples/epoch_NNN.png yet</i>"; return
+    n_rows = len(self.samples.tiles(name, epoch))
+    if self.image.max != n_rows - 1:
+        self._quiet = True
+        try: self.image.max = n_rows - 1
         finally: self._quiet = False
-        ckpts = run_checkpoints(self.by_name[name])
-        self.checkpoint.options = [(str(c.relative_to(self.by_name[name])), str(c)) for c in ckpts] or [("(no checkpoint yet)", "")]
-        self.checkpoint.value = self.checkpoint.options[0][1]
-        self._update()
+    tiles, labels, keys = self.shown()
+    self.view.value = _png(_labelled_strip(tiles, labels, self.height))
+    self._update_wipe()
+    self.info.value = self._info(name, epoch, tiles, labels, keys)
 
-    def shown(self) -> tuple[list[np.ndarray], list[str], list[tuple]]:
-        "The tiles and labels now shown (input, the selected runs' outputs, target) and each output's (run, epoch, image) key."
-        names = [self.run.value] + [n for n in self.others.value if n != self.run.value]
-        tiles, labels, keys, first = [], [], [], None
-        for name in names:
-            epoch = self._nearest_epoch(name, self.epoch.value)
-            if epoch is None: continue
-            rows = self.tiles(name, epoch)
-            index = min(self.image.value, len(rows) - 1)
-            if first is None: first = rows[index]
-            tiles.append(rows[index][1]); labels.append(f"{name} @{epoch}"); keys.append((name, epoch, index))
-        if first is None: return [], [], []
-        return [first[0], *tiles, first[2]], ["input", *labels, "target"], keys
+@patch
+def _update_wipe(self: ResultsBrowser, change=None):
+    "Redraw the before/after wipe of the input and the chosen run's output."
+    tiles = self.shown()[0]
+    if tiles: self.wipe_view.value = _png(wipe(tiles[0], tiles[1], self.position.value, self.height))
 
-    def scores(self, key: tuple, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        "PSNR, SSIM and ΔE of one shown output, computed once per (run, epoch, image)."
-        def compute():
-            m = image_metrics(img2tensor(output)[None], img2tensor(target)[None])
-            return {k: float(v[0]) for k, v in m.items()}
-        return self._scores.get(key, compute)
+# %% ../nbs/10_gallery.ipynb #9d3e7a55
+@patch
+def _colorize(self: ResultsBrowser, _=None):
+    "Colorize the uploaded page with the chosen checkpoint and show it."
+    if not self.upload.value: self.status.value = "<i>choose a page first</i>"; return
+    if not self.checkpoint.value: self.status.value = "<i>this run has no checkpoint yet</i>"; return
+    item, self._result, self.save.disabled = self.upload.value[0], None, True
+    try:
+        page = Image.open(io.BytesIO(bytes(item["content"]))).convert("RGB")
+        self.status.value = f"colorizing {item['name']} ({page.width}x{page.height})…"
+        result = colorize_page(page, self.checkpoint.value)
+    except Exception as e:   # a bad upload is the user's, shown in the app rather than raised into the kernel
+        self.status.value = f"<span style='color:#b00'>could not colorize {item['name']}: {e}</span>"; return
+    self.page_view.value = _png(result)
+    self.page_view.width = str(min(self.page_width, result.width))   # full resolution in the PNG, shown at most page_width wide
+    self.page_view.layout.display = None
+    self._result, self.save.disabled = (result, item["name"]), False
+    self.status.value = f"{item['name']} colorized with {self.run.value}/{self.checkpoint.label}"
 
-    def _update(self, change=None):
-        if self._quiet: return
-        name = self.run.value
-        epoch = self._nearest_epoch(name, self.epoch.value)
-        if epoch is None:
-            self.view.value = b""; self.info.value = f"<i>{name}: no samples/epoch_NNN.png yet</i>"; return
-        n_rows = len(self.tiles(name, epoch))
-        if self.image.max != n_rows - 1:
-            self._quiet = True
-            try: self.image.max = n_rows - 1
-            finally: self._quiet = False
-        tiles, labels, keys = self.shown()
-        self.view.value = _png(_labelled_strip(tiles, labels, self.height))
-        self._update_wipe()
-        td, rows = "<td style='padding:1px 8px'>", ""
-        for key, label, out in zip(keys, labels[1:-1], tiles[1:-1]):
-            m = self.scores(key, out, tiles[-1])
-            rows += f"<tr>{td}{label}</td>{td}{m['psnr']:.2f}</td>{td}{m['ssim']:.3f}</td>{td}{m['delta_e']:.2f}</td></tr>"
-        rec = next((r for r in self.history(name) if r.get("epoch") == epoch), {})
-        summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g", "loss_l1") if isinstance(rec.get(k), (int, float)))
-        self.info.value = (f"<b>image {self.image.value}, epoch {epoch}</b><table><tr><th>run</th><th>PSNR</th><th>SSIM</th><th>ΔE</th></tr>{rows}</table>"
-                           f"<small>{name} val set at epoch {epoch}: {summary or 'no metrics'}</small>")
-
-    def _update_wipe(self, change=None):
-        tiles = self.shown()[0]
-        if tiles: self.wipe_view.value = _png(wipe(tiles[0], tiles[1], self.position.value, self.height))
-
-    def _colorize(self, _=None):
-        if not self.upload.value: self.status.value = "<i>choose a page first</i>"; return
-        if not self.checkpoint.value: self.status.value = "<i>this run has no checkpoint yet</i>"; return
-        item = self.upload.value[0]
-        try:
-            page = Image.open(io.BytesIO(bytes(item["content"]))).convert("RGB")
-            self.status.value = f"colorizing {item['name']} ({page.width}x{page.height})…"
-            result = colorize_page(page, self.checkpoint.value)
-            scale = min(1.0, 2 * self.height / result.height, 800 / result.width)
-            self.page_view.value = _png(result)
-            self.page_view.width, self.page_view.height = str(round(result.width * scale)), str(round(result.height * scale))
-            self.page_view.layout.display = None
-            self.status.value = f"{item['name']} colorized with {self.run.value}/{self.checkpoint.label}"
-        except Exception as e:   # a bad upload is the user's, shown in the app rather than raised into the kernel
-            self.status.value = f"<span style='color:#b00'>could not colorize {item['name']}: {e}</span>"
-
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+@patch
+def _save(self: ResultsBrowser, _=None):
+    "Write the colorized page under `save_to` (a name not taken yet) and say where."
+    if self._result is None: self.status.value = "<i>colorize a page first</i>"; return
+    path = save_page(*self._result, self.save_to)
+    self.status.value = f"saved {path.resolve()}"
 
 # %% ../nbs/10_gallery.ipynb #8df9689d
 def run_gallery(args) -> int:

@@ -18,26 +18,18 @@ from PIL import Image, ImageDraw
 from .core import UserError, tensor2uint8
 from .data import SketchDataModule
 from .losses import LOSSES
-from .metrics import prediction_to_rgb
-from .models import GENERATORS, load_generator
-from .train import (RESUME_CHANGEABLE, TrainConfig, _accepted, _as_pair, add_config_arguments, check_out_vs_data, given_options,
-                                      load_checkpoint, train)
+from .models import GENERATORS
+from .runs import Run, check_out_vs_data, load_generator
+from .train import RESUME_CHANGEABLE, TrainConfig, add_config_arguments, given_options, train
 
 # %% auto #0
-__all__ = ['SHARED_KEYS', 'RESULT_KEYS', 'cell_name', 'cell_status', 'cell_result', 'write_results', 'comparison_gallery',
-           'run_grid', 'train_step_flops', 'run_grid_command', 'add_commands']
+__all__ = ['SHARED_KEYS', 'RESULT_KEYS', 'cell_name', 'cell_result', 'write_results', 'val_batch', 'comparison_gallery',
+           'run_cell', 'run_grid', 'train_step_flops', 'run_grid_command', 'add_commands']
 
 # %% ../nbs/08_grid.ipynb #bd059fd7
 def cell_name(arch: str, loss: str) -> str:
     "Folder name of a grid cell: `<arch>__<loss>`."
     return f"{arch}__{loss}"
-
-def cell_status(cell: str | Path, epochs: int) -> str:
-    "'done', 'partial' or 'new' for the run folder `cell` and an epoch budget."
-    last = Path(cell) / "checkpoints" / "last.pt"
-    if not last.exists(): return "new"
-    state = load_checkpoint(last)
-    return "done" if state["epoch"] >= epochs and state["data"]["batches_done"] == 0 else "partial"
 
 SHARED_KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("arch", "loss", "out", "kind", *RESUME_CHANGEABLE)]
 
@@ -60,18 +52,19 @@ RESULT_KEYS = ("run", "arch", "loss", "status", "epochs", "steps", "psnr", "ssim
 def cell_result(cell: str | Path, status: str = "") -> dict:
     "One results row from a finished cell's metrics.jsonl and generator."
     cell = Path(cell)
-    lines = [json.loads(l) for l in (cell / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    if not lines: raise UserError(f"{cell}: no metrics.jsonl records; train the cell first")
+    records = Run(cell).metrics()
+    if not records: raise UserError(f"{cell}: no metrics.jsonl records; train the cell first")
     arch, _, loss = cell.name.partition("__")
-    last, best = lines[-1], max(lines, key=lambda r: r["psnr"])
-    G, _ = load_generator(cell)
+    nan = float("nan")
+    last, best = records[-1], max(records, key=lambda r: r.get("psnr", -np.inf))
+    G = load_generator(cell).module
     params = sum(p.numel() for p in G.parameters())
     trainable = sum(p.numel() for n, p in G.named_parameters() if not n.startswith("extractor."))
-    return {"run": cell.name, "arch": arch, "loss": loss, "status": status, "epochs": last["epoch"], "steps": last["step"],
-            **{k: last[k] for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim")},
-            "best_psnr": best["psnr"], "best_epoch": best["epoch"], "best_ssim": max(r["ssim"] for r in lines),
-            "params_m": params / 1e6, "trainable_m": trainable / 1e6, "train_time_s": last["time_s"],
-            "images_per_s": float(np.mean([r["images_per_s"] for r in lines]))}
+    return {"run": cell.name, "arch": arch, "loss": loss, "status": status, "epochs": last.get("epoch"), "steps": last.get("step"),
+            **{k: last.get(k, nan) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim")},
+            "best_psnr": best.get("psnr", nan), "best_epoch": best.get("epoch"), "best_ssim": max(r.get("ssim", nan) for r in records),
+            "params_m": params / 1e6, "trainable_m": trainable / 1e6, "train_time_s": last.get("time_s", nan),
+            "images_per_s": float(np.mean([r.get("images_per_s", nan) for r in records]))}
 
 def write_results(out: str | Path, rows: list[dict]) -> tuple[Path, Path]:
     "`results.csv` (every key) and `results.md` (a readable table) in `out`."
@@ -94,26 +87,36 @@ def _label(img: Image.Image, text: str, height: int = 14) -> Image.Image:
     ImageDraw.Draw(canvas).text((2, 1), text[: max(1, img.width // 6)], fill="black")
     return canvas
 
+def val_batch(base: TrainConfig, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    "The first `n` validation images of the grid's data as (gray (n,1,H,W), colour (n,3,H,W)) in [-1, 1], the split as training makes it."
+    options = dict(batch_size=n, resize=(base.size, base.size), out_ch=3, input_mode=base.input_mode, seed=base.seed, num_workers=0)
+    if base.data == "synthetic": options["synthetic_n"] = (max(1000, base.limit or 0), max(100, base.val_limit or 0), 100)
+    gray, color = next(iter(SketchDataModule(base.data, **options).val_loader))
+    return gray[:n].float(), color[:n].float()
+
 def comparison_gallery(cells: list[str | Path], # run folders, one column each
                        base: TrainConfig,       # the shared config (data, size, input mode, seed)
                        n: int = 6,              # validation images (rows)
                       ) -> Image.Image:
     "Input | target | each cell's output for the first `n` validation images."
-    kwargs = dict(batch_size=n, resize=(base.size, base.size), out_ch=3, input_mode=base.input_mode, seed=base.seed, num_workers=0)
-    if base.data == "synthetic": kwargs["synthetic_n"] = (max(1000, base.limit or 0), max(100, base.val_limit or 0), 100)
-    dm = SketchDataModule(base.data, **_accepted(SketchDataModule, kwargs))
-    inp, target = _as_pair(next(iter(dm.val_loader)))
-    inp, target = inp[:n].float(), target[:n].float()
+    inp, target = val_batch(base, n)
     def column(t): return Image.fromarray(tensor2uint8(torch.cat(list(t.expand(-1, 3, -1, -1)), dim=-2)))
     columns = [_label(column(inp), "input"), _label(column(target), "target")]
-    for cell in cells:
-        G, _ = load_generator(cell)
-        with torch.no_grad(): out = prediction_to_rgb(inp, G(inp).float()).clamp(-1, 1)
-        columns.append(_label(column(out), Path(cell).name))
+    for cell in cells: columns.append(_label(column(load_generator(cell).predict_rgb(inp)), Path(cell).name))
     sheet = Image.new("RGB", (sum(c.width for c in columns), columns[0].height), "white")
     x = 0
     for c in columns: sheet.paste(c, (x, 0)); x += c.width
     return sheet
+
+# %% ../nbs/08_grid.ipynb #3c1f9e02
+_DID = {"done": "skipped", "partial": "resumed", "new": "trained"}
+
+def run_cell(config: TrainConfig, callbacks=(), verbose: bool = True) -> dict:
+    "Train the cell `config.out` up to `config.epochs` (skip it when done, resume it when partial); its results row."
+    status = Run(config.out).status(config.epochs)
+    if verbose: print(f"{Path(config.out).name}: {'skipped (done)' if status == 'done' else 'resuming' if status == 'partial' else 'training'}", file=sys.stderr)
+    if status != "done": train(config, resume=status == "partial", overwrite=status == "new", callbacks=callbacks)
+    return cell_result(config.out, _DID[status])
 
 # %% ../nbs/08_grid.ipynb #1d1a1e28
 def run_grid(archs=tuple(GENERATORS),      # generator names
@@ -133,17 +136,9 @@ def run_grid(archs=tuple(GENERATORS),      # generator names
     check_out_vs_data(out, base.data)             # before anything is written: the grid's cells may not land in the data
     out.mkdir(parents=True, exist_ok=True)
     _check_grid_file(out, archs, losses, base)
-    rows, cells = [], []
-    for arch in archs:
-        for loss in losses:
-            cell = out / cell_name(arch, loss)
-            config = dataclasses.replace(base, arch=arch, loss=loss, out=str(cell))
-            status = cell_status(cell, base.epochs)
-            if verbose: print(f"{cell.name}: {'skipped (done)' if status == 'done' else 'resuming' if status == 'partial' else 'training'}", file=sys.stderr)
-            if status != "done":
-                train(config, resume=status == "partial", overwrite=status == "new", callbacks=callbacks)
-            rows.append(cell_result(cell, "skipped" if status == "done" else "resumed" if status == "partial" else "trained"))
-            cells.append(cell)
+    cells = [out / cell_name(arch, loss) for arch in archs for loss in losses]
+    rows = [run_cell(dataclasses.replace(base, arch=arch, loss=loss, out=str(cell)), callbacks, verbose)
+            for (arch, loss), cell in zip(((a, l) for a in archs for l in losses), cells)]
     write_results(out, rows)
     comparison_gallery(cells, base, gallery_images).save(out / "gallery.png")
     return rows

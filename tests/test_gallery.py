@@ -1,4 +1,4 @@
-"Tests of manga_colorization.gallery over fake run folders (no training): discovery, metrics, galleries, plots, browser reads."
+"Tests of manga_colorization.gallery over fake run folders (tests/fakes.py, no training): discovery, metrics, galleries, plots, browser reads."
 import json
 
 import numpy as np
@@ -8,8 +8,10 @@ from PIL import Image
 
 import manga_colorization.gallery as gallery
 from manga_colorization.core import UserError, img2tensor, rgb_to_gray
-from manga_colorization.gallery import (LRUCache, ResultsBrowser, compare_grid, fake_grid, find_runs, plot_curves,
-                                        plot_final_metrics, read_results, run_name, sample_epochs)
+from manga_colorization.gallery import LRUCache, ResultsBrowser, browse_runs, compare_grid, plot_curves, plot_final_metrics, read_results
+from manga_colorization.runs import LoadedGenerator, Run, TorchRunner, find_runs, run_name
+
+from fakes import fake_grid, fake_run
 
 
 class GrayCopy(torch.nn.Module):
@@ -85,7 +87,7 @@ def test_browser_reads_lazily_on_12x50(big_grid, count_opens):
 def test_browser_cache_evicts(big_grid, count_opens):
     b = ResultsBrowser(big_grid, cache_size=2)
     for epoch in (1, 2, 3, 1): b.epoch.value = epoch   # 1 was evicted by 2, 3: read again
-    assert len(count_opens) == 5 and len(b._sheets) == 2
+    assert len(count_opens) == 5 and len(b.samples._sheets) == 2
 
 
 def test_browser_shows_epoch_metrics_and_new_epochs(tmp_path):
@@ -102,7 +104,7 @@ def test_browser_shows_epoch_metrics_and_new_epochs(tmp_path):
 def test_compare_grid_worst_first_and_labels(tmp_path, monkeypatch):
     grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=16, generators=False)
     models = {"unet__l1": GrayCopy(0.0), "unet__perceptual": GrayCopy(0.3)}
-    monkeypatch.setattr(gallery, "load_run_generator", lambda run, device="cpu": (models[run.name], {"size": 16}))
+    monkeypatch.setattr(gallery, "load_generator", lambda run, device="cpu": LoadedGenerator(TorchRunner(models[run.name], "cpu"), {}, {"size": 16}))
     rng = np.random.default_rng(0)
     targets = torch.stack([img2tensor(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(6)])
     targets[2] = rgb_to_gray(targets[2]).expand(3, -1, -1)   # a gray picture: the gray copy is perfect there
@@ -131,10 +133,10 @@ def test_plots(tmp_path):
 
 
 def test_colorize_page_through_colorizer(tmp_path, monkeypatch):
-    loaded = []
-    def from_checkpoint(path, device=None):   # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
-        loaded.append(path); return gallery.Colorizer(GrayCopy(0.5), {"size": 16}, device="cpu", color_threshold=None)
-    monkeypatch.setattr(gallery.Colorizer, "from_checkpoint", from_checkpoint)
+    loaded, real = [], gallery.Colorizer
+    def colorizer(path, device=None):   # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
+        loaded.append(path); return real(LoadedGenerator(TorchRunner(GrayCopy(0.5), "cpu"), {}, {"size": 16}), color_threshold=None)
+    monkeypatch.setattr(gallery, "Colorizer", colorizer)
     page = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8))
     out = gallery.colorize_page(page, tmp_path / "x.safetensors", _cache=LRUCache(1))
     assert out.size == page.size and out.mode == "RGB"
@@ -158,7 +160,41 @@ def test_cli_gallery_on_grid_with_generators(tmp_path):
 def test_sample_epochs_ignores_other_files(tmp_path):
     run = tmp_path / "r"; (run / "samples").mkdir(parents=True)
     for n in ("epoch_002.png", "epoch_010.png", "epoch_001.png", "notes.txt", "epoch_x.png"): (run / "samples" / n).write_bytes(b"")
-    assert sample_epochs(run) == [1, 2, 10]
+    assert Run(run).sample_epochs() == [1, 2, 10]
+
+
+def test_browser_default_looks_under_runs(tmp_path, monkeypatch):
+    "ResultsBrowser() with no argument: every run under ./runs, the demo and each grid's cells, labelled by their path."
+    fake_run(tmp_path / "runs" / "demo", epochs=1, size=8, generator=False)
+    fake_grid(tmp_path / "runs" / "grid", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=8, generators=False)
+    fake_run(tmp_path / "runs" / "old" / "grid2" / "unet__l1", epochs=1, size=8, generator=False)   # three levels down: not searched
+    monkeypatch.chdir(tmp_path)
+    b = ResultsBrowser()
+    assert list(b.by_name) == ["demo", "grid/unet__l1", "grid/unet__perceptual"]
+    assert list(browse_runs("runs", depth=3))[-1] == "old/grid2/unet__l1"
+    b.run.value = "grid/unet__perceptual"
+    assert b.reads == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no run folders to browse"): ResultsBrowser(tmp_path / "empty")
+
+
+def test_browser_saves_without_overwriting(tmp_path, monkeypatch):
+    "An uploaded page is colorized, shown at most page_width wide, and saved under a fresh name in save_to."
+    from datetime import datetime, timezone
+    grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1",), epochs=1, n_images=2, size=16)
+    monkeypatch.setattr(gallery, "colorize_page", lambda page, checkpoint, device="cpu": page)
+    b = ResultsBrowser(grid, save_to=tmp_path / "colorized", page_width=50)
+    (tmp_path / "colorized").mkdir(); (tmp_path / "colorized" / "scan.png").write_bytes(b"the user's own file")
+    page = Image.fromarray(np.zeros((120, 80, 3), np.uint8))
+    buf = __import__("io").BytesIO(); page.save(buf, format="PNG")
+    b.upload.value = ({"name": "scan.jpg", "type": "image/jpeg", "size": len(buf.getvalue()), "content": memoryview(buf.getvalue()),
+                       "last_modified": datetime.now(timezone.utc)},)
+    b.go.click()
+    assert b.page_view.width == "50" and not b.save.disabled
+    b.save.click()
+    assert (tmp_path / "colorized" / "scan.png").read_bytes() == b"the user's own file"
+    assert Image.open(tmp_path / "colorized" / "scan-2.png").size == (80, 120)
+    assert str(tmp_path / "colorized" / "scan-2.png") in b.status.value
 
 
 def test_compare_grid_on_checkpoint_files(tmp_path):

@@ -4,7 +4,8 @@ import csv
 import pytest
 
 from manga_colorization.core import UserError
-from manga_colorization.grid import cell_status, run_grid, train_step_flops
+from manga_colorization.grid import run_grid, train_step_flops
+from manga_colorization.runs import Run
 
 TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=1, limit=8, val_limit=4, device="cpu", pretrained=False,
             d_width=8, d_layers=2, samples=2, tensorboard=False)
@@ -27,7 +28,7 @@ def test_layout_skip_and_resume(tmp_path):
 
     with pytest.raises(Stop):
         _grid(out, ckpt_every=1, callbacks=[stop])
-    assert [cell_status(out / c, 1) for c in ("unet__l1", "unet__perceptual", "unet_att__l1", "unet_att__perceptual")] == \
+    assert [Run(out / c).status(1) for c in ("unet__l1", "unet__perceptual", "unet_att__l1", "unet_att__perceptual")] == \
         ["done", "done", "partial", "new"]
     before = (out / "unet__l1" / "metrics.jsonl").read_text()
     rows = _grid(out, ckpt_every=1)
