@@ -1,0 +1,130 @@
+"""benchmarks/realart.py on a tiny fake unpacked tree (no apt, no network): the split is fixed by names + hashes and checked
+against its list, oversize and unreadable files are dropped and counted, transparency lands on white, and the folder loads."""
+import hashlib
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from manga_colorization.data import SketchDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("realart", ROOT / "benchmarks" / "realart.py")
+realart = sys.modules["realart"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(realart)
+
+CLIP, WES = realart.SOURCES
+N_GOOD = 10
+
+
+def _png(path: Path, img: Image.Image, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def _fake_cache(cache: Path) -> dict:
+    "A fake `unpacked/` tree of both packages; the notable files by role."
+    clip, wes = cache / "unpacked" / CLIP.package, cache / "unpacked" / WES.package
+    for base, v in ((clip, "1:0.18-test"), (wes, "1:1.16-test")):
+        base.mkdir(parents=True)
+        (base / ".version").write_text(v + "\n")
+    root, rng = clip / CLIP.root, np.random.default_rng(0)
+    for i in range(N_GOOD - 3):
+        _png(root / f"cat{i % 2}" / f"img{i}.png", Image.fromarray(rng.integers(0, 255, (12, 20, 3), dtype=np.uint8)))
+    rgba = np.zeros((12, 12, 4), np.uint8); rgba[..., 0] = 200; rgba[:, :6, 3] = 255       # right half fully transparent
+    pal = Image.new("P", (12, 12), 1); pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    files = {"rgba": _png(root / "rgba.png", Image.fromarray(rgba, "RGBA")),
+             "palette": _png(root / "palette.png", pal, transparency=1),                    # every pixel is the transparent index
+             "wide": _png(root / "wide.png", Image.new("LA", (40, 10), (90, 255))),         # 400 px: kept, shrunk to max_side
+             "oversize": _png(root / "big.png", Image.new("RGB", (40, 40), (9, 9, 9))),   # 1600 px: over max_pixels
+             "garbage": root / "garbage.png"}
+    files["garbage"].write_bytes(b"not a png at all")
+    data = (root / "cat0" / "img0.png").read_bytes()
+    buf = io.BytesIO(); Image.new("RGB", (20, 20), (1, 2, 3)).save(buf, "PNG", compress_level=0)
+    (root / "truncated.png").write_bytes(buf.getvalue()[:300])                          # header fine, pixels cut off
+    (root / "dup.png").write_bytes(data)                                                  # same bytes as cat0/img0.png
+    (root / "alias.png").symlink_to("cat0/img0.png")
+    for i in range(3):
+        _png(wes / WES.root / "humans" / f"p{i}.png", Image.fromarray(rng.integers(0, 255, (16, 14, 4), dtype=np.uint8), "RGBA"))
+    return files
+
+
+PARAMS = {"max_pixels": 1000, "max_side": 16, "heldout": 0.2}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("realart")
+    files = _fake_cache(tmp / "cache")
+    summary = realart.build(tmp / "cache", tmp / "out", tmp / "split.json", write_split=True, **PARAMS)
+    return tmp, files, summary, json.loads((tmp / "split.json").read_text())
+
+
+def test_counts_hashes_and_drops(built):
+    tmp, _, summary, record = built
+    clip = record["sources"]["openclipart"]
+    assert (clip["symlinks"], clip["duplicates"], clip["too_large"], clip["unreadable"]) == (1, 1, 1, 2)
+    assert clip["kept"] == N_GOOD and record["sources"]["wesnoth"]["kept"] == 3
+    assert summary["splits"] == {"train": 8, "val": 2, "test": 3}
+    assert record["packages"] == {CLIP.package: "1:0.18-test", WES.package: "1:1.16-test"}
+    assert record["params"] == {**realart.DEFAULTS, **PARAMS}
+    base = tmp / "cache" / "unpacked"
+    for f in record["files"]:
+        pkg = CLIP.package if f["path"].startswith(CLIP.root) else WES.package
+        assert f["sha256"] == hashlib.sha256((base / pkg / f["path"]).read_bytes()).hexdigest()
+        assert f["split"] in ("train", "val", "test") and len(f["size"]) == 2
+    names = {Path(f["path"]).name for f in record["files"]}
+    assert not names & {"big.png", "garbage.png", "truncated.png", "alias.png"}
+    assert {f["split"] for f in record["files"] if f["path"].startswith(WES.root)} == {"test"}
+
+
+def test_split_is_deterministic_and_checked(built, tmp_path):
+    tmp, _, _, record = built
+    again = tmp_path / "split.json"
+    realart.build(tmp / "cache", tmp_path / "out", again, write_split=True, **PARAMS)
+    assert json.loads(again.read_text())["files"] == record["files"]
+    realart.build(tmp / "cache", tmp_path / "out", again)                              # checks, parameters from the list
+    with pytest.raises(realart.RealArtError, match="max-pixels is 1000 there but 2000 here"):
+        realart.build(tmp / "cache", tmp_path / "out", again, max_pixels=2000)
+    record["files"][0]["sha256"] = "0" * 64
+    again.write_text(json.dumps(record))
+    with pytest.raises(realart.RealArtError, match=r"1 file\(s\) differ.*--write-split"):
+        realart.build(tmp / "cache", tmp_path / "out", again)
+    record["packages"][CLIP.package] = "9:9"
+    again.write_text(json.dumps(record))
+    with pytest.raises(realart.RealArtError, match="openclipart-png is version 9:9 there but 1:0.18-test here"):
+        realart.build(tmp / "cache", tmp_path / "out", again)
+
+
+def test_transparency_on_white_and_shrunk(built):
+    tmp, *_ = built
+    out = tmp / "out"
+    found = {p.name: p for p in out.rglob("*.png") if ".rendered" not in p.parts}
+    rgba = np.asarray(Image.open(found["rgba.png"]))
+    assert rgba.shape == (12, 12, 3) and (rgba[:, 8:] == 255).all() and (rgba[:, :4] == (200, 0, 0)).all()
+    assert (np.asarray(Image.open(found["palette.png"])) == 255).all()
+    assert Image.open(found["wide.png"]).size == (16, 4)
+
+
+def test_loads_with_sketch_datamodule(built):
+    tmp, *_ = built
+    dm = SketchDataModule(tmp / "out", batch_size=2, resize=8, num_workers=0, cache=False, pairs=False)
+    assert {s: len(v) for s, v in dm.sources.items()} == {"train": 8, "val": 2, "test": 3}
+    assert all("humans" in str(p) for p in dm.sources["test"].paths)
+    x, y = next(iter(dm.test_loader))
+    assert x.shape == (2, 1, 8, 8) and y.shape == (2, 3, 8, 8)
+
+
+def test_cli_refuses_a_foreign_folder(built, tmp_path, capsys):
+    tmp, *_ = built
+    (tmp_path / "mine.txt").write_text("keep me")
+    rc = realart.main(["build", "--cache", str(tmp / "cache"), "--out", str(tmp_path), "--split-list", str(tmp / "split.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a realart dataset" in err and err.count("\n") == 1
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
