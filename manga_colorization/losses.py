@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contextlib import nullcontext
+
 from .core import UserError, to_rgb
 from .pretrained import DanbooruFeatures, vgg16_features
 
 # %% auto #0
-__all__ = ['GAN_MODES', 'LOSS_TERMS', 'LOSSES', 'AdversarialLoss', 'feature_distance', 'VGGPerceptualLoss', 'AnimePerceptualLoss',
-           'GeneratorLoss', 'make_loss']
+__all__ = ['GAN_MODES', 'FEATURE_DISTANCES', 'LOSS_TERMS', 'LOSSES', 'AdversarialLoss', 'feature_distance', 'VGGPerceptualLoss',
+           'AnimePerceptualLoss', 'GeneratorLoss', 'make_loss']
 
 # %% ../nbs/05_losses.ipynb #b007f253
 GAN_MODES = ("bce", "lsgan", "hinge")
@@ -45,34 +47,49 @@ class AdversarialLoss(nn.Module):
         return 0.5 * (self._target(real_logits, True) + self._target(fake_logits, False))
 
 # %% ../nbs/05_losses.ipynb #f5a04604
-def feature_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    "Mean over layers of the mean absolute difference of two lists of feature maps."
+FEATURE_DISTANCES = ("l1_mean", "mse_sum")
+
+def feature_distance(a: list[torch.Tensor], b: list[torch.Tensor], distance: str = "l1_mean") -> torch.Tensor:
+    "'l1_mean': mean over layers of the mean absolute difference; 'mse_sum' (the seed's): sum over layers of the mean squared difference."
+    if distance not in FEATURE_DISTANCES: raise UserError(f"unknown feature distance {distance!r}; choose one of {', '.join(FEATURE_DISTANCES)}")
+    if distance == "mse_sum": return torch.stack([F.mse_loss(x.float(), y.float()) for x, y in zip(a, b, strict=True)]).sum()
     return torch.stack([F.l1_loss(x.float(), y.float()) for x, y in zip(a, b, strict=True)]).mean()
 
 class VGGPerceptualLoss(nn.Module):
     "L1 distance between frozen VGG16 activations (relu1_2, relu2_2, relu3_3) of output and target, both RGB in [-1, 1]."
     def __init__(self, pretrained: bool = True,                        # torchvision ImageNet weights (tests: False)
                  layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3"),
-                 extractor: nn.Module | None = None):                   # a ready feature extractor (list of maps), else `vgg16_features`
+                 extractor: nn.Module | None = None,                    # a ready feature extractor (list of maps), else `vgg16_features`
+                 distance: str = "l1_mean",                             # 'l1_mean' (ours) | 'mse_sum' (the seed's)
+                 seed_defect: bool = False):                            # the seed's defect 4: [-1, 1] into VGG, all 31 layers
         super().__init__()
-        self.extractor = extractor if extractor is not None else vgg16_features(layers, pretrained=pretrained)
+        self.distance = distance
+        self.extractor = extractor if extractor is not None else vgg16_features(layers, pretrained=pretrained, seed_defect=seed_defect)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(): target_features = self.extractor(target)
-        return feature_distance(self.extractor(output), target_features)
+        return feature_distance(self.extractor(output), target_features, self.distance)
 
 # %% ../nbs/05_losses.ipynb #7bcee2a6
 class AnimePerceptualLoss(nn.Module):
     "L1 distance between frozen Danbooru ResNet50 body features of output and target (gradient flows to the output)."
     def __init__(self, pretrained: bool = True,   # RF5's Danbooru weights (tests: False)
                  input_size: int | None = 224,     # resize to this square size before the net; None keeps the size
-                 extractor: nn.Module | None = None): # a ready extractor returning (spatial, pooled), else `DanbooruFeatures`
+                 extractor: nn.Module | None = None, # a ready extractor returning (spatial, pooled), else `DanbooruFeatures`
+                 features: str = "body",           # 'body': the 2048-channel map (ours) | 'head': the pooled 512-d vector (the seed's)
+                 distance: str = "l1",             # 'l1' (ours) | 'mse' (the seed's)
+                 seed_defect: bool = False):       # the seed's defect 2: the output's features without gradient
         super().__init__()
+        if features not in ("body", "head") or distance not in ("l1", "mse"):
+            raise UserError(f"anime loss: features {features!r} / distance {distance!r}; choose body|head and l1|mse")
+        self.index, self.distance, self.seed_defect = (0 if features == "body" else 1), distance, seed_defect
         self.extractor = extractor if extractor is not None else DanbooruFeatures(pretrained=pretrained, input_size=input_size)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(): target_features = self.extractor(target)[0]
-        return F.l1_loss(self.extractor(output)[0].float(), target_features.float())
+        with torch.no_grad(): target_features = self.extractor(target)[self.index]
+        with torch.no_grad() if self.seed_defect else nullcontext(): output_features = self.extractor(output)[self.index]
+        loss = F.mse_loss if self.distance == "mse" else F.l1_loss
+        return loss(output_features.float(), target_features.float())
 
 # %% ../nbs/05_losses.ipynb #c71c2931
 LOSS_TERMS = ("loss_g", "loss_adv", "loss_l1", "loss_vgg", "loss_anime")
@@ -85,13 +102,16 @@ class GeneratorLoss(nn.Module):
                  anime_mix: float = 1.0,               # `a`: share of VGG in the perceptual mix; 1 - a goes to the anime loss
                  gan_mode: str = "bce",                # adversarial loss: bce | lsgan | hinge
                  pretrained: bool = True,              # load VGG16 / Danbooru weights (tests: False)
-                 anime_input_size: int | None = 224):  # the Danbooru net's input size
+                 anime_input_size: int | None = 224,   # the Danbooru net's input size
+                 formulas: str = "ours",               # perceptual distances: 'ours' | 'seed' (VGG MSE summed; anime MSE of the 512-d head)
+                 seed_defects: bool = False):          # the seed's defects 2 (anime without gradient) and 4 (VGG on [-1, 1], 31 layers)
         super().__init__()
         if not 0 <= anime_mix <= 1: raise UserError(f"anime_mix (a) must be in [0, 1], got {anime_mix}")
+        if formulas not in ("ours", "seed"): raise UserError(f"unknown loss formulas {formulas!r}; choose ours or seed")
         self.adv_weight, self.l1_weight, self.perceptual_weight, self.anime_mix = adv_weight, l1_weight, perceptual_weight, anime_mix
         self.adversarial = AdversarialLoss(gan_mode)
-        self.vgg = VGGPerceptualLoss(pretrained) if perceptual_weight > 0 and anime_mix > 0 else None
-        self.anime = AnimePerceptualLoss(pretrained, anime_input_size) if perceptual_weight > 0 and anime_mix < 1 else None
+        self.vgg = _vgg_loss(pretrained, formulas, seed_defects) if perceptual_weight > 0 and anime_mix > 0 else None
+        self.anime = _anime_loss(pretrained, anime_input_size, formulas, seed_defects) if perceptual_weight > 0 and anime_mix < 1 else None
         self._register_state_dict_hook(_drop_frozen)
 
     @property
@@ -126,6 +146,17 @@ def _drop_frozen(module, state_dict, prefix, local_metadata):
     "State-dict hook: leave the frozen VGG/Danbooru weights out of checkpoints."
     for k in [k for k in state_dict if k.startswith(prefix + "vgg.") or k.startswith(prefix + "anime.")]: del state_dict[k]
     return state_dict
+
+# %% ../nbs/05_losses.ipynb #a0d6ef93
+def _vgg_loss(pretrained: bool, formulas: str, seed_defects: bool) -> VGGPerceptualLoss:
+    "The VGG term with our or the seed's distance (and its defect 4 when asked)."
+    return VGGPerceptualLoss(pretrained, distance="mse_sum" if formulas == "seed" else "l1_mean", seed_defect=seed_defects)
+
+def _anime_loss(pretrained: bool, input_size, formulas: str, seed_defects: bool) -> AnimePerceptualLoss:
+    "The anime term: ours (body map, L1) or the seed's (512-d head before the ReLU, MSE, resized without antialiasing); defect 2 when asked."
+    if formulas == "ours": return AnimePerceptualLoss(pretrained, input_size, seed_defect=seed_defects)
+    extractor = DanbooruFeatures(pretrained=pretrained, input_size=input_size, head="linear", antialias=False)
+    return AnimePerceptualLoss(extractor=extractor, features="head", distance="mse", seed_defect=seed_defects)
 
 # %% ../nbs/05_losses.ipynb #9548909e
 LOSSES: dict[str, dict] = {

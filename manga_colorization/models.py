@@ -22,11 +22,13 @@ from .core import UserError
 from .pretrained import DanbooruFeatures
 
 # %% auto #0
-__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE', 'down_block', 'upsample_conv',
-           'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'UNetGenerator', 'unet',
-           'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator',
-           'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state',
-           'save_generator', 'strip_wrappers', 'generator_from_state']
+__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'SEED_LAYOUT_DEFAULTS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE',
+           'SEED_META', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple',
+           'init_pix2pix', 'init_weights', 'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext',
+           'generator_options', 'make_generator', 'PatchDiscriminator', 'receptive_field', 'count_params',
+           'forward_gflops', 'model_table', 'markdown_table', 'generator_state', 'save_generator', 'strip_wrappers',
+           'generator_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
+           'load_seed_checkpoint']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -38,9 +40,9 @@ NORMS: dict[str, Factory | None] = {
 }
 UPSAMPLERS = ("transposed", "resize_conv")
 
-def down_block(c_in: int, c_out: int, norm: Factory | None, act: Factory) -> nn.Sequential:
-    "Conv k4 s2 p1 → norm → act: halves the resolution."
-    layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm is None)]
+def down_block(c_in: int, c_out: int, norm: Factory | None, act: Factory, conv_bias: bool = False) -> nn.Sequential:
+    "Conv k4 s2 p1 → norm → act: halves the resolution (the conv has a bias when no norm follows, or when `conv_bias`)."
+    layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=conv_bias or norm is None)]
     if norm is not None: layers.append(norm(c_out))
     return nn.Sequential(*layers, act())
 
@@ -52,9 +54,10 @@ def upsample_conv(c_in: int, c_out: int, upsample: str = "transposed", bias: boo
                              nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias, padding_mode="reflect"))
     raise UserError(f"unknown upsample {upsample!r}; choose one of {', '.join(UPSAMPLERS)}")
 
-def up_block(c_in: int, c_out: int, norm: Factory | None, act: Factory, upsample: str = "transposed", dropout: float = 0.) -> nn.Sequential:
-    "Upsample ×2 → norm → dropout → act."
-    layers = [upsample_conv(c_in, c_out, upsample, bias=norm is None)]
+def up_block(c_in: int, c_out: int, norm: Factory | None, act: Factory, upsample: str = "transposed", dropout: float = 0.,
+             conv_bias: bool = False) -> nn.Sequential:
+    "Upsample ×2 → norm → dropout → act (dropout and ReLU commute exactly: the seed's act → dropout order gives the same numbers)."
+    layers = [upsample_conv(c_in, c_out, upsample, bias=conv_bias or norm is None)]
     if norm is not None: layers.append(norm(c_out))
     if dropout: layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers, act())
@@ -68,8 +71,10 @@ class SelfAttention(nn.Module):
     "SAGAN self-attention over the positions of a feature map, residual with a learned gate `gamma` starting at 0."
     def __init__(self, channels: int,    # channels of the feature map
                  heads: int = 1,         # attention heads (query/key and value channels are split between them)
-                 qk_ratio: int = 8):     # query/key channels = channels / qk_ratio (SAGAN: 8)
+                 qk_ratio: int = 8,      # query/key channels = channels / qk_ratio (SAGAN: 8)
+                 scaled: bool = True):   # logits scaled by 1/√d; False: SAGAN's (and the seed's) unscaled dot product
         super().__init__()
+        self.scale = None if scaled else 1.0
         qk = max(channels // qk_ratio, heads)
         qk = math.ceil(qk / heads) * heads
         if channels % heads: raise UserError(f"attention: {channels} channels do not split into {heads} heads")
@@ -88,9 +93,9 @@ class SelfAttention(nn.Module):
         def heads(t): return t.flatten(2).view(B, self.heads, -1, H * W).transpose(-1, -2)  # (B, heads, HW, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         if torch.onnx.is_in_onnx_export() or x.device.type == "cuda" or H * W <= self.query_chunk:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:  # exact: each query's softmax runs over all keys; only the (chunk x HW) score block is held at a time
-            out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + self.query_chunk], k, v)
+            out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + self.query_chunk], k, v, scale=self.scale)
                              for i in range(0, H * W, self.query_chunk)], dim=2)
         return x + self.gamma * out.transpose(-1, -2).reshape(B, C, H, W)
 
@@ -123,10 +128,10 @@ def _attention_level(attention_at: int | None, depth: int) -> int | None:
         raise UserError(f"attention_at={attention_at}: must be a power of 2 between 2 and 2**depth = {2 ** depth}")
     return level
 
-def _encoder(in_ch: int, widths: tuple, norm: Factory | None, act: Factory) -> nn.ModuleList:
-    "Down blocks d1..dN (no norm on the first and the last, as pix2pix)."
+def _encoder(in_ch: int, widths: tuple, norm: Factory | None, act: Factory, outer_norm: bool = False, conv_bias: bool = False) -> nn.ModuleList:
+    "Down blocks d1..dN (no norm on the first and the last, as pix2pix, unless `outer_norm`, as the seed)."
     N = len(widths)
-    return nn.ModuleList(down_block(c_in, c_out, norm if 0 < i < N - 1 else None, act)
+    return nn.ModuleList(down_block(c_in, c_out, norm if outer_norm or 0 < i < N - 1 else None, act, conv_bias)
                          for i, (c_in, c_out) in enumerate(zip((in_ch,) + tuple(widths[:-1]), widths)))
 
 def _level_channels(widths: tuple, pooled: int, fuse_level: int | None) -> list[int]:
@@ -137,11 +142,18 @@ def _level_channels(widths: tuple, pooled: int, fuse_level: int | None) -> list[
     if fuse_level is not None: at[fuse_level] += widths[fuse_level - 1]
     return at
 
-def _decoder(widths: tuple, at: list, norm, act, upsample: str, dropout: float, dropout_blocks: int) -> nn.ModuleList:
+def _decoder(widths: tuple, at: list, norm, act, upsample: str, dropout: float, dropout_blocks: int, conv_bias: bool = False) -> nn.ModuleList:
     "Up blocks u1..u(N-1): block j takes level N-j (plus its skip below the bottleneck) to level N-j-1's width."
     N = len(widths)
     return nn.ModuleList(up_block(at[N] if j == 0 else at[N - j] + widths[N - j - 1], widths[N - j - 2], norm, act, upsample,
-                                  dropout if j < dropout_blocks else 0.) for j in range(N - 1))
+                                  dropout if j < dropout_blocks else 0., conv_bias) for j in range(N - 1))
+
+INITS = ("pix2pix", "default")
+
+def init_weights(module: nn.Module, init: str = "pix2pix") -> None:
+    "'pix2pix': `init_pix2pix`; 'default': leave PyTorch's own initialisation (the seed's)."
+    if init not in INITS: raise UserError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    if init == "pix2pix": init_pix2pix(module)
 
 # %% ../nbs/03_models.ipynb #66e5cf9c
 class UNetGenerator(nn.Module):
@@ -159,19 +171,23 @@ class UNetGenerator(nn.Module):
                  heads: int = 1,                  # attention heads
                  extractor: nn.Module | None = None, # frozen feature extractor returning (spatial 2048-ch map, pooled 512-d)
                  ext_spatial: bool = False,       # also fuse the extractor's projected spatial map at level 5
-                 ext_channels: tuple[int, int] = (2048, 512)): # (spatial, pooled) channels of the extractor
+                 ext_channels: tuple[int, int] = (2048, 512), # (spatial, pooled) channels of the extractor
+                 conv_bias: bool = False,         # keep the conv bias before norms (the seed's layout)
+                 outer_norm: bool = False,        # norm also on the outermost and innermost down blocks (the seed's layout)
+                 init: str = "pix2pix",           # 'pix2pix': N(0, 0.02) | 'default': PyTorch's (the seed's)
+                 attention_scaled: bool = True):  # scaled dot-product attention (False: the seed's unscaled)
         super().__init__()
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
         self.attention_level = _attention_level(attention_at, self.depth)
         self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
-        self.downs = _encoder(in_ch, self.widths, norm, down_act)
-        self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks)
+        self.downs = _encoder(in_ch, self.widths, norm, down_act, outer_norm, conv_bias)
+        self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
         self.final = nn.Sequential(upsample_conv(at[1] + widths[0], out_ch, upsample, bias=True), nn.Tanh())
-        self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads)
+        self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads, scaled=attention_scaled)
         self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
-        init_pix2pix(self)
+        init_weights(self, init)
         self.extractor = extractor                    # attached after init: its weights are its own
         self.config: dict = {}
 
@@ -199,10 +215,6 @@ class UNetGenerator(nn.Module):
             h = torch.cat([h, skips.pop()], 1)
         return self.final(h)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        "The parameters an optimizer should get (the frozen extractor's are not among them)."
-        return [p for p in self.parameters() if p.requires_grad]
-
 # %% ../nbs/03_models.ipynb #017ba6c6
 def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
     "Concatenate extractor features belonging to `level`, then apply attention if it sits there."
@@ -216,22 +228,35 @@ def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
     if level == G.attention_level: h = G.attention(h)
     return h
 
+def _trainable_parameters(self: UNetGenerator) -> list[nn.Parameter]:
+    "The parameters an optimizer should get (the frozen extractor's are not among them)."
+    return [p for p in self.parameters() if p.requires_grad]
+
+UNetGenerator.trainable_parameters = _trainable_parameters
+
 # %% ../nbs/03_models.ipynb #e11eb0c7
+SEED_LAYOUT_DEFAULTS = dict(conv_bias=False, outer_norm=False, init="pix2pix", attention_scaled=True, ext_head="relu",
+                            ext_antialias=True, ext_train_mode=False)   # recorded in `.config` only when changed (older files stay valid)
+
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,
-          attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False) -> UNetGenerator:
-    "Build a `UNetGenerator` from plain options and record them in `.config`."
+          attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False, **layout) -> UNetGenerator:
+    "Build a `UNetGenerator` from plain options and record them in `.config` (`layout`: keys of `SEED_LAYOUT_DEFAULTS`)."
     if norm not in NORMS: raise UserError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if upsample not in UPSAMPLERS: raise UserError(f"unknown upsample {upsample!r}; choose one of {', '.join(UPSAMPLERS)}")
-    extractor = DanbooruFeatures(pretrained=pretrained, input_size=ext_size) if name.endswith("_ext") else None
+    lay = {**SEED_LAYOUT_DEFAULTS, **layout}
+    extractor = DanbooruFeatures(pretrained=pretrained, input_size=ext_size, head=lay["ext_head"], antialias=lay["ext_antialias"],
+                                 follow_train=lay["ext_train_mode"]) if name.endswith("_ext") else None
     G = UNetGenerator(unet_widths(width, depth), in_ch, out_ch, NORMS[norm], upsample=upsample, dropout=dropout,
-                      attention_at=attention_at, heads=heads, extractor=extractor, ext_spatial=ext_spatial)
+                      attention_at=attention_at, heads=heads, extractor=extractor, ext_spatial=ext_spatial, conv_bias=lay["conv_bias"],
+                      outer_norm=lay["outer_norm"], init=lay["init"], attention_scaled=lay["attention_scaled"])
     G.config = dict(name=name, width=width, depth=depth, in_ch=in_ch, out_ch=out_ch, upsample=upsample, norm=norm, dropout=dropout)
     if "att" in name: G.config.update(attention_at=attention_at, heads=heads)
     if name.endswith("_ext"): G.config.update(pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial)
+    G.config.update({k: v for k, v in layout.items() if v != SEED_LAYOUT_DEFAULTS[k]})
     return G
 
 def unet(**kw) -> UNetGenerator:
-    "The seed's pix2pix UNet."
+    "Our pix2pix UNet (the seed's layout: `conv_bias=True, outer_norm=True, init='default'`)."
     return _unet("unet", **kw)
 
 def unet_att(attention_at: int = 8, heads: int = 1, **kw) -> UNetGenerator:
@@ -246,9 +271,9 @@ def unet_att_ext(attention_at: int = 8, heads: int = 1, pretrained: bool = False
     "UNet + Danbooru features + self-attention after the fusion."
     return _unet("unet_att_ext", attention_at=attention_at, heads=heads, pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial, **kw)
 
-_COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout")
-_ATT_OPTIONS = ("attention_at", "heads")
-_EXT_OPTIONS = ("pretrained", "ext_size", "ext_spatial")
+_COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout", "conv_bias", "outer_norm", "init")
+_ATT_OPTIONS = ("attention_at", "heads", "attention_scaled")
+_EXT_OPTIONS = ("pretrained", "ext_size", "ext_spatial", "ext_head", "ext_antialias", "ext_train_mode")
 
 GENERATORS: dict[str, Callable[..., UNetGenerator]] = {"unet": unet, "unet_att": unet_att, "unet_ext": unet_ext, "unet_att_ext": unet_att_ext}
 
@@ -260,7 +285,7 @@ def generator_options(name: str) -> set[str]:
 def make_generator(name: str,                # one of `GENERATORS`
                    pretrained: bool = False, # real Danbooru weights for the `*_ext` extractor (ignored by the others)
                    **options) -> UNetGenerator:
-    "Build generator `name` with `options` (width, depth, in_ch, out_ch, upsample, norm, dropout, attention_at, heads, ext_size, ext_spatial)."
+    "Build generator `name` with `options` (width, depth, in_ch, out_ch, upsample, norm, dropout, attention_at, heads, ext_size, ext_spatial; the seed's layout: `SEED_LAYOUT_DEFAULTS`)."
     allowed = generator_options(name)
     if bad := sorted(set(options) - allowed - {"pretrained"}):
         raise UserError(f"generator {name!r} has no option {', '.join(bad)}; its options: {', '.join(sorted(allowed))}")
@@ -275,22 +300,27 @@ class PatchDiscriminator(nn.Module):
                  out_ch: int = 3,           # channels of the colour image judged
                  n_layers: int = 3,         # stride-2 layers (3 → 70×70 patches)
                  width: int = 64,           # channels of the first layer
-                 spectral_norm: bool = False): # spectral norm on every conv (and no BatchNorm)
+                 spectral_norm: bool = False, # spectral norm on every conv (and no BatchNorm)
+                 stride_last: int = 1,      # stride of the last widening conv: 1 (pix2pix) | 2 (the seed's: 15×15 grid, 94 px patches at 256²)
+                 conv_bias: bool = False,   # keep the conv bias before BatchNorm (the seed's)
+                 init: str = "pix2pix"):    # 'pix2pix': N(0, 0.02) | 'default': PyTorch's (the seed's)
         super().__init__()
+        if stride_last not in (1, 2): raise UserError(f"stride_last must be 1 (pix2pix) or 2 (the seed's), got {stride_last}")
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         norm = None if spectral_norm else nn.BatchNorm2d
         def block(c_in, c_out, stride, use_norm=True):
-            layers = [sn(nn.Conv2d(c_in, c_out, 4, stride, 1, bias=not (use_norm and norm)))]
+            layers = [sn(nn.Conv2d(c_in, c_out, 4, stride, 1, bias=conv_bias or not (use_norm and norm)))]
             if use_norm and norm: layers.append(norm(c_out))
             return layers + [nn.LeakyReLU(0.2, inplace=True)]
         chans = [width * min(2 ** i, 8) for i in range(n_layers + 1)]
         layers = block(in_ch + out_ch, chans[0], 2, use_norm=False)
         for i in range(1, n_layers): layers += block(chans[i - 1], chans[i], 2)
-        layers += block(chans[n_layers - 1], chans[n_layers], 1)
+        layers += block(chans[n_layers - 1], chans[n_layers], stride_last)
         layers += [sn(nn.Conv2d(chans[n_layers], 1, 4, 1, 1))]
         self.net = nn.Sequential(*layers)
-        self.config = dict(in_ch=in_ch, out_ch=out_ch, n_layers=n_layers, width=width, spectral_norm=spectral_norm)
-        init_pix2pix(self)
+        self.config = dict(in_ch=in_ch, out_ch=out_ch, n_layers=n_layers, width=width, spectral_norm=spectral_norm,
+                           stride_last=stride_last, conv_bias=conv_bias, init=init)
+        init_weights(self, init)
 
     def forward(self, inp: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([inp, color], 1))
@@ -392,4 +422,76 @@ def generator_from_state(config: dict,       # the generator's `.config` (as sav
     bad = [k for k in missing if not (k.startswith("extractor.") and config.get("pretrained"))]
     if bad: raise UserError(f"{source}: weights do not fit a {config['name']} generator (missing {bad[0]}, ...)")
     G.config = dict(config)
+    return G.eval()
+
+# %% ../nbs/03_models.ipynb #67c85865
+SEED_META = dict(size=256, input_mode="gray", color_space="rgb", source="seed")   # what the seed trained on: 256² gray → RGB
+
+def is_seed_state(state: dict) -> bool:
+    "True for a generator state dict written by the seed's code (its key names: `down1.conv.weight`, `down1.bn.weight`, ...)."
+    keys = {strip_wrappers(k) for k in state}
+    return {"down1.conv.weight", "down1.bn.weight", "up1.deconv.weight"} <= keys
+
+def _seed_key(key: str, depth: int) -> str:
+    "Our key (the seed's layout) for one of the seed's keys."
+    head, _, rest = key.partition(".")
+    if head == "context": return "extractor." + rest.replace("body.", "body.module.", 1).replace("head.", "pool.module.", 1)
+    if head == "attn": return "attention." + rest.replace("_conv", "")
+    block, part = rest.split(".", 1) if "." in rest else (rest, "")
+    level = int(head[4:] if head.startswith("down") else head[2:])
+    index = {"conv": 0, "deconv": 0, "bn": 1}
+    if head.startswith("down"): return f"downs.{level - 1}.{index[block]}.{part}"
+    return f"final.0.{rest}" if level == depth else f"ups.{level - 1}.{index[block]}.{part}"
+
+# %% ../nbs/03_models.ipynb #9b049f9b
+def seed_generator_options(state: dict) -> tuple[str, dict]:
+    "(generator name, `make_generator` options in the seed's layout) that fit the seed's state dict `state`."
+    depth = sum(1 for k in state if k.startswith("down") and k.endswith(".conv.weight"))
+    width, in_ch = state["down1.conv.weight"].shape[:2]
+    widths = [state[f"down{i}.conv.weight"].shape[0] for i in range(1, depth + 1)]
+    if tuple(widths) != unet_widths(int(width), depth):
+        raise UserError(f"seed checkpoint: down-block widths {widths} are not the seed's pattern {list(unet_widths(int(width), depth))}")
+    out_ch = state[f"up{depth}.weight"].shape[1]
+    att, ext = "attn.gamma" in state, any(k.startswith("context.") for k in state)
+    options = dict(width=int(width), depth=depth, in_ch=int(in_ch), out_ch=int(out_ch), conv_bias=True, outer_norm=True, init="default")
+    if att: options.update(attention_at=2 ** depth, attention_scaled=False)
+    if ext: options.update(pretrained=False, ext_size=360, ext_head="linear", ext_antialias=False)
+    return "unet" + ("_att" if att else "") + ("_ext" if ext else ""), options
+
+# %% ../nbs/03_models.ipynb #0b8c3fb5
+def _fold_norm_into_conv(state: dict, conv: str, bn: str, eps: float = 1e-5) -> None:
+    "Replace conv → BatchNorm (eval) by one conv with bias: W·γ/σ and (b − μ)·γ/σ + β."
+    scale = state.pop(f"{bn}.weight") / (state.pop(f"{bn}.running_var") + eps).sqrt()
+    mean, shift = state.pop(f"{bn}.running_mean"), state.pop(f"{bn}.bias")
+    state.pop(f"{bn}.num_batches_tracked", None)
+    state[f"{conv}.weight"] = state[f"{conv}.weight"] * scale.view(-1, *[1] * (state[f"{conv}.weight"].ndim - 1))
+    state[f"{conv}.bias"] = (state[f"{conv}.bias"] - mean) * scale + shift
+
+def fold_seed_layout(state: dict, depth: int) -> dict:
+    "A state dict of our seed-layout UNet (`conv_bias`, `outer_norm`) as one of our standard layout, equal in eval mode."
+    state = dict(state)
+    for d in range(depth):
+        if d in (0, depth - 1): _fold_norm_into_conv(state, f"downs.{d}.0", f"downs.{d}.1")
+        else: state[f"downs.{d}.1.running_mean"] = state[f"downs.{d}.1.running_mean"] - state.pop(f"downs.{d}.0.bias")
+    for u in range(depth - 1):
+        state[f"ups.{u}.1.running_mean"] = state[f"ups.{u}.1.running_mean"] - state.pop(f"ups.{u}.0.bias")
+    return state
+
+# %% ../nbs/03_models.ipynb #1eb791e8
+def load_seed_checkpoint(path: str | Path | dict,  # a .pth/.pt the seed saved with `torch.save(G.state_dict(), ...)`, or that state dict
+                         layout: str = "pix2pix",  # 'pix2pix': folded into our standard layout | 'seed': one-to-one into the seed's layout
+                         ) -> UNetGenerator:
+    "The seed's generator (any of its four variants) as our `UNetGenerator`, in eval mode, with `.config` to rebuild it."
+    if layout not in ("pix2pix", "seed"): raise UserError(f"layout {layout!r}: choose pix2pix or seed")
+    state = path if isinstance(path, dict) else torch.load(path, map_location="cpu", weights_only=True)
+    state = {strip_wrappers(k): v for k, v in state.items()}
+    if not is_seed_state(state): raise UserError(f"{path if not isinstance(path, dict) else 'state'}: not a generator state dict of the seed's code (no down1.conv/down1.bn keys)")
+    name, options = seed_generator_options(state)
+    if options["out_ch"] != 3: raise UserError(f"{path}: {options['out_ch']}-channel seed outputs (cv2 Lab) are not supported; its RGB generators are")
+    ours = {_seed_key(k, options["depth"]): v for k, v in state.items()}
+    if layout == "pix2pix":
+        ours = fold_seed_layout(ours, options["depth"])
+        options.update(conv_bias=False, outer_norm=False, init="pix2pix")
+    G = make_generator(name, **options)
+    G.load_state_dict(ours, strict=True)
     return G.eval()

@@ -127,20 +127,21 @@ def resolve_weights(name: str,                   # a key of `WEIGHTS`
 
 # %% ../nbs/04_pretrained.ipynb #e27b57f6
 class Frozen(nn.Module):
-    "A module that always stays in eval mode, with no trainable parameters."
-    def __init__(self, module: nn.Module):
+    "A module that always stays in eval mode, with no trainable parameters (`follow_train`: the seed's defect, train mode passes)."
+    def __init__(self, module: nn.Module, follow_train: bool = False):
         super().__init__()
+        self.follow_train = follow_train
         self.module = module.requires_grad_(False).eval()
         self.train(False)   # the wrapper's own flag says eval too, from construction on
-    def train(self, mode: bool = True) -> "Frozen": return super().train(False)
+    def train(self, mode: bool = True) -> "Frozen": return super().train(mode and self.follow_train)
     def forward(self, *args, **kwargs): return self.module(*args, **kwargs)
     def __getattr__(self, name: str):
         try: return super().__getattr__(name)
         except AttributeError: return getattr(super().__getattr__("module"), name)
 
-def freeze(module: nn.Module) -> Frozen:
+def freeze(module: nn.Module, follow_train: bool = False) -> Frozen:
     "`module` wrapped so that it stays in eval mode and out of the optimizer (requires_grad False)."
-    return module if isinstance(module, Frozen) else Frozen(module)
+    return module if isinstance(module, Frozen) else Frozen(module, follow_train)
 
 # %% ../nbs/04_pretrained.ipynb #bfb4df87
 DANBOORU_MEAN = (0.7137, 0.6628, 0.6519)
@@ -182,25 +183,29 @@ class DanbooruFeatures(nn.Module):
     def __init__(self, pretrained: bool = True,       # RF5's weights, else random (tests, CPU demos)
                  path: str | Path | None = None,      # explicit weights file
                  input_size: int | None = 224,        # images are resized to this square size first; None keeps their size
+                 head: str = "relu",                  # pooled vector: 'relu' (after the 512-wide linear's ReLU) | 'linear' (before it: the seed's)
+                 antialias: bool = True,              # antialiased resize (the seed's: False)
+                 follow_train: bool = False,          # the seed's defect 3: `.train()` reaches the frozen net (BatchNorm drift, dropout on)
                  ):
         super().__init__()
+        if head not in ("relu", "linear"): raise UserError(f"Danbooru head {head!r}: choose relu or linear")
         net = danbooru_resnet50(pretrained, path)
-        self.input_size = input_size
-        self.body, self.pool = freeze(net[0]), freeze(net[1][:6])
+        self.input_size, self.antialias, self.follow_train = input_size, antialias, follow_train
+        self.body, self.pool = freeze(net[0], follow_train), freeze(net[1][:6 if head == "relu" else 5], follow_train)
         self.register_buffer("mean", torch.tensor(DANBOORU_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(DANBOORU_STD).view(1, 3, 1, 1), persistent=False)
         self.train(False)
 
-    def train(self, mode: bool = True): return super().train(False)
+    def train(self, mode: bool = True): return super().train(mode and self.follow_train)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         "[-1, 1] gray or RGB → Danbooru-normalised RGB at the input size."
         if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
-        x = ((x + 1) / 2 - self.mean) / self.std
+        x = (x + 1) / 2                                  # resized in [0, 1], then normalised: the seed's order, to the last bit
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=not torch.onnx.is_in_onnx_export())   # ONNX has no antialiased resize
-        return x
+                              antialias=self.antialias and not torch.onnx.is_in_onnx_export())   # ONNX has no antialiased resize
+        return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spatial = self.body(self.normalize(x))
@@ -224,13 +229,14 @@ class VGGFeatures(nn.Module):
     "VGG16 `features` cut after the deepest requested layer; returns the requested activations of [-1, 1] images."
     def __init__(self, layers=("relu1_2", "relu2_2", "relu3_3"), # names from `VGG16_LAYERS`
                  pretrained: bool = True,                         # torchvision's ImageNet weights, else random
-                 path: str | Path | None = None):                 # explicit weights file
+                 path: str | Path | None = None,                  # explicit weights file
+                 seed_defect: bool = False):                      # the seed's defect 4: [-1, 1] input (no [0, 1] map), all 31 layers run
         super().__init__()
         bad = [l for l in layers if l not in VGG16_LAYERS]
         if bad or not layers: raise UserError(f"unknown VGG16 layers {bad or layers}; choose from {', '.join(VGG16_LAYERS)}")
-        self.layers = tuple(layers)
+        self.layers, self.seed_defect = tuple(layers), seed_defect
         self.indices = [VGG16_LAYERS.index(l) for l in self.layers]
-        features = _vgg_make_layers(_VGG_CFGS["D"])[: max(self.indices) + 1]
+        features = _vgg_make_layers(_VGG_CFGS["D"])[: len(VGG16_LAYERS) if seed_defect else max(self.indices) + 1]
         for m in features:
             if isinstance(m, nn.ReLU): m.inplace = False
         if pretrained or path is not None:
@@ -248,7 +254,7 @@ class VGGFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
-        x, out = ((x + 1) / 2 - self.mean) / self.std, []
+        x, out = ((x if self.seed_defect else (x + 1) / 2) - self.mean) / self.std, []
         for i, layer in enumerate(self.features.module):
             x = layer(x)
             if i in self.indices: out.append(x)
@@ -256,9 +262,10 @@ class VGGFeatures(nn.Module):
 
 def vgg16_features(layers=("relu1_2", "relu2_2", "relu3_3"), # activations returned, in this order
                    pretrained: bool = True,                   # torchvision's ImageNet weights (see `resolve_weights`)
-                   path: str | Path | None = None) -> VGGFeatures:
+                   path: str | Path | None = None,
+                   seed_defect: bool = False) -> VGGFeatures:  # the seed's defect 4 (see `VGGFeatures`)
     "Frozen VGG16 feature extractor for images in [-1, 1], returning a list of the requested activations."
-    return VGGFeatures(layers, pretrained, path)
+    return VGGFeatures(layers, pretrained, path, seed_defect)
 
 # %% ../nbs/04_pretrained.ipynb #11b55de4
 def run_weights(args) -> int:

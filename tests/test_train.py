@@ -336,3 +336,22 @@ def test_depth_help_and_any_size(tmp_path):
     assert "padded" in help_ and "must be divisible" not in help_
     r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "odd"), "size": 36, "depth": 4, "epochs": 1, "limit": 4, "val_limit": 2}))
     assert r["epoch"] == 1 and math.isfinite(r["psnr"])
+
+
+def test_seed_recipe_resumes_exactly_with_a_partial_last_batch(tmp_path):
+    "--recipe seed (G first, last partial batch kept, no augmentation): interrupted after a checkpoint and resumed, the same weights."
+    class Stop(Exception): pass
+    def stop_after(n):
+        def cb(t, event):
+            if event == "step" and t.step == n: raise Stop()
+        return cb
+    cfg = {**TINY, "recipe": "seed", "limit": 10, "ckpt_every": 2, "batch_size": 4}     # 10 images: batches of 4, 4, 2
+    a = Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "a")}))
+    assert (a.config.step_order, a.config.drop_last, a.config.augment, a.steps_per_epoch) == ("g_first", False, "none", 3)
+    a.fit()
+    with pytest.raises(Stop): Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
+    Trainer(TrainConfig.from_dict(json.loads((tmp_path / "b" / "config.json").read_text())), resume=True).fit()
+    sa, sb = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True) for r in ("a", "b"))
+    assert sa["step"] == sb["step"] == 6
+    for part in ("G", "D"):
+        for k in sa[part]: assert torch.equal(sa[part][k], sb[part][k]), (part, k)
