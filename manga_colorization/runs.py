@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .core import UserError, default_device, to_rgb
-from .models import CONFIG_FILE, GENERATOR_FILE, generator_from_state, pad_to_multiple, save_generator
+from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, generator_from_state, is_seed_state, load_seed_checkpoint,
+                                       pad_to_multiple, save_generator)
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RUN_DIRS', 'RUN_MARKERS', 'WEIGHTS_ORDER', 'GENERATOR_SUFFIXES', 'atomic_save', 'load_checkpoint', 'Run',
@@ -32,7 +33,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", ".metrics.jsonl.tmp", "generator.sa
 RUN_DIRS = ("samples", "checkpoints", "tensorboard")
 RUN_MARKERS = ("metrics.jsonl", "config.json", GENERATOR_FILE, CONFIG_FILE, "checkpoints", "samples")
 WEIGHTS_ORDER = (GENERATOR_FILE, "checkpoints/best.pt", "checkpoints/last.pt")
-GENERATOR_SUFFIXES = (".pt", ".safetensors", ".json", ".onnx")
+GENERATOR_SUFFIXES = (".pt", ".pth", ".safetensors", ".json", ".onnx")
 
 # %% ../nbs/06a_runs.ipynb #a86a5f6b
 def _fsync_dir(folder: Path):
@@ -331,10 +332,14 @@ class LoadedGenerator:
 
 # %% ../nbs/06a_runs.ipynb #5064614e
 def _read_pt(path: Path) -> tuple[dict, dict, dict]:
-    "(config, state, meta) of a training checkpoint."
+    "(config, state, meta) of a training checkpoint, or of a generator state dict saved by the seed's code."
     ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and not {"generator", "generator_config"} <= set(ckpt) and is_seed_state(ckpt):
+        G = load_seed_checkpoint(ckpt)                     # folded into our standard layout; equal outputs in eval mode
+        return dict(G.config), G.state_dict(), {**SEED_META, "out_ch": G.config["out_ch"]}
     if not isinstance(ckpt, dict) or not {"generator", "generator_config"} <= set(ckpt):
-        raise UserError(f"{path}: not a training checkpoint (needs keys 'generator' and 'generator_config')")
+        raise UserError(f"{path}: not a training checkpoint (needs keys 'generator' and 'generator_config') "
+                        "nor a generator state dict saved by the seed's code")
     return dict(ckpt["generator_config"]), ckpt["generator"], dict(ckpt.get("meta") or {})
 
 def _read_json(path: Path) -> dict:
@@ -372,7 +377,7 @@ def load_generator(path: str | Path,                 # run folder, checkpoint .p
         info = _read_json(path.with_suffix(".json")) if path.with_suffix(".json").exists() else {"generator": {}}
         config = info.pop("generator")
         return LoadedGenerator(OnnxRunner(path, None if device is None else str(device)), config, info, path)
-    config, state, meta = _read_pt(path) if path.suffix == ".pt" else _read_safetensors(path)
+    config, state, meta = _read_pt(path) if path.suffix in (".pt", ".pth") else _read_safetensors(path)
     G = generator_from_state(config, state, path)
     if backend == "onnx":
         buf = io.BytesIO(); export_onnx(G, buf, size=2 ** int(config.get("depth", 8)))

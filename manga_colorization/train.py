@@ -482,10 +482,10 @@ class EpochRecord(Callback):
         c, s = t.config, t.state
         record, improved = None, False
         if t.setup.is_main:
-            metrics, shown = validate(t.step_fn.inference_generator, t.dm.val_loader, t.setup, c.val_limit, c.samples, t.extra_metrics)
+            metrics, shown = t.validate_epoch()
             if shown is not None:
                 (t.run.path / "samples").mkdir(parents=True, exist_ok=True)
-                sample_sheet(*shown).save(t.run.sample_path(s.epoch))
+                t.sample_sheet(*shown).save(t.run.sample_path(s.epoch))
             losses = {k: s.epoch_sums.get(k, 0.0) / max(s.epoch_images, 1) for k in (*LOSS_TERMS, "loss_d")}
             epoch_time = s.train_time - (s.last_record or {}).get("time_s", 0.0)
             record = {"epoch": s.epoch, "step": s.step, **metrics, **losses, "lr": t.step_fn.opt_g.param_groups[0]["lr"],
@@ -571,17 +571,28 @@ class Trainer:
         self.config, self.run, self.out = config, Run(config.out), Path(config.out)
         self.callbacks = default_callbacks(config) + list(callbacks)
         self.setup = setup_device(config)
-        self.dm = SketchDataModule(config.data, **self._data_options())
+        self.dm = self.make_data()
         self.train_loader, self.sampler, self.loader_generator = make_train_loader(self.dm, config, self.setup.rank, self.setup.world_size,
                                                                                     pin_memory=self.setup.device.type == "cuda")
         seed_everything(config.seed)                                    # the same initial weights on every rank
-        self.step_fn = GANStep(config, self.setup)
+        self.step_fn = self.make_step()
         seed_everything(config.seed + 7919 * self.setup.rank)           # then each rank its own dropout/augmentation stream
         self.steps_per_epoch, self.state, self.improved = len(self.train_loader), TrainState(), False
         if resume: self.load(self.run.last_checkpoint)
         elif exists(config.init_from): self.step_fn.init_from(config.init_from)
         self.step_fn.wrap()
         self.extra_metrics = optional_metrics(self.setup.device) if self.setup.is_main else {}   # LPIPS / FID where present
+
+    # the task hooks: a subclass (e.g. the upscaler's trainer) overrides these five
+    def make_data(self):
+        "The data module: `.train_loader` (its dataset and collate_fn are used with the trainer's sampler) and `.val_loader`."
+        return SketchDataModule(self.config.data, **self._data_options())
+    def make_step(self) -> GANStep: return GANStep(self.config, self.setup)
+    def validate_epoch(self) -> tuple[dict, tuple | None]:
+        "This epoch's validation metrics and sample triples (rank 0)."
+        c = self.config
+        return validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup, c.val_limit, c.samples, self.extra_metrics)
+    def sample_sheet(self, *shown) -> Image.Image: return sample_sheet(*shown)
 
     def _data_options(self) -> dict:
         c = self.config

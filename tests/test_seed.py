@@ -164,3 +164,22 @@ def test_cli_seed_recipe_trains_on_cpu(tmp_path):
     assert (config["recipe"], config["batch_size"], config["augment"], config["step_order"], config["layout"]) == ("seed", 4, "none", "g_first", "seed")
     assert config["gen_options"]["attention_at"] == 32 and config["gen_options"]["attention_scaled"] is False
     assert Run(out).metrics()[-1]["step"] == 3                                  # 10 images in batches of 4: 4 + 4 + 2
+
+
+def test_seed_checkpoint_through_load_generator_and_colorize(tmp_path):
+    "`runs.load_generator` and `mangacolor colorize --checkpoint seed_G.pth` take a state dict the original saved."
+    import numpy as np
+    from PIL import Image
+    from manga_colorization.cli import main
+    from manga_colorization.runs import load_generator
+    ref, path = _write_seed_checkpoint(tmp_path, "seed", (8, 16, 32, 64, 64))
+    G = load_generator(path)
+    assert G.meta["source"] == "seed" and G.size == 256 and G.config["name"] == "unet"
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad(): torch.testing.assert_close(G(x), ref(x), rtol=0, atol=1e-5)
+    page = tmp_path / "pages" / "p1.png"
+    page.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((96, 64)) * 255).astype(np.uint8)).save(page)
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["colorize", str(page), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--working-size", "64"]) == 0
+    assert Image.open(tmp_path / "out" / "p1.png").size == (64, 96)
