@@ -9,21 +9,23 @@ import argparse
 import io
 import os
 import re
+import secrets
 import sys
+import unicodedata
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
 from .core import UserError, rgb_to_ycbcr
-from .data import IMAGE_EXTENSIONS, load_image, make_input
+from .data import IMAGE_EXTENSIONS, load_image, make_input, scan_folder, skipped_lines
 from .panels import bubble_mask, find_panels
 from .runs import WEIGHTS_ORDER, LoadedGenerator, Run, TorchRunner, export_onnx, load_generator
 
@@ -31,9 +33,9 @@ from .runs import WEIGHTS_ORDER, LoadedGenerator, Run, TorchRunner, export_onnx,
 __all__ = ['ARCHIVE_EXTENSIONS', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'rgb_chroma', 'guided_coefficients',
            'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page', 'as_generator',
            'region_canvas', 'run_network', 'Colorizer', 'Job', 'folder_jobs', 'input_jobs', 'check_plan',
-           'plan_outputs', 'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'BatchResult', 'open_archives',
-           'count_pages', 'page_bar', 'colorize_files', 'colorizer_from_args', 'run_colorize', 'checkpoint_files',
-           'run_export', 'add_commands']
+           'plan_outputs', 'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'Member', 'plan_members',
+           'renames_line', 'page_order', 'update_comicinfo', 'BatchResult', 'open_archives', 'count_pages', 'page_bar',
+           'colorize_files', 'colorizer_from_args', 'run_colorize', 'checkpoint_files', 'run_export', 'add_commands']
 
 # %% ../nbs/09_colorize.ipynb #2f537f80
 def working_geometry(W: int,        # page (or panel) width in pixels
@@ -314,25 +316,28 @@ def _inside(path: Path, folder_real: str) -> bool:
     real = os.path.realpath(path)
     return real == folder_real or real.startswith(folder_real + os.sep)
 
-def folder_jobs(folder: Path, out: Path) -> list[Job]:
-    "Jobs for the pages and archives in `folder` (recursively) under `out/<folder's name>`; hidden files and `out` itself are skipped."
+def folder_jobs(folder: Path, out: Path, log: Callable[[str], None] = print) -> list[Job]:
+    "Jobs for the pages and archives in `folder` (recursively, each real file once) under `out/<folder's name>`; what is skipped is said."
     out_real = os.path.realpath(out)
     if _inside(folder, out_real):
         raise UserError(f"{folder} is inside --out {out}: choose another --out folder (outputs are never written over inputs)")
+    scan = scan_folder(folder, IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS)
     root, jobs = out / (folder.resolve().name or "pages"), []
-    for f in sorted(folder.rglob("*")):
+    for f in scan.files:
         rel = f.relative_to(folder)
-        if not f.is_file() or _inside(f, out_real) or any(part.startswith(".") for part in rel.parts): continue  # our outputs, partials
+        if _inside(f, out_real) or "__MACOSX" in rel.parts: continue   # our own outputs; macOS resource forks
         if _is_image(rel): jobs.append(Job("image", f, root / rel))
         elif _is_archive(rel): jobs.append(Job("archive", f, (root / rel).with_suffix(".cbz")))
+    scan.skipped.pop("repeated file", None)     # the same page through two links is colorized once, without a word
+    for line in skipped_lines(scan, folder, IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS): log(line)
     return jobs
 
 # %% ../nbs/09_colorize.ipynb #ebe9d9d0
-def input_jobs(given: str | Path, out: Path) -> list[Job]:
+def input_jobs(given: str | Path, out: Path, log: Callable[[str], None] = print) -> list[Job]:
     "The jobs of one input: a folder's pages and archives, an archive, or an image."
     p = Path(given)
     if not p.exists(): raise UserError(f"{p} not found: give image files, folders or .cbz/.zip archives")
-    if p.is_dir(): return folder_jobs(p, out)
+    if p.is_dir(): return folder_jobs(p, out, log)
     if _is_archive(p): return [Job("archive", p, out / (p.stem + ".cbz"))]
     if _is_image(Path(p.name)): return [Job("image", p, out / p.name)]
     raise UserError(f"{p}: not an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or archive (.cbz, .zip)")
@@ -350,16 +355,17 @@ def check_plan(jobs: list[Job]):
 
 def plan_outputs(inputs: list[str | Path],  # image files, folders, .cbz/.zip archives
                  out: str | Path,           # output folder
+                 log: Callable[[str], None] = print,  # where skipped files (other types, link loops, broken links) are said, one line per kind
                 ) -> list[Job]:
     "One job per input image or archive, with its output path under `out`; refuses to overwrite any input."
-    jobs = [job for given in inputs for job in input_jobs(given, Path(out))]
+    jobs = [job for given in inputs for job in input_jobs(given, Path(out), log)]
     check_plan(jobs)
     return jobs
 
 # %% ../nbs/09_colorize.ipynb #d8faecee
 def safe_member_name(name: str) -> str | None:
     "A relative POSIX path for an archive member (no drive, no root, no '.' or '..' parts, no control characters); None if nothing is left."
-    name = re.sub(r"[\x00-\x1f]", "", name.replace("\\", "/"))
+    name = "".join(c for c in name.replace("\\", "/") if unicodedata.category(c) != "Cc")
     name = re.sub(r"^[A-Za-z]:", "", name)
     parts = [re.sub(r"^[A-Za-z]:", "", part) for part in name.split("/")]
     parts = [part.strip() for part in parts if part.strip() not in ("", ".", "..")]
@@ -398,6 +404,67 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) ->
     if len(data) > info.file_size: raise lie
     return data
 
+# %% ../nbs/09_colorize.ipynb #9715ed44
+@dataclass
+class Member:
+    "One archive member to write: its entry in the source archive, its safe unique name, whether it is a page, how it is stored."
+    info: zipfile.ZipInfo
+    name: str
+    page: bool
+    compress_type: int
+
+def _unique(name: str, used: set) -> str:
+    "`name`, or `stem (k).ext` with the first k whose name no used one takes (compared without case)."
+    path, k = PurePosixPath(name), 2
+    while name.casefold() in used: name, k = str(path.with_name(f"{path.stem} ({k}){path.suffix}")), k + 1
+    return name
+
+def plan_members(infos: list[zipfile.ZipInfo]) -> tuple[list[Member], list[tuple[str, str | None]]]:
+    "The members to write (a `mimetype` first, then in order) under safe unique names; and (original, new name or None) of those changed."
+    members, changed, used = [], [], set()
+    for info in infos:
+        if info.filename.endswith("/"): continue     # a folder (not `is_dir()`: that fails on an empty name, which a hostile zip can hold)
+        safe = safe_member_name(info.filename)
+        name = None if safe is None else _unique(safe, used)
+        if name != info.filename: changed.append((info.filename, name))
+        if name is None: continue
+        used.add(name.casefold())
+        page = _is_image(Path(name))
+        members.append(Member(info, name, page, zipfile.ZIP_STORED if page or name == "mimetype" else zipfile.ZIP_DEFLATED))
+    members.sort(key=lambda m: m.name != "mimetype")     # a stable sort: only the mimetype moves
+    return members, changed
+
+def renames_line(src: str | Path, changed: list[tuple[str, str | None]]) -> str:
+    "One line saying which members of `src` were renamed (and to what) or dropped."
+    shown = lambda xs: ", ".join(xs[:5]) + (", ..." if len(xs) > 5 else "")
+    renamed = [f"{a!r} -> {b!r}" for a, b in changed if b is not None]
+    dropped = [repr(a) for a, b in changed if b is None]
+    parts = ([f"{len(renamed)} member name(s) made safe or unique: {shown(renamed)}"] if renamed else []) + \
+            ([f"{len(dropped)} member(s) without a usable name dropped: {shown(dropped)}"] if dropped else [])
+    return f"{src}: " + "; ".join(parts)
+
+# %% ../nbs/09_colorize.ipynb #5a7c3abd
+_PAGE_TAG = re.compile(rb"<Page\b[^>]*>")
+
+def page_order(names: list[str]) -> list[str]:
+    "Page names in reading order, as comic readers sort them: naturally (2 before 10), without case."
+    return sorted(names, key=lambda n: [int(s) if s.isdigit() else s.casefold() for s in re.split(r"(\d+)", n)])
+
+def _set_attribute(tag: bytes, name: str, value: int) -> bytes:
+    "`tag` with attribute `name` set to `value` where it is present (either quote); unchanged where it is not."
+    pattern = rb"(\s" + name.encode() + rb"\s*=\s*)([\"'])[^\"']*\2"
+    return re.sub(pattern, lambda m: m[1] + m[2] + str(int(value)).encode() + m[2], tag, count=1)
+
+def update_comicinfo(xml: bytes,                        # the ComicInfo.xml as stored
+                     pages: dict[int, dict[str, int]],  # {page index: {"ImageSize": bytes, "ImageWidth": w, "ImageHeight": h}}
+                    ) -> bytes:
+    "ComicInfo.xml with those `Page` attributes set where the page already has them; every other byte kept."
+    def page(m: re.Match) -> bytes:
+        index, tag = re.search(rb"\sImage\s*=\s*([\"'])\s*(\d+)\s*\1", m[0]), m[0]
+        for key, value in (pages.get(int(index[2]), {}) if index else {}).items(): tag = _set_attribute(tag, key, value)
+        return tag
+    return _PAGE_TAG.sub(page, xml)
+
 # %% ../nbs/09_colorize.ipynb #894afd37
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 3}}
 _PAGE_ERRORS = (UserError, OSError, ValueError, Image.DecompressionBombError)   # a page that cannot be colorized, not a bug
@@ -410,10 +477,21 @@ def _encode(img: Image.Image, name: str) -> bytes:
     img.save(buf, fmt, **_SAVE_OPTIONS.get(fmt, {}))
     return buf.getvalue()
 
+def _no_colour(img: Image.Image) -> bool:
+    "True when an image has no colour: one band, or R, G and B equal everywhere."
+    if img.mode != "RGB": return img.mode in ("L", "1")
+    r, g, b = img.split()
+    return ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(g, b).getbbox() is None
+
+def _create_partial(folder: Path, suffix: str = "") -> tuple[int, Path]:
+    "A new `.partial-*` file in `folder`, opened for writing with the mode a plain `open()` gives (0666 less the umask): (fd, path)."
+    tmp = folder / f".partial-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
 def _write_atomic(dst: Path, data: bytes):
-    "Write bytes to `dst` through a temporary file in the same folder."
+    "Write bytes to `dst` through a temporary file in the same folder (renamed when complete)."
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=dst.parent)
+    fd, tmp = _create_partial(dst.parent)
     try:
         with os.fdopen(fd, "wb") as f: f.write(data)
         os.replace(tmp, dst)
@@ -435,16 +513,17 @@ class BatchResult:
         return f"{self.total} page(s): {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
 
 def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str) -> bytes | None:
-    "The colorized page encoded for file `name`, or None when it is already coloured (to be copied through)."
+    "The colorized page encoded for file `name` (gray where no colour was added), or None when it is already coloured (copied through)."
     if colorizer.is_color(img): return None
     gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
-    return _encode(colorizer.colorize(gray), name)
+    page = colorizer.colorize(gray)
+    return _encode(page.convert("L") if _no_colour(page) else page, name)
 
-def _load_member(data: bytes, label: str, tmpdir: str) -> Image.Image:
+def _load_member(data: bytes, label: str, tmpdir: str, max_pixels: int | None = None) -> Image.Image:
     "Decode an archive member through `load_image` (via a temporary file); errors name `label` (archive:member)."
     tmp = Path(tmpdir) / ("page" + Path(label).suffix.lower())
     tmp.write_bytes(data)
-    try: return load_image(tmp)
+    try: return load_image(tmp, max_pixels)
     except UserError as e: raise UserError(str(e).replace(str(tmp), label)) from None
 
 # %% ../nbs/09_colorize.ipynb #74c6586d
@@ -460,8 +539,8 @@ def open_archives(jobs: list[Job], limits: ZipLimits) -> tuple[dict, dict]:
     return archives, refused
 
 def count_pages(infos: list[zipfile.ZipInfo]) -> int:
-    "The number of pages (images) among an archive's members."
-    return sum(1 for i in infos if not i.is_dir() and _is_image(Path(i.filename)))
+    "The number of pages (images) among an archive's members, as `plan_members` names them."
+    return sum(m.page for m in plan_members(infos)[0])
 
 @dataclass
 class _Batch:
@@ -472,6 +551,7 @@ class _Batch:
     res: BatchResult
     bar: tqdm
     tmpdir: str
+    max_pixels: int | None = None
     def count(self, outcome: str, n: int = 1):
         "Count `n` pages as `outcome` ('colorized', 'copied', 'skipped', 'failed') and advance the bar."
         setattr(self.res, outcome, getattr(self.res, outcome) + n); self.bar.update(n)
@@ -481,44 +561,62 @@ def _image_job(b: _Batch, j: Job):
     "Colorize (or copy through, or skip) one image file."
     if j.dst.exists() and not b.overwrite: return b.count("skipped")
     try:
-        encoded = _colorize_image(b.colorizer, load_image(j.src), j.dst.name)
+        encoded = _colorize_image(b.colorizer, load_image(j.src, b.max_pixels), j.dst.name)
         _write_atomic(j.dst, encoded if encoded is not None else j.src.read_bytes())
     except _PAGE_ERRORS as e:
         b.log(f"skipped: {e}" if str(j.src) in str(e) else f"skipped {j.src}: {e}"); return b.count("failed")
     b.count("colorized" if encoded is not None else "copied")
 
-def _archive_page(b: _Batch, src: Path, name: str, data: bytes) -> bytes:
-    "The bytes to store for an archive page: colorized, or the original when it is coloured or cannot be colorized."
-    try: encoded = _colorize_image(b.colorizer, _load_member(data, f"{src}:{name}", b.tmpdir), name)
+def _archive_page(b: _Batch, src: Path, name: str, data: bytes) -> tuple[bytes, tuple[int, int] | None]:
+    "The bytes to store for an archive page, and its (width, height) when re-encoded; the original when coloured or broken."
+    try:
+        page = _load_member(data, f"{src}:{name}", b.tmpdir, b.max_pixels)
+        size, encoded = page.size, _colorize_image(b.colorizer, page, name)
     except _PAGE_ERRORS as e:
-        b.log(f"{src}: page {name} copied unchanged, it could not be colorized: {e}"); b.count("failed"); return data
+        b.log(f"{src}: page {name} copied unchanged, it could not be colorized: {e}"); b.count("failed"); return data, None
     b.count("colorized" if encoded is not None else "copied")
-    return data if encoded is None else encoded
+    return (data, None) if encoded is None else (encoded, size)
 
-def _write_members(b: _Batch, src: Path, infos: list[zipfile.ZipInfo], zout: zipfile.ZipFile):
-    "Write the archive's members into `zout` in order, pages colorized, under safe names."
-    used = set()
+# %% ../nbs/09_colorize.ipynb #88496d75
+def _stage_members(b: _Batch, src: Path, members: list[Member], stage: Path) -> dict[str, tuple[int, int]]:
+    "Each member's bytes to `stage/<k>` (pages colorized); `{name: (width, height)}` of the re-encoded pages."
+    reencoded = {}
     with zipfile.ZipFile(src) as zin:
-        for info in infos:
-            if info.is_dir(): continue
-            name = safe_member_name(info.filename)
-            if name is None or name in used:
-                b.log(f"{src}: dropped member {info.filename!r} (unsafe or duplicate name)"); continue
-            used.add(name)
-            data = read_member(zin, info, src)
-            if _is_image(Path(info.filename)): data = _archive_page(b, src, name, data)
-            zinfo = zipfile.ZipInfo(name, date_time=info.date_time)
-            zinfo.compress_type = zipfile.ZIP_STORED if _is_image(Path(name)) else zipfile.ZIP_DEFLATED
-            zout.writestr(zinfo, data)
+        for k, m in enumerate(members):
+            data = read_member(zin, m.info, src)
+            if m.page:
+                data, size = _archive_page(b, src, m.name, data)
+                if size is not None: reencoded[m.name] = size
+            (stage / str(k)).write_bytes(data)
+    return reencoded
+
+def _comicinfo_pages(members: list[Member], stage: Path, reencoded: dict) -> dict[int, dict[str, int]]:
+    "New `Page` attributes (by page index in reading order) of the re-encoded pages."
+    size = {m.name: (stage / str(k)).stat().st_size for k, m in enumerate(members)}
+    order = page_order([m.name for m in members if m.page])
+    return {i: {"ImageSize": size[n], "ImageWidth": reencoded[n][0], "ImageHeight": reencoded[n][1]} for i, n in enumerate(order) if n in reencoded}
+
+def _write_staged(zout: zipfile.ZipFile, members: list[Member], stage: Path, pages: dict):
+    "Write the staged members in order, as ordinary files (mode 0644 when extracted), ComicInfo.xml updated."
+    for k, m in enumerate(members):
+        data = (stage / str(k)).read_bytes()
+        if m.name.casefold() == "comicinfo.xml" and pages: data = update_comicinfo(data, pages)
+        zinfo = zipfile.ZipInfo(m.name, date_time=m.info.date_time)
+        zinfo.compress_type, zinfo.external_attr = m.compress_type, 0o100644 << 16
+        zout.writestr(zinfo, data)
 
 def _archive_job(b: _Batch, j: Job, infos: list[zipfile.ZipInfo]):
     "Colorize one archive into a new .cbz, written under a temporary name and renamed when complete."
     pages, before = count_pages(infos), b.res.done
     if j.dst.exists() and not b.overwrite: return b.count("skipped", pages)
+    members, changed = plan_members(infos)
+    if changed: b.log(renames_line(j.src, changed))
     j.dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".cbz", dir=j.dst.parent); os.close(fd)
+    fd, tmp = _create_partial(j.dst.parent, ".cbz"); os.close(fd)
     try:
-        with zipfile.ZipFile(tmp, "w") as zout: _write_members(b, j.src, infos, zout)
+        with tempfile.TemporaryDirectory(prefix="members-", dir=b.tmpdir) as stage:
+            reencoded = _stage_members(b, j.src, members, Path(stage))
+            with zipfile.ZipFile(tmp, "w") as zout: _write_staged(zout, members, Path(stage), _comicinfo_pages(members, Path(stage), reencoded))
         os.replace(tmp, j.dst)
     except (UserError, zipfile.BadZipFile, OSError) as e:   # a lying or broken archive: its remaining pages fail
         b.count("failed", pages - (b.res.done - before)); b.log(f"skipped the rest of {j.src}: {e}")
@@ -540,12 +638,13 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
                    limits: ZipLimits = ZipLimits(),  # zip-bomb limits
                    log: Callable[[str], None] = print,  # where per-page problems are reported
                    progress: bool | None = None, # a progress bar on stderr; None: only on a terminal or in a notebook
+                   max_pixels: int | None = None,  # refuse pages with more pixels (see `data.load_image`); None: PIL's guard
                   ) -> BatchResult:
     "Colorize every job's pages to its destination; bad pages are reported and counted, never the end of the batch."
     archives, refused = open_archives(jobs, limits)
     res = BatchResult(total=sum(count_pages(archives[j.src]) if j.src in archives else 1 for j in jobs))
     with page_bar(res.total, progress) as bar, tempfile.TemporaryDirectory(prefix="mangacolor-") as tmpdir:
-        b = _Batch(colorizer, overwrite, log, res, bar, tmpdir)
+        b = _Batch(colorizer, overwrite, log, res, bar, tmpdir, max_pixels)
         for j in jobs:
             if j.kind == "image": _image_job(b, j)
             elif j.src in refused: log(f"skipped {refused[j.src]}"); b.count("failed")
@@ -567,6 +666,8 @@ def _add_colorize_options(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the generator with PyTorch or onnxruntime")
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, 178956970; 0: no limit)")
 
 def colorizer_from_args(args) -> Colorizer:
     "A `Colorizer` configured by the command-line options."
@@ -578,11 +679,12 @@ def colorizer_from_args(args) -> Colorizer:
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
     if Path(args.out).exists() and not Path(args.out).is_dir(): raise UserError(f"--out {args.out} is a file: give a folder for the colorized pages")
-    jobs = plan_outputs(args.pages, args.out)
+    log = lambda m: tqdm.write(m, file=sys.stderr)
+    jobs = plan_outputs(args.pages, args.out, log)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
-    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=lambda m: tqdm.write(m, file=sys.stderr))
+    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=log, max_pixels=args.max_pixels)
     print(f"{res} -> {args.out}")
     if res.failed:
         print(f"mangacolor colorize: {res.failed} of {res.total} pages failed", file=sys.stderr)
@@ -639,7 +741,10 @@ def add_commands(subparsers):
     "Add `colorize` and `export` to the `mangacolor` parser."
     p = subparsers.add_parser("colorize", help="colorize manga pages, folders and .cbz/.zip archives at full resolution",
                               description="Colorize pages at full resolution. Outputs keep names (archives become .cbz) under --out; "
-                                          "inputs are never overwritten; existing outputs are skipped unless --overwrite.",
+                                          "inputs are never overwritten; existing outputs are skipped unless --overwrite. "
+                                          "Output format: each page keeps its file format (PNG, JPEG and WebP at quality 95, ...), "
+                                          "RGB where colour was added and gray (mode L) where the page stayed neutral; already coloured "
+                                          "pages are copied byte for byte. Archives keep their member order; ComicInfo.xml page sizes are updated.",
                               epilog=COLORIZE_EXIT_CODES)
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
     p.add_argument("--out", required=True, help="output folder")

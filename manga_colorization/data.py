@@ -5,10 +5,13 @@
 # %% ../nbs/01_data.ipynb #cef72190
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import threading
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .core import UserError, img2tensor, in_test, lab_norm_to_rgb, rgb_to_lab_norm, tensor2uint8
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'INPUT_MODES', 'MIX_CHOICES', 'BadImageError', 'load_image', 'find_images', 'dataset_splits',
+__all__ = ['IMAGE_EXTENSIONS', 'INPUT_MODES', 'MIX_CHOICES', 'RESIZE_FILTERS', 'AUGMENTS', 'BadImageError', 'pil_pixel_limit',
+           'open_image', 'load_image', 'FolderScan', 'scan_folder', 'skipped_lines', 'find_images', 'dataset_splits',
            'is_pair', 'split_pair', 'to_gray', 'xdog', 'screentone', 'make_input', 'default_cache_dir', 'ImageCache',
-           'decode_resized', 'FileSource', 'SyntheticSource', 'ColorizationDataset', 'EpochSampler',
+           'resize_image', 'decode_resized', 'FileSource', 'SyntheticSource', 'ColorizationDataset', 'EpochSampler',
            'default_num_workers', 'SketchDataModule', 'to_display', 'image_grid', 'show_images']
 
 # %% ../nbs/01_data.ipynb #22ee955e
@@ -47,43 +51,152 @@ def _flatten(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
         return bg
     return img.convert("RGB")
 
+# %% ../nbs/01_data.ipynb #16391e8c
+_PIL_GUARD = threading.Lock()
+
+def pil_pixel_limit() -> int | None:
+    "The largest image PIL opens by default: twice `PIL.Image.MAX_IMAGE_PIXELS` (it refuses beyond that), None when switched off."
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike,  # an image file
+               max_pixels: int | None = None,  # refuse images with more pixels; None: PIL's default guard (`pil_pixel_limit`); 0: no limit
+               ):
+    "`PIL.Image.open` with a pixel limit of its own (PIL's global is left alone); a `BadImageError` naming the file and `--max-pixels` beyond it."
+    limit = pil_pixel_limit() if max_pixels is None else (max_pixels or None)
+    with _PIL_GUARD:                           # PIL reads its guard from a global: off only while this header is read
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try: img = Image.open(path)
+        finally: Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        w, h = img.size
+        if limit is not None and w * h > limit:
+            raise BadImageError(f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {limit:,} (a guard against decompression bombs); "
+                                "if you trust the file, raise it with --max-pixels N (or max_pixels=N)")
+        yield img
+
 
 def load_image(path: str | os.PathLike,  # an image file
+               max_pixels: int | None = None,  # refuse images with more pixels; None: PIL's default guard; 0: no limit
                ) -> Image.Image:
     "Read any image file as an RGB PIL image: EXIF orientation applied, transparency on white, 16-bit scaled."
     path = Path(path)
     if not path.is_file(): raise BadImageError(f"{path}: no such file")
     if path.stat().st_size == 0: raise BadImageError(f"{path}: the file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             img.load()
             try: img = ImageOps.exif_transpose(img)
             except Exception: pass          # a broken EXIF block: keep the pixels as stored
             return _flatten(img)
-    except Image.DecompressionBombError as e:
-        raise BadImageError(f"{path}: the image is too large for PIL's decompression-bomb guard ({e}); "
-                            "if you trust the file, raise the limit with `PIL.Image.MAX_IMAGE_PIXELS = N` (or None)") from None
+    except BadImageError: raise
     except Exception as e:   # PIL raises OSError, SyntaxError, ValueError, EOFError, struct.error... for broken files
         raise BadImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 # %% ../nbs/01_data.ipynb #dbd86776
+class FolderScan:
+    "What a walk over a folder found: `files` (each real file once, sorted) and `skipped` ({kind: [paths]})."
+    def __init__(self): self.files, self.skipped, self._real, self._walked = [], defaultdict(list), set(), set()
+
+    def enter(self, dirpath: str) -> bool:
+        "Whether to walk `dirpath`: not when its real folder was walked already (through another link), which is recorded."
+        real = os.path.realpath(dirpath)
+        if real in self._walked: self.skipped["repeated folder"].append(Path(dirpath)); return False
+        self._walked.add(real); return True
+
+    def folder_links(self, dirpath: str, names: list[str]) -> list[str]:
+        "The sub-folders of `dirpath` to walk, real ones first; hidden ones left out, links back to a folder above recorded as loops."
+        keep, here = [], os.path.realpath(dirpath)
+        for d in sorted((n for n in names if not n.startswith(".")), key=lambda n: (os.path.islink(os.path.join(dirpath, n)), n)):
+            p = os.path.join(dirpath, d)
+            target = os.path.realpath(p)
+            if os.path.islink(p) and (here == target or here.startswith(target + os.sep)): self.skipped["link loop"].append(Path(p))
+            else: keep.append(d)
+        return keep
+
+    def add(self, path: str, extensions: tuple):
+        "Record one file: kept, or skipped as a broken link, a repeat of a kept file, or a file of another type."
+        real = os.path.realpath(path)
+        if not os.path.exists(path): self.skipped["broken link"].append(Path(path))
+        elif not path.lower().endswith(extensions): self.skipped["unsupported"].append(Path(path))
+        elif real in self._real: self.skipped["repeated file"].append(Path(path))
+        else: self._real.add(real); self.files.append(Path(path))
+
+
+def scan_folder(folder: str | os.PathLike,  # the folder to walk (recursively, through links)
+                extensions: tuple = IMAGE_EXTENSIONS,  # file endings to keep (lower case)
+                ) -> FolderScan:
+    "Walk `folder` once through its links: each real file once, link loops cut, hidden files and folders left out; what was skipped, by kind."
+    scan = FolderScan()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=lambda e: scan.skipped["unreadable folder"].append(Path(e.filename))):
+        if not scan.enter(dirpath): dirnames[:] = []; continue
+        dirnames[:] = scan.folder_links(dirpath, dirnames)
+        for f in sorted(filenames):
+            if not f.startswith("."): scan.add(os.path.join(dirpath, f), extensions)
+    scan.files.sort()
+    return scan
+
+# %% ../nbs/01_data.ipynb #e9cfe08c
+_SKIP_WHY = {"link loop": "link loop(s) (a link to a folder above it)", "repeated folder": "link(s) to a folder already read",
+             "broken link": "broken link(s) (dangling or looping)", "repeated file": "file(s) already read through another link",
+             "unreadable folder": "folder(s) that could not be read"}
+
+def skipped_lines(scan: FolderScan, folder, supported: tuple = IMAGE_EXTENSIONS) -> list[str]:
+    "One line per kind of skipped entry in `scan` of `folder`, with its count and first example."
+    lines = []
+    for kind, paths in scan.skipped.items():
+        if kind == "unsupported":
+            types = sorted({p.suffix.lower() or p.name for p in paths})
+            why = f"file(s) of a type that is not read ({', '.join(types[:6])}{', ...' if len(types) > 6 else ''}; read: {' '.join(supported)})"
+        else: why = f"{_SKIP_WHY[kind]}, e.g. {paths[0]}"
+        lines.append(f"{folder}: skipped {len(paths)} {why}")
+    return lines
+
+
 def find_images(folder: str | os.PathLike) -> list[Path]:
-    "Image files under `folder`, recursively, by extension (any case), sorted; hidden files and folders skipped."
-    folder = Path(folder)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(out)
+    "Image files under `folder`, recursively (links followed, each real file once), sorted; hidden files skipped; one warning per kind of skipped entry."
+    scan = scan_folder(folder)
+    for line in skipped_lines(scan, folder): warnings.warn(line, stacklevel=2)
+    return scan.files
 
-
+# %% ../nbs/01_data.ipynb #321a0603
 def _seeded_split(items: list, fraction: float, seed: int, salt: int, minimum: int = 1) -> tuple[list, list]:
-    "Split `items` into (rest, part): part is a seeded random `fraction`, at least `minimum` (at most half) and 1."
-    if len(items) < 2 or fraction <= 0: return list(items), list(items) if fraction > 0 else []
+    "Split `items` into (rest, part): part is a seeded random `fraction`, at least `minimum` (at most half) and 1; none of fewer than 2 items."
+    if len(items) < 2 or fraction <= 0: return list(items), []
     n = min(len(items) - 1, max(1, round(fraction * len(items)), min(minimum, len(items) // 2)))
     order = np.random.default_rng([seed, salt]).permutation(len(items))
     part = set(order[:n].tolist())
     return [x for i, x in enumerate(items) if i not in part], [x for i, x in enumerate(items) if i in part]
+
+
+def _one_split_each(splits: dict, root) -> dict:
+    "Each real file in one split only: a file that val or test also holds (through a link) leaves train, one test also holds leaves val."
+    held = {"train": ("val", "test"), "val": ("test",), "test": ()}
+    real = {s: {os.path.realpath(p) for p in v} for s, v in splits.items()}
+    out = {s: [p for p in v if not any(os.path.realpath(p) in real[o] for o in held[s])] for s, v in splits.items()}
+    dropped = sum(len(splits[s]) - len(out[s]) for s in splits)
+    if dropped: warnings.warn(f"{root}: {dropped} image(s) are in more than one split (through links); each is kept only in the last of train, val, test")
+    return out
+
+
+def _held_out(train: list, val: list, seed: int, test_fraction: float) -> tuple[list, list, list]:
+    "(train, val, test) for a root without test/: test is a seeded slice of val, or of train when val has a single image."
+    if len(val) >= 2: return (train, *_seeded_split(val, test_fraction, seed, 2, minimum=16))
+    train, test = _seeded_split(train, len(val) / max(1, len(train)), seed, 2)
+    return train, val, test
+
+
+def _file_splits(root: Path, seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[Path]]:
+    "The three splits of an ASCP layout or a flat folder, possibly empty."
+    if not (root / "train").is_dir():
+        train, val = _seeded_split(find_images(root), val_fraction, seed, 1)
+        return dict(zip(("train", "val", "test"), _held_out(train, val, seed, test_fraction)))
+    train = find_images(root / "train")
+    val = find_images(root / "val") if (root / "val").is_dir() else None
+    if val is None: train, val = _seeded_split(train, val_fraction, seed, 1)
+    if (root / "test").is_dir(): return _one_split_each({"train": train, "val": val, "test": find_images(root / "test")}, root)
+    return _one_split_each(dict(zip(("train", "val", "test"), _held_out(train, val, seed, test_fraction))), root)
 
 
 def dataset_splits(root: str | os.PathLike,  # ROOT with train/ and val/ (and test/), or a flat folder
@@ -91,21 +204,15 @@ def dataset_splits(root: str | os.PathLike,  # ROOT with train/ and val/ (and te
                    val_fraction: float = 0.1,  # share of a flat folder (or of train/ when val/ is missing) used for validation
                    test_fraction: float = 0.1,  # share of val held out as test when there is no test/ (at least 16, at most half)
                    ) -> dict[str, list[Path]]:
-    "The image files of each split, `{'train': [...], 'val': [...], 'test': [...]}`."
+    "The image files of each split, `{'train': [...], 'val': [...], 'test': [...]}`: each real file in one split (from 3 images on)."
     root = Path(root).expanduser()
     if not root.exists(): raise UserError(f"data folder {root} does not exist (give a folder of images, an ASCP folder with train/ and val/, or 'synthetic')")
     if not root.is_dir(): raise UserError(f"data folder {root} is a file, not a folder")
-    if (root / "train").is_dir():
-        train = find_images(root / "train")
-        val = find_images(root / "val") if (root / "val").is_dir() else None
-        if val is None: train, val = _seeded_split(train, val_fraction, seed, 1)
-        if (root / "test").is_dir(): test = find_images(root / "test")
-        else: val, test = _seeded_split(val, test_fraction, seed, 2, minimum=16)
-    else:
-        train, val = _seeded_split(find_images(root), val_fraction, seed, 1)
-        val, test = _seeded_split(val, test_fraction, seed, 2, minimum=16)
-    if not train: raise UserError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {root}")
-    return {"train": train, "val": val or train[:1], "test": test or val or train[:1]}
+    s = _file_splits(root, seed, val_fraction, test_fraction)
+    if not s["train"]: raise UserError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {root}")
+    if not (s["val"] and s["test"]):
+        warnings.warn(f"{root}: too few images for three separate splits; validation and test reuse {'validation' if s['val'] else 'training'} images")
+    return {"train": s["train"], "val": s["val"] or s["train"][:1], "test": s["test"] or s["val"] or s["train"][:1]}
 
 # %% ../nbs/01_data.ipynb #98689f28
 def is_pair(size: tuple) -> bool:
@@ -208,28 +315,29 @@ def default_cache_dir() -> Path:
 
 
 class ImageCache:
-    "Pre-resized uint8 pixels as one `.npy` file per (source path, mtime, file size, working size, pair split)."
+    "Pre-resized uint8 pixels as one `.npy` file per (source path, mtime, file size, working size, pair split, resize filter)."
     version = 1
     def __init__(self, folder: str | os.PathLike | None = None):
         self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir() / "images"
         self.hits = self.misses = 0
 
-    def key(self, path: Path, size: tuple, pairs: bool) -> str:
+    def key(self, path: Path, size: tuple, pairs: bool, resize_filter: str = "bicubic") -> str:
         st = Path(path).stat()
         raw = f"{Path(path).resolve()}|{st.st_mtime_ns}|{st.st_size}|{size[0]}x{size[1]}|{int(pairs)}|v{self.version}"
-        return hashlib.sha1(raw.encode()).hexdigest()
+        if resize_filter != "bicubic": raw += f"|{resize_filter}"     # bicubic keeps the keys caches made before filters existed
+        return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()   # a name's non-UTF-8 bytes stay bytes
 
     def file(self, key: str) -> Path: return self.folder / key[:2] / f"{key}.npy"
 
-    def get(self, path, size, pairs) -> np.ndarray | None:
-        f = self.file(self.key(path, size, pairs))
+    def get(self, path, size, pairs, resize_filter: str = "bicubic") -> np.ndarray | None:
+        f = self.file(self.key(path, size, pairs, resize_filter))
         try: arr = np.load(f, allow_pickle=False)
         except (OSError, ValueError, EOFError): self.misses += 1; return None
         self.hits += 1
         return arr
 
-    def put(self, path, size, pairs, arr: np.ndarray) -> None:
-        f = self.file(self.key(path, size, pairs))
+    def put(self, path, size, pairs, arr: np.ndarray, resize_filter: str = "bicubic") -> None:
+        f = self.file(self.key(path, size, pairs, resize_filter))
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, np.ascontiguousarray(arr, dtype=np.uint8))
@@ -241,37 +349,55 @@ class ImageCache:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 # %% ../nbs/01_data.ipynb #4227b580
+RESIZE_FILTERS = ("bicubic", "bilinear")
+
+def resize_image(img: Image.Image,  # an RGB or L image
+                 size: tuple,  # (height, width)
+                 resize_filter: str = "bicubic",  # 'bicubic' (PIL, antialiased) | 'bilinear' (cv2 INTER_LINEAR: no antialiasing)
+                 ) -> np.ndarray:
+    "`img` resized to `size` as an HxW(x3) uint8 array."
+    h, w = size
+    if resize_filter == "bicubic": return np.array(img.resize((w, h), Image.BICUBIC, reducing_gap=2.0))
+    if resize_filter != "bilinear": raise UserError(f"resize filter {resize_filter!r} is not one of {', '.join(RESIZE_FILTERS)}")
+    t = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    out = t[0].round().clamp(0, 255).to(torch.uint8)
+    return (out[0] if np.asarray(img).ndim == 2 else out.permute(1, 2, 0)).numpy().copy()
+
+
 def decode_resized(path: Path,  # an image file
                    size: tuple,  # (height, width) to resize to
                    pairs: bool,  # split an ASCP pair (colour left, sketch right)
+                   resize_filter: str = "bicubic",  # see `resize_image`
+                   max_pixels: int | None = None,  # see `load_image`
                    ) -> np.ndarray:
     "Decode, split and resize one file: HxWx3 (colour) or HxWx4 (colour + sketch) uint8."
-    img = load_image(path)
-    h, w = size
+    img = load_image(path, max_pixels)
     if pairs:
         if not is_pair(img.size): raise BadImageError(f"{path}: {img.size[0]}x{img.size[1]} is not an ASCP pair (twice as wide as high)")
         color, sketch = split_pair(img)
-        color = color.resize((w, h), Image.BICUBIC, reducing_gap=2.0)
-        sketch = sketch.resize((w, h), Image.BICUBIC, reducing_gap=2.0)
-        return np.concatenate([np.asarray(color), np.asarray(sketch)[..., None]], axis=-1)
-    return np.array(img.resize((w, h), Image.BICUBIC, reducing_gap=2.0))
+        return np.concatenate([resize_image(color, size, resize_filter), resize_image(sketch, size, resize_filter)[..., None]], axis=-1)
+    return resize_image(img, size, resize_filter)
 
 # %% ../nbs/01_data.ipynb #83a37fce
 class FileSource:
     "Image files as examples: `read(i, size)` gives HxWx3|4 uint8 pixels, from the cache when there."
-    def __init__(self, paths: list, pairs: bool = False, cache: ImageCache | None = None):
-        self.paths, self.pairs, self.cache = list(paths), pairs, cache
+    def __init__(self, paths: list, pairs: bool = False, cache: ImageCache | None = None, resize_filter: str = "bicubic",
+                 max_pixels: int | None = None):
+        if resize_filter not in RESIZE_FILTERS: raise UserError(f"resize filter {resize_filter!r} is not one of {', '.join(RESIZE_FILTERS)}")
+        self.paths, self.pairs, self.cache, self.resize_filter, self.max_pixels = list(paths), pairs, cache, resize_filter, max_pixels
     def __len__(self): return len(self.paths)
     def name(self, i) -> str: return str(self.paths[i])
     def read(self, i: int, size: tuple) -> np.ndarray:
         path = self.paths[i]
         if self.cache is not None:
-            try: arr = self.cache.get(path, size, self.pairs)
+            try: arr = self.cache.get(path, size, self.pairs, self.resize_filter)
             except OSError as e: raise BadImageError(f"{path}: {e}") from None
             if arr is not None: return arr
-        arr = decode_resized(path, size, self.pairs)
+        arr = decode_resized(path, size, self.pairs, self.resize_filter, self.max_pixels)
         if self.cache is not None:
-            try: self.cache.put(path, size, self.pairs, arr)
+            try: self.cache.put(path, size, self.pairs, arr, self.resize_filter)
             except OSError as e: warnings.warn(f"image cache not written ({e}); continuing without it"); self.cache = None
         return arr
 
@@ -395,18 +521,18 @@ def default_num_workers() -> int:
 
 
 def _check_one(args) -> str | None:
-    path, size, pairs, cache_folder = args
+    path, size, pairs, cache_folder, resize_filter, max_pixels = args
     try:
         if cache_folder is not None:
             cache = ImageCache(cache_folder)
-            if cache.get(path, size, pairs) is None:
-                arr = decode_resized(path, size, pairs)
-                try: cache.put(path, size, pairs, arr)
+            if cache.get(path, size, pairs, resize_filter) is None:
+                arr = decode_resized(path, size, pairs, resize_filter, max_pixels)
+                try: cache.put(path, size, pairs, arr, resize_filter)
                 except OSError: pass        # an unwritable cache costs speed, not data
         else:
             if Path(path).stat().st_size == 0: raise BadImageError(f"{path}: the file is empty (0 bytes)")
             try:
-                with Image.open(path) as img:
+                with open_image(path, max_pixels) as img:
                     if pairs and not is_pair(img.size): raise BadImageError(f"{path}: {img.size[0]}x{img.size[1]} is not an ASCP pair")
             except BadImageError: raise
             except Exception as e: raise BadImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
@@ -458,20 +584,37 @@ def _open_cache(cache) -> ImageCache | None:
     return cache
 
 
+AUGMENTS = ("crop_flip", "none")
+
+def _check_options(input_mode: str, out_ch: int, batch_size: int, resize_filter: str):
+    "A `UserError` naming the first bad option of a data module."
+    if input_mode not in INPUT_MODES: raise UserError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
+    if out_ch not in (2, 3): raise UserError(f"out_ch must be 3 (RGB) or 2 (Lab chroma), got {out_ch}")
+    if batch_size < 1: raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    if resize_filter not in RESIZE_FILTERS: raise UserError(f"resize filter {resize_filter!r} is not one of {', '.join(RESIZE_FILTERS)}")
+
+def _augment_mode(augment: str | bool) -> str:
+    "'crop_flip' or 'none' (True and False are accepted for them)."
+    mode = {True: "crop_flip", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
+    if mode not in AUGMENTS: raise UserError(f"augment {augment!r} is not one of {', '.join(AUGMENTS)}")
+    return mode
+
+
 def _detect_pairs(paths: list) -> bool:
     "ASCP pairs when the first readable files are all twice as wide as high."
     sizes = []
     for p in paths[:32]:
         try:
-            with Image.open(p) as img: sizes.append(img.size)
+            with open_image(p, 0) as img: sizes.append(img.size)     # the header only: no limit needed
         except Exception: continue
         if len(sizes) == 3: break
     return bool(sizes) and all(is_pair(s) for s in sizes)
 
 # %% ../nbs/01_data.ipynb #c3d01fc9
-def _check_files(paths: list, size: tuple, pairs: bool, cache: ImageCache | None, workers: int, desc: str) -> dict[str, str]:
+def _check_files(paths: list, size: tuple, pairs: bool, cache: ImageCache | None, workers: int, desc: str,
+                 resize_filter: str = "bicubic", max_pixels: int | None = None) -> dict[str, str]:
     "Read each file once (filling the cache; in parallel for many files): `{path: error}` of the unreadable ones."
-    jobs = [(p, size, pairs, None if cache is None else cache.folder) for p in paths]
+    jobs = [(p, size, pairs, None if cache is None else cache.folder, resize_filter, max_pixels) for p in paths]
     if workers > 0 and len(jobs) > 64:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(workers) as pool: results = list(_progress(pool.map(_check_one, jobs, chunksize=16), len(jobs), desc))
@@ -482,7 +625,7 @@ def _check_files(paths: list, size: tuple, pairs: bool, cache: ImageCache | None
 def _drop_unreadable(src: FileSource, size: tuple, cache: ImageCache | None, workers: int, split: str, root) -> dict[str, str]:
     "Remove the unreadable files from `src` with one warning naming the split; `{path: error}` of them."
     n, where = len(src.paths), f"the {split} split of {root}"
-    bad = _check_files(src.paths, size, src.pairs, cache, workers, f"checking {split} images")
+    bad = _check_files(src.paths, size, src.pairs, cache, workers, f"checking {split} images", src.resize_filter, src.max_pixels)
     if not bad: return bad
     src.paths = [p for p in src.paths if str(p) not in bad]
     names = ", ".join(Path(p).name for p in list(bad)[:5]) + (", ..." if len(bad) > 5 else "")
@@ -504,7 +647,7 @@ class _SplitLoaders:
         "The `ColorizationDataset` of 'train', 'val' or 'test'."
         if split not in self._datasets:
             self._datasets[split] = ColorizationDataset(self.sources[split], self.resize, self.input_mode, self.out_ch,
-                                                        train=split == "train" and self.augment, seed=self.seed)
+                                                        train=split == "train" and self.augment == "crop_flip", seed=self.seed)
         return self._datasets[split]
 
     def loader(self, split: str) -> DataLoader:
@@ -546,17 +689,18 @@ class SketchDataModule(_SplitLoaders):
                  synthetic_n: tuple = (1000, 100, 100),  # (train, val, test) sizes of the synthetic dataset
                  val_fraction: float = 0.1,  # validation share of a flat folder
                  test_fraction: float = 0.1,  # test share of val when there is no test/ folder
-                 augment: bool = True,  # random crop and flip on the training split
+                 augment: str | bool = "crop_flip",  # training split: 'crop_flip' (random crop of a x1.125 resize, random flip) | 'none' (the seed's)
+                 resize_filter: str = "bicubic",  # 'bicubic' (PIL, antialiased) | 'bilinear' (the seed's cv2 INTER_LINEAR); see `resize_image`
+                 max_pixels: int | None = None,  # refuse images with more pixels (skipped as unreadable); None: PIL's guard; 0: no limit
                  num_replicas: int | None = None,  # distributed training: number of ranks (default: from torch.distributed)
                  rank: int | None = None,  # distributed training: this rank
                  ):
-        if input_mode not in INPUT_MODES: raise UserError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
-        if out_ch not in (2, 3): raise UserError(f"out_ch must be 3 (RGB) or 2 (Lab chroma), got {out_ch}")
-        if batch_size < 1: raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        _check_options(input_mode, out_ch, batch_size, resize_filter)
         self.root, self.batch_size, self.out_ch, self.input_mode, self.seed = root, batch_size, out_ch, input_mode, seed
         self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.augment = augment
+        self.augment = _augment_mode(augment)
+        self.resize_filter = resize_filter
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.synthetic = isinstance(root, str) and root == "synthetic"
         self.bad_files: dict[str, str] = {}
@@ -567,7 +711,7 @@ class SketchDataModule(_SplitLoaders):
             splits = {s: (v if cap is None else v[:cap]) for (s, v), cap in zip(splits.items(), _per_split(max_images))}
             self.pairs = _detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
             self.cache = _open_cache(cache)
-            self.sources = {s: FileSource(v, self.pairs, self.cache) for s, v in splits.items()}
+            self.sources = {s: FileSource(v, self.pairs, self.cache, resize_filter, max_pixels) for s, v in splits.items()}
         self._datasets, self._loaders, self._checked = {}, {}, set()
 
     def check(self, split: str) -> list[str]:
