@@ -654,7 +654,7 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
 # %% ../nbs/09_colorize.ipynb #6855f87a
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options that configure a `Colorizer` on the command line."
-    p.add_argument("--checkpoint", required=True, help="training .pt, generator .safetensors (+ .json), run folder, or exported .onnx")
+    p.add_argument("--checkpoint", required=True, help="run folder, training .pt, generator .safetensors (+ .json), exported .onnx, or a seed_G.pth saved by the original research code")
     p.add_argument("--working-size", type=int, default=None, help="longer side at which the network sees a page (default: its training size)")
     p.add_argument("--raw", action="store_true", help="return the network's own RGB resized to the page, not page luminance + network chroma")
     p.add_argument("--panels", action="store_true", help="find panels and colorize each at the working size")
