@@ -28,8 +28,8 @@ from .core import UserError, seed_everything
 __all__ = ['PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory',
            'measure', 'PlainVGGLoss', 'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module',
            'measure_pair', 'flop_rates', 'bench_train', 'device_levers', 'bench_levers', 'measure_page_memory',
-           'bench_page', 'bench_inference', 'bench_data', 'check_targets', 'run_bench', 'bench_markdown',
-           'run_bench_command', 'add_commands']
+           'bench_page', 'bench_inference', 'bench_data', 'bench_superres', 'check_targets', 'run_bench',
+           'bench_markdown', 'run_bench_command', 'add_commands']
 
 # %% ../nbs/11_bench.ipynb #203cbe2b
 def machine_info() -> dict:
@@ -509,17 +509,76 @@ def bench_data(n: int = 64,                 # ASCP pairs written for the test
             if progress: print(f"data cache={'on ' if cache else 'off'} workers={w}: {s['median']:.1f} img/s", flush=True)
     return rows
 
+# %% ../nbs/11_bench.ipynb #23ec3d3a
+_SR_SCRIPT = _HWM + r"""
+import json, sys, time, torch
+from PIL import Image, ImageDraw
+from manga_colorization.superres import Upscaler
+run, backend, W, H, mW, mH, repeats, tile, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:10])
+torch.set_num_threads(threads)
+up = Upscaler(run, backend=backend, tile=tile)
+def page(W, H):
+    img = Image.new("L", (W, H), 250); d = ImageDraw.Draw(img)
+    for i in range(24): d.ellipse((W * (i % 4) // 4, H * (i // 4) // 6, W * (i % 4 + 1) // 4, H * (i // 4 + 1) // 6), outline=0, width=3, fill=60 + 8 * i)
+    return img
+up.upscale(page(64, 64))
+base, small, big = _hwm(), page(W, H), page(mW, mH)
+times = []
+for _ in range(repeats):
+    t = time.perf_counter(); out = up.upscale(small); times.append(time.perf_counter() - t)
+del out
+up.upscale(big)
+peak = _hwm()
+print(json.dumps({"seconds": times, "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}))
+"""
+
+def _sr_run(arch: str, scale: int, options: dict) -> Path:
+    "An untrained upscaler saved as a run folder (speed does not depend on the weights)."
+    from manga_colorization.models import save_generator
+    from manga_colorization.superres import make_upscaler
+    run = Path(tempfile.mkdtemp(prefix="bench-sr-")) / arch
+    save_generator(make_upscaler(arch, scale, **options), run, {"task": "sr", "scale": scale, "pad_multiple": 1})
+    return run
+
+def bench_superres(archs=("compact", "rrdb"),        # upscalers of `superres.UPSCALERS`
+                   scale: int = 2,
+                   page_size: tuple = (1654, 2339),  # the timed page (input)
+                   memory_output: tuple = (4000, 6000),  # output size of the page whose peak RSS is read
+                   backends=("torch", "onnx"),
+                   threads: int = 2, repeat: int = 2, tile: int = 512,
+                   options: dict | None = None,      # upscaler options, e.g. {"width": 8} (quick)
+                   device: str = "cpu", progress: bool = True) -> list[dict]:
+    "Output MP/s of each upscaler and backend on `page_size` (fresh process, `threads` threads) and peak RSS on a `memory_output` page."
+    if device != "cpu": print("bench_superres: upscalers are timed on the CPU", file=sys.stderr)
+    backends = [b for b in backends if b != "onnx" or _has_onnxruntime()]
+    mem_in = (memory_output[0] // scale, memory_output[1] // scale)
+    rows = []
+    for arch in archs:
+        run = _sr_run(arch, scale, options or {})
+        for backend in backends:
+            argv = [run, backend, *page_size, *mem_in, repeat, tile, threads]
+            r = json.loads(_run_script(_SR_SCRIPT, argv, threads).splitlines()[-1])
+            out_mp = page_size[0] * page_size[1] * scale * scale / 1e6
+            rows.append(dict(arch=arch, backend=backend, scale=scale, threads=threads, page=f"{page_size[0]}x{page_size[1]}",
+                             seconds=summarize(r["seconds"]), output_mp_per_s=round(out_mp / min(r["seconds"]), 3),
+                             memory_page=f"{memory_output[0]}x{memory_output[1]}", peak_rss_mb=r["peak_rss_mb"],
+                             peak_above_model_mb=r["peak_above_model_mb"]))
+            if progress: print(f"{arch} {backend}: {min(r['seconds']):.2f} s, {rows[-1]['output_mp_per_s']} output MP/s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr)
+    return rows
+
 # %% ../nbs/11_bench.ipynb #3380bbaf
-SECTIONS = ("data", "inference", "train", "levers")   # run in this order: the loader first, while the process is fresh
+SECTIONS = ("data", "inference", "train", "levers", "superres")   # run in this order: the loader first, while the process is fresh
 
 QUICK = dict(train=dict(archs=("unet", "unet_att"), losses=("l1", "perceptual"), size=32, batch=2, width=8, depth=4, warmup=1, repeat=2),
              levers=dict(size=32, width=8, depth=4, warmup=1, repeat=2),
              inference=dict(width=8, depth=4, page_size=(400, 566), working_sizes=(64,), batches=(1, 2), warmup=1, repeat=2),
-             data=dict(n=12, size=32, batch=4, workers=(0,), repeat=1))
+             data=dict(n=12, size=32, batch=4, workers=(0,), repeat=1),
+             superres=dict(page_size=(160, 120), memory_output=(400, 600), repeat=1, tile=128, options={"width": 8}))
 FULL = dict(train=dict(size=256, batch=2, warmup=1, repeat=3),
             levers=dict(size=256, batch=2, warmup=1, repeat=5),
             inference=dict(),
-            data=dict(repeat=3))
+            data=dict(repeat=3),
+            superres=dict())
 
 def _train_targets(train: dict) -> list[dict]:
     "The training-step speed-up targets."
@@ -555,10 +614,18 @@ def _inference_targets(inf: list[dict]) -> list[dict]:
         out.append(dict(target="... and >= 5x faster than the network on the whole page", value=round(ratio, 1), holds=ratio >= 5))
     return out
 
+def _superres_targets(rows: list[dict]) -> list[dict]:
+    "The upscaling target: the compact net enlarges a 1654x2339 page x2 in under 10 s on 2 cores (PyTorch)."
+    hit = [r for r in rows if r["arch"] == "compact" and r["backend"] == "torch" and r["page"] == "1654x2339" and r["scale"] == 2]
+    if not hit: return []
+    s = hit[0]["seconds"]["min"]
+    return [dict(target=f"1654x2339 page upscaled x2 by the compact net: < 10 s on {hit[0]['threads']} threads", value=round(s, 2), holds=s < 10)]
+
 def check_targets(result: dict) -> list[dict]:
     "The issue's targets, each with the measured value and whether it holds."
     train = {(r["arch"], r["loss"]): r for r in result.get("train", [])}
-    return _train_targets(train) + _data_targets(result.get("data", []), train) + _inference_targets(result.get("inference", []))
+    return (_train_targets(train) + _data_targets(result.get("data", []), train) + _inference_targets(result.get("inference", []))
+            + _superres_targets(result.get("superres", [])))
 
 # %% ../nbs/11_bench.ipynb #f99c515f
 def _write_json(result: dict, json_path: str | Path):
@@ -581,7 +648,8 @@ def run_bench(quick: bool = False,                 # tiny models and inputs: a s
     preset = QUICK if quick else FULL
     result = dict(command=command, quick=quick, machine=machine_info(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     t0 = time.perf_counter()
-    for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train), ("levers", bench_levers)):
+    for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train), ("levers", bench_levers),
+                     ("superres", bench_superres)):
         if name not in sections: continue
         kwargs = {**preset[name], **((overrides or {}).get(name) or {})}
         if name != "data": kwargs["device"] = device
@@ -598,6 +666,14 @@ def _rate(row: dict) -> str:
     "Achieved GFLOP/s of a train row, with the MFU where known."
     rate = f"{row['achieved_gflops']:.0f}" if row.get("achieved_gflops") is not None else "—"
     return rate if row.get("mfu") is None else f"{rate} (MFU {row['mfu']:.1%})"
+
+def _superres_markdown(rows: list[dict]) -> list[str]:
+    "The upscaling table's lines (none without rows)."
+    if not rows: return []
+    head = ["| upscaler | backend | page (input) | threads | s/page median (min–max) | output MP/s | peak RSS MiB (output page) |",
+            "|---|---|---|---:|---|---:|---:|"]
+    return head + [f"| {r['arch']} x{r['scale']} | {r['backend']} | {r['page']} | {r['threads']} | {_fmt(r['seconds'])} | "
+                   f"{r['output_mp_per_s']:.3g} | {r['peak_rss_mb']} ({r['memory_page']}) |" for r in rows] + [""]
 
 def bench_markdown(result: dict) -> str:
     "Markdown tables of a bench result (as written to the README's Performance section)."
@@ -626,6 +702,7 @@ def bench_markdown(result: dict) -> str:
         lines += ["| cache | workers | images/s median (min–max) |", "|---|---:|---|"]
         lines += [f"| {'on' if r['cache'] else 'off'} | {r['workers']} | {_fmt(r['images_per_s'])} |" for r in result["data"]]
         lines.append("")
+    lines += _superres_markdown(result.get("superres") or [])
     if result.get("targets"):
         lines += ["| target | measured | holds |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['value']} | {'yes' if t['holds'] else 'no'} |" for t in result["targets"]]
@@ -655,7 +732,7 @@ def add_commands(subparsers) -> None:
     "Add `mangacolor bench`."
     p = subparsers.add_parser("bench", help="speed and memory benchmarks, side by side with a plain baseline",
                               description="Data loading (cache, workers), page inference (full-res, raw, network alone, whole-page network; "
-                                          "torch/onnx), the training step (library vs plain baseline, every arch x loss) and single levers.")
+                                          "torch/onnx), the training step (library vs plain baseline, every arch x loss), single levers, and upscaling (output MP/s, peak memory).")
     p.add_argument("--quick", action="store_true", help="tiny models and inputs: a smoke test in seconds")
     p.add_argument("--json", help="write the full result (machine info, every figure as median/min/max) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")

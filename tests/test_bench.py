@@ -13,7 +13,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     r = run("--quick", "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert {"machine", "data", "inference", "train", "levers", "targets"} <= set(result)
+    assert {"machine", "data", "inference", "train", "levers", "superres", "targets"} <= set(result)
     assert result["machine"]["cores"] >= 1 and result["quick"] is True
     for row in result["train"]:
         assert row["fast_images_per_s"] > 0 and row["plain_images_per_s"] > 0
@@ -21,6 +21,9 @@ def test_quick_bench_writes_every_section(tmp_path):
     modes = {r["mode"] for r in result["inference"]}
     assert {"full-res", "raw", "network only", "whole-page network"} <= modes
     assert {r["cache"] for r in result["data"]} == {False, True}
+    assert {r["arch"] for r in result["superres"]} == {"compact", "rrdb"}
+    assert all(r["output_mp_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in result["superres"])
+    assert "| upscaler | backend |" in r.stdout
     assert "| arch | loss |" in r.stdout and "| cache | workers |" in r.stdout
 
     again = run("--quick", "--json", str(out), "--sections", "data")

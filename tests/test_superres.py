@@ -1,0 +1,140 @@
+"""`mangacolor sr-train / upscale / sr-export` as a user runs them, with tiny upscalers of both kinds: pages, folders and CBZ
+upscaled with colorize's guarantees, ONNX export, training with exact resume. (The networks, degradations, tiling and
+measurements are tested in nbs/13_superres.ipynb.)"""
+import contextlib
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from manga_colorization.cli import main
+from manga_colorization.models import make_generator, save_generator
+from manga_colorization.superres import UPSCALERS, Upscaler, make_upscaler, upscale_tensor
+from manga_colorization.synthetic import synth_page
+from manga_colorization.train import Trainer
+
+TINY = {"compact": dict(width=4, n_conv=1), "rrdb": dict(width=4, growth=2, n_blocks=1)}
+
+
+def cli(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def upscaler_run(folder, arch="compact", scale=2, in_ch=1):
+    torch.manual_seed(0)
+    G = make_upscaler(arch, scale, in_ch, **TINY[arch])
+    torch.nn.init.normal_(G.tail.weight, std=0.05)          # not plain bilinear
+    save_generator(G, folder, {"task": "sr", "scale": scale, "pad_multiple": 1})
+    return folder
+
+
+def page(k, size=(40, 30), mode="L"):
+    return synth_page(k, 0, size).color.convert(mode)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    src = tmp_path / "in"
+    (src / "chapter").mkdir(parents=True)
+    page(0).save(src / "single.png")
+    page(1, mode="RGB").save(src / "chapter" / "p1.png")
+    page(2).save(src / "chapter" / "p2.jpg")
+    (src / "chapter" / ".hidden.png").write_bytes(b"x")
+    with zipfile.ZipFile(src / "book.cbz", "w") as z:
+        for k in (3, 1, 2):
+            buf = io.BytesIO(); page(k).save(buf, "PNG"); z.writestr(f"{k:02d}.png", buf.getvalue())
+        z.writestr("ComicInfo.xml", "<ComicInfo/>")
+    return src
+
+
+@pytest.mark.parametrize("arch", list(UPSCALERS))
+def test_upscale_files_folders_and_cbz(tmp_path, inputs, arch):
+    run = upscaler_run(tmp_path / "run", arch)
+    out = tmp_path / "out"
+    code, stdout, err = cli("upscale", inputs / "single.png", inputs / "chapter", inputs / "book.cbz", "--checkpoint", run, "--out", out, "--tile", 16, "--overlap", 4)
+    assert code == 0, err
+    assert "6 page(s): 6 upscaled" in stdout
+    assert Image.open(out / "single.png").size == (80, 60) and Image.open(out / "single.png").mode == "L"
+    assert Image.open(out / "chapter" / "p1.png").mode == "RGB" and Image.open(out / "chapter" / "p2.jpg").size == (80, 60)
+    assert not (out / "chapter" / ".hidden.png").exists()
+    with zipfile.ZipFile(out / "book.cbz") as z:
+        assert z.namelist() == ["03.png", "01.png", "02.png", "ComicInfo.xml"]
+        assert Image.open(io.BytesIO(z.read("01.png"))).size == (80, 60)
+    code, stdout, _ = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", out)
+    assert code == 0 and "1 skipped" in stdout                 # never overwritten without --overwrite
+    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", out, "--scale", "1.5", "--overwrite")
+    assert code == 0 and Image.open(out / "single.png").size == (60, 45)
+
+
+def test_upscale_refuses_and_counts(tmp_path, inputs):
+    run = upscaler_run(tmp_path / "run")
+    code, _, err = cli("upscale", inputs / "chapter", "--checkpoint", run, "--out", inputs)
+    assert code == 2 and "is inside --out" in err                # outputs are never written over inputs
+    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", tmp_path / "o", "--scale", "4")
+    assert code == 2 and "enlarges x2" in err and err.count("\n") == 1
+    colorizer = tmp_path / "colorizer"
+    save_generator(make_generator("unet", width=4, depth=3), colorizer, {"size": 32})
+    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", colorizer, "--out", tmp_path / "o")
+    assert code == 2 and "not an upscaler" in err
+    (inputs / "chapter" / "broken.png").write_bytes(b"not a png")
+    code, stdout, err = cli("upscale", inputs / "chapter", "--checkpoint", run, "--out", tmp_path / "o2")
+    assert code == 1 and "1 failed" in stdout and "1 of 3 pages failed" in err
+
+
+def test_export_onnx_and_both_backends(tmp_path, inputs):
+    pytest.importorskip("onnxruntime")
+    run = upscaler_run(tmp_path / "run", "rrdb")
+    onnx = tmp_path / "up.onnx"
+    code, _, err = cli("sr-export", "--checkpoint", run, "--out", onnx)
+    assert code == 0 and onnx.exists() and onnx.with_suffix(".json").exists(), err
+    code, _, err = cli("sr-export", "--checkpoint", run, "--out", run / "generator.onnx")
+    assert code == 2 and "would overwrite" in err
+    outs = {}
+    for name, args in {"torch": ["--checkpoint", run], "onnx": ["--checkpoint", run, "--backend", "onnx"], "file": ["--checkpoint", onnx]}.items():
+        code, _, err = cli("upscale", inputs / "single.png", *args, "--out", tmp_path / name, "--tile", 16, "--overlap", 4)
+        assert code == 0, err
+        outs[name] = np.asarray(Image.open(tmp_path / name / "single.png"), int)
+    assert np.abs(outs["torch"] - outs["onnx"]).max() <= 1 and np.abs(outs["torch"] - outs["file"]).max() <= 1
+
+
+@pytest.mark.parametrize("arch", list(UPSCALERS))
+def test_tiled_equals_untiled(arch):
+    torch.manual_seed(0)
+    G = make_upscaler(arch, 2, **TINY[arch]).eval()
+    torch.nn.init.normal_(G.tail.weight, std=0.05)
+    x = torch.rand(1, 70, 90) * 2 - 1
+    run = lambda t: G(t).detach()
+    whole, tiled = upscale_tensor(run, x, 2, tile=512), upscale_tensor(run, x, 2, tile=24, overlap=8, pad=16)
+    assert (tiled - whole).abs().max() / 2 < 1 / 255
+
+
+needs_hooks = pytest.mark.skipif(not hasattr(Trainer, "make_step"), reason="train.Trainer has no task hooks (make_step, make_data) yet")
+
+
+def sr_train(out, *extra):
+    return cli("sr-train", "--data", "synthetic", "--out", out, "--size", 32, "--batch-size", 2, "--limit", 4, "--val-limit", 2,
+               "--samples", 2, "--device", "cpu", "--no-tensorboard", "--seed", 3, *extra)
+
+
+@needs_hooks
+@pytest.mark.parametrize("arch", list(UPSCALERS))
+def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
+    opts = ["--arch", arch, "--width", 4]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    code, _, err = sr_train(straight, *opts, "--epochs", 2)
+    assert code == 0, err[-2000:]
+    for f in ("config.json", "metrics.jsonl", "generator.safetensors", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (straight / f).exists(), f
+    assert len((straight / "metrics.jsonl").read_text().splitlines()) == 2 and list((straight / "samples").iterdir())
+    assert sr_train(split, *opts, "--epochs", 1)[0] == 0
+    code, _, err = sr_train(split, *opts, "--epochs", 2, "--resume")
+    assert code == 0, err[-2000:]
+    a, b = (Upscaler(p).G.module.state_dict() for p in (straight, split))
+    assert all(torch.equal(a[k], b[k]) for k in a)               # exact resume
+    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", straight, "--out", tmp_path / "o")
+    assert code == 0 and Image.open(tmp_path / "o" / "single.png").size == (80, 60), err
