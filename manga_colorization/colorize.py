@@ -244,8 +244,13 @@ class Colorizer:
                  color_threshold: float | None = 0.03,  # coloured-pixel fraction above which a page is copied through; None: never
                  batch_size: int = 4,                 # canvases per network call
                  strip_pixels: int = 1 << 21,         # pixels per strip for page-size work
+                 upscaler=None,                       # enlarge each page first: a superres.Upscaler, or an upscaler run / checkpoint / .onnx
                 ):
         self.G = as_generator(G, meta, device, backend)
+        self.upscaler = upscaler
+        if upscaler is not None and not hasattr(upscaler, "upscale"):
+            from manga_colorization.superres import Upscaler   # lazy: superres builds on colorize, not the other way round
+            self.upscaler = Upscaler(upscaler, device=device, backend=backend)
         self.size = int(working_size or self.G.size)
         self.raw, self.panels, self.keep_white = raw, panels, keep_white
         self.white_threshold, self.black_threshold, self.color_threshold = white_threshold, black_threshold, color_threshold
@@ -277,6 +282,7 @@ class Colorizer:
 def _colorize_batch(self: Colorizer, images: list) -> list[Image.Image]:
     "Colorize several pages (PIL images, uint8 arrays or paths); the network sees them in shared batches."
     pages = [_as_image(im) for im in images]
+    if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]   # colour is painted at the new resolution
     results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
     jobs = []                                          # (page index, gray, region box)
     for i, page in enumerate(pages):
@@ -514,7 +520,7 @@ class BatchResult:
 
 def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str) -> bytes | None:
     "The colorized page encoded for file `name` (gray where no colour was added), or None when it is already coloured (copied through)."
-    if colorizer.is_color(img): return None
+    if colorizer.is_color(img): return None if colorizer.upscaler is None else _encode(colorizer.upscaler.upscale(img), name)
     gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
     page = colorizer.colorize(gray)
     return _encode(page.convert("L") if _no_colour(page) else page, name)
@@ -655,6 +661,8 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options that configure a `Colorizer` on the command line."
     p.add_argument("--checkpoint", required=True, help="run folder, training .pt, generator .safetensors (+ .json), exported .onnx, or a seed_G.pth saved by the original research code")
+    p.add_argument("--upscale", metavar="RUN", default=None, help="enlarge each page with this upscaler (a mangacolor sr-train run, "
+                   "checkpoint or .onnx) before colorizing; the colour is painted at the new resolution")
     p.add_argument("--working-size", type=int, default=None, help="longer side at which the network sees a page (default: its training size)")
     p.add_argument("--raw", action="store_true", help="return the network's own RGB resized to the page, not page luminance + network chroma")
     p.add_argument("--panels", action="store_true", help="find panels and colorize each at the working size")
@@ -674,7 +682,7 @@ def colorizer_from_args(args) -> Colorizer:
     return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size,
                      raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
                      black_threshold=args.black_threshold, batch_size=args.batch_size,
-                     color_threshold=None if args.color_threshold < 0 else args.color_threshold)
+                     color_threshold=None if args.color_threshold < 0 else args.color_threshold, upscaler=args.upscale)
 
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."

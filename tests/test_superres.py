@@ -138,3 +138,21 @@ def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
     assert all(torch.equal(a[k], b[k]) for k in a)               # exact resume
     code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", straight, "--out", tmp_path / "o")
     assert code == 0 and Image.open(tmp_path / "o" / "single.png").size == (80, 60), err
+
+
+def test_colorize_upscale_paints_at_the_new_resolution(tmp_path):
+    "`mangacolor colorize --upscale RUN` enlarges each page with the upscaler, then colorizes it at the new size."
+    import contextlib, io
+    import numpy as np
+    from PIL import Image
+    from manga_colorization.cli import main
+    from manga_colorization.models import make_generator, save_generator
+    from manga_colorization.superres import make_upscaler
+    save_generator(make_upscaler("compact", 2, width=4), tmp_path / "sr", {"task": "sr", "scale": 2, "pad_multiple": 1})
+    save_generator(make_generator("unet", width=4, depth=3, out_ch=2), tmp_path / "col", {"size": 32, "input_mode": "gray", "out_ch": 2})
+    page = tmp_path / "in" / "p.png"; page.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(page)
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["colorize", str(page), "--checkpoint", str(tmp_path / "col"), "--upscale", str(tmp_path / "sr"),
+                     "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert Image.open(tmp_path / "out" / "p.png").size == (60, 80)
