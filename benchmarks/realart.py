@@ -1,8 +1,10 @@
-"""A real-art benchmark anyone can rebuild offline (issue 13): Debian's openclipart PNGs (train / held-out val) and
-Wesnoth's painted portraits (held out entirely as the cross-domain test), as a folder `SketchDataModule` reads.
+"""A real-art benchmark anyone can rebuild offline (issue 13): Debian's openclipart PNGs (train / val for model selection /
+test, held out for reporting) and Wesnoth's painted portraits (held out entirely: the cross-domain test), as folders
+`SketchDataModule` reads: OUT/train, OUT/val, OUT/test (in-domain) and OUT/cross (cross-domain, not a split SketchDataModule
+loads; evaluate it as a folder). Near-duplicate name families (`x_01.png`, `x_02.png`, `x.png`) stay on one side.
 
     python benchmarks/realart.py fetch              # apt-get download + dpkg -x into the cache (no root needed)
-    python benchmarks/realart.py build              # write OUT/train, OUT/val, OUT/test as checked by realart_split.json
+    python benchmarks/realart.py build              # write OUT/train, OUT/val, OUT/test, OUT/cross as checked by realart_split.json
     python benchmarks/realart.py all                # both
     python benchmarks/realart.py build --write-split  # make a new split list (results are then not comparable)
 
@@ -14,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,8 +32,9 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 SPLIT_LIST = HERE / "realart_split.json"
-DEFAULTS = {"seed": 0, "heldout": 0.1, "max_pixels": 40_000_000, "max_side": 512}
-SPLIT_PARAMS = ("seed", "heldout", "max_pixels")      # the parameters that decide which files land in which split
+DEFAULTS = {"seed": 0, "heldout": 0.1, "val": 0.05, "max_pixels": 40_000_000, "max_side": 512}
+SPLIT_PARAMS = ("seed", "heldout", "val", "max_pixels")
+SPLITS = ("train", "val", "test", "cross")            # folders of OUT: in-domain train / selection / report; cross-domain      # the parameters that decide which files land in which split
 MANIFEST = "realart.json"                             # written into the dataset folder: marks it as ours
 
 
@@ -44,7 +48,7 @@ class Source:
     name: str
     package: str
     root: str           # the images' folder inside the package
-    heldout_only: bool  # True: every image goes to the cross-domain test split
+    heldout_only: bool  # True: every image goes to the cross-domain split (OUT/cross)
 
 
 SOURCES = (Source("openclipart", "openclipart-png", "usr/share/openclipart/png", False),
@@ -232,14 +236,30 @@ def survey(entries: list[dict], max_pixels: int) -> tuple[list[dict], dict]:
     return kept, counts
 
 
-def assign_splits(entries: list[dict], seed: int, heldout: float) -> None:
-    "Set each entry's split: held-out-only sources → test; the rest by sha256 order and a seeded permutation → train / val."
+_NUMBERED = re.compile(r"[\s_\-.]*\(?\d+\)?$")
+
+def family(path: str) -> str:
+    "The name family of a file: its lower-case stem without a trailing number (`dog_01.png`, `Dog-2.png`, `dog.png` → 'dog'), any folder."
+    stem = _NUMBERED.sub("", Path(path).stem.lower())
+    return stem or Path(path).stem.lower()
+
+def _families(pool: list[dict]) -> list[list[dict]]:
+    "The entries grouped by name family, in a fixed order (each family's smallest sha256)."
+    groups: dict[str, list[dict]] = {}
+    for e in pool: groups.setdefault(family(e["path"]), []).append(e)
+    return sorted(groups.values(), key=lambda g: min(e["sha256"] for e in g))
+
+def assign_splits(entries: list[dict], seed: int, heldout: float, val: float = 0.0) -> None:
+    "Set each entry's split: held-out-only sources → cross; the rest by whole name families in a seeded order → test (`heldout` share), val (`val` share), train."
     for e in entries:
-        if e["heldout_only"]: e["split"] = "test"
-    pool = sorted((e for e in entries if not e["heldout_only"]), key=lambda e: (e["sha256"], e["path"]))
-    n_val = round(heldout * len(pool))
-    val = set(np.random.default_rng(seed).permutation(len(pool))[:n_val].tolist())
-    for i, e in enumerate(pool): e["split"] = "val" if i in val else "train"
+        if e["heldout_only"]: e["split"] = "cross"
+    pool = [e for e in entries if not e["heldout_only"]]
+    groups = _families(pool)
+    quota = {"test": round(heldout * len(pool)), "val": round(val * len(pool))}
+    for i in np.random.default_rng(seed).permutation(len(groups)).tolist():
+        split = next((s for s in ("test", "val") if quota[s] > 0), "train")
+        for e in groups[i]: e["split"] = split
+        if split != "train": quota[split] -= len(groups[i])
 
 
 def split_record(entries: list[dict], versions: dict, counts: dict, params: dict) -> dict:
@@ -248,7 +268,7 @@ def split_record(entries: list[dict], versions: dict, counts: dict, params: dict
     return {"about": "Real-art benchmark split (issue 13); rebuild with `python benchmarks/realart.py all`",
             "params": {k: params[k] for k in DEFAULTS},
             "packages": {s.package: versions[s.package] for s in SOURCES},
-            "sources": {s.name: {"package": s.package, "root": s.root, "splits": ["test"] if s.heldout_only else ["train", "val"],
+            "sources": {s.name: {"package": s.package, "root": s.root, "splits": ["cross"] if s.heldout_only else ["train", "val", "test"],
                                  **counts[s.name]} for s in SOURCES},
             "files": [{"path": e["path"], "sha256": e["sha256"], "split": e["split"], "size": e["size"]} for e in files]}
 
@@ -273,7 +293,7 @@ def verify(record: dict, versions: dict, params: dict, hashes: dict, where: Path
     for pkg, v in record["packages"].items():
         if versions.get(pkg) != v: raise RealArtError(f"{where}: {pkg} is version {v} there but {versions.get(pkg)} here{again}")
     for k in SPLIT_PARAMS:
-        if params[k] != record["params"][k]: raise RealArtError(f"{where}: --{k.replace('_', '-')} is {record['params'][k]} there but {params[k]} here{again}")
+        if params[k] != record["params"].get(k): raise RealArtError(f"{where}: --{k.replace('_', '-')} is {record['params'].get(k)} there but {params[k]} here{again}")
     bad = [f for f in record["files"] if hashes.get(f["path"]) != f["sha256"]]
     if bad:
         f = bad[0]
@@ -286,7 +306,7 @@ def verify(record: dict, versions: dict, params: dict, hashes: dict, where: Path
 def materialize(out: Path, entries: list[dict], store: Path, manifest: dict) -> None:
     "Hard-link (or copy) each rendered image to OUT/<split>/<path under its source root>, unless OUT already holds this exact set."
     if (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text()) == manifest: return
-    for split in ("train", "val", "test"): shutil.rmtree(out / split, ignore_errors=True)
+    for split in SPLITS: shutil.rmtree(out / split, ignore_errors=True)
     roots = {s.name: s.root for s in SOURCES}
     for e in entries:
         dst = out / e["split"] / Path(e["path"]).relative_to(roots[e["source"]]).with_suffix(".png")
@@ -297,7 +317,7 @@ def materialize(out: Path, entries: list[dict], store: Path, manifest: dict) -> 
 
 
 def check_out(out: Path) -> None:
-    "Refuse a dataset folder that holds anything but a previous realart build (its train/, val/, test/ get replaced)."
+    "Refuse a dataset folder that holds anything but a previous realart build (its train/, val/, test/, cross/ get replaced)."
     if out.is_file(): raise RealArtError(f"{out} is a file, not a folder: give another --out")
     if not out.is_dir() or (out / MANIFEST).is_file(): return
     if any(not p.name.startswith(".") for p in out.iterdir()):
@@ -307,6 +327,7 @@ def check_out(out: Path) -> None:
 def check_params(params: dict) -> None:
     "One-line error on a parameter out of range."
     if not 0 <= params["heldout"] < 1: raise RealArtError(f"--heldout must be in [0, 1), got {params['heldout']}")
+    if not 0 <= params["val"] < 1 - params["heldout"]: raise RealArtError(f"--val must be in [0, 1 - heldout), got {params['val']}")
     for k in ("max_pixels", "max_side"):
         if params[k] < 1: raise RealArtError(f"--{k.replace('_', '-')} must be at least 1, got {params[k]}")
 
@@ -331,7 +352,7 @@ def _new_split(entries: list[dict], counts: dict, params: dict, store: Path, job
         dropped["unreadable"] += len(bad)
         kept += [e for e in mine if e["path"] not in bad]
         counts[src.name].update(dropped, kept=sum(e["path"] not in bad for e in mine))
-    assign_splits(kept, params["seed"], params["heldout"])
+    assign_splits(kept, params["seed"], params["heldout"], params["val"])
     return kept
 
 
@@ -347,7 +368,7 @@ def _listed_split(record: dict, entries: list[dict], versions: dict, params: dic
 
 
 def build(cache: Path, out: Path, split_path: Path = SPLIT_LIST, write_split: bool = False, jobs: int = 1, **overrides) -> dict:
-    "Write the dataset folder OUT (train/, val/, test/) from the unpacked packages, checked against (or making) the split list."
+    "Write the dataset folder OUT (train/, val/, test/, cross/) from the unpacked packages, checked against (or making) the split list."
     t0 = time.time()
     check_out(out)
     record = None if write_split else read_split_list(split_path)
@@ -369,9 +390,9 @@ def build(cache: Path, out: Path, split_path: Path = SPLIT_LIST, write_split: bo
 
 def summarize(kept: list[dict], record: dict, out: Path, seconds: float) -> dict:
     "Counts per split and per source, the dropped counts and the wall time."
-    per = {s.name: {split: n for split in ("train", "val", "test") if (n := sum(e["source"] == s.name and e["split"] == split for e in kept))}
+    per = {s.name: {split: n for split in SPLITS if (n := sum(e["source"] == s.name and e["split"] == split for e in kept))}
            for s in SOURCES}
-    return {"out": str(out), "splits": {s: sum(e["split"] == s for e in kept) for s in ("train", "val", "test")}, "per_source": per,
+    return {"out": str(out), "splits": {s: sum(e["split"] == s for e in kept) for s in SPLITS}, "per_source": per,
             "dropped": {n: {k: c[k] for k in ("too_large", "unreadable")} for n, c in record["sources"].items()},
             "skipped": {n: {k: c[k] for k in ("symlinks", "duplicates")} for n, c in record["sources"].items()},
             "seconds": round(seconds, 1)}
@@ -384,7 +405,7 @@ def _kv(d: dict) -> str:
 
 def print_summary(s: dict) -> None:
     "Print the build summary in a few lines."
-    print(f"dataset: {s['out']}  (train={s['splits']['train']} val={s['splits']['val']} test={s['splits']['test']})")
+    print(f"dataset: {s['out']}  ({_kv(s['splits'])}; test: in-domain report split, cross: cross-domain)")
     for name, splits in s["per_source"].items():
         print(f"  {name}: {_kv(splits)}  dropped: {_kv(s['dropped'][name])}  skipped (same file): {_kv(s['skipped'][name])}")
     print(f"wall time: {s['seconds']:.1f} s")
@@ -402,8 +423,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--write-split", action="store_true", help="make a new split list instead of checking the existing one")
     p.add_argument("--max-pixels", type=int, help=f"drop images with more pixels (default: the split list's, else {DEFAULTS['max_pixels']})")
     p.add_argument("--max-side", type=int, help=f"longest side of the written images (default: {DEFAULTS['max_side']})")
-    p.add_argument("--seed", type=int, help=f"seed of the train/val split (default: {DEFAULTS['seed']})")
-    p.add_argument("--heldout", type=float, help=f"held-out (val) share of the in-domain images (default: {DEFAULTS['heldout']})")
+    p.add_argument("--seed", type=int, help=f"seed of the train/val/test split (default: {DEFAULTS['seed']})")
+    p.add_argument("--heldout", type=float, help=f"held-out report (test) share of the in-domain images (default: {DEFAULTS['heldout']})")
+    p.add_argument("--val", type=float, help=f"model-selection (val) share of the in-domain images (default: {DEFAULTS['val']})")
     p.add_argument("--jobs", type=int, default=1, help="decoding processes (default: %(default)s)")
     return p
 
@@ -419,7 +441,7 @@ def main(argv: list | None = None) -> int:
             print("fetched: " + ", ".join(f"{k} {v}" for k, v in fetch(cache).items()) + f" into {cache} in {time.time() - t0:.1f} s")
         if a.command in ("build", "all"):
             print_summary(build(cache, out, Path(a.split_list), a.write_split, a.jobs, max_pixels=a.max_pixels,
-                                max_side=a.max_side, seed=a.seed, heldout=a.heldout))
+                                max_side=a.max_side, seed=a.seed, heldout=a.heldout, val=a.val))
     except RealArtError as e:
         print(f"realart: error: {e}", file=sys.stderr)
         return 2

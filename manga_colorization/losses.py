@@ -12,11 +12,13 @@ from torch import nn
 from contextlib import nullcontext
 
 from .core import UserError, to_rgb
+from .models import ABBins
 from .pretrained import DanbooruFeatures, vgg16_features
 
 # %% auto #0
-__all__ = ['GAN_MODES', 'FEATURE_DISTANCES', 'LOSS_TERMS', 'LOSSES', 'AdversarialLoss', 'feature_distance', 'VGGPerceptualLoss',
-           'AnimePerceptualLoss', 'GeneratorLoss', 'make_loss']
+__all__ = ['GAN_MODES', 'FEATURE_DISTANCES', 'PIXEL_LOSSES', 'LOSS_TERMS', 'LOSSES', 'AdversarialLoss', 'feature_distance',
+           'VGGPerceptualLoss', 'AnimePerceptualLoss', 'pixel_distance', 'ClassificationLoss', 'GeneratorLoss',
+           'make_loss']
 
 # %% ../nbs/05_losses.ipynb #b007f253
 GAN_MODES = ("bce", "lsgan", "hinge")
@@ -91,6 +93,40 @@ class AnimePerceptualLoss(nn.Module):
         loss = F.mse_loss if self.distance == "mse" else F.l1_loss
         return loss(output_features.float(), target_features.float())
 
+# %% ../nbs/05_losses.ipynb #407c3506
+PIXEL_LOSSES = ("l1", "l2", "huber", "classify")
+
+def pixel_distance(output: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    "Mean L1, L2 (MSE) or Huber (smooth L1, β = 0.1) distance of output and target."
+    output, target = output.float(), target.float()
+    if kind == "l1": return F.l1_loss(output, target)
+    if kind == "l2": return F.mse_loss(output, target)
+    if kind == "huber": return F.smooth_l1_loss(output, target, beta=0.1)
+    raise UserError(f"unknown pixel loss {kind!r}; choose one of {', '.join(PIXEL_LOSSES)}")
+
+class ClassificationLoss(nn.Module):
+    "Class-rebalanced cross-entropy of ab-bin logits (B,Q,h,w) against soft-encoded target ab/110 (B,2,H,W), resized to (h, w)."
+    def __init__(self, ab_bins: int = 12, rebalance: float = 0.5):   # bins per axis (as the head's); λ of the rebalancing (1: none)
+        super().__init__()
+        self.bins, self.rebalance = ABBins(ab_bins), rebalance
+        self.register_buffer("counts", torch.zeros(self.bins.classes, dtype=torch.float64), persistent=False)
+
+    def class_weights(self) -> torch.Tensor:
+        "w_q ∝ 1 / ((1 − λ)·p_q + λ/Q), normalised so that Σ p_q·w_q = 1 (all ones before any target was counted)."
+        Q = self.bins.classes
+        if self.counts.sum() == 0: return torch.ones(Q, device=self.counts.device)
+        p = self.counts / self.counts.sum()
+        w = 1 / ((1 - self.rebalance) * p + self.rebalance / Q)
+        return (w / (p * w).sum()).float()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != self.bins.classes: raise ValueError(f"{logits.shape[1]} logits per pixel, but {self.bins.classes} ab bins")
+        t = F.interpolate(target.float(), size=logits.shape[-2:], mode="area") if target.shape[-2:] != logits.shape[-2:] else target.float()
+        cls = self.bins.nearest(t)
+        if self.training: self.counts += torch.bincount(cls.flatten(), minlength=self.bins.classes).to(self.counts)
+        ce = -(self.bins.encode(t) * torch.log_softmax(logits.float(), 1)).sum(1)
+        return (self.class_weights()[cls] * ce).mean()
+
 # %% ../nbs/05_losses.ipynb #c71c2931
 LOSS_TERMS = ("loss_g", "loss_adv", "loss_l1", "loss_vgg", "loss_anime")
 
@@ -104,8 +140,11 @@ class GeneratorLoss(nn.Module):
                  pretrained: bool = True,              # load VGG16 / Danbooru weights (tests: False)
                  anime_input_size: int | None = 224,   # the Danbooru net's input size
                  formulas: str = "ours",               # perceptual distances: 'ours' | 'seed' (VGG MSE summed; anime MSE of the 512-d head)
-                 seed_defects: bool = False):          # the seed's defects 2 (anime without gradient) and 4 (VGG on [-1, 1], 31 layers)
+                 seed_defects: bool = False,           # the seed's defects 2 (anime without gradient) and 4 (VGG on [-1, 1], 31 layers)
+                 pixel: str = "l1", ab_bins: int = 12): # the pixel term: one of `PIXEL_LOSSES` ('classify': ab bins per axis, as the head's)
         super().__init__()
+        if pixel not in PIXEL_LOSSES: raise UserError(f"unknown pixel loss {pixel!r}; choose one of {', '.join(PIXEL_LOSSES)}")
+        self.pixel, self.classify = pixel, ClassificationLoss(ab_bins) if pixel == "classify" else None
         if not 0 <= anime_mix <= 1: raise UserError(f"anime_mix (a) must be in [0, 1], got {anime_mix}")
         if formulas not in ("ours", "seed"): raise UserError(f"unknown loss formulas {formulas!r}; choose ours or seed")
         self.adv_weight, self.l1_weight, self.perceptual_weight, self.anime_mix = adv_weight, l1_weight, perceptual_weight, anime_mix
@@ -121,13 +160,14 @@ class GeneratorLoss(nn.Module):
                 target: torch.Tensor,                        # target, same shape
                 fake_logits: torch.Tensor | None = None,     # D(input, output) logits; needed when adv_weight > 0
                 gray: torch.Tensor | None = None,            # (B,1,H,W) input; needed for 2-channel (Lab) outputs with perceptual terms
+                logits: torch.Tensor | None = None,          # the classify head's ab-bin logits; needed when pixel='classify'
                ) -> dict[str, torch.Tensor]:
         zero = output.new_zeros(()).float()
         terms = {"loss_adv": zero, "loss_l1": zero, "loss_vgg": zero, "loss_anime": zero}
         if self.adv_weight > 0:
             if fake_logits is None: raise ValueError("GeneratorLoss with adv_weight > 0 needs the discriminator's fake_logits")
             terms["loss_adv"] = self.adversarial.g(fake_logits)
-        if self.l1_weight > 0: terms["loss_l1"] = F.l1_loss(output.float(), target.float())
+        if self.l1_weight > 0: terms["loss_l1"] = self.pixel_term(output, target, logits)
         if self.vgg is not None or self.anime is not None:
             if output.shape[1] == 2:
                 if gray is None: raise ValueError("perceptual losses on Lab chroma outputs need the gray input (gray=...)")
@@ -142,12 +182,20 @@ class GeneratorLoss(nn.Module):
         "Discriminator loss 0.5·(real + fake) in this loss's GAN mode."
         return self.adversarial.d(real_logits, fake_logits)
 
+# %% ../nbs/05_losses.ipynb #a0d6ef93
+def _pixel_term(self: GeneratorLoss, output, target, logits=None) -> torch.Tensor:
+    "The pixel term (logged as `loss_l1`): L1/L2/Huber distance, or the classification loss of the head's logits."
+    if self.classify is None: return pixel_distance(output, target, self.pixel)
+    if logits is None: raise ValueError("GeneratorLoss(pixel='classify') needs the classify head's logits (logits=...)")
+    return self.classify(logits, target)
+
+GeneratorLoss.pixel_term = _pixel_term
+
 def _drop_frozen(module, state_dict, prefix, local_metadata):
     "State-dict hook: leave the frozen VGG/Danbooru weights out of checkpoints."
     for k in [k for k in state_dict if k.startswith(prefix + "vgg.") or k.startswith(prefix + "anime.")]: del state_dict[k]
     return state_dict
 
-# %% ../nbs/05_losses.ipynb #a0d6ef93
 def _vgg_loss(pretrained: bool, formulas: str, seed_defects: bool) -> VGGPerceptualLoss:
     "The VGG term with our or the seed's distance (and its defect 4 when asked)."
     return VGGPerceptualLoss(pretrained, distance="mse_sum" if formulas == "seed" else "l1_mean", seed_defect=seed_defects)

@@ -22,13 +22,13 @@ from .core import UserError
 from .pretrained import DanbooruFeatures
 
 # %% auto #0
-__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'SEED_LAYOUT_DEFAULTS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE',
-           'SEED_META', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple',
-           'init_pix2pix', 'init_weights', 'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext',
-           'generator_options', 'make_generator', 'PatchDiscriminator', 'receptive_field', 'count_params',
-           'forward_gflops', 'model_table', 'markdown_table', 'generator_state', 'save_generator', 'strip_wrappers',
-           'generator_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
-           'load_seed_checkpoint']
+__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS',
+           'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'down_block', 'upsample_conv', 'up_block', 'unet_widths',
+           'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer',
+           'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator',
+           'PatchDiscriminator', 'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table',
+           'generator_state', 'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state',
+           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -155,6 +155,78 @@ def init_weights(module: nn.Module, init: str = "pix2pix") -> None:
     if init not in INITS: raise UserError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if init == "pix2pix": init_pix2pix(module)
 
+# %% ../nbs/03_models.ipynb #be792ff7
+class ABBins(nn.Module):
+    "An n×n grid of ab bin centres over ab/110 ∈ [-1, 1]: `encode` soft targets (bilinear onto 4 centres), `decode` the annealed mean."
+    def __init__(self, n: int = 12):   # bins per axis (Q = n² classes; 12: bins 18 ab units wide)
+        super().__init__()
+        if n < 2: raise UserError(f"ab_bins must be at least 2, got {n}")
+        self.n = n
+        c = (torch.arange(n, dtype=torch.float32) + 0.5) / n * 2 - 1
+        self.register_buffer("centres", torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2), persistent=False)
+
+    @property
+    def classes(self) -> int: return self.n * self.n
+
+    def _grid(self, ab: torch.Tensor) -> torch.Tensor:
+        "Continuous grid coordinates (B,2,H,W) of ab/110 values, clamped to the centres' range."
+        return ((ab.float().clamp(-1, 1) + 1) / 2 * self.n - 0.5).clamp(0, self.n - 1)
+
+    def nearest(self, ab: torch.Tensor) -> torch.Tensor:
+        "The class index (B,H,W) of the bin nearest to each ab/110 value."
+        g = self._grid(ab).round().long()
+        return g[:, 0] * self.n + g[:, 1]
+
+    def encode(self, ab: torch.Tensor) -> torch.Tensor:
+        "Soft targets (B,Q,H,W): each ab/110 value shared bilinearly between its four surrounding bin centres (sums to 1)."
+        g = self._grid(ab)
+        lo = g.floor().clamp(max=self.n - 2).long()
+        w = g - lo                                             # weight of the upper neighbour on each axis
+        out = ab.new_zeros(ab.shape[0], self.classes, *ab.shape[-2:], dtype=torch.float32)
+        for da in (0, 1):
+            for db in (0, 1):
+                wa = w[:, 0] if da else 1 - w[:, 0]
+                wb = w[:, 1] if db else 1 - w[:, 1]
+                out.scatter_add_(1, ((lo[:, 0] + da) * self.n + lo[:, 1] + db)[:, None], (wa * wb)[:, None])
+        return out
+
+    def decode(self, logits: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+        "The annealed mean (B,2,H,W) of logits (B,Q,H,W): softmax(logits / T) · centres (T = 1: the mean; T → 0: the mode)."
+        p = torch.softmax(logits.float() / temperature, 1)
+        return torch.einsum("bqhw,qc->bchw", p, self.centres)
+
+    def confidence(self, logits: torch.Tensor) -> torch.Tensor:
+        "1 - normalised entropy of softmax(logits), (B,1,H,W) in [0, 1]: 1 where one bin takes all, 0 where every bin is as likely."
+        logp = torch.log_softmax(logits.float(), 1)
+        return (1 + (logp.exp() * logp).sum(1, keepdim=True) / math.log(self.classes)).clamp(0, 1)
+
+# %% ../nbs/03_models.ipynb #c4238e42
+HEAD_DECODES = ("annealed", "shrink")
+
+class ClassifyHead(nn.Module):
+    "Logits over `ABBins` at half resolution from the last decoder map; the decoded ab/110 (B,2,H,W), upsampled ×2."
+    def __init__(self, c_in: int, n: int = 12, decode: str = "annealed", temperature: float = 0.38):
+        super().__init__()
+        if decode not in HEAD_DECODES: raise UserError(f"unknown decode {decode!r}; choose one of {', '.join(HEAD_DECODES)}")
+        self.bins, self.decode, self.temperature = ABBins(n), decode, temperature
+        self.logits = nn.Conv2d(c_in, self.bins.classes, 1)
+        self.last_logits: torch.Tensor | None = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(h)
+        self.last_logits = logits if self.training else None
+        ab = self.bins.decode(logits, self.temperature)
+        if self.decode == "shrink": ab = ab * self.bins.confidence(logits)
+        return F.interpolate(ab, scale_factor=2, mode="bilinear", align_corners=False).clamp(-1, 1)
+
+def final_layer(c_in: int, out_ch: int, upsample: str, head: str = "tanh", ab_bins: int = 12, decode: str = "annealed",
+                temperature: float = 0.38) -> nn.Module:
+    "The UNet's output layer: upsample + tanh (regression), or a `ClassifyHead` (Lab chroma only)."
+    if head == "tanh": return nn.Sequential(upsample_conv(c_in, out_ch, upsample, bias=True), nn.Tanh())
+    if head != "classify": raise UserError(f"unknown head {head!r}; choose tanh or classify")
+    if out_ch != 2: raise UserError(f"the classify head predicts Lab chroma: use out_ch=2, not {out_ch}")
+    return ClassifyHead(c_in, ab_bins, decode, temperature)
+
 # %% ../nbs/03_models.ipynb #66e5cf9c
 class UNetGenerator(nn.Module):
     "pix2pix-style UNet colorizer, (B, in_ch, H, W) in [-1, 1] → (B, out_ch, H, W) in [-1, 1] for any H, W."
@@ -175,7 +247,8 @@ class UNetGenerator(nn.Module):
                  conv_bias: bool = False,         # keep the conv bias before norms (the seed's layout)
                  outer_norm: bool = False,        # norm also on the outermost and innermost down blocks (the seed's layout)
                  init: str = "pix2pix",           # 'pix2pix': N(0, 0.02) | 'default': PyTorch's (the seed's)
-                 attention_scaled: bool = True):  # scaled dot-product attention (False: the seed's unscaled)
+                 attention_scaled: bool = True,   # scaled dot-product attention (False: the seed's unscaled)
+                 head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38): # see `final_layer`
         super().__init__()
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
@@ -184,7 +257,7 @@ class UNetGenerator(nn.Module):
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
         self.downs = _encoder(in_ch, self.widths, norm, down_act, outer_norm, conv_bias)
         self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
-        self.final = nn.Sequential(upsample_conv(at[1] + widths[0], out_ch, upsample, bias=True), nn.Tanh())
+        self.final = final_layer(at[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
         self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads, scaled=attention_scaled)
         self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
         init_weights(self, init)
@@ -237,22 +310,24 @@ UNetGenerator.trainable_parameters = _trainable_parameters
 # %% ../nbs/03_models.ipynb #e11eb0c7
 SEED_LAYOUT_DEFAULTS = dict(conv_bias=False, outer_norm=False, init="pix2pix", attention_scaled=True, ext_head="relu",
                             ext_antialias=True, ext_train_mode=False)   # recorded in `.config` only when changed (older files stay valid)
+HEAD_DEFAULTS = dict(head="tanh", ab_bins=12, decode="annealed", temperature=0.38)   # the output head (see `final_layer`), recorded likewise
 
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,
           attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False, **layout) -> UNetGenerator:
     "Build a `UNetGenerator` from plain options and record them in `.config` (`layout`: keys of `SEED_LAYOUT_DEFAULTS`)."
     if norm not in NORMS: raise UserError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if upsample not in UPSAMPLERS: raise UserError(f"unknown upsample {upsample!r}; choose one of {', '.join(UPSAMPLERS)}")
-    lay = {**SEED_LAYOUT_DEFAULTS, **layout}
+    lay = {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS, **layout}
     extractor = DanbooruFeatures(pretrained=pretrained, input_size=ext_size, head=lay["ext_head"], antialias=lay["ext_antialias"],
                                  follow_train=lay["ext_train_mode"]) if name.endswith("_ext") else None
     G = UNetGenerator(unet_widths(width, depth), in_ch, out_ch, NORMS[norm], upsample=upsample, dropout=dropout,
                       attention_at=attention_at, heads=heads, extractor=extractor, ext_spatial=ext_spatial, conv_bias=lay["conv_bias"],
-                      outer_norm=lay["outer_norm"], init=lay["init"], attention_scaled=lay["attention_scaled"])
+                      outer_norm=lay["outer_norm"], init=lay["init"], attention_scaled=lay["attention_scaled"],
+                      **{k: lay[k] for k in HEAD_DEFAULTS})
     G.config = dict(name=name, width=width, depth=depth, in_ch=in_ch, out_ch=out_ch, upsample=upsample, norm=norm, dropout=dropout)
     if "att" in name: G.config.update(attention_at=attention_at, heads=heads)
     if name.endswith("_ext"): G.config.update(pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial)
-    G.config.update({k: v for k, v in layout.items() if v != SEED_LAYOUT_DEFAULTS[k]})
+    G.config.update({k: v for k, v in layout.items() if v != {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS}[k]})
     return G
 
 def unet(**kw) -> UNetGenerator:
@@ -271,7 +346,7 @@ def unet_att_ext(attention_at: int = 8, heads: int = 1, pretrained: bool = False
     "UNet + Danbooru features + self-attention after the fusion."
     return _unet("unet_att_ext", attention_at=attention_at, heads=heads, pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial, **kw)
 
-_COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout", "conv_bias", "outer_norm", "init")
+_COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout", "conv_bias", "outer_norm", "init", *HEAD_DEFAULTS)
 _ATT_OPTIONS = ("attention_at", "heads", "attention_scaled")
 _EXT_OPTIONS = ("pretrained", "ext_size", "ext_spatial", "ext_head", "ext_antialias", "ext_train_mode")
 
@@ -392,6 +467,8 @@ def save_generator(G: UNetGenerator,          # a generator from `make_generator
     weights, config = out_dir / GENERATOR_FILE, out_dir / CONFIG_FILE
     tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), config.with_suffix(".json.tmp")
     save_file(state, str(tmp_w), metadata={"format": "pt", "generator": G.config["name"]})
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp_w, 0o666 & ~umask)                  # safetensors writes 0600: give what an ordinary open() gives
     tmp_c.write_text(json.dumps({"generator": G.config, **meta}, indent=2, default=str) + "\n")
     for tmp in (tmp_w, tmp_c):
         with open(tmp, "rb") as f: os.fsync(f.fileno())

@@ -28,18 +28,19 @@ from tqdm.auto import tqdm
 
 from .core import UserError, default_device, exists, model_target, seed_everything, tensor2uint8, to_rgb
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
-from .losses import GAN_MODES, LOSS_TERMS, LOSSES, make_loss
+from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
 from .models import PatchDiscriminator, generator_options, generator_state, make_generator
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 
 # %% auto #0
-__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'TrainConfig', 'apply_recipe', 'TrainState',
-           'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env',
-           'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'setup_device', 'build_generator',
-           'build_loss', 'build_discriminator', 'GANStep', 'predict', 'validate', 'Callback', 'EpochRecord',
-           'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer',
-           'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
+__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'TrainConfig',
+           'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA',
+           'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'setup_device',
+           'build_generator', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'validate', 'Callback',
+           'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
+           'default_callbacks', 'Trainer', 'resume_config', 'start_run', 'train', 'add_config_arguments',
+           'given_options', 'run_train', 'add_commands']
 
 # %% ../nbs/07_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -54,6 +55,8 @@ class _RunFields:
     out: str = _opt("runs/train", "run folder: config, metrics, samples, checkpoints, generator")
     arch: str = _opt("unet", "generator: unet | unet_att | unet_ext | unet_att_ext")
     loss: str = _opt("l1", "loss preset: " + " | ".join(LOSSES))
+    pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, class-rebalanced; needs out_ch 2 and "
+                                 "gen_options {\"head\": \"classify\"})", choices=PIXEL_LOSSES)
     size: int = _opt(256, "square working size in pixels")
     batch_size: int = _opt(16, "images per optimizer step (per process under DDP)")
     epochs: int = _opt(50, "passes over the training images")
@@ -92,6 +95,7 @@ class _RunFields:
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
     fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
     num_workers: int = _opt(0, "data-loading worker processes")
+    max_pixels: int | None = _opt(None, "skip image files with more pixels than this (decompression-bomb guard; default: PIL's 178956970; 0: no limit)", type=int)
     ckpt_every: int = _opt(0, "also checkpoint every N optimizer steps (0: only at epoch ends)")
     best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled MSE, which gray targets cannot game)", choices=METRIC_NAMES)
     max_bad_steps: int = _opt(10, "stop after this many non-finite steps in a row")
@@ -106,7 +110,8 @@ class TrainConfig(_RunFields):
     "Everything that defines a training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
     recipe: str = _opt("default", "training recipe: default (ours) | seed (the original code's networks and training: batch 32, no augmentation, "
                        "bilinear resize, G-then-D steps, last partial batch kept, its layout, discriminator, extractor features and loss "
-                       "formulas, its defects fixed); fills those fields unless you give them", choices=("default", "seed"))
+                       "formulas, its defects fixed) | best (the recipe study's winner on real art, benchmarks/recipe_study.json); fills those fields unless you give them",
+                       choices=("default", "seed", "best"))
     seed_defects: bool = _opt(False, "also reproduce the seed's defects: attention on the bottleneck (unscaled), anime loss without gradient, "
                                      "extractor in train mode, VGG on [-1, 1] through all 31 layers")
     augment: str = _opt("crop_flip", "training augmentation: crop_flip (random crop of a x1.125 resize, random flip) | none (the seed's)", choices=AUGMENTS)
@@ -137,12 +142,14 @@ RECIPES: dict[str, dict] = {
     "default": {},
     "seed": dict(batch_size=32, augment="none", resize_filter="bilinear", step_order="g_first", drop_last=False, layout="seed",
                  d_stride_last=2, loss_formulas="seed", anime_size=360),
+    "best": dict(out_ch=2, pixel_loss="l1", loss="l1", adv_weight=0.01, input_mode="gray"),   # provisional: the study's base (lab_l1); no recipe met the study's target yet
 }
 SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)   # the seed's extractor features (*_ext generators)
+RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}   # what a recipe adds to `gen_options`
 
 def _recipe_gen_options(config: TrainConfig) -> dict | None:
     "`gen_options` plus what the recipe and `seed_defects` add to the generator (the user's own options win)."
-    extra = dict(SEED_GEN_OPTIONS) if config.recipe == "seed" else {}
+    extra = dict(RECIPE_GEN_OPTIONS.get(config.recipe, {}))
     if config.seed_defects: extra.update(attention_at=2 ** config.depth, attention_scaled=False, ext_train_mode=True)
     return {**extra, **(config.gen_options or {})} or config.gen_options
 
@@ -305,7 +312,8 @@ def build_loss(config: TrainConfig) -> nn.Module:
     "The `GeneratorLoss` of `config`: its preset, weights, formulas and (when asked) the seed's defects."
     weights = {k: getattr(config, k) for k in ("adv_weight", "l1_weight", "perceptual_weight", "anime_mix") if getattr(config, k) is not None}
     return make_loss(config.loss, pretrained=config.pretrained, gan_mode=config.gan_mode, anime_input_size=config.anime_size,
-                     formulas=config.loss_formulas, seed_defects=config.seed_defects, **weights)
+                     formulas=config.loss_formulas, seed_defects=config.seed_defects, pixel=config.pixel_loss,
+                     ab_bins=(config.gen_options or {}).get("ab_bins", 12), **weights)
 
 def build_discriminator(config: TrainConfig) -> PatchDiscriminator:
     "The PatchGAN of `config`, in its layout and geometry (`d_stride_last=2`: the seed's)."
@@ -380,7 +388,7 @@ def _g_update(self: GANStep, inp, target, fake, allowed: bool = True) -> tuple[d
     if self.D is not None: self.D.requires_grad_(False)                # D's weights get no gradient from G's loss
     with self.setup.autocast():
         fake_logits = self.D(inp, fake) if self.D is not None else None   # the raw D: no DDP sync for its (absent) grads
-        terms = self.loss(fake, target, fake_logits, gray=inp[:, :1])
+        terms = self.loss(fake, target, fake_logits, gray=inp[:, :1], logits=getattr(getattr(self.G, "final", None), "last_logits", None))
     terms["loss_g"].backward()
     ok = self.finite_update(terms["loss_g"], self.G, self.opt_g) if allowed else False
     if not allowed: self.opt_g.zero_grad(set_to_none=True)
@@ -597,7 +605,8 @@ class Trainer:
     def _data_options(self) -> dict:
         c = self.config
         options = dict(batch_size=c.batch_size, resize=(c.size, c.size), out_ch=3, input_mode=c.input_mode, num_workers=c.num_workers,
-                       seed=c.seed, num_replicas=self.setup.world_size, rank=self.setup.rank, augment=c.augment, resize_filter=c.resize_filter)
+                       seed=c.seed, num_replicas=self.setup.world_size, rank=self.setup.rank, augment=c.augment, resize_filter=c.resize_filter,
+                       max_pixels=c.max_pixels)
         if c.data == "synthetic": options["synthetic_n"] = (max(1000, c.limit or 0), max(100, c.val_limit or 0), 100)
         return options
 
@@ -707,7 +716,7 @@ def _fit(self: Trainer) -> dict:
 Trainer.train_epoch, Trainer.fit = _train_epoch, _fit
 
 # %% ../nbs/07_train.ipynb #5572909e
-RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
+RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "max_pixels", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
 
 def resume_config(out: str | Path, given: dict | None = None) -> TrainConfig:
     "The saved config of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."

@@ -281,8 +281,6 @@ def test_run_writers_get_the_modes_open_gives(tiny, tmp_path, umask027):
     assert set(modes.values()) == {"0o640"}, modes
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11.3, not in colorize: models.save_generator (nbs/03_models) writes generator.safetensors "
-                                        "through safetensors.save_file, which creates it 0600; it needs an os.chmod to 0666 & ~umask")
 def test_saved_generator_gets_the_mode_open_gives(tiny, tmp_path, umask027):
     save_generator(tiny[0], tmp_path, {"size": 64})
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}

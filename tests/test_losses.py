@@ -1,5 +1,7 @@
 """Loss contracts over the registries: every preset in `LOSSES` with every GAN mode runs a step whose gradient reaches the
 generator's output while the frozen nets stay out of training. Values, the VGG input mapping and the anime gradient are tested in 05_losses."""
+import math
+
 import pytest
 import torch
 
@@ -35,3 +37,27 @@ def test_discriminator_loss_prefers_real(gan_mode):
     high, low = torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 4, 4), -2.0)
     assert adv.d(high, low) < adv.d(low, high)
     assert adv.g(high) < adv.g(low)
+
+
+@pytest.mark.parametrize("pixel", ["l1", "l2", "huber"])
+def test_regression_pixel_terms_reach_the_output(pixel):
+    gl = make_loss("l1", pretrained=False, pixel=pixel)
+    out = (torch.rand(2, 2, 16, 16) * 2 - 1).requires_grad_(True)
+    terms = gl(out, torch.rand(2, 2, 16, 16) * 2 - 1, fake_logits=torch.randn(2, 1, 2, 2))
+    terms["loss_g"].backward()
+    assert out.grad.abs().sum() > 0 and terms["loss_l1"] > 0
+
+
+def test_classification_term_trains_the_logits_and_rebalances():
+    from manga_colorization.losses import ClassificationLoss
+    gl = make_loss("l1", pretrained=False, pixel="classify", ab_bins=6, adv_weight=0.0).train()
+    logits = torch.zeros(2, 36, 8, 8, requires_grad=True)
+    target = torch.zeros(2, 2, 16, 16); target[0, :, :4, :4] = 0.8
+    with pytest.raises(ValueError, match="needs the classify head's logits"): gl(torch.zeros(2, 2, 16, 16), target)
+    terms = gl(torch.zeros(2, 2, 16, 16), target, logits=logits)
+    terms["loss_g"].backward()
+    assert logits.grad.abs().sum() > 0 and abs(terms["loss_l1"].item() - math.log(36)) < 1.0
+    w = gl.classify.class_weights()
+    assert w[gl.classify.bins.nearest(torch.full((1, 2, 1, 1), 0.8))].item() > w[gl.classify.bins.nearest(torch.zeros(1, 2, 1, 1))].item()
+    assert len(gl.state_dict()) == 0                                      # the running prior is not a checkpoint entry
+    with pytest.raises(ValueError, match="36 ab bins"): ClassificationLoss(6)(torch.zeros(1, 10, 2, 2), torch.zeros(1, 2, 4, 4))

@@ -169,3 +169,24 @@ def test_pretrained_ext_file_leaves_extractor_out(tmp_path, monkeypatch):
     (tmp_path / "weights" / "resnet50-13306192.pth").unlink()
     with pytest.raises(UserError, match="resnet50-13306192.pth"):
         load_generator(path)
+
+
+@pytest.mark.parametrize("decode", ["annealed", "shrink"])
+def test_classify_head_saves_loads_and_onnx_free_decoding(decode, tmp_path):
+    G = make_generator("unet", width=8, depth=3, out_ch=2, head="classify", ab_bins=6, decode=decode).train()
+    y = G(torch.rand(2, 1, 24, 40) * 2 - 1)
+    assert y.shape == (2, 2, 24, 40) and y.abs().max() <= 1
+    assert G.final.last_logits.shape == (2, 36, 12, 20)                  # logits at half resolution, kept only in training
+    assert G.config["head"] == "classify" and G.config["ab_bins"] == 6 and ("decode" in G.config) == (decode != "annealed")
+    G.eval()
+    save_generator(G, tmp_path / "run", {"size": 32, "out_ch": 2, "color_space": "lab"})
+    L = load_generator(tmp_path / "run")
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad(): assert torch.allclose(L(x), G(x)) and G.final.last_logits is None
+    assert make_generator("unet", width=8, depth=3, out_ch=3).config.keys() == make_generator("unet", width=8, depth=3, out_ch=3, head="tanh").config.keys()
+
+
+def test_classify_head_needs_lab_and_known_options():
+    with pytest.raises(UserError, match="use out_ch=2"): make_generator("unet", width=8, depth=3, out_ch=3, head="classify")
+    with pytest.raises(UserError, match="unknown head"): make_generator("unet", width=8, depth=3, out_ch=2, head="softmax")
+    with pytest.raises(UserError, match="unknown decode"): make_generator("unet", width=8, depth=3, out_ch=2, head="classify", decode="mode")

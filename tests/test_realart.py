@@ -1,5 +1,6 @@
 """benchmarks/realart.py on a tiny fake unpacked tree (no apt, no network): the split is fixed by names + hashes and checked
-against its list, oversize and unreadable files are dropped and counted, transparency lands on white, and the folder loads."""
+against its list, name families stay on one side, oversize and unreadable files are dropped and counted, transparency lands on
+white, and the folder loads."""
 import hashlib
 import importlib.util
 import io
@@ -20,6 +21,7 @@ spec.loader.exec_module(realart)
 
 CLIP, WES = realart.SOURCES
 N_GOOD = 10
+NAMES = ("ant", "bee", "cat", "dog", "eel", "fam_01", "fam_02")     # fam_01 / fam_02: one name family
 
 
 def _png(path: Path, img: Image.Image, **kw) -> Path:
@@ -36,7 +38,7 @@ def _fake_cache(cache: Path) -> dict:
         (base / ".version").write_text(v + "\n")
     root, rng = clip / CLIP.root, np.random.default_rng(0)
     for i in range(N_GOOD - 3):
-        _png(root / f"cat{i % 2}" / f"img{i}.png", Image.fromarray(rng.integers(0, 255, (12, 20, 3), dtype=np.uint8)))
+        _png(root / f"cat{i % 2}" / f"{NAMES[i]}.png", Image.fromarray(rng.integers(0, 255, (12, 20, 3), dtype=np.uint8)))
     rgba = np.zeros((12, 12, 4), np.uint8); rgba[..., 0] = 200; rgba[:, :6, 3] = 255       # right half fully transparent
     pal = Image.new("P", (12, 12), 1); pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
     files = {"rgba": _png(root / "rgba.png", Image.fromarray(rgba, "RGBA")),
@@ -45,17 +47,17 @@ def _fake_cache(cache: Path) -> dict:
              "oversize": _png(root / "big.png", Image.new("RGB", (40, 40), (9, 9, 9))),   # 1600 px: over max_pixels
              "garbage": root / "garbage.png"}
     files["garbage"].write_bytes(b"not a png at all")
-    data = (root / "cat0" / "img0.png").read_bytes()
+    data = (root / "cat0" / "ant.png").read_bytes()
     buf = io.BytesIO(); Image.new("RGB", (20, 20), (1, 2, 3)).save(buf, "PNG", compress_level=0)
     (root / "truncated.png").write_bytes(buf.getvalue()[:300])                          # header fine, pixels cut off
-    (root / "dup.png").write_bytes(data)                                                  # same bytes as cat0/img0.png
-    (root / "alias.png").symlink_to("cat0/img0.png")
+    (root / "dup.png").write_bytes(data)                                                  # same bytes as cat0/ant.png
+    (root / "alias.png").symlink_to("cat0/ant.png")
     for i in range(3):
         _png(wes / WES.root / "humans" / f"p{i}.png", Image.fromarray(rng.integers(0, 255, (16, 14, 4), dtype=np.uint8), "RGBA"))
     return files
 
 
-PARAMS = {"max_pixels": 1000, "max_side": 16, "heldout": 0.2}
+PARAMS = {"max_pixels": 1000, "max_side": 16, "heldout": 0.2, "val": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +73,30 @@ def test_counts_hashes_and_drops(built):
     clip = record["sources"]["openclipart"]
     assert (clip["symlinks"], clip["duplicates"], clip["too_large"], clip["unreadable"]) == (1, 1, 1, 2)
     assert clip["kept"] == N_GOOD and record["sources"]["wesnoth"]["kept"] == 3
-    assert summary["splits"] == {"train": 8, "val": 2, "test": 3}
+    splits = summary["splits"]
+    assert splits["cross"] == 3 and splits["train"] + splits["val"] + splits["test"] == N_GOOD and splits["val"] >= 2 and splits["test"] >= 2
     assert record["packages"] == {CLIP.package: "1:0.18-test", WES.package: "1:1.16-test"}
     assert record["params"] == {**realart.DEFAULTS, **PARAMS}
     base = tmp / "cache" / "unpacked"
     for f in record["files"]:
         pkg = CLIP.package if f["path"].startswith(CLIP.root) else WES.package
         assert f["sha256"] == hashlib.sha256((base / pkg / f["path"]).read_bytes()).hexdigest()
-        assert f["split"] in ("train", "val", "test") and len(f["size"]) == 2
+        assert f["split"] in realart.SPLITS and len(f["size"]) == 2
     names = {Path(f["path"]).name for f in record["files"]}
     assert not names & {"big.png", "garbage.png", "truncated.png", "alias.png"}
-    assert {f["split"] for f in record["files"] if f["path"].startswith(WES.root)} == {"test"}
+    assert {f["split"] for f in record["files"] if f["path"].startswith(WES.root)} == {"cross"}
+    assert len({f["split"] for f in record["files"] if "fam_0" in f["path"]}) == 1        # a name family on one side
+
+
+def test_name_families():
+    assert {realart.family(p) for p in ("a/dog_01.png", "b/Dog-2.png", "dog.png", "dog (3).png", "dog 4.png")} == {"dog"}
+    assert realart.family("x/1uparrow.png") == "1uparrow" and realart.family("x/70a010.png") == "70a"
+    assert realart.family("x/123.png") == "123"
+    entries = [{"path": f"p/{n}.png", "sha256": f"{i:064x}", "heldout_only": False} for i, n in enumerate(["a_1", "a_2", "a_3", "b", "c", "d", "e", "f"])]
+    for seed in range(5):
+        realart.assign_splits(entries, seed, heldout=0.25, val=0.125)
+        assert len({e["split"] for e in entries if e["path"].startswith("p/a_")}) == 1
+        assert sum(e["split"] == "test" for e in entries) >= 2 and sum(e["split"] == "val" for e in entries) >= 1
 
 
 def test_split_is_deterministic_and_checked(built, tmp_path):
@@ -115,8 +130,10 @@ def test_transparency_on_white_and_shrunk(built):
 def test_loads_with_sketch_datamodule(built):
     tmp, *_ = built
     dm = SketchDataModule(tmp / "out", batch_size=2, resize=8, num_workers=0, cache=False, pairs=False)
-    assert {s: len(v) for s, v in dm.sources.items()} == {"train": 8, "val": 2, "test": 3}
-    assert all("humans" in str(p) for p in dm.sources["test"].paths)
+    splits = built[2]["splits"]
+    assert {s: len(v) for s, v in dm.sources.items()} == {s: splits[s] for s in ("train", "val", "test")}
+    assert not any("humans" in str(p) for s in dm.sources.values() for p in s.paths)      # the cross-domain folder is no split
+    assert len(list((tmp / "out" / "cross").rglob("*.png"))) == 3
     x, y = next(iter(dm.test_loader))
     assert x.shape == (2, 1, 8, 8) and y.shape == (2, 3, 8, 8)
 

@@ -355,3 +355,19 @@ def test_seed_recipe_resumes_exactly_with_a_partial_last_batch(tmp_path):
     assert sa["step"] == sb["step"] == 6
     for part in ("G", "D"):
         for k in sa[part]: assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+
+
+def test_classification_recipe_trains_and_loads(tmp_path):
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "cls"), "epochs": 1, "limit": 8, "out_ch": 2, "pixel_loss": "classify",
+                             "gen_options": {"head": "classify", "ab_bins": 8}}))
+    assert math.isfinite(r["loss_l1"]) and r["loss_l1"] > 0
+    G = load_generator(tmp_path / "cls")
+    assert G.config["head"] == "classify" and G.config["ab_bins"] == 8 and G(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_best_recipe_fills_only_what_is_not_given():
+    from manga_colorization.train import RECIPES, apply_recipe
+    c = apply_recipe(TrainConfig(recipe="best"))
+    assert all(getattr(c, k) == v for k, v in RECIPES["best"].items())
+    assert apply_recipe(TrainConfig(recipe="best", out_ch=3), given={"out_ch"}).out_ch == 3
+    assert dataclasses.replace(apply_recipe(TrainConfig()), recipe_applied=False) == TrainConfig()
