@@ -5,7 +5,6 @@
 # %% ../nbs/22_recipe_study.ipynb #687cafed
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .core import UserError, in_test
+from .core import UserError
 from .data import ColorizationDataset, FileSource, ImageCache, find_images
 from .metrics import MetricMeter, image_metrics
 from .runs import Run, load_generator

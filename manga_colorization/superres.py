@@ -5,7 +5,6 @@
 # %% ../nbs/13_superres.ipynb #0190f755
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import io
@@ -31,7 +30,7 @@ from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
 from .models import PatchDiscriminator, count_params, strip_wrappers
 from .runs import LoadedGenerator, OnnxRunner, Run, TorchRunner, check_out_vs_data, export_onnx, load_checkpoint
-from .train import (EMA, RESUME_CHANGEABLE, Callback, GANStep, ProgressLog, TrainConfig, Trainer, log_stream, resume_config,
+from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep, ProgressLog, TrainConfig, Trainer, log_stream, resume_config,
                                       sample_sheet, trainable)
 
 # %% auto #0
@@ -43,8 +42,7 @@ __all__ = ['UPSCALERS', 'SCALES', 'KERNELS', 'CLEAN', 'SR_LOSSES', 'BASELINES', 
            'axis_weights', 'upscale_tensor', 'upscale_array', 'Upscaler', 'upscale_page', 'PageFunction',
            'upscale_files', 'upscale_summary', 'export_upscaler', 'eval_pairs', 'edge_sharpness', 'upscale_methods',
            'compare_upscalers', 'busiest_box', 'crop_gallery', 'sr_meta', 'fit_steps', 'run_upscale', 'run_sr_export',
-           'SRProgressLog', 'SRTrainer', 'start_sr_run', 'train_upscaler', 'add_sr_arguments', 'run_sr_train',
-           'add_commands']
+           'SRProgressLog', 'SRTrainer', 'start_sr_run', 'train_upscaler', 'run_sr_train', 'add_commands']
 
 # %% ../nbs/13_superres.ipynb #eeae04ad
 def conv3(c_in: int, c_out: int) -> nn.Conv2d: return nn.Conv2d(c_in, c_out, 3, 1, 1)
@@ -783,19 +781,9 @@ def train_upscaler(config: SRConfig | None = None, resume: bool = False, overwri
 # %% ../nbs/13_superres.ipynb #14b27830
 SR_SKIP = ("kind", "depth", "input_mode", "out_ch", "anime_mix", "anime_size", "best_metric")   # fields only colorizers use
 
-def add_sr_arguments(parser: argparse.ArgumentParser):
-    "One `--option` per `SRConfig` field but `SR_SKIP` (defaults suppressed: only given options reach the namespace)."
-    for f in dataclasses.fields(SRConfig):
-        if f.name in SR_SKIP: continue
-        flag, md, help = "--" + f.name.replace("_", "-"), f.metadata, f"{f.metadata.get('help', '')} (default: {f.default})"
-        if isinstance(f.default, bool): parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
-        else:
-            kind = md.get("type") or (str if f.default is None else type(f.default))
-            parser.add_argument(flag, type=kind, choices=md.get("choices"), default=argparse.SUPPRESS, metavar=f.name.upper(), help=help)
-
 def run_sr_train(args) -> int:
     "`mangacolor sr-train`."
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SRConfig) if hasattr(args, f.name)}
+    given = given_options(args, SRConfig)
     record = train_upscaler(SRConfig(**given), args.resume, args.overwrite)
     if record.get("psnr_pooled") is not None:
         print(f"{record['out']}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (bicubic {record['baseline_psnr_pooled']:.2f}), "
@@ -807,7 +795,7 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("sr-train", help="train an upscaler (one option per SRConfig field)",
                               description="Train a super-resolution net on manga-degraded crops. The run folder is a training run's: config.json, "
                                           "metrics.jsonl, samples/, checkpoints/last.pt + best.pt, generator.safetensors.")
-    add_sr_arguments(p)
+    add_config_arguments(p, skip=SR_SKIP, config_cls=SRConfig)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.set_defaults(func=run_sr_train)

@@ -750,9 +750,9 @@ def train(config: TrainConfig | None = None, # the run; default `TrainConfig()` 
     return record
 
 # %% ../nbs/07_train.ipynb #20d065b4
-def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",)):
-    "One `--option` per `TrainConfig` field (defaults suppressed, so only given options appear in the namespace)."
-    for f in dataclasses.fields(TrainConfig):
+def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",), config_cls=TrainConfig):
+    "One `--option` per field of `config_cls` (a `TrainConfig` or a subclass; defaults suppressed, so only given options appear in the namespace)."
+    for f in dataclasses.fields(config_cls):
         if f.name in skip or f.metadata.get("cli") is False: continue
         flag, md = "--" + f.name.replace("_", "-"), f.metadata
         if isinstance(f.default, bool):
@@ -761,9 +761,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",)):
             parser.add_argument(flag, type=md.get("type") or (str if f.default is None else type(f.default)), choices=md.get("choices"), default=argparse.SUPPRESS,
                                 metavar=f.name.upper(), help=f"{md['help']} (default: {f.default})")
 
-def given_options(args: argparse.Namespace) -> dict:
-    "The `TrainConfig` fields given on the command line."
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+def given_options(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
+    "The fields of `config_cls` given on the command line."
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
 
 def run_train(args) -> int:
     "The `mangacolor train` command."
