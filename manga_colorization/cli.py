@@ -16,7 +16,7 @@ from .core import UserError
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #c5d4aac8
-COMMAND_MODULES = ("synthetic", "pretrained", "train", "demo", "grid", "colorize", "gallery", "bench", "superres", "study")
+COMMAND_MODULES = ("synthetic", "pretrained", "train", "demo", "grid", "colorize", "gallery", "bench", "superres", "study", "guided_study")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mangacolor` parser with the subcommands of every module in `COMMAND_MODULES`."

@@ -22,13 +22,14 @@ from .core import UserError
 from .pretrained import DanbooruFeatures
 
 # %% auto #0
-__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS',
-           'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'down_block', 'upsample_conv', 'up_block', 'unet_widths',
-           'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer',
-           'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator',
-           'PatchDiscriminator', 'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table',
-           'generator_state', 'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state',
-           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
+__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES',
+           'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META',
+           'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix',
+           'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'guidance_parts', 'PaletteFiLM', 'UNetGenerator',
+           'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator',
+           'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state',
+           'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state', 'seed_generator_options',
+           'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -227,6 +228,38 @@ def final_layer(c_in: int, out_ch: int, upsample: str, head: str = "tanh", ab_bi
     if out_ch != 2: raise UserError(f"the classify head predicts Lab chroma: use out_ch=2, not {out_ch}")
     return ClassifyHead(c_in, ab_bins, decode, temperature)
 
+# %% ../nbs/03_models.ipynb #69b9548e
+GUIDANCES = (None, "hints", "palette", "both")
+HINT_CHANNELS = 3           # ab/110 at hinted pixels + the hint mask
+PALETTE_FEATURES = 4        # per palette colour: L/100, a/110, b/110, weight
+
+def guidance_parts(guidance: str | None) -> tuple[bool, bool]:
+    "(uses hints, uses a palette) of a `guidance` value, checked."
+    if guidance not in GUIDANCES: raise UserError(f"unknown guidance {guidance!r}; choose one of hints, palette, both (or none)")
+    return guidance in ("hints", "both"), guidance in ("palette", "both")
+
+class PaletteFiLM(nn.Module):
+    "Per-level FiLM (γ, β) of the decoder from a (B, K, 4) palette; identity for an absent palette (weights all 0) and at init."
+    def __init__(self, channels: list[int], k: int = 8, hidden: int = 128):
+        super().__init__()
+        self.channels, self.k = list(channels), k
+        self.mlp = nn.Sequential(nn.Linear(k * PALETTE_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * sum(self.channels)))
+        nn.init.zeros_(self.mlp[-1].weight); nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, palette: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        "(γ, β) of shape (B, C, 1, 1) for each level in `channels`."
+        if palette.shape[1:] != (self.k, PALETTE_FEATURES):
+            raise UserError(f"palette must be (batch, {self.k}, {PALETTE_FEATURES}), got {tuple(palette.shape)}")
+        order = palette[..., 3].topk(self.k, dim=1).indices                   # weight order: the MLP sees no arbitrary layout (topk: ONNX has it)
+        palette = torch.gather(palette, 1, order[..., None].expand_as(palette))
+        present = (palette[..., 3].sum(1) > 0).to(palette)[:, None]
+        out = self.mlp(palette.flatten(1)) * present
+        films, i = [], 0
+        for c in self.channels:
+            films.append((out[:, i:i + c, None, None], out[:, i + c:i + 2 * c, None, None])); i += 2 * c
+        return films
+
 # %% ../nbs/03_models.ipynb #66e5cf9c
 class UNetGenerator(nn.Module):
     "pix2pix-style UNet colorizer, (B, in_ch, H, W) in [-1, 1] → (B, out_ch, H, W) in [-1, 1] for any H, W."
@@ -248,19 +281,23 @@ class UNetGenerator(nn.Module):
                  outer_norm: bool = False,        # norm also on the outermost and innermost down blocks (the seed's layout)
                  init: str = "pix2pix",           # 'pix2pix': N(0, 0.02) | 'default': PyTorch's (the seed's)
                  attention_scaled: bool = True,   # scaled dot-product attention (False: the seed's unscaled)
-                 head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38): # see `final_layer`
+                 head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38, # see `final_layer`
+                 guidance: str | None = None,    # None | "hints" (3 more input channels) | "palette" (FiLM in the decoder) | "both"
+                 palette_k: int = 8):             # colours in a palette
         super().__init__()
+        self.use_hints, self.use_palette = guidance_parts(guidance)
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
         self.attention_level = _attention_level(attention_at, self.depth)
         self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
-        self.downs = _encoder(in_ch, self.widths, norm, down_act, outer_norm, conv_bias)
+        self.downs = _encoder(in_ch + HINT_CHANNELS * self.use_hints, self.widths, norm, down_act, outer_norm, conv_bias)
         self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
         self.final = final_layer(at[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
         self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads, scaled=attention_scaled)
         self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
         init_weights(self, init)
+        self.film = PaletteFiLM([widths[self.depth - j - 2] for j in range(self.depth - 1)], palette_k) if self.use_palette else None
         self.extractor = extractor                    # attached after init: its weights are its own
         self.config: dict = {}
 
@@ -271,20 +308,27 @@ class UNetGenerator(nn.Module):
     @property
     def multiple(self) -> int: return 2 ** self.depth      # input sizes `forward_padded` accepts are multiples of this
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,               # (B, in_ch, H, W) in [-1, 1]
+                hints: torch.Tensor | None = None,    # (B, 3, H, W): ab/110 at hinted pixels + mask; None = no hints
+                palette: torch.Tensor | None = None,  # (B, K, 4): L/100, a/110, b/110, weight; None = no palette
+               ) -> torch.Tensor:
         H, W = x.shape[-2:]
         x, (top, left) = self.pad(x)
-        return self.forward_padded(x)[..., top:top + H, left:left + W]
+        if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))   # no hints in the pad
+        return self.forward_padded(x, hints, palette)[..., top:top + H, left:left + W]
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
         "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
         with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
-        skips, h = [], x
+        films = _films(self, x, palette)
+        skips, h = [], _with_hints(self, x, hints)
         for down in self.downs:
             h = down(h); skips.append(h)
         h = _fuse(self, skips.pop(), self.depth, ext)
         for j, up in enumerate(self.ups):
-            h = _fuse(self, up(h), self.depth - 1 - j, ext)
+            h = up(h)
+            if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
+            h = _fuse(self, h, self.depth - 1 - j, ext)
             h = torch.cat([h, skips.pop()], 1)
         return self.final(h)
 
@@ -301,6 +345,24 @@ def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
     if level == G.attention_level: h = G.attention(h)
     return h
 
+def _with_hints(G: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+    "The encoder's input: `x`, plus the hint channels (zeros when none are given) for a hint-guided generator."
+    if not G.use_hints:
+        if hints is not None: raise UserError("this generator was not trained with hints (guidance 'hints' or 'both'); it cannot use them")
+        return x
+    if hints is None: return torch.cat([x, x.new_zeros(x.shape[0], HINT_CHANNELS, *x.shape[-2:])], 1)
+    if hints.shape[1] != HINT_CHANNELS or hints.shape[-2:] != x.shape[-2:] or hints.shape[0] not in (1, x.shape[0]):
+        raise UserError(f"hints must be (batch, {HINT_CHANNELS}, H, W) like the input {tuple(x.shape)}, got {tuple(hints.shape)}")
+    return torch.cat([x, hints.to(x).expand(x.shape[0], -1, -1, -1)], 1)
+
+def _films(G: UNetGenerator, x: torch.Tensor, palette: torch.Tensor | None):
+    "The decoder's FiLM terms from `palette` (None when the generator has no palette input or none is given)."
+    if G.film is None:
+        if palette is not None: raise UserError("this generator was not trained with a palette (guidance 'palette' or 'both'); it cannot use one")
+        return None
+    if palette is None: return None
+    return G.film(palette.to(x.device, torch.float32).expand(x.shape[0], -1, -1))
+
 def _trainable_parameters(self: UNetGenerator) -> list[nn.Parameter]:
     "The parameters an optimizer should get (the frozen extractor's are not among them)."
     return [p for p in self.parameters() if p.requires_grad]
@@ -310,7 +372,8 @@ UNetGenerator.trainable_parameters = _trainable_parameters
 # %% ../nbs/03_models.ipynb #e11eb0c7
 SEED_LAYOUT_DEFAULTS = dict(conv_bias=False, outer_norm=False, init="pix2pix", attention_scaled=True, ext_head="relu",
                             ext_antialias=True, ext_train_mode=False)   # recorded in `.config` only when changed (older files stay valid)
-HEAD_DEFAULTS = dict(head="tanh", ab_bins=12, decode="annealed", temperature=0.38)   # the output head (see `final_layer`), recorded likewise
+HEAD_DEFAULTS = dict(head="tanh", ab_bins=12, decode="annealed", temperature=0.38,   # the output head (see `final_layer`), recorded likewise
+                     guidance=None, palette_k=8)                                          # guidance inputs (see `PaletteFiLM`), likewise
 
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,
           attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False, **layout) -> UNetGenerator:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .core import UserError, default_device, to_rgb
 from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, generator_from_state, is_seed_state, load_seed_checkpoint,
@@ -268,8 +269,10 @@ class TorchRunner:
         self.device = device if isinstance(device, torch.device) else default_device(device)
         self.G = G.to(self.device).eval()
     @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        return self.G(torch.as_tensor(x, dtype=torch.float32).to(self.device)).float().cpu()
+    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None, palette: np.ndarray | None = None) -> torch.Tensor:
+        t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32).to(self.device)
+        return self.G(t(x), hints=t(hints), palette=t(palette)).float().cpu() if hints is not None or palette is not None \
+            else self.G(t(x)).float().cpu()
 
 class OnnxRunner:
     "Runs an exported generator with onnxruntime (CUDA provider when available and not `device='cpu'`)."
@@ -280,10 +283,28 @@ class OnnxRunner:
         if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers(): providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions(); opts.log_severity_level = 3
         self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
+        self.inputs = {i.name: i.shape for i in self.session.get_inputs()}   # "gray", and "hints" / "palette" for a guided generator
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: np.asarray(x, np.float32)})[0])
+    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None, palette: np.ndarray | None = None) -> torch.Tensor:
+        x = np.asarray(x, np.float32)
+        feed = {self.input_name: x}
+        if "hints" in self.inputs: feed["hints"] = np.zeros((x.shape[0], 3, *x.shape[2:]), np.float32) if hints is None else np.asarray(hints, np.float32)
+        if "palette" in self.inputs:
+            k = self.inputs["palette"][1] if isinstance(self.inputs["palette"][1], int) else 8
+            pal = np.zeros((1, k, 4), np.float32) if palette is None else np.asarray(palette, np.float32)
+            feed["palette"] = np.broadcast_to(pal, (x.shape[0], *pal.shape[1:])).copy()
+        elif palette is not None or (hints is not None and "hints" not in self.inputs):
+            raise UserError("this ONNX generator takes no such guidance (export a generator trained with it)")
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+class _GuidedGraph(torch.nn.Module):
+    "A guided generator with its guidance as positional inputs (what the ONNX graph takes)."
+    def __init__(self, G): super().__init__(); self.G = G
+    def forward(self, gray, *guide):
+        hints = guide[0] if self.G.use_hints else None
+        palette = guide[-1] if self.G.use_palette else None
+        return self.G(gray, hints=hints, palette=palette)
 
 def export_onnx(G: torch.nn.Module,              # the generator (has `.config`)
                 path: str | Path | io.BytesIO,   # where to write the .onnx (or a BytesIO)
@@ -293,10 +314,15 @@ def export_onnx(G: torch.nn.Module,              # the generator (has `.config`)
     "Export a generator to ONNX with dynamic batch, height and width (a multiple of its downsampling), plus a JSON sidecar."
     G = G.cpu().eval()
     in_ch, axes = getattr(G, "config", {}).get("in_ch", 1), {0: "batch", 2: "height", 3: "width"}
+    args, names, dynamic = (torch.zeros(1, in_ch, size, size),), ["gray"], {"gray": axes, "color": axes}
+    if getattr(G, "use_hints", False): args, names, dynamic = args + (torch.zeros(1, 3, size, size),), names + ["hints"], {**dynamic, "hints": axes}
+    if getattr(G, "use_palette", False):
+        args, names, dynamic = args + (torch.zeros(1, G.film.k, 4),), names + ["palette"], {**dynamic, "palette": {0: "batch"}}
+    module = _GuidedGraph(G) if len(args) > 1 else G
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(G, torch.zeros(1, in_ch, size, size), path, input_names=["gray"], output_names=["color"],
-                          dynamic_axes={"gray": axes, "color": axes}, opset_version=opset, dynamo=False)
+        torch.onnx.export(module, args, path, input_names=names, output_names=["color"],
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     if isinstance(path, (str, Path)):
         Path(path).with_suffix(".json").write_text(json.dumps({"generator": getattr(G, "config", {}), **(meta or {})}, indent=1))
     return path
@@ -318,17 +344,35 @@ class LoadedGenerator:
     @property
     def backend(self) -> str: return "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
 
-    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        "The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size."
-        x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().float().cpu()
-        H, W = x.shape[-2:]
-        if self.backend == "torch": return self.runner(x.numpy())            # the UNet pads by itself
-        x, (top, left) = pad_to_multiple(x, self.multiple)                    # the traced graph needs whole multiples: pad as the UNet does
-        return self.runner(x.numpy())[..., top:top + H, left:left + W]
+    @property
+    def guidance(self) -> str | None: return self.config.get("guidance")
+    @property
+    def uses_hints(self) -> bool: return self.guidance in ("hints", "both")
+    @property
+    def uses_palette(self) -> bool: return self.guidance in ("palette", "both")
+    @property
+    def palette_k(self) -> int: return int(self.config.get("palette_k", 8))
 
-    def predict_rgb(self, inp: torch.Tensor) -> torch.Tensor:
-        "RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel)."
-        return to_rgb(self(inp), inp[:, :1].detach().float().cpu())
+    def __call__(self, x: torch.Tensor | np.ndarray,
+                 hints: torch.Tensor | None = None,    # (B or 1, 3, H, W) hint channels (see `guidance`)
+                 palette: torch.Tensor | None = None,  # (B or 1, K, 4) palette
+                ) -> torch.Tensor:
+        "The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if it takes some)."
+        x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().float().cpu()
+        if hints is not None and not self.uses_hints: raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
+        if palette is not None and not self.uses_palette: raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
+        hints = None if hints is None else torch.as_tensor(hints).float().cpu().expand(x.shape[0], -1, -1, -1)
+        palette = None if palette is None else torch.as_tensor(palette).float().cpu()
+        H, W = x.shape[-2:]
+        arr = lambda t: None if t is None else t.numpy()
+        if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette))    # the UNet pads by itself
+        x, (top, left) = pad_to_multiple(x, self.multiple)                    # the traced graph needs whole multiples: pad as the UNet does
+        if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
+        return self.runner(x.numpy(), arr(hints), arr(palette))[..., top:top + H, left:left + W]
+
+    def predict_rgb(self, inp: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
+        "RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), with guidance if given."
+        return to_rgb(self(inp, hints, palette), inp[:, :1].detach().float().cpu())
 
 # %% ../nbs/06a_runs.ipynb #5064614e
 def _read_pt(path: Path) -> tuple[dict, dict, dict]:

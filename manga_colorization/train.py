@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .core import UserError, default_device, exists, model_target, seed_everything, tensor2uint8, to_rgb
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
+from .guidance import GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
 from .models import PatchDiscriminator, generator_options, generator_state, make_generator
@@ -37,10 +38,10 @@ from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 __all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'TrainConfig',
            'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA',
            'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'setup_device',
-           'build_generator', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'validate', 'Callback',
-           'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
-           'default_callbacks', 'Trainer', 'resume_config', 'start_run', 'train', 'add_config_arguments',
-           'given_options', 'run_train', 'add_commands']
+           'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict',
+           'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog',
+           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'resume_config', 'start_run', 'train',
+           'add_config_arguments', 'given_options', 'run_train', 'add_commands']
 
 # %% ../nbs/07_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -105,6 +106,12 @@ class _RunFields:
     kind: str = _opt("train", "what wrote the run folder (train, demo, grid)")
 
 # %% ../nbs/07_train.ipynb #e09b6eb6
+def _guidance_arg(value: str) -> str | None:
+    "`--guidance` on the command line: none | hints | palette | both."
+    if value in ("none", "None", ""): return None
+    if value not in ("hints", "palette", "both"): raise argparse.ArgumentTypeError(f"{value!r}: choose none, hints, palette or both")
+    return value
+
 @dataclass
 class TrainConfig(_RunFields):
     "Everything that defines a training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
@@ -125,6 +132,18 @@ class TrainConfig(_RunFields):
     loss_formulas: str = _opt("ours", "perceptual distances: ours (VGG L1 averaged; anime L1 of the 2048-ch map) | seed (VGG MSE summed; "
                                       "anime MSE of the 512-d head)", choices=("ours", "seed"))
     recipe_applied: bool = _opt(False, "set once the recipe has filled its fields", cli=False)
+    guidance: str | None = _opt(None, "colour guidance the generator takes: none | hints (colour points) | palette (a reference's colours, "
+                                      "FiLM in the decoder) | both; sampled from each target while training", type=_guidance_arg)
+    hue_rotate: float | None = _opt(None, "share of targets whose Lab hue is turned by a random angle, so the gray cannot tell the colour "
+                                          "and guidance must (default: 1 on synthetic data with guidance, else 0)", type=float)
+    hint_none: float = _opt(0.25, "share of training images without hints (unguided colorization keeps working)")
+    hint_mean: float = _opt(8.0, "mean number of hints on the other training images (geometric)")
+    hint_max: int = _opt(50, "most hints on one training image")
+    hint_patches: str = _opt("1,3,5", "sides of hint patches drawn from, in pixels at the working size")
+    palette_k: int = _opt(8, "colours in a palette")
+    palette_none: float = _opt(0.25, "share of training images without a palette")
+    palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all of it")
+    val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the palette is the target's)")
 
 # %% ../nbs/07_train.ipynb #23f62f9f
 def _to_dict(self: TrainConfig) -> dict: return dataclasses.asdict(self)
@@ -305,8 +324,18 @@ def build_generator(config: TrainConfig) -> nn.Module:
     "The generator `config` describes: arch, sizes, layout (the seed's also norms the outer down blocks) and `gen_options` its variant has."
     options = {**_layout_options(config), **({"outer_norm": True} if config.layout == "seed" else {}), **(config.gen_options or {})}
     allowed = generator_options(config.arch)
+    if config.guidance: options.update(guidance=config.guidance, palette_k=config.palette_k)
     return make_generator(config.arch, pretrained=config.pretrained, width=config.width, depth=config.depth, in_ch=1, out_ch=config.out_ch,
                           **{k: v for k, v in options.items() if k in allowed})
+
+def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
+    "The sampler of training guidance `config` asks for (None without guidance)."
+    if not config.guidance: return None
+    hue = config.hue_rotate if config.hue_rotate is not None else float(config.data == "synthetic")
+    try: patches = tuple(int(v) for v in str(config.hint_patches).split(","))
+    except ValueError: raise UserError(f"hint_patches: {config.hint_patches!r} is not a comma-separated list of sides, e.g. 1,3,5") from None
+    return GuidanceSampler(config.guidance, hue, config.hint_none, config.hint_mean, config.hint_max, patches, config.palette_k,
+                           config.palette_none, config.palette_crop)
 
 def build_loss(config: TrainConfig) -> nn.Module:
     "The `GeneratorLoss` of `config`: its preset, weights, formulas and (when asked) the seed's defects."
@@ -335,6 +364,7 @@ class GANStep:
         self.opt_d = torch.optim.Adam(trainable(self.D), lr=config.lr_d or config.lr, betas=betas, **fused) if self.D is not None else None
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=False)
         self.ema = EMA(self.G, config.ema) if config.ema > 0 else None
+        self.guide = guidance_sampler(config)
         self.G_step, self.D_step = self.G, self.D        # what the step calls: DDP / compiled wrappers after `wrap()`
 
 # %% ../nbs/07_train.ipynb #d85067e7
@@ -401,9 +431,12 @@ GANStep.finite_update, GANStep.d_update, GANStep.g_update = _finite_update, _d_u
 def _call(self: GANStep, inp: torch.Tensor, target: torch.Tensor) -> dict:
     "One D step and one G step on a batch (gray `inp`, RGB `target`) in `step_order`; the loss terms as floats, and whether both were applied."
     mf, device = self.setup.memory_format, self.setup.device
+    guide = {}
+    if self.guide is not None: target, guide = self.guide(target)          # hue turned, guidance sampled from the target (CPU RNG)
     inp = inp.to(device, non_blocking=True).contiguous(memory_format=mf)
     target = model_target(target.to(device, non_blocking=True).float(), self.config.out_ch).contiguous(memory_format=mf)
-    with self.setup.autocast(): fake = self.G_step(inp)
+    guide = {k: v.to(device, non_blocking=True) for k, v in guide.items()}
+    with self.setup.autocast(): fake = self.G_step(inp, **guide)
     if self.config.step_order == "g_first":
         terms, ok = self.g_update(inp, target, fake)
         loss_d, ok = self.d_update(inp, target, fake, ok)
@@ -449,27 +482,37 @@ GANStep.state_dict, GANStep.load_state_dict, GANStep.init_from = _step_state, _l
 
 # %% ../nbs/07_train.ipynb #5a113739
 @torch.no_grad()
-def predict(G: nn.Module, inp: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
-    "RGB predictions in [-1, 1] of generator module `G` for gray inputs (on `setup`'s device)."
+def predict(G: nn.Module, inp: torch.Tensor, setup: DeviceSetup, guide: dict | None = None) -> torch.Tensor:
+    "RGB predictions in [-1, 1] of generator module `G` for gray inputs (on `setup`'s device), with `guide` (hints, palette) if given."
     inp = inp.to(setup.device).contiguous(memory_format=setup.memory_format)
-    with setup.autocast(): out = G(inp)
+    guide = {k: v.to(setup.device) for k, v in (guide or {}).items()}
+    with setup.autocast(): out = G(inp, **guide)
     return to_rgb(out.float(), inp[:, :1].float())
+
+def show_hints(inp: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
+    "RGB (B,3,H,W) of the gray input with each hint painted in its colour (for sample sheets)."
+    gray = inp[:, :1].float().cpu()
+    painted = to_rgb(hints[:, :2].float().cpu(), gray)
+    return torch.where(hints[:, 2:].cpu() > 0, painted, gray.expand(-1, 3, -1, -1))
 
 @torch.no_grad()
 def validate(G: nn.Module, loader, setup: DeviceSetup, limit: int | None = None, samples: int = 0,
-             extra_metrics: dict | None = None) -> tuple[dict, tuple | None]:
+             extra_metrics: dict | None = None,
+             guide_fn=None,   # guide_fn(targets, batch_index) -> {"hints": ..., "palette": ...}: the guidance to validate with
+            ) -> tuple[dict, tuple | None]:
     "Mean validation metrics of `G` (and copy-the-gray) over `limit` images; and the first `samples` (input, output, target) batches."
     meter, seen, shown, extra_metrics = MetricMeter(), 0, [], extra_metrics or {}
     was_training = G.training; G.eval()
-    for inp, target in loader:
+    for i, (inp, target) in enumerate(loader):
         if exists(limit): inp, target = inp[: limit - seen], target[: limit - seen]
-        out, tgt = predict(G, inp, setup), target.float().to(setup.device)
+        guide = guide_fn(target, i) if guide_fn is not None else {}
+        out, tgt = predict(G, inp, setup, guide), target.float().to(setup.device)
         meter.update(image_metrics(out, tgt, inp[:, :1].to(setup.device)))
         for name, metric in extra_metrics.items():
             if name == "fid": metric.update(to_unit(tgt), real=True); metric.update(to_unit(out), real=False)
             else: metric.update(to_unit(out), to_unit(tgt))
         room = samples - sum(len(x[0]) for x in shown)
-        if room > 0: shown.append((inp[:room].cpu(), out[:room].cpu(), tgt[:room].cpu()))
+        if room > 0: shown.append(((show_hints(inp, guide["hints"]) if "hints" in guide else inp)[:room].cpu(), out[:room].cpu(), tgt[:room].cpu()))
         seen += len(inp)
         if exists(limit) and seen >= limit: break
     G.train(was_training)
@@ -598,8 +641,9 @@ class Trainer:
     def make_step(self) -> GANStep: return GANStep(self.config, self.setup)
     def validate_epoch(self) -> tuple[dict, tuple | None]:
         "This epoch's validation metrics and sample triples (rank 0)."
-        c = self.config
-        return validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup, c.val_limit, c.samples, self.extra_metrics)
+        c, sampler = self.config, self.step_fn.guide
+        guide_fn = None if sampler is None else lambda target, i: sampler.fixed(target, c.val_hints, True, seed=c.seed + i)
+        return validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup, c.val_limit, c.samples, self.extra_metrics, guide_fn)
     def sample_sheet(self, *shown) -> Image.Image: return sample_sheet(*shown)
 
     def _data_options(self) -> dict:
@@ -623,6 +667,7 @@ def _meta(self: Trainer) -> dict:
     c, s = self.config, self.state
     return {"size": c.size, "input_mode": c.input_mode, "out_ch": c.out_ch, "color_space": "lab" if c.out_ch == 2 else "rgb",
             "arch": c.arch, "loss": c.loss, "data": c.data, "epoch": s.epoch, "step": s.step, "ema": self.step_fn.ema is not None,
+            **({"guidance": c.guidance, "val_hints": c.val_hints} if c.guidance else {}),
             "val": {k: v for k, v in (s.last_record or {}).items() if k in METRIC_NAMES or k.startswith("baseline_")}}
 
 def _state_dict(self: Trainer) -> dict:
