@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .core import UserError, rgb_to_ycbcr
 from .data import IMAGE_EXTENSIONS, load_image, make_input, scan_folder, skipped_lines
+from .guidance import HintPoint, Hints, hint_map, hints_path, palette_tensor, parse_hints, read_hints, reference_palette
 from .panels import bubble_mask, find_panels
 from .runs import WEIGHTS_ORDER, LoadedGenerator, Run, TorchRunner, export_onnx, load_generator
 
@@ -219,13 +220,20 @@ def run_network(G: LoadedGenerator,          # the generator
                 canvases: list[np.ndarray],  # (side, side) canvases in [0, 1]
                 shapes: list[tuple[int, int]],  # the content (h, w) of each canvas
                 batch_size: int = 4,         # canvases per network call
+                hints: list | None = None,   # per canvas: (3, side, side) hint channels, or None
+                palettes: list | None = None,  # per canvas: (1, K, 4) palette, or None
                ) -> list[torch.Tensor]:
-    "RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a time."
+    "RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a time, with their guidance."
     results = []
-    for i in range(0, len(canvases), batch_size):
-        x = torch.from_numpy(np.stack(canvases[i:i + batch_size])[:, None] * 2 - 1).repeat(1, G.in_ch, 1, 1)
-        rgb = G.predict_rgb(x)
-        results += [rgb[k, :, :h, :w] for k, (h, w) in enumerate(shapes[i:i + batch_size])]
+    for i, j in ((i, i + batch_size) for i in range(0, len(canvases), batch_size)):
+        x = torch.from_numpy(np.stack(canvases[i:j])[:, None] * 2 - 1).repeat(1, G.in_ch, 1, 1)
+        guide = {}
+        if hints is not None and any(h is not None for h in hints[i:j]):
+            guide["hints"] = torch.stack([h if h is not None else torch.zeros(3, *x.shape[-2:]) for h in hints[i:j]])
+        if palettes is not None and any(p is not None for p in palettes[i:j]):
+            guide["palette"] = torch.cat([p if p is not None else torch.zeros(1, G.palette_k, 4) for p in palettes[i:j]])
+        rgb = G.predict_rgb(x, **guide)
+        results += [rgb[k, :, :h, :w] for k, (h, w) in enumerate(shapes[i:j])]
     return results
 
 # %% ../nbs/09_colorize.ipynb #0e4d5ef9
@@ -279,9 +287,46 @@ class Colorizer:
                        self.black_threshold, self.strip_pixels, neutral_mask=bubbles)
 
 # %% ../nbs/09_colorize.ipynb #54d7d7db
-def _colorize_batch(self: Colorizer, images: list) -> list[Image.Image]:
-    "Colorize several pages (PIL images, uint8 arrays or paths); the network sees them in shared batches."
+def _as_hints(hints) -> Hints | None:
+    "`Hints` from a `Hints`, a hint file's path, its parsed JSON (dict) or a list of `HintPoint`s; None stays None."
+    if hints is None or isinstance(hints, Hints): return hints
+    if isinstance(hints, (str, Path)): return read_hints(hints)
+    if isinstance(hints, dict): return parse_hints(hints)
+    if isinstance(hints, (list, tuple)) and all(isinstance(p, HintPoint) for p in hints): return Hints(list(hints))
+    raise TypeError(f"hints: expected Hints, a hint file path, its JSON dict or a list of HintPoint, not {type(hints).__name__}")
+
+def _guidance(self: Colorizer, hints=None, palette=None) -> tuple[Hints | None, torch.Tensor | None]:
+    "(hint points, palette tensor) for one page, checked against what the generator takes; a hint file's palette is used when no `palette` is given."
+    hints, G = _as_hints(hints), self.G
+    name = Path(G.source).name or "this generator"
+    if hints is not None and hints.points and not G.uses_hints:
+        raise UserError(f"{name} was trained without hints (guidance: {G.guidance}); train one with --guidance hints or both")
+    if (palette is not None or (hints is not None and hints.palette)) and not G.uses_palette:
+        raise UserError(f"{name} was trained without a palette (guidance: {G.guidance}); train one with --guidance palette or both")
+    if palette is None and hints is not None and hints.palette: palette = palette_tensor(hints.palette, hints.weights, G.palette_k)
+    elif palette is not None and not torch.is_tensor(palette):
+        palette = reference_palette(palette, G.palette_k) if isinstance(palette, (str, Path, Image.Image)) else \
+            palette_tensor([c if isinstance(c, tuple) else parse_hints({"palette": [c]}).palette[0] for c in palette], k=G.palette_k)
+    return (hints if hints is not None and hints.points else None), palette
+
+def _region_hints(points: list[HintPoint], scale: tuple[float, float], box: tuple, small: np.ndarray, canvas: np.ndarray) -> torch.Tensor:
+    "The hint channels of one region's canvas, from points in the page's original pixels (`scale`: page pixels per original pixel)."
+    pts = [HintPoint(p.x * scale[0], p.y * scale[1], p.color, p.radius * (scale[0] + scale[1]) / 2) for p in points]
+    return hint_map(pts, box, small.shape, canvas.shape)
+
+def _colorize_batch(self: Colorizer, images: list,
+                    hints: list | None = None,   # per page: hints (see `colorize`) or None
+                    palette=None,                # one palette for every page (see `colorize`)
+                    palettes: list | None = None,  # or one per page (None entries: that page's hint file's palette, if any)
+                   ) -> list[Image.Image]:
+    "Colorize several pages (PIL images, uint8 arrays or paths), with their guidance; the network sees them in shared batches."
+    hints = list(hints) if hints is not None else [None] * len(images)
+    palettes = list(palettes) if palettes is not None else [palette] * len(images)
+    if len(hints) != len(images) or len(palettes) != len(images):
+        raise UserError(f"colorize_batch: {len(hints)} hint entries and {len(palettes)} palettes for {len(images)} pages")
+    guides = [self.guidance(h, p) for h, p in zip(hints, palettes)]
     pages = [_as_image(im) for im in images]
+    sizes = [p.size for p in pages]
     if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]   # colour is painted at the new resolution
     results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
     jobs = []                                          # (page index, gray, region box)
@@ -291,13 +336,21 @@ def _colorize_batch(self: Colorizer, images: list) -> list[Image.Image]:
         results[i] = Image.new("RGB", gray.size)
         jobs += [(i, gray, box) for box in self.regions(gray)]
     works = [region_canvas(gray, box, self.size, self.multiple, self.G.input_mode) for _, gray, box in jobs]
-    rgbs = run_network(self.G, [canvas for _, canvas in works], [small.shape for small, _ in works], self.batch_size)
+    maps = [None if guides[i][0] is None else _region_hints(guides[i][0].points, (gray.width / sizes[i][0], gray.height / sizes[i][1]), box, small, canvas)
+            for (i, gray, box), (small, canvas) in zip(jobs, works)]
+    rgbs = run_network(self.G, [canvas for _, canvas in works], [small.shape for small, _ in works], self.batch_size,
+                       maps, [guides[i][1] for i, _, _ in jobs])
     for (i, gray, box), (small, _), rgb in zip(jobs, works, rgbs): self.paint(results[i], gray, box, small, rgb)
     return results
 
-def _colorize(self: Colorizer, image) -> Image.Image:
-    "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size."
-    return self.colorize_batch([image])[0]
+def _colorize(self: Colorizer, image,
+              hints=None,     # colour points: `Hints`, a hint file (PAGE.hints.json), its JSON dict, or a list of `HintPoint` (page pixels)
+              palette=None,   # a reference: picture (path or PIL image), palette .json, list of colours ('#d03030' or (r, g, b)), or a (1, K, 4) tensor
+             ) -> Image.Image:
+    "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size; with hints and a palette for a guided generator."
+    return self.colorize_batch([image], [hints], palette)[0]
+
+Colorizer.guidance = _guidance
 
 Colorizer.colorize_batch, Colorizer.colorize, Colorizer.__call__ = _colorize_batch, _colorize, _colorize
 
@@ -518,11 +571,11 @@ class BatchResult:
     def __str__(self):
         return f"{self.total} page(s): {self.colorized} colorized, {self.copied} colour pages copied, {self.skipped} skipped (exist), {self.failed} failed"
 
-def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str) -> bytes | None:
+def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str, hints: Hints | None = None, palette=None) -> bytes | None:
     "The colorized page encoded for file `name` (gray where no colour was added), or None when it is already coloured (copied through)."
     if colorizer.is_color(img): return None if colorizer.upscaler is None else _encode(colorizer.upscaler.upscale(img), name)
     gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
-    page = colorizer.colorize(gray)
+    page = colorizer.colorize(gray, hints, palette)
     return _encode(page.convert("L") if _no_colour(page) else page, name)
 
 def _load_member(data: bytes, label: str, tmpdir: str, max_pixels: int | None = None) -> Image.Image:
@@ -558,16 +611,31 @@ class _Batch:
     bar: tqdm
     tmpdir: str
     max_pixels: int | None = None
+    hints: str | Path | None = None             # --hints: a file or a folder (None: sidecars beside image files)
+    palette: torch.Tensor | None = None         # --reference: one palette for every page
+    said: set = None                            # guidance notes already logged
     def count(self, outcome: str, n: int = 1):
         "Count `n` pages as `outcome` ('colorized', 'copied', 'skipped', 'failed') and advance the bar."
         setattr(self.res, outcome, getattr(self.res, outcome) + n); self.bar.update(n)
 
 # %% ../nbs/09_colorize.ipynb #5c5975bc
+def _page_hints(b: _Batch, page: str | Path, in_archive: bool = False) -> Hints | None:
+    "The hints of a page (its hint file, see `guidance.hints_path`), less what the generator cannot take (said once)."
+    if in_archive and b.hints is None: return None
+    path = hints_path(page, b.hints)
+    if path is None: return None
+    hints, G, b.said = read_hints(path), b.colorizer.G, b.said or set()
+    for what, usable, drop in (("hints", G.uses_hints, "points"), ("palettes", G.uses_palette, "palette")):
+        if getattr(hints, drop) and not usable:
+            if what not in b.said: b.log(f"{path}: its {drop} are ignored: {Path(G.source).name or 'the generator'} takes no {what} (guidance: {G.guidance})")
+            b.said.add(what); setattr(hints, drop, [])
+    return hints if hints else None
+
 def _image_job(b: _Batch, j: Job):
     "Colorize (or copy through, or skip) one image file."
     if j.dst.exists() and not b.overwrite: return b.count("skipped")
     try:
-        encoded = _colorize_image(b.colorizer, load_image(j.src, b.max_pixels), j.dst.name)
+        encoded = _colorize_image(b.colorizer, load_image(j.src, b.max_pixels), j.dst.name, _page_hints(b, j.src), b.palette)
         _write_atomic(j.dst, encoded if encoded is not None else j.src.read_bytes())
     except _PAGE_ERRORS as e:
         b.log(f"skipped: {e}" if str(j.src) in str(e) else f"skipped {j.src}: {e}"); return b.count("failed")
@@ -577,7 +645,7 @@ def _archive_page(b: _Batch, src: Path, name: str, data: bytes) -> tuple[bytes, 
     "The bytes to store for an archive page, and its (width, height) when re-encoded; the original when coloured or broken."
     try:
         page = _load_member(data, f"{src}:{name}", b.tmpdir, b.max_pixels)
-        size, encoded = page.size, _colorize_image(b.colorizer, page, name)
+        size, encoded = page.size, _colorize_image(b.colorizer, page, name, _page_hints(b, name, in_archive=True), b.palette)
     except _PAGE_ERRORS as e:
         b.log(f"{src}: page {name} copied unchanged, it could not be colorized: {e}"); b.count("failed"); return data, None
     b.count("colorized" if encoded is not None else "copied")
@@ -645,12 +713,15 @@ def colorize_files(jobs: list[Job],              # from `plan_outputs`
                    log: Callable[[str], None] = print,  # where per-page problems are reported
                    progress: bool | None = None, # a progress bar on stderr; None: only on a terminal or in a notebook
                    max_pixels: int | None = None,  # refuse pages with more pixels (see `data.load_image`); None: PIL's guard
+                   hints: str | Path | None = None,  # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside each image
+                   palette=None,                 # one reference palette for every page (see `Colorizer.colorize`)
                   ) -> BatchResult:
     "Colorize every job's pages to its destination; bad pages are reported and counted, never the end of the batch."
     archives, refused = open_archives(jobs, limits)
     res = BatchResult(total=sum(count_pages(archives[j.src]) if j.src in archives else 1 for j in jobs))
     with page_bar(res.total, progress) as bar, tempfile.TemporaryDirectory(prefix="mangacolor-") as tmpdir:
-        b = _Batch(colorizer, overwrite, log, res, bar, tmpdir, max_pixels)
+        if palette is not None: palette = colorizer.guidance(None, palette)[1]      # checked and read once for the whole batch
+        b = _Batch(colorizer, overwrite, log, res, bar, tmpdir, max_pixels, hints, palette)
         for j in jobs:
             if j.kind == "image": _image_job(b, j)
             elif j.src in refused: log(f"skipped {refused[j.src]}"); b.count("failed")
@@ -676,6 +747,11 @@ def _add_colorize_options(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, 178956970; 0: no limit)")
+    p.add_argument("--hints", metavar="FILE|DIR", default=None,
+                   help="colour hints for a generator trained with --guidance: one hint file for every page, or a folder of STEM.hints.json "
+                        "(default: PAGE.hints.json beside each image, when there)")
+    p.add_argument("--reference", metavar="IMG|palette.json", default=None,
+                   help="a reference picture (or a palette .json) whose colours guide every page, e.g. a chapter's cover (generators trained with --guidance palette or both)")
 
 def colorizer_from_args(args) -> Colorizer:
     "A `Colorizer` configured by the command-line options."
@@ -692,7 +768,11 @@ def run_colorize(args) -> int:
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
-    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=log, max_pixels=args.max_pixels)
+    if args.hints is not None and not colorizer.G.guidance:
+        raise UserError(f"--hints: {args.checkpoint} was trained without guidance; train one with --guidance hints, palette or both")
+    if args.hints is not None and not Path(args.hints).exists(): raise UserError(f"--hints {args.hints}: no such file or folder")
+    res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=log, max_pixels=args.max_pixels,
+                         hints=args.hints, palette=args.reference)
     print(f"{res} -> {args.out}")
     if res.failed:
         print(f"mangacolor colorize: {res.failed} of {res.total} pages failed", file=sys.stderr)

@@ -1,0 +1,184 @@
+"""Guidance (issue 14) through the installed package: every generator variant takes hints, a palette or both and trains a step;
+`mangacolor train --guidance` writes a guided run that resumes exactly; `mangacolor colorize --hints/--reference` and
+`Colorizer.colorize(hints=, palette=)` agree, on files, folders and CBZ pages, through PyTorch and ONNX; bad hint files and
+references are one line naming the file."""
+import dataclasses
+import io
+import json
+import zipfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from manga_colorization.cli import main
+from manga_colorization.colorize import Colorizer
+from manga_colorization.core import UserError
+from manga_colorization.guidance import HintPoint, Hints, write_hints
+from manga_colorization.models import GENERATORS, make_generator, save_generator
+from manga_colorization.runs import Run, load_checkpoint, load_generator
+from manga_colorization.train import GANStep, TrainConfig, setup_device, train
+
+TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=1, limit=8, val_limit=4, device="cpu", pretrained=False,
+            d_width=8, d_layers=2, samples=2, tensorboard=False, out_ch=2)
+META = {"size": 64, "input_mode": "gray", "out_ch": 2, "color_space": "lab"}
+
+
+def _cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err): rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("guidance", ["hints", "palette", "both"])
+@pytest.mark.parametrize("arch", list(GENERATORS))
+def test_every_variant_trains_a_guided_step(arch, guidance):
+    cfg = TrainConfig(**{**TINY, "arch": arch, "guidance": guidance, "hue_rotate": 1.0, "hint_none": 0.0, "palette_none": 0.0,
+                         "gen_options": {"ext_size": 32} if "ext" in arch else None})
+    step = GANStep(cfg, setup_device(cfg))
+    assert step.G.config["guidance"] == guidance and step.G.use_hints == (guidance != "palette") and step.G.use_palette == (guidance != "hints")
+    before = [p.detach().clone() for p in step.G.parameters() if p.requires_grad]
+    terms = step(torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1)
+    assert terms["ok"] and np.isfinite(terms["loss_g"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, [p for p in step.G.parameters() if p.requires_grad]))
+    if guidance != "hints":   # the palette path gets a gradient (its last layer starts at zero, so its weight moves first)
+        assert step.G.film.mlp[-1].weight.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory):
+    "A tiny guided training run through the CLI (1 epoch of 8 synthetic images)."
+    out = tmp_path_factory.mktemp("train") / "guided"
+    rc, stdout, err = _cli(["train", "--out", out, "--size", 32, "--width", 8, "--depth", 3, "--batch-size", 4, "--epochs", 1,
+                            "--limit", 8, "--val-limit", 4, "--device", "cpu", "--no-pretrained", "--d-width", 8, "--d-layers", 2,
+                            "--out-ch", 2, "--no-tensorboard", "--guidance", "both", "--val-hints", 5])
+    assert rc == 0, err[-2000:]
+    return out
+
+
+def test_train_cli_writes_a_guided_run(guided_run):
+    G = load_generator(guided_run)
+    assert (G.guidance, G.uses_hints, G.uses_palette, G.palette_k) == ("both", True, True, 8)
+    assert G.meta["guidance"] == "both" and G.meta["val_hints"] == 5
+    config = Run(guided_run).config
+    assert config["guidance"] == "both" and config["hue_rotate"] is None      # auto: 1 on synthetic data
+    sheet = Image.open(Run(guided_run).sample_path(1)).convert("RGB")
+    assert sheet.width == 3 * 32
+
+
+def test_train_cli_rejects_a_bad_guidance(tmp_path):
+    with pytest.raises(SystemExit) as e, redirect_stderr(io.StringIO()) as err:
+        main(["train", "--out", str(tmp_path / "x"), "--guidance", "colour"])
+    assert e.value.code == 2 and "choose none, hints, palette or both" in err.getvalue()
+
+
+def test_guided_training_resumes_exactly(tmp_path):
+    "Guidance is sampled from the RNG the checkpoint saves: 1 + 1 epochs (resumed) give the weights of 2 epochs in one go."
+    base = {**TINY, "guidance": "both", "hint_mean": 4.0}
+    train(TrainConfig(**{**base, "out": str(tmp_path / "one"), "epochs": 2}))
+    train(TrainConfig(**{**base, "out": str(tmp_path / "two"), "epochs": 1}))
+    train(TrainConfig(**{**base, "out": str(tmp_path / "two"), "epochs": 2}), resume=True)
+    a, b = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt")["G"] for r in ("one", "two"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def guided_generator(tmp_path_factory):
+    "A saved guided generator (random weights, its FiLM switched on) and its ONNX export."
+    torch.manual_seed(0)
+    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both")
+    torch.nn.init.normal_(G.film.mlp[-1].weight, std=0.2)
+    with torch.no_grad(): G.downs[0][0].weight[:, 1:] *= 100                # hint channels strong enough to show after rounding
+    root = tmp_path_factory.mktemp("gen")
+    save_generator(G, root / "g", META)
+    rc, _, err = _cli(["export", "--checkpoint", root / "g", "--onnx", "--out", root / "g.onnx"])
+    assert rc == 0, err
+    return root
+
+
+def _page(path: Path, value: int = 150, size=(120, 168)) -> Path:
+    Image.new("L", size, value).save(path)
+    return path
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), np.float32)
+
+
+def test_colorize_api_and_cli_agree_with_hints_and_reference(guided_generator, tmp_path):
+    page, ref = _page(tmp_path / "p.png"), tmp_path / "cover.png"
+    Image.new("RGB", (40, 40), (40, 160, 60)).save(ref)
+    hints = Hints([HintPoint(60, 80, (220, 40, 40), 10)])
+    write_hints(hints, tmp_path / "h.json")
+    col = Colorizer(guided_generator / "g", device="cpu", keep_white=False)
+    plain, hinted = np.asarray(col.colorize(page), np.float32), np.asarray(col.colorize(page, hints=hints, palette=ref), np.float32)
+    assert np.abs(plain - hinted).max() > 2                                   # guidance changes the page
+    rc, _, err = _cli(["colorize", page, "--checkpoint", guided_generator / "g", "--out", tmp_path / "out", "--no-keep-white",
+                       "--device", "cpu", "--hints", tmp_path / "h.json", "--reference", ref])
+    assert rc == 0, err
+    assert np.abs(_pixels(tmp_path / "out" / "p.png") - hinted).max() <= 1    # the CLI gives what the API gives
+    rc, _, err = _cli(["colorize", page, "--checkpoint", guided_generator / "g.onnx", "--out", tmp_path / "onnx", "--no-keep-white",
+                       "--hints", tmp_path / "h.json", "--reference", ref])
+    assert rc == 0, err
+    assert np.abs(_pixels(tmp_path / "onnx" / "p.png") - hinted).mean() < 0.5   # and so does ONNX Runtime
+
+
+def test_reference_palette_file_equals_its_colours(guided_generator, tmp_path):
+    page = _page(tmp_path / "p.png")
+    (tmp_path / "pal.json").write_text(json.dumps({"palette": ["#d03030", "#f0d0b0"]}))
+    col = Colorizer(guided_generator / "g", device="cpu", keep_white=False)
+    a = np.asarray(col.colorize(page, palette=tmp_path / "pal.json"))
+    b = np.asarray(col.colorize(page, palette=["#d03030", (240, 208, 176)]))
+    c = np.asarray(col.colorize(page, hints={"palette": ["#d03030", "#f0d0b0"]}))   # a hint file's palette is used too
+    assert np.array_equal(a, b) and np.array_equal(a, c) and not np.array_equal(a, np.asarray(col.colorize(page)))
+
+
+def test_hint_folder_reaches_cbz_pages_by_member_stem(guided_generator, tmp_path):
+    pages = {}
+    for name in ("001.png", "002.png"):
+        buf = io.BytesIO(); Image.new("L", (120, 168), 150).save(buf, "PNG"); pages[name] = buf.getvalue()
+    with zipfile.ZipFile(tmp_path / "ch.cbz", "w") as z:
+        for n, d in pages.items(): z.writestr(n, d)
+    (tmp_path / "hints").mkdir()
+    write_hints(Hints([HintPoint(60, 80, (220, 40, 40), 20)]), tmp_path / "hints" / "001.hints.json")
+    rc, _, err = _cli(["colorize", tmp_path / "ch.cbz", "--checkpoint", guided_generator / "g", "--out", tmp_path / "out",
+                       "--no-keep-white", "--device", "cpu", "--hints", tmp_path / "hints"])
+    assert rc == 0, err
+    with zipfile.ZipFile(tmp_path / "out" / "ch.cbz") as z:
+        one, two = (np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB"), np.float32) for n in ("001.png", "002.png"))
+    assert np.abs(one - two).max() > 2                                         # only page 001 had hints
+
+
+def test_bad_hints_and_references_are_one_line(guided_generator, tmp_path):
+    page = _page(tmp_path / "p.png")
+    (tmp_path / "bad.json").write_text('{"points": [{"x": 5, "y": "top", "color": "#fff"}]}')
+    rc, _, err = _cli(["colorize", page, "--checkpoint", guided_generator / "g", "--out", tmp_path / "o1", "--hints", tmp_path / "bad.json"])
+    assert rc == 1 and f"{tmp_path / 'bad.json'}: points[0].y: 'top' is not a number" in err
+    rc, _, err = _cli(["colorize", page, "--checkpoint", guided_generator / "g", "--out", tmp_path / "o2", "--reference", tmp_path / "none.png"])
+    assert rc == 2 and "none.png" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(["colorize", page, "--checkpoint", guided_generator / "g", "--out", tmp_path / "o3", "--hints", tmp_path / "nowhere"])
+    assert rc == 2 and "--hints" in err and "nowhere" in err
+    unguided = tmp_path / "plain"
+    save_generator(make_generator("unet", width=8, depth=4, out_ch=2), unguided, META)
+    rc, _, err = _cli(["colorize", page, "--checkpoint", unguided, "--out", tmp_path / "o4", "--reference", tmp_path / "bad.json"])
+    assert rc == 2 and "trained without" in err
+    with pytest.raises(UserError, match="trained without hints"):
+        Colorizer(unguided, device="cpu").colorize(page, hints=[HintPoint(1, 1, (255, 0, 0))])
+
+
+def test_sidecars_beside_pages_are_found_and_unusable_parts_said_once(guided_generator, tmp_path):
+    (tmp_path / "in").mkdir()
+    for n in ("a", "b"): _page(tmp_path / "in" / f"{n}.png")
+    write_hints(Hints([HintPoint(60, 80, (220, 40, 40), 20)]), tmp_path / "in" / "a.hints.json")
+    rc, _, err = _cli(["colorize", tmp_path / "in", "--checkpoint", guided_generator / "g", "--out", tmp_path / "out", "--no-keep-white", "--device", "cpu"])
+    assert rc == 0, err
+    a, b = (_pixels(tmp_path / "out" / "in" / f"{n}.png") for n in ("a", "b"))
+    assert np.abs(a - b).max() > 2
+    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="palette")
+    save_generator(G, tmp_path / "palonly", META)
+    write_hints(Hints([HintPoint(60, 80, (220, 40, 40), 20)]), tmp_path / "in" / "b.hints.json")
+    rc, _, err = _cli(["colorize", tmp_path / "in", "--checkpoint", tmp_path / "palonly", "--out", tmp_path / "out2", "--device", "cpu"])
+    assert rc == 0 and err.count("points are ignored") == 1, err
