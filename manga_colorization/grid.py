@@ -17,23 +17,25 @@ from PIL import Image, ImageDraw
 
 from .core import UserError, tensor2uint8
 from .data import SketchDataModule
+from .guidance import GuidanceSampler
 from .losses import LOSSES
 from .models import GENERATORS
 from .runs import Run, check_out_vs_data, load_generator
 from .train import RESUME_CHANGEABLE, TrainConfig, add_config_arguments, given_options, train
 
 # %% auto #0
-__all__ = ['SHARED_KEYS', 'RESULT_KEYS', 'cell_name', 'cell_result', 'write_results', 'val_batch', 'comparison_gallery',
-           'run_cell', 'run_grid', 'train_step_flops', 'run_grid_command', 'add_commands']
+__all__ = ['SHARED_KEYS', 'GUIDANCE_AXIS', 'RESULT_KEYS', 'cell_name', 'cell_result', 'write_results', 'val_batch',
+           'comparison_gallery', 'run_cell', 'run_grid', 'train_step_flops', 'run_grid_command', 'add_commands']
 
 # %% ../nbs/08_grid.ipynb #bd059fd7
-def cell_name(arch: str, loss: str) -> str:
-    "Folder name of a grid cell: `<arch>__<loss>`."
-    return f"{arch}__{loss}"
+def cell_name(arch: str, loss: str, guidance: str | None = None) -> str:
+    "Folder name of a grid cell: `<arch>__<loss>`, or `<arch>__<loss>__<guidance>` for a guided cell."
+    return f"{arch}__{loss}" + (f"__{guidance}" if guidance else "")
 
-SHARED_KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("arch", "loss", "out", "kind", *RESUME_CHANGEABLE)]
+SHARED_KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("arch", "loss", "guidance", "out", "kind", *RESUME_CHANGEABLE)]
+GUIDANCE_AXIS = (None, "hints", "palette", "both")
 
-def _check_grid_file(out: Path, archs, losses, base: TrainConfig):
+def _check_grid_file(out: Path, archs, losses, base: TrainConfig, guidances=(None,)):
     "Write `grid.json`, or check the shared settings match the one already there."
     path, shared = out / "grid.json", {k: getattr(base, k) for k in SHARED_KEYS}
     if path.exists():
@@ -43,10 +45,10 @@ def _check_grid_file(out: Path, archs, losses, base: TrainConfig):
             k, (was, now) = next(iter(diff.items()))
             raise UserError(f"{out}: its cells were trained with {k}={was!r}, not {now!r}; every cell must share data, seed and budget: "
                             f"use the same settings or another --out")
-    path.write_text(json.dumps({"archs": list(archs), "losses": list(losses), "shared": shared, "epochs": base.epochs}, indent=1))
+    path.write_text(json.dumps({"archs": list(archs), "losses": list(losses), "guidances": list(guidances), "shared": shared, "epochs": base.epochs}, indent=1))
 
 # %% ../nbs/08_grid.ipynb #64f0ce91
-RESULT_KEYS = ("run", "arch", "loss", "status", "epochs", "steps", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim",
+RESULT_KEYS = ("run", "arch", "loss", "guidance", "status", "epochs", "steps", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim",
                "best_psnr", "best_epoch", "best_ssim", "params_m", "trainable_m", "train_time_s", "images_per_s")
 
 def cell_result(cell: str | Path, status: str = "") -> dict:
@@ -54,13 +56,13 @@ def cell_result(cell: str | Path, status: str = "") -> dict:
     cell = Path(cell)
     records = Run(cell).metrics()
     if not records: raise UserError(f"{cell}: no metrics.jsonl records; train the cell first")
-    arch, _, loss = cell.name.partition("__")
+    arch, loss, *guided = cell.name.split("__")
     nan = float("nan")
     last, best = records[-1], max(records, key=lambda r: r.get("psnr", -np.inf))
     G = load_generator(cell).module
     params = sum(p.numel() for p in G.parameters())
     trainable = sum(p.numel() for n, p in G.named_parameters() if not n.startswith("extractor."))
-    return {"run": cell.name, "arch": arch, "loss": loss, "status": status, "epochs": last.get("epoch"), "steps": last.get("step"),
+    return {"run": cell.name, "arch": arch, "loss": loss, "guidance": guided[0] if guided else "", "status": status, "epochs": last.get("epoch"), "steps": last.get("step"),
             **{k: last.get(k, nan) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim")},
             "best_psnr": best.get("psnr", nan), "best_epoch": best.get("epoch"), "best_ssim": max(r.get("ssim", nan) for r in records),
             "params_m": params / 1e6, "trainable_m": trainable / 1e6, "train_time_s": last.get("time_s", nan),
@@ -102,7 +104,10 @@ def comparison_gallery(cells: list[str | Path], # run folders, one column each
     inp, target = val_batch(base, n)
     def column(t): return Image.fromarray(tensor2uint8(torch.cat(list(t.expand(-1, 3, -1, -1)), dim=-2)))
     columns = [_label(column(inp), "input"), _label(column(target), "target")]
-    for cell in cells: columns.append(_label(column(load_generator(cell).predict_rgb(inp)), Path(cell).name))
+    for cell in cells:
+        G = load_generator(cell)
+        guide = GuidanceSampler(G.guidance, palette_k=G.palette_k).fixed(target, base.val_hints, True) if G.guidance else {}
+        columns.append(_label(column(G.predict_rgb(inp, **guide)), Path(cell).name))
     sheet = Image.new("RGB", (sum(c.width for c in columns), columns[0].height), "white")
     x = 0
     for c in columns: sheet.paste(c, (x, 0)); x += c.width
@@ -127,18 +132,20 @@ def run_grid(archs=tuple(GENERATORS),      # generator names
              gallery_images: int = 6,      # rows of the comparison gallery
              callbacks=(),                 # passed to every cell's Trainer
              verbose: bool = True,
+             guidances=(None,),            # a third axis: None (unguided) and/or "hints", "palette", "both"
              **overrides) -> list[dict]:
-    "Train every (arch, loss) cell not yet done under `out`; write results.csv/.md and gallery.png; return the rows."
+    "Train every (arch, loss, guidance) cell not yet done under `out`; write results.csv/.md and gallery.png; return the rows."
     out = Path(out)
-    bad = [a for a in archs if a not in GENERATORS] + [l for l in losses if l not in LOSSES]
-    if bad: raise UserError(f"unknown architecture or loss {bad[0]!r}; architectures: {', '.join(GENERATORS)}; losses: {', '.join(LOSSES)}")
+    bad = [a for a in archs if a not in GENERATORS] + [l for l in losses if l not in LOSSES] + [g for g in guidances if g not in GUIDANCE_AXIS]
+    if bad: raise UserError(f"unknown architecture, loss or guidance {bad[0]!r}; architectures: {', '.join(GENERATORS)}; losses: {', '.join(LOSSES)}; "
+                            f"guidances: none, hints, palette, both")
     base = dataclasses.replace(base or TrainConfig(), data=data, kind="grid", **overrides)
     check_out_vs_data(out, base.data)             # before anything is written: the grid's cells may not land in the data
     out.mkdir(parents=True, exist_ok=True)
-    _check_grid_file(out, archs, losses, base)
-    cells = [out / cell_name(arch, loss) for arch in archs for loss in losses]
-    rows = [run_cell(dataclasses.replace(base, arch=arch, loss=loss, out=str(cell)), callbacks, verbose)
-            for (arch, loss), cell in zip(((a, l) for a in archs for l in losses), cells)]
+    _check_grid_file(out, archs, losses, base, guidances)
+    axes = [(a, l, g) for a in archs for l in losses for g in guidances]
+    cells = [out / cell_name(*axis) for axis in axes]
+    rows = [run_cell(dataclasses.replace(base, arch=a, loss=l, guidance=g, out=str(cell)), callbacks, verbose) for (a, l, g), cell in zip(axes, cells)]
     write_results(out, rows)
     comparison_gallery(cells, base, gallery_images).save(out / "gallery.png")
     return rows
@@ -168,7 +175,7 @@ def run_grid_command(args) -> int:
     "The `mangacolor grid` command."
     given = {k: v for k, v in given_options(args).items() if k not in ("arch", "loss", "out")}
     data = given.pop("data", "synthetic")
-    rows = run_grid(args.archs, args.losses, data, args.out, **given)
+    rows = run_grid(args.archs, args.losses, data, args.out, guidances=[None if g == "none" else g for g in args.guidances], **given)
     print((Path(args.out) / "results.md").read_text())
     print(f"results: {Path(args.out) / 'results.csv'}; gallery: {Path(args.out) / 'gallery.png'}")
     return 0 if rows else 1
@@ -181,5 +188,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--archs", nargs="+", default=list(GENERATORS), choices=list(GENERATORS), help="architectures (default: all)")
     p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES), help="loss presets (default: all)")
     p.add_argument("--out", default="runs/grid", help="grid folder (default runs/grid)")
-    add_config_arguments(p, skip=("kind", "arch", "loss", "out"))
+    p.add_argument("--guidances", nargs="+", default=["none"], choices=("none", "hints", "palette", "both"),
+                   help="guidance axis: cells without guidance (none) and/or trained with hints, a palette or both (default: none)")
+    add_config_arguments(p, skip=("kind", "arch", "loss", "out", "guidance"))
     p.set_defaults(func=run_grid_command)

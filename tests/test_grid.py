@@ -47,8 +47,10 @@ def test_layout_skip_and_resume(tmp_path):
 
 
 def test_unknown_cell_names(tmp_path):
-    with pytest.raises(UserError, match="unknown architecture or loss"):
+    with pytest.raises(UserError, match="unknown architecture, loss or guidance 'resnet'"):
         run_grid(("unet", "resnet"), ("l1",), "synthetic", tmp_path / "g", **TINY)
+    with pytest.raises(UserError, match="unknown architecture, loss or guidance 'hint'"):
+        run_grid(("unet",), ("l1",), "synthetic", tmp_path / "g", guidances=(None, "hint"), **TINY)
 
 
 def test_train_step_flops_orders_losses():
