@@ -314,6 +314,18 @@ def _region_hints(points: list[HintPoint], scale: tuple[float, float], box: tupl
     pts = [HintPoint(p.x * scale[0], p.y * scale[1], p.color, p.radius * (scale[0] + scale[1]) / 2) for p in points]
     return hint_map(pts, box, small.shape, canvas.shape)
 
+# %% ../nbs/09_colorize.ipynb #5c652174
+def _page_jobs(self: Colorizer, pages: list[Image.Image]) -> tuple[list, list]:
+    "(results with colour pages copied through and blank canvases for the others, [(page index, gray, region box)] to colorize)."
+    results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
+    jobs = []
+    for i, page in enumerate(pages):
+        if results[i] is not None: continue
+        gray = page.convert("L")
+        results[i] = Image.new("RGB", gray.size)
+        jobs += [(i, gray, box) for box in self.regions(gray)]
+    return results, jobs
+
 def _colorize_batch(self: Colorizer, images: list,
                     hints: list | None = None,   # per page: hints (see `colorize`) or None
                     palette=None,                # one palette for every page (see `colorize`)
@@ -328,13 +340,7 @@ def _colorize_batch(self: Colorizer, images: list,
     pages = [_as_image(im) for im in images]
     sizes = [p.size for p in pages]
     if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]   # colour is painted at the new resolution
-    results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
-    jobs = []                                          # (page index, gray, region box)
-    for i, page in enumerate(pages):
-        if results[i] is not None: continue
-        gray = page.convert("L")
-        results[i] = Image.new("RGB", gray.size)
-        jobs += [(i, gray, box) for box in self.regions(gray)]
+    results, jobs = self.page_jobs(pages)
     works = [region_canvas(gray, box, self.size, self.multiple, self.G.input_mode) for _, gray, box in jobs]
     maps = [None if guides[i][0] is None else _region_hints(guides[i][0].points, (gray.width / sizes[i][0], gray.height / sizes[i][1]), box, small, canvas)
             for (i, gray, box), (small, canvas) in zip(jobs, works)]
@@ -350,7 +356,7 @@ def _colorize(self: Colorizer, image,
     "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size; with hints and a palette for a guided generator."
     return self.colorize_batch([image], [hints], palette)[0]
 
-Colorizer.guidance = _guidance
+Colorizer.guidance, Colorizer.page_jobs = _guidance, _page_jobs
 
 Colorizer.colorize_batch, Colorizer.colorize, Colorizer.__call__ = _colorize_batch, _colorize, _colorize
 

@@ -159,26 +159,29 @@ class GuidanceSampler:
             guide["palette"] = pal * (torch.rand(B, generator=generator) >= self.palette_none).view(B, 1, 1)
         return rgb.contiguous(), guide
 
-    def _crops(self, rgb: torch.Tensor, generator=None) -> torch.Tensor:
-        "Each image, or with probability `palette_crop` a random crop of it (25-100% of each side) resized back."
-        H, W = rgb.shape[-2:]
-        out = rgb.clone()
-        for i in range(rgb.shape[0]):
-            if torch.rand(1, generator=generator).item() >= self.palette_crop: continue
-            h, w = (torch.rand(2, generator=generator) * 0.75 + 0.25).mul(torch.tensor([H, W])).long().clamp(min=1).tolist()
-            y = int(torch.randint(H - h + 1, (1,), generator=generator)); x = int(torch.randint(W - w + 1, (1,), generator=generator))
-            out[i] = F.interpolate(rgb[i:i + 1, :, y:y + h, x:x + w], size=(H, W), mode="nearest")[0]
-        return out
+# %% ../nbs/03b_guidance.ipynb #cee7f121
+def _crops(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Tensor:
+    "Each image, or with probability `palette_crop` a random crop of it (25-100% of each side) resized back."
+    H, W = rgb.shape[-2:]
+    out = rgb.clone()
+    for i in range(rgb.shape[0]):
+        if torch.rand(1, generator=generator).item() >= self.palette_crop: continue
+        h, w = (torch.rand(2, generator=generator) * 0.75 + 0.25).mul(torch.tensor([H, W])).long().clamp(min=1).tolist()
+        y = int(torch.randint(H - h + 1, (1,), generator=generator)); x = int(torch.randint(W - w + 1, (1,), generator=generator))
+        out[i] = F.interpolate(rgb[i:i + 1, :, y:y + h, x:x + w], size=(H, W), mode="nearest")[0]
+    return out
 
-    def fixed(self, rgb: torch.Tensor, hints: int = 10, palette: bool = True, seed: int = 0) -> dict:
-        "Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), from `seed`."
-        g = torch.Generator().manual_seed(seed)
-        guide = {}
-        if self.hints: guide["hints"] = sample_hints(rgb_to_lab_norm(rgb.float())[:, 1:], [hints] * len(rgb), self.hint_patches, g)
-        if self.palette:
-            pal = palette_of(rgb.float(), self.palette_k, generator=g)
-            guide["palette"] = pal if palette else torch.zeros_like(pal)
-        return guide
+def _fixed(self: GuidanceSampler, rgb: torch.Tensor, hints: int = 10, palette: bool = True, seed: int = 0) -> dict:
+    "Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), from `seed`."
+    g = torch.Generator().manual_seed(seed)
+    guide = {}
+    if self.hints: guide["hints"] = sample_hints(rgb_to_lab_norm(rgb.float())[:, 1:], [hints] * len(rgb), self.hint_patches, g)
+    if self.palette:
+        pal = palette_of(rgb.float(), self.palette_k, generator=g)
+        guide["palette"] = pal if palette else torch.zeros_like(pal)
+    return guide
+
+GuidanceSampler._crops, GuidanceSampler.fixed = _crops, _fixed
 
 # %% ../nbs/03b_guidance.ipynb #a0000019
 HINTS_SUFFIX = ".hints.json"

@@ -14,11 +14,10 @@ from torch.utils.data import DataLoader
 
 from .core import UserError, in_test
 from .data import SketchDataModule
-from .demo import DEMO_RECIPE
 from .guidance import GuidanceSampler
 from .metrics import MetricMeter, image_metrics
 from .runs import Run, load_generator
-from .study import STUDY_QUICK, eval_dataset, summarize, train_recipe
+from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recipe
 from .train import TrainConfig
 
 # %% auto #0
@@ -26,8 +25,7 @@ __all__ = ['GUIDED_BASE', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided
            'run_guided_study', 'curve_table', 'curve_figure', 'run_cli', 'add_commands']
 
 # %% ../nbs/23_guided_study.ipynb #b0000006
-GUIDED_BASE = {**DEMO_RECIPE, "loss": "l1", "arch": "unet", "seed": 0, "device": "cpu", "pretrained": False, "tensorboard": False,
-               "num_workers": 0, "input_mode": "gray"}
+GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples": 6, "ckpt_every": 64}   # the demo's recipe and budget
 GUIDED_RUNS: dict[str, dict] = {
     "real_guided": {"data": "real", "guidance": "both", "hue_rotate": 0.5},
     "real_unguided": {"data": "real"},

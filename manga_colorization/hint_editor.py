@@ -18,8 +18,9 @@ from PIL import Image, ImageColor, ImageDraw
 from .colorize import Colorizer
 from .core import UserError, img2tensor, rgb_to_gray, rgb_to_lab_norm, seed_everything
 from .data import load_image
-from .guidance import (HINTS_SUFFIX, GuidanceSampler, HintPoint, Hints, color_hex, hints_path, palette_rgb,
-                                         palette_tensor, parse_color, parse_hints, read_hints, reference_palette, write_hints)
+from .guidance import (
+    HINTS_SUFFIX, GuidanceSampler, HintPoint, Hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color, parse_hints,
+    read_hints, reference_palette, write_hints)
 from .models import make_generator, save_generator
 from .synthetic import synth_page
 
@@ -151,7 +152,7 @@ def _build(self: HintEditor, radius: float):
     big = max(2, round(max(self.page.size) / 4))
     self.radius = W.IntSlider(value=min(big, max(1, round(radius))), min=1, max=big, description="radius (px)")
     self.undo_button, self.clear_button = W.Button(description="remove last"), W.Button(description="clear")
-    self.use_palette = W.Checkbox(value=False, description="use palette", disabled=True)
+    self.use_palette = W.Checkbox(value=False, description="use palette", disabled=True, indent=False)
     self.palette_view, self.status = W.HTML(_swatches([], [])), W.HTML()
     self.upload = W.FileUpload(accept="image/*", multiple=False, description="reference")
     self.save_button = W.Button(description="save hints", icon="save", tooltip="write STEM.hints.json beside the page")
@@ -309,10 +310,12 @@ def _draw(self: HintEditor):
 def _event_xy(self: HintEditor, e: dict) -> tuple[float, float]:
     "Page position of a pointer event."
     w, h = self.small.size
-    if e.get("dataX") is not None and e.get("dataY") is not None: px, py = float(e["dataX"]), float(e["dataY"])
+    dx, dy, rx, ry = (e.get(k) for k in ("dataX", "dataY", "relativeX", "relativeY"))
+    swapping = dx == 0 and dy == 0 and (rx or 0) + (ry or 0) > 2   # sent while a new PNG loads: no natural size, so (0, 0)
+    if dx is not None and dy is not None and not swapping: px, py = float(dx), float(dy)
     else:
-        px = float(e.get("relativeX", 0)) * w / float(e.get("boundingRectWidth") or w)
-        py = float(e.get("relativeY", 0)) * h / float(e.get("boundingRectHeight") or h)
+        px = float(rx or 0) * w / float(e.get("boundingRectWidth") or w)
+        py = float(ry or 0) * h / float(e.get("boundingRectHeight") or h)
     return px / self.scale[0], py / self.scale[1]
 
 @patch
@@ -354,7 +357,8 @@ def save(self: HintEditor) -> Path:
     if path is None: raise UserError("this page was given as an image, not a file: give save_to= a folder to save its hints in")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_hints(self.hints, path)
-    self._say(f"saved {len(self.points)} points{' and the palette' if self.hints.palette else ''} to {path}")
+    n = len(self.points)
+    self._say(f"saved {n} point{'s' * (n != 1)}{' and the palette' if self.hints.palette else ''} to {path}")
     return path
 
 def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:

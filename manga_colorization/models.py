@@ -308,29 +308,33 @@ class UNetGenerator(nn.Module):
     @property
     def multiple(self) -> int: return 2 ** self.depth      # input sizes `forward_padded` accepts are multiples of this
 
-    def forward(self, x: torch.Tensor,               # (B, in_ch, H, W) in [-1, 1]
-                hints: torch.Tensor | None = None,    # (B, 3, H, W): ab/110 at hinted pixels + mask; None = no hints
-                palette: torch.Tensor | None = None,  # (B, K, 4): L/100, a/110, b/110, weight; None = no palette
-               ) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        x, (top, left) = self.pad(x)
-        if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))   # no hints in the pad
-        return self.forward_padded(x, hints, palette)[..., top:top + H, left:left + W]
+# %% ../nbs/03_models.ipynb #93d3fb0b
+def _forward(self: UNetGenerator, x: torch.Tensor,               # (B, in_ch, H, W) in [-1, 1]
+            hints: torch.Tensor | None = None,    # (B, 3, H, W): ab/110 at hinted pixels + mask; None = no hints
+            palette: torch.Tensor | None = None,  # (B, K, 4): L/100, a/110, b/110, weight; None = no palette
+           ) -> torch.Tensor:
+    "(B, out_ch, H, W) for any H, W: padded to the multiple, through `forward_padded`, cropped back."
+    H, W = x.shape[-2:]
+    x, (top, left) = self.pad(x)
+    if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))   # no hints in the pad
+    return self.forward_padded(x, hints, palette)[..., top:top + H, left:left + W]
 
-    def forward_padded(self, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
-        "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
-        with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
-        films = _films(self, x, palette)
-        skips, h = [], _with_hints(self, x, hints)
-        for down in self.downs:
-            h = down(h); skips.append(h)
-        h = _fuse(self, skips.pop(), self.depth, ext)
-        for j, up in enumerate(self.ups):
-            h = up(h)
-            if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
-            h = _fuse(self, h, self.depth - 1 - j, ext)
-            h = torch.cat([h, skips.pop()], 1)
-        return self.final(h)
+def _forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
+    "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
+    with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
+    films = _films(self, x, palette)
+    skips, h = [], _with_hints(self, x, hints)
+    for down in self.downs:
+        h = down(h); skips.append(h)
+    h = _fuse(self, skips.pop(), self.depth, ext)
+    for j, up in enumerate(self.ups):
+        h = up(h)
+        if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
+        h = _fuse(self, h, self.depth - 1 - j, ext)
+        h = torch.cat([h, skips.pop()], 1)
+    return self.final(h)
+
+UNetGenerator.forward, UNetGenerator.forward_padded = _forward, _forward_padded
 
 # %% ../nbs/03_models.ipynb #017ba6c6
 def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
@@ -409,6 +413,7 @@ def unet_att_ext(attention_at: int = 8, heads: int = 1, pretrained: bool = False
     "UNet + Danbooru features + self-attention after the fusion."
     return _unet("unet_att_ext", attention_at=attention_at, heads=heads, pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial, **kw)
 
+# %% ../nbs/03_models.ipynb #cc6ca3d4
 _COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout", "conv_bias", "outer_norm", "init", *HEAD_DEFAULTS)
 _ATT_OPTIONS = ("attention_at", "heads", "attention_scaled")
 _EXT_OPTIONS = ("pretrained", "ext_size", "ext_spatial", "ext_head", "ext_antialias", "ext_train_mode")

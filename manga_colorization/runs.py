@@ -298,6 +298,7 @@ class OnnxRunner:
             raise UserError("this ONNX generator takes no such guidance (export a generator trained with it)")
         return torch.from_numpy(self.session.run(None, feed)[0])
 
+# %% ../nbs/06a_runs.ipynb #4f59df50
 class _GuidedGraph(torch.nn.Module):
     "A guided generator with its guidance as positional inputs (what the ONNX graph takes)."
     def __init__(self, G): super().__init__(); self.G = G
@@ -353,26 +354,29 @@ class LoadedGenerator:
     @property
     def palette_k(self) -> int: return int(self.config.get("palette_k", 8))
 
-    def __call__(self, x: torch.Tensor | np.ndarray,
-                 hints: torch.Tensor | None = None,    # (B or 1, 3, H, W) hint channels (see `guidance`)
-                 palette: torch.Tensor | None = None,  # (B or 1, K, 4) palette
-                ) -> torch.Tensor:
-        "The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if it takes some)."
-        x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().float().cpu()
-        if hints is not None and not self.uses_hints: raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
-        if palette is not None and not self.uses_palette: raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
-        hints = None if hints is None else torch.as_tensor(hints).float().cpu().expand(x.shape[0], -1, -1, -1)
-        palette = None if palette is None else torch.as_tensor(palette).float().cpu()
-        H, W = x.shape[-2:]
-        arr = lambda t: None if t is None else t.numpy()
-        if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette))    # the UNet pads by itself
-        x, (top, left) = pad_to_multiple(x, self.multiple)                    # the traced graph needs whole multiples: pad as the UNet does
-        if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
-        return self.runner(x.numpy(), arr(hints), arr(palette))[..., top:top + H, left:left + W]
+# %% ../nbs/06a_runs.ipynb #7f8c5b32
+def _call(self: LoadedGenerator, x: torch.Tensor | np.ndarray,
+             hints: torch.Tensor | None = None,    # (B or 1, 3, H, W) hint channels (see `guidance`)
+             palette: torch.Tensor | None = None,  # (B or 1, K, 4) palette
+            ) -> torch.Tensor:
+    "The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if it takes some)."
+    x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().float().cpu()
+    if hints is not None and not self.uses_hints: raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
+    if palette is not None and not self.uses_palette: raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
+    hints = None if hints is None else torch.as_tensor(hints).float().cpu().expand(x.shape[0], -1, -1, -1)
+    palette = None if palette is None else torch.as_tensor(palette).float().cpu()
+    H, W = x.shape[-2:]
+    arr = lambda t: None if t is None else t.numpy()
+    if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette))    # the UNet pads by itself
+    x, (top, left) = pad_to_multiple(x, self.multiple)                    # the traced graph needs whole multiples: pad as the UNet does
+    if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
+    return self.runner(x.numpy(), arr(hints), arr(palette))[..., top:top + H, left:left + W]
 
-    def predict_rgb(self, inp: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
-        "RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), with guidance if given."
-        return to_rgb(self(inp, hints, palette), inp[:, :1].detach().float().cpu())
+def _predict_rgb(self: LoadedGenerator, inp: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
+    "RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), with guidance if given."
+    return to_rgb(self(inp, hints, palette), inp[:, :1].detach().float().cpu())
+
+LoadedGenerator.__call__, LoadedGenerator.predict_rgb = _call, _predict_rgb
 
 # %% ../nbs/06a_runs.ipynb #5064614e
 def _read_pt(path: Path) -> tuple[dict, dict, dict]:

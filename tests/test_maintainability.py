@@ -70,3 +70,4 @@ def test_import_graph_is_one_way():
     assert not any("cli" in deps for deps in imports.values())            # nothing imports cli
     assert "train" not in imports["models"] and "colorize" not in imports["train"]
     assert "demo" not in imports["train"] and not any("demo" in d for m, d in imports.items() if m != "cli")
+    assert imports["guidance"] <= {"core", "models"}                         # guidance is a leaf under models: sampling, files, palettes
