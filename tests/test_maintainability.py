@@ -71,3 +71,24 @@ def test_import_graph_is_one_way():
     assert "train" not in imports["models"] and "colorize" not in imports["train"]
     assert "demo" not in imports["train"] and not any("demo" in d for m, d in imports.items() if m != "cli")
     assert imports["guidance"] <= {"core", "models"}                         # guidance is a leaf under models: sampling, files, palettes
+
+
+def test_plain_install_requirements_cover_the_package_imports():
+    "Every third-party module the package imports at module level is a distribution in settings.ini's `requirements` (a plain "
+    "`pip install -e .` must be enough for `mangacolor demo`; dev extras are not there)."
+    import configparser
+    from importlib.metadata import packages_distributions
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / "settings.ini")
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+    required = {norm(re.split(r"[<>=!~\[ ]", r)[0]) for r in cfg["DEFAULT"]["requirements"].split()}
+    dists = packages_distributions()
+    missing = set()
+    for py in (ROOT / "manga_colorization").glob("*.py"):
+        for node in ast.parse(py.read_text()).body:                       # module level only: lazy imports inside functions are optional
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("manga_colorization", "__future__"): continue
+                if not {norm(d) for d in dists.get(top, [top])} & required: missing.add(f"{py.name}: {top}")
+    assert not missing, sorted(missing)
