@@ -129,10 +129,11 @@ def _attention_level(attention_at: int | None, depth: int) -> int | None:
         raise UserError(f"attention_at={attention_at}: must be a power of 2 between 2 and 2**depth = {2 ** depth}")
     return level
 
-def _encoder(in_ch: int, widths: tuple, norm: Factory | None, act: Factory, outer_norm: bool = False, conv_bias: bool = False) -> nn.ModuleList:
-    "Down blocks d1..dN (no norm on the first and the last, as pix2pix, unless `outer_norm`, as the seed)."
+def _encoder(in_ch: int, widths: tuple, norm: Factory | None, act: Factory, outer_norm: bool = False, conv_bias: bool = False,
+             extra: int = 0) -> nn.ModuleList:
+    "Down blocks d1..dN (no norm on the first and the last, as pix2pix, unless `outer_norm`, as the seed); `extra` more inputs from d2 on."
     N = len(widths)
-    return nn.ModuleList(down_block(c_in, c_out, norm if outer_norm or 0 < i < N - 1 else None, act, conv_bias)
+    return nn.ModuleList(down_block(c_in + (extra if i else 0), c_out, norm if outer_norm or 0 < i < N - 1 else None, act, conv_bias)
                          for i, (c_in, c_out) in enumerate(zip((in_ch,) + tuple(widths[:-1]), widths)))
 
 def _level_channels(widths: tuple, pooled: int, fuse_level: int | None) -> list[int]:
@@ -283,15 +284,18 @@ class UNetGenerator(nn.Module):
                  attention_scaled: bool = True,   # scaled dot-product attention (False: the seed's unscaled)
                  head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38, # see `final_layer`
                  guidance: str | None = None,    # None | "hints" (3 more input channels) | "palette" (FiLM in the decoder) | "both"
-                 palette_k: int = 8):             # colours in a palette
+                 palette_k: int = 8,              # colours in a palette
+                 hint_pyramid: bool = False):     # also give every encoder level the hints averaged to its resolution
         super().__init__()
         self.use_hints, self.use_palette = guidance_parts(guidance)
+        self.hint_pyramid = bool(hint_pyramid and self.use_hints)
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
         self.attention_level = _attention_level(attention_at, self.depth)
         self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
-        self.downs = _encoder(in_ch + HINT_CHANNELS * self.use_hints, self.widths, norm, down_act, outer_norm, conv_bias)
+        self.downs = _encoder(in_ch + HINT_CHANNELS * self.use_hints, self.widths, norm, down_act, outer_norm, conv_bias,
+                              HINT_CHANNELS * self.hint_pyramid)
         self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
         self.final = final_layer(at[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
         self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads, scaled=attention_scaled)
@@ -322,9 +326,11 @@ def _forward(self: UNetGenerator, x: torch.Tensor,               # (B, in_ch, H,
 def _forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
     "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
     with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
-    films = _films(self, x, palette)
-    skips, h = [], _with_hints(self, x, hints)
-    for down in self.downs:
+    films, hints = _films(self, x, palette), _hint_input(self, x, hints)
+    skips, h = [], x if hints is None else torch.cat([x, hints], 1)
+    pyramid = _hint_levels(hints, self.depth - 1) if self.hint_pyramid else None
+    for i, down in enumerate(self.downs):
+        if i and pyramid is not None: h = torch.cat([h, pyramid[i - 1]], 1)
         h = down(h); skips.append(h)
     h = _fuse(self, skips.pop(), self.depth, ext)
     for j, up in enumerate(self.ups):
@@ -349,15 +355,24 @@ def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
     if level == G.attention_level: h = G.attention(h)
     return h
 
-def _with_hints(G: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
-    "The encoder's input: `x`, plus the hint channels (zeros when none are given) for a hint-guided generator."
+def _hint_input(G: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor | None:
+    "The hint channels for input `x` (zeros when none are given) of a hint-guided generator, checked; None for the others."
     if not G.use_hints:
         if hints is not None: raise UserError("this generator was not trained with hints (guidance 'hints' or 'both'); it cannot use them")
-        return x
-    if hints is None: return torch.cat([x, x.new_zeros(x.shape[0], HINT_CHANNELS, *x.shape[-2:])], 1)
+        return None
+    if hints is None: return x.new_zeros(x.shape[0], HINT_CHANNELS, *x.shape[-2:])
     if hints.shape[1] != HINT_CHANNELS or hints.shape[-2:] != x.shape[-2:] or hints.shape[0] not in (1, x.shape[0]):
         raise UserError(f"hints must be (batch, {HINT_CHANNELS}, H, W) like the input {tuple(x.shape)}, got {tuple(hints.shape)}")
-    return torch.cat([x, hints.to(x).expand(x.shape[0], -1, -1, -1)], 1)
+    return hints.to(x).expand(x.shape[0], -1, -1, -1)
+
+def _hint_levels(hints: torch.Tensor, n: int) -> list[torch.Tensor]:
+    "The hints at 1/2, 1/4, ... (`n` levels): the mean chroma of the hinted pixels under each cell, and a mask of cells with any."
+    mask = hints[:, 2:].clamp(0, 1)
+    ab, levels = hints[:, :2] * mask, []
+    for _ in range(n):
+        ab, mask = F.avg_pool2d(ab, 2), F.avg_pool2d(mask, 2)
+        levels.append(torch.cat([ab / mask.clamp(min=1e-6), (mask > 0).to(ab)], 1))
+    return levels
 
 def _films(G: UNetGenerator, x: torch.Tensor, palette: torch.Tensor | None):
     "The decoder's FiLM terms from `palette` (None when the generator has no palette input or none is given)."
@@ -377,7 +392,7 @@ UNetGenerator.trainable_parameters = _trainable_parameters
 SEED_LAYOUT_DEFAULTS = dict(conv_bias=False, outer_norm=False, init="pix2pix", attention_scaled=True, ext_head="relu",
                             ext_antialias=True, ext_train_mode=False)   # recorded in `.config` only when changed (older files stay valid)
 HEAD_DEFAULTS = dict(head="tanh", ab_bins=12, decode="annealed", temperature=0.38,   # the output head (see `final_layer`), recorded likewise
-                     guidance=None, palette_k=8)                                          # guidance inputs (see `PaletteFiLM`), likewise
+                     guidance=None, palette_k=8, hint_pyramid=False)                      # guidance inputs (see `PaletteFiLM`), likewise
 
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,
           attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False, **layout) -> UNetGenerator:

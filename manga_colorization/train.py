@@ -140,6 +140,7 @@ class TrainConfig(_RunFields):
     hint_mean: float = _opt(8.0, "mean number of hints on the other training images (geometric)")
     hint_max: int = _opt(50, "most hints on one training image")
     hint_patches: str = _opt("1,3,5", "sides of hint patches drawn from, in pixels at the working size")
+    hint_pyramid: bool = _opt(True, "also give every encoder level the hints averaged to its resolution (a hint-guided generator)")
     palette_k: int = _opt(8, "colours in a palette")
     palette_none: float = _opt(0.25, "share of training images without a palette")
     palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all of it")
@@ -324,7 +325,8 @@ def build_generator(config: TrainConfig) -> nn.Module:
     "The generator `config` describes: arch, sizes, layout (the seed's also norms the outer down blocks) and `gen_options` its variant has."
     options = {**_layout_options(config), **({"outer_norm": True} if config.layout == "seed" else {}), **(config.gen_options or {})}
     allowed = generator_options(config.arch)
-    if config.guidance: options.update(guidance=config.guidance, palette_k=config.palette_k)
+    if config.guidance: options.update(guidance=config.guidance, palette_k=config.palette_k,
+                                       **({"hint_pyramid": True} if config.hint_pyramid and config.guidance != "palette" else {}))
     return make_generator(config.arch, pretrained=config.pretrained, width=config.width, depth=config.depth, in_ch=1, out_ch=config.out_ch,
                           **{k: v for k, v in options.items() if k in allowed})
 

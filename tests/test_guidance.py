@@ -40,6 +40,7 @@ def test_every_variant_trains_a_guided_step(arch, guidance):
                          "gen_options": {"ext_size": 32} if "ext" in arch else None})
     step = GANStep(cfg, setup_device(cfg))
     assert step.G.config["guidance"] == guidance and step.G.use_hints == (guidance != "palette") and step.G.use_palette == (guidance != "hints")
+    assert step.G.hint_pyramid == (guidance != "palette")                     # TrainConfig.hint_pyramid: hints at every encoder level
     before = [p.detach().clone() for p in step.G.parameters() if p.requires_grad]
     terms = step(torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1)
     assert terms["ok"] and np.isfinite(terms["loss_g"])
@@ -87,9 +88,9 @@ def test_guided_training_resumes_exactly(tmp_path):
 
 @pytest.fixture(scope="module")
 def guided_generator(tmp_path_factory):
-    "A saved guided generator (random weights, its FiLM switched on) and its ONNX export."
+    "A saved guided generator (random weights, its FiLM switched on, hints at every encoder level) and its ONNX export."
     torch.manual_seed(0)
-    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both")
+    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both", hint_pyramid=True)
     torch.nn.init.normal_(G.film.mlp[-1].weight, std=0.2)
     with torch.no_grad(): G.downs[0][0].weight[:, 1:] *= 100                # hint channels strong enough to show after rounding
     root = tmp_path_factory.mktemp("gen")
