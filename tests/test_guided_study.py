@@ -50,15 +50,18 @@ def study(tmp_path_factory, own_cache):
 def test_quick_study_measures_every_model_on_every_source(study):
     tmp, data, rc, out, summary = study
     assert rc == 0 and set(summary["runs"]) == set(GUIDED_RUNS) and all(r["status"] == "trained" for r in summary["runs"].values())
-    assert set(summary["curves"]) == {"synthetic_val", "real_test"}
+    assert set(summary["curves"]) == {"synthetic_val", "real_test", "real_val"}
     for source, models in summary["curves"].items():
         guided = models["real_guided"]
         assert [(r["hints"], r["palette"]) for r in guided] == [(n, False) for n in HINT_COUNTS] + [(0, True), (10, True)]
+        assert [(r["hints"], r["palette"]) for r in models["real_hints"]] == [(n, False) for n in HINT_COUNTS]
         assert [(r["hints"], r["palette"]) for r in models["real_unguided"]] == [(0, False)]
         for r in guided: assert {"psnr_pooled", "baseline_psnr_pooled", "ciede2000", "baseline_ciede2000", "colorfulness_ratio"} <= set(r)
         assert len({round(r["ciede2000"], 6) for r in guided}) > 1            # the hints reach the model: the rows differ
-    assert set(summary["targets"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided", "palette_ciede2000_below_unguided"}
-    t = summary["targets"]["hints10_psnr_3db_over_unguided"]
+    assert set(summary["targets"]) == {"real_hints", "real_guided"}
+    assert set(summary["targets"]["real_guided"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided", "palette_ciede2000_below_unguided"}
+    assert set(summary["targets"]["real_hints"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided"}
+    t = summary["targets"]["real_hints"]["hints10_psnr_3db_over_unguided"]
     assert t["met"] == (t["gain_db"] >= 3)
     assert "| real_guided | 10 | – |" in out and "copy-the-gray" in curve_table(summary)
 
@@ -75,5 +78,5 @@ def test_bad_data_folder_is_one_line(tmp_path):
     with pytest.raises(UserError, match="needs train/ and test/"):
         _cli(["--data", tmp_path, "--out", tmp_path / "o", "--quick"])
     _tiny(tmp_path / "d")
-    with pytest.raises(UserError, match="choose one of real_guided"):
+    with pytest.raises(UserError, match="choose one of real_hints, real_guided"):
         _cli(["--data", tmp_path / "d", "--out", tmp_path / "o", "--quick", "--runs", "nope"])
