@@ -183,9 +183,9 @@ def run_cli(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `mangacolor guided-study` to the CLI."
     p = subparsers.add_parser("guided-study", help="train colorizers with and without hints/palettes and measure quality against the number of hints",
-                              description="Train the four runs of GUIDED_RUNS (the demo's recipe; resumable: finished runs are skipped) and "
-                                          "measure each on synthetic validation images and on DATA/test (and DATA/cross) with 0-50 hints "
-                                          "and with the target's palette, beside copy-the-gray.")
+                              description=f"Train the runs {', '.join(GUIDED_RUNS)} (the demo's recipe; resumable: finished runs are skipped) and "
+                                          "measure each on synthetic validation images and on DATA/test, DATA/val and DATA/cross (when there) "
+                                          "with 0-50 hints and with the target's palette, beside copy-the-gray.")
     p.add_argument("--data", required=True, help="real-art dataset root with train/ and test/ (python benchmarks/realart.py all)")
     p.add_argument("--out", default="runs/guided", help="study folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny networks and data")

@@ -32,11 +32,7 @@ def _cli(argv):
     return rc, out.getvalue()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def own_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MANGACOLOR_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("own_cache")   # conftest: the image cache stays in tmp
 
 
 @pytest.fixture(scope="module")

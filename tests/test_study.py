@@ -32,11 +32,7 @@ def _cli(argv):
     return a.func(a)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def own_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:                            # the image cache of the fixture images stays in tmp
-        mp.setenv("MANGACOLOR_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("own_cache")   # conftest: the image cache stays in tmp
 
 
 @pytest.fixture(scope="module")
