@@ -581,7 +581,7 @@ def _colorize_image(colorizer: Colorizer, img: Image.Image, name: str, hints: Hi
     "The colorized page encoded for file `name` (gray where no colour was added), or None when it is already coloured (copied through)."
     if colorizer.is_color(img): return None if colorizer.upscaler is None else _encode(colorizer.upscaler.upscale(img), name)
     gray = img.convert("L"); del img   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
-    page = colorizer.colorize(gray, hints, palette)
+    page = colorizer.colorize(gray) if hints is None and palette is None else colorizer.colorize(gray, hints, palette)
     return _encode(page.convert("L") if _no_colour(page) else page, name)
 
 def _load_member(data: bytes, label: str, tmpdir: str, max_pixels: int | None = None) -> Image.Image:
@@ -630,7 +630,11 @@ def _page_hints(b: _Batch, page: str | Path, in_archive: bool = False) -> Hints 
     if in_archive and b.hints is None: return None
     path = hints_path(page, b.hints)
     if path is None: return None
-    hints, G, b.said = read_hints(path), b.colorizer.G, b.said or set()
+    G, b.said = getattr(b.colorizer, "G", None), b.said or set()   # (a page function, as `upscale` drives, has no generator)
+    if G is None or not G.guidance:
+        if G is not None and "all" not in b.said: b.log(f"{path}: ignored: {Path(G.source).name or 'the generator'} takes no guidance")
+        b.said.add("all"); return None
+    hints = read_hints(path)
     for what, usable, drop in (("hints", G.uses_hints, "points"), ("palettes", G.uses_palette, "palette")):
         if getattr(hints, drop) and not usable:
             if what not in b.said: b.log(f"{path}: its {drop} are ignored: {Path(G.source).name or 'the generator'} takes no {what} (guidance: {G.guidance})")

@@ -183,3 +183,15 @@ def test_sidecars_beside_pages_are_found_and_unusable_parts_said_once(guided_gen
     write_hints(Hints([HintPoint(60, 80, (220, 40, 40), 20)]), tmp_path / "in" / "b.hints.json")
     rc, _, err = _cli(["colorize", tmp_path / "in", "--checkpoint", tmp_path / "palonly", "--out", tmp_path / "out2", "--device", "cpu"])
     assert rc == 0 and err.count("points are ignored") == 1, err
+
+
+def test_unguided_models_and_upscaling_ignore_sidecars(guided_generator, tmp_path):
+    "A hint file beside a page (even a broken one) does not stop an unguided colorizer or `mangacolor upscale`: it is said once and ignored."
+    (tmp_path / "in").mkdir()
+    for n in ("a", "b"):
+        _page(tmp_path / "in" / f"{n}.png")
+        (tmp_path / "in" / f"{n}.hints.json").write_text('{"points": [{"x": 1, "y": 2, "color": "rouge"}]}')
+    save_generator(make_generator("unet", width=8, depth=4, out_ch=2), tmp_path / "plain", META)
+    rc, _, err = _cli(["colorize", tmp_path / "in", "--checkpoint", tmp_path / "plain", "--out", tmp_path / "out", "--device", "cpu"])
+    assert rc == 0 and err.count("takes no guidance") == 1, err
+    assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == ["a.png", "b.png"]
