@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 
 from .core import UserError, rgb_to_ycbcr
 from .data import IMAGE_EXTENSIONS, load_image, make_input, scan_folder, skipped_lines
-from .guidance import HintPoint, Hints, hint_map, hints_path, palette_tensor, parse_hints, read_hints, reference_palette
+from .guidance import HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints, read_hints, reference_palette
 from .panels import bubble_mask, find_panels
 from .runs import WEIGHTS_ORDER, LoadedGenerator, Run, TorchRunner, export_onnx, load_generator
 
 # %% auto #0
 __all__ = ['ARCHIVE_EXTENSIONS', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'rgb_chroma', 'guided_coefficients',
            'neutral_weight', 'recombine', 'chroma_to_page', 'color_fraction', 'is_color_page', 'as_generator',
-           'region_canvas', 'run_network', 'Colorizer', 'Job', 'folder_jobs', 'input_jobs', 'check_plan',
+           'as_image', 'region_canvas', 'run_network', 'Colorizer', 'Job', 'folder_jobs', 'input_jobs', 'check_plan',
            'plan_outputs', 'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'Member', 'plan_members',
            'renames_line', 'page_order', 'update_comicinfo', 'BatchResult', 'open_archives', 'count_pages', 'page_bar',
            'colorize_files', 'colorizer_from_args', 'run_colorize', 'checkpoint_files', 'run_export', 'add_commands']
@@ -190,7 +190,7 @@ def as_generator(G,                           # a `runs.LoadedGenerator`, a path
         return LoadedGenerator(TorchRunner(G, device), G.config, meta, module=G)
     raise TypeError(f"Colorizer takes a LoadedGenerator, a checkpoint path or a generator module with .config, not {type(G).__name__}")
 
-def _as_image(image) -> Image.Image:
+def as_image(image) -> Image.Image:
     "A PIL image from a PIL image, a uint8 array or a path (decoded by `data.load_image`)."
     if isinstance(image, (str, Path)): return load_image(image)
     if not isinstance(image, Image.Image):
@@ -287,17 +287,9 @@ class Colorizer:
                        self.black_threshold, self.strip_pixels, neutral_mask=bubbles)
 
 # %% ../nbs/09_colorize.ipynb #54d7d7db
-def _as_hints(hints) -> Hints | None:
-    "`Hints` from a `Hints`, a hint file's path, its parsed JSON (dict) or a list of `HintPoint`s; None stays None."
-    if hints is None or isinstance(hints, Hints): return hints
-    if isinstance(hints, (str, Path)): return read_hints(hints)
-    if isinstance(hints, dict): return parse_hints(hints)
-    if isinstance(hints, (list, tuple)) and all(isinstance(p, HintPoint) for p in hints): return Hints(list(hints))
-    raise TypeError(f"hints: expected Hints, a hint file path, its JSON dict or a list of HintPoint, not {type(hints).__name__}")
-
 def _guidance(self: Colorizer, hints=None, palette=None) -> tuple[Hints | None, torch.Tensor | None]:
     "(hint points, palette tensor) for one page, checked against what the generator takes; a hint file's palette is used when no `palette` is given."
-    hints, G = _as_hints(hints), self.G
+    hints, G = as_hints(hints), self.G
     name = Path(G.source).name or "this generator"
     if hints is not None and hints.points and not G.uses_hints:
         raise UserError(f"{name} was trained without hints (guidance: {G.guidance}); train one with --guidance hints or both")
@@ -337,7 +329,7 @@ def _colorize_batch(self: Colorizer, images: list,
     if len(hints) != len(images) or len(palettes) != len(images):
         raise UserError(f"colorize_batch: {len(hints)} hint entries and {len(palettes)} palettes for {len(images)} pages")
     guides = [self.guidance(h, p) for h, p in zip(hints, palettes)]
-    pages = [_as_image(im) for im in images]
+    pages = [as_image(im) for im in images]
     sizes = [p.size for p in pages]
     if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]   # colour is painted at the new resolution
     results, jobs = self.page_jobs(pages)

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from .models import HINT_CHANNELS, PALETTE_FEATURES, guidance_parts
 # %% auto #0
 __all__ = ['HINTS_SUFFIX', 'DEFAULT_RADIUS', 'hue_rotate', 'kmeans_palette', 'lab_points', 'palette_of', 'palette_rgb',
            'sample_hints', 'GuidanceSampler', 'parse_color', 'color_hex', 'HintPoint', 'Hints', 'parse_hints',
-           'read_hints', 'write_hints', 'rgb255_to_lab', 'hint_map', 'palette_tensor', 'reference_palette',
+           'read_hints', 'as_hints', 'write_hints', 'rgb255_to_lab', 'hint_map', 'palette_tensor', 'reference_palette',
            'hints_path']
 
 # %% ../nbs/03b_guidance.ipynb #a0000006
@@ -258,6 +258,14 @@ def read_hints(path: str | Path) -> Hints:
     except FileNotFoundError: raise UserError(f"{path}: no such hint file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise UserError(f"{path}: not valid JSON ({e})") from None
     return parse_hints(data, str(path))
+
+def as_hints(hints) -> Hints | None:
+    "`Hints` from a `Hints`, a hint file's path, its parsed JSON (dict) or a list of `HintPoint`s; None stays None."
+    if hints is None or isinstance(hints, Hints): return hints
+    if isinstance(hints, (str, Path)): return read_hints(hints)
+    if isinstance(hints, dict): return parse_hints(hints)
+    if isinstance(hints, (list, tuple)) and all(isinstance(p, HintPoint) for p in hints): return Hints(list(hints))
+    raise TypeError(f"hints: expected Hints, a hint file path, its JSON dict or a list of HintPoint, not {type(hints).__name__}")
 
 def write_hints(hints: Hints, path: str | Path) -> Path:
     "Write `hints` to `path` as JSON, atomically (a temporary file, then a rename)."

@@ -15,11 +15,10 @@ import torch
 from fastcore.basics import patch
 from PIL import Image, ImageColor, ImageDraw
 
-from .colorize import Colorizer
+from .colorize import Colorizer, as_image
 from .core import UserError, img2tensor, rgb_to_gray, rgb_to_lab_norm, seed_everything
-from .data import load_image
 from .guidance import (
-    HINTS_SUFFIX, GuidanceSampler, HintPoint, Hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color, parse_hints,
+    HINTS_SUFFIX, GuidanceSampler, HintPoint, Hints, as_hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color,
     read_hints, reference_palette, write_hints)
 from .models import make_generator, save_generator
 from .synthetic import synth_page
@@ -57,21 +56,9 @@ def save_demo_generator(folder: str | Path, steps: int = 300, seed: int = 0) -> 
 MARKER_R = 5   # display px: the disc drawn at each point; a press within MARKER_R + 3 px of a point grabs it
 
 def _page_image(page) -> tuple[Image.Image, Path | None]:
-    "The page as a PIL image (transparency on white) and its file (None for an image given in memory)."
-    if isinstance(page, (str, Path)): return load_image(page), Path(page)
-    if isinstance(page, np.ndarray): page = Image.fromarray(page)
-    if not isinstance(page, Image.Image): raise TypeError(f"page: a path or a PIL image, not {type(page).__name__}")
-    if "A" in page.getbands() or (page.mode == "P" and "transparency" in page.info):
-        page = Image.alpha_composite(Image.new("RGBA", page.size, "white"), page.convert("RGBA"))
-    return page.convert("RGB") if page.mode not in ("RGB", "L") else page, None
-
-def _as_hints(hints) -> Hints:
-    "`Hints` from a `Hints`, a hint file, its parsed JSON or a list of `HintPoint`s."
-    if isinstance(hints, Hints): return hints
-    if isinstance(hints, (str, Path)): return read_hints(hints)
-    if isinstance(hints, dict): return parse_hints(hints)
-    if isinstance(hints, (list, tuple)) and all(isinstance(p, HintPoint) for p in hints): return Hints(list(hints))
-    raise TypeError(f"hints: Hints, a hint file, its JSON dict or a list of HintPoint, not {type(hints).__name__}")
+    "The page as a PIL image (`colorize.as_image`: transparency on white; RGB or L) and its file (None for an image given in memory)."
+    img = as_image(page)
+    return (img.convert("RGB") if img.mode not in ("RGB", "L") else img), (Path(page) if isinstance(page, (str, Path)) else None)
 
 def _rgb(value) -> tuple[int, int, int]:
     "(r, g, b) of '#rrggbb', '#rgb', (r, g, b) or a CSS colour name (what a colour picker may hold)."
@@ -122,7 +109,7 @@ class HintEditor:
         self.palette, self.preview_image, self.result, self.result_path = None, None, None, None
         self.last_preview_s, self._drag, self._moved, self._quiet = 0.0, None, False, False
         self._build(radius or max(1, round(2.5 * max(W, H) / self.colorizer.size)))
-        start = _as_hints(hints) if hints is not None else self._read_sidecar()
+        start = as_hints(hints) if hints is not None else self._read_sidecar()
         if start is not None: self._set_hints(start)
         if reference is not None: self._take_reference(reference)
         self.refresh()
