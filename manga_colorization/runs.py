@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import UserError, default_device, to_rgb
-from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, generator_from_state, is_seed_state, load_seed_checkpoint,
+from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, generator_from_state, guidance_parts, is_seed_state, load_seed_checkpoint,
                                        pad_to_multiple, save_generator)
 
 # %% auto #0
@@ -348,9 +348,9 @@ class LoadedGenerator:
     @property
     def guidance(self) -> str | None: return self.config.get("guidance")
     @property
-    def uses_hints(self) -> bool: return self.guidance in ("hints", "both")
+    def uses_hints(self) -> bool: return guidance_parts(self.guidance)[0]
     @property
-    def uses_palette(self) -> bool: return self.guidance in ("palette", "both")
+    def uses_palette(self) -> bool: return guidance_parts(self.guidance)[1]
     @property
     def palette_k(self) -> int: return int(self.config.get("palette_k", 8))
 
