@@ -101,10 +101,84 @@ JS_STATE = """() => {
   const kernel = nb.context.sessionContext.session && nb.context.sessionContext.session.kernel;
   const cells = nb.content.widgets.filter(c => c.model.type === 'code');
   const outputs = cells.map(c => c.model.sharedModel.toJSON().outputs || []);
-  return {ready: true, kernel: kernel ? kernel.status : 'none',
+  return {ready: true, path: nb.context.path, kernel: kernel ? kernel.status : 'none',
           counts: cells.map(c => c.model.executionCount),
           errors: outputs.flat().filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue)};
 }"""
+
+
+JS_KERNEL_IDLE = ("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
+                  "const k = w && w.context && w.context.sessionContext.session && w.context.sessionContext.session.kernel; "
+                  "return k && k.status === 'idle'; }")
+
+
+def lab_env(tmp: Path, in_test: bool = True, **extra: str) -> dict:
+    "The environment of a JupyterLab living in `tmp` (its HOME and Jupyter/IPython folders), one thread, IN_TEST set or not, plus `extra`."
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_PLATFORM_DIRS")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HOME=str(tmp), JUPYTER_CONFIG_DIR=str(tmp / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"), PYTHONUNBUFFERED="1")
+    if in_test: env["IN_TEST"] = "1"
+    else: env.pop("IN_TEST", None)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def lab_folder(prefix: str):
+    "A fresh temporary folder and its `nbs` subfolder (the server's root to fill); yields both; removed after."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        root = tmp / "nbs"; root.mkdir()
+        yield tmp, root
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_page(page, name: str):
+    "A full-page screenshot `name`.png and the page's HTML `name`.html in test-artifacts/."
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    (ARTIFACTS / f"{name}.html").write_text(page.content())
+
+
+@contextmanager
+def lab_page(root: Path, env: dict, notebook_name: str, viewport: dict, artifact_prefix: str):
+    """JupyterLab serving `root` and a headless Chromium page on `notebook_name`; yields the page.
+
+    Old test-artifacts/`artifact_prefix`_* files are removed first; on any exception in the block (or while opening the
+    notebook) the page is saved as `artifact_prefix`_failure.png and .html before the exception goes on."""
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(exist_ok=True)
+    for old in ARTIFACTS.glob(f"{artifact_prefix}_*"): old.unlink()
+    with jupyter_lab(root, env) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            page = browser.new_page(viewport=viewport)
+            page.set_default_timeout(60_000)
+            try:
+                page.goto(f"{url}/lab/tree/{notebook_name}", wait_until="domcontentloaded")
+                yield page
+            except Exception:
+                _save_page(page, f"{artifact_prefix}_failure")
+                raise
+        finally:
+            browser.close()
+
+
+def run_all_cells(page, timeout_s: float, artifact_prefix: str) -> dict:
+    """Wait for the notebook's kernel to be idle, run all cells, poll JS_STATE until every cell ran; return that state.
+
+    A cell's error raises AssertionError at once; cells not done within `timeout_s` raise TimeoutError after a full-page
+    screenshot test-artifacts/`artifact_prefix`_timeout.png (`lab_page` adds the _failure files for both)."""
+    page.wait_for_function(JS_KERNEL_IDLE, timeout=SERVER_START_S * 1000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    deadline, state = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        state = page.evaluate(JS_STATE)
+        if state.get("errors"): raise AssertionError(f"a cell of {state['path']} raised: {state['errors']}")
+        if state.get("ready") and state["kernel"] == "idle" and state["counts"] and all(state["counts"]): return state
+        time.sleep(1)
+    page.screenshot(path=str(ARTIFACTS / f"{artifact_prefix}_timeout.png"), full_page=True)
+    raise TimeoutError(f"cells did not finish within {timeout_s} s: {json.dumps(state)}")
 
 
 JS_PIXELS = """el => {
@@ -152,55 +226,15 @@ def _wait_tiles(view, check, timeout_s: float):
 
 def run_results_notebook(grid: str | None = None, screenshot: Path | None = None, in_test: bool = True) -> dict:
     "Open 21_results.ipynb in JupyterLab in Chromium, run all cells, change the run dropdown; return what was seen."
-    from playwright.sync_api import sync_playwright
-    ARTIFACTS.mkdir(exist_ok=True)
-    for old in ARTIFACTS.glob("results_*"): old.unlink()
-    tmp = Path(tempfile.mkdtemp(prefix="browser_test_"))
-    root = tmp / "nbs"; root.mkdir()
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)   # a copy: JupyterLab may save outputs into it
-    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_PLATFORM_DIRS")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HOME=str(tmp), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"), PYTHONUNBUFFERED="1")
-    if in_test: env["IN_TEST"] = "1"
-    else: env.pop("IN_TEST", None)
-    if grid: env["MANGACOLOR_GRID"] = str(Path(grid).resolve())
-    if screenshot: env["MANGACOLOR_IMAGES"] = str(Path(screenshot).resolve().parent)   # the notebook's own pictures go beside it
-    seen = {}
-    try:
-        with jupyter_lab(root, env) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1400})
-                page.set_default_timeout(60_000)
-                page.goto(f"{url}/lab/tree/{NOTEBOOK.name}", wait_until="domcontentloaded")
-                page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && "
-                                       "window.jupyterapp.shell.currentWidget.context && "
-                                       "window.jupyterapp.shell.currentWidget.context.sessionContext.session && "
-                                       "window.jupyterapp.shell.currentWidget.context.sessionContext.session.kernel && "
-                                       "window.jupyterapp.shell.currentWidget.context.sessionContext.session.kernel.status === 'idle'",
-                                       timeout=SERVER_START_S * 1000)
-                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-                deadline, state = time.monotonic() + RUN_ALL_S, {}
-                while time.monotonic() < deadline:
-                    state = page.evaluate(JS_STATE)
-                    if state.get("errors"): break
-                    if state.get("ready") and state["kernel"] == "idle" and state["counts"] and all(state["counts"]): break
-                    time.sleep(1)
-                else:
-                    page.screenshot(path=str(ARTIFACTS / "results_timeout.png"), full_page=True)
-                    raise TimeoutError(f"cells did not finish within {RUN_ALL_S} s: {json.dumps(state)}")
-                if state.get("errors"):
-                    page.screenshot(path=str(ARTIFACTS / "results_failure.png"), full_page=True)
-                    raise AssertionError(f"a cell of {NOTEBOOK.name} raised: {state['errors']}")
-                try: _check_browser(page, seen, state, screenshot, tmp)
-                except Exception:
-                    page.screenshot(path=str(ARTIFACTS / "results_failure.png"), full_page=True)
-                    (ARTIFACTS / "results_failure.html").write_text(page.content())
-                    raise
-            finally:
-                browser.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    extra = {}
+    if grid: extra["MANGACOLOR_GRID"] = str(Path(grid).resolve())
+    if screenshot: extra["MANGACOLOR_IMAGES"] = str(Path(screenshot).resolve().parent)   # the notebook's own pictures go beside it
+    seen: dict = {}
+    with lab_folder("browser_test_") as (tmp, root):
+        shutil.copy(NOTEBOOK, root / NOTEBOOK.name)   # a copy: JupyterLab may save outputs into it
+        with lab_page(root, lab_env(tmp, in_test, **extra), NOTEBOOK.name, {"width": 1400, "height": 1400}, "results") as page:
+            state = run_all_cells(page, RUN_ALL_S, "results")
+            _check_browser(page, seen, state, screenshot, tmp)
     return seen
 
 

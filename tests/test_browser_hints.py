@@ -9,10 +9,7 @@ The JupyterLab helpers come from tests/test_browser.py.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,13 +17,12 @@ import numpy as np
 import pytest
 from test_browser import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    JS_STATE,
-    SERVER_START_S,
     _displayed,
     _missing,
-    jupyter_lab,
+    lab_env,
+    lab_folder,
+    lab_page,
+    run_all_cells,
 )
 
 RUN_ALL_S, CHANGE_S = 180, 60
@@ -57,21 +53,6 @@ def _write_folder(root: Path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "hints.ipynb")
-
-
-def _run_all(page):
-    "Open the notebook's kernel, run all cells, wait until every cell ran (or one failed)."
-    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
-                           "const k = w && w.context && w.context.sessionContext.session && w.context.sessionContext.session.kernel; "
-                           "return k && k.status === 'idle'; }", timeout=SERVER_START_S * 1000)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    deadline, state = time.monotonic() + RUN_ALL_S, {}
-    while time.monotonic() < deadline:
-        state = page.evaluate(JS_STATE)
-        if state.get("errors"): raise AssertionError(f"a cell raised: {state['errors']}")
-        if state.get("ready") and state["kernel"] == "idle" and state["counts"] and all(state["counts"]): return
-        time.sleep(1)
-    raise TimeoutError(f"cells did not finish within {RUN_ALL_S} s: {json.dumps(state)}")
 
 
 def _ring(img: np.ndarray, cx: float, cy: float, inner: float = 9, outer: float = 16) -> np.ndarray:
@@ -146,33 +127,12 @@ def _drag_and_remove(page, view, before: np.ndarray, seen: dict):
 
 def run_hint_editor() -> dict:
     "Open the written notebook in JupyterLab in Chromium, run it, use the editor; return what was seen."
-    from playwright.sync_api import sync_playwright
-    ARTIFACTS.mkdir(exist_ok=True)
-    for old in ARTIFACTS.glob("hints_*"): old.unlink()
-    tmp = Path(tempfile.mkdtemp(prefix="browser_hints_"))
-    root = tmp / "nbs"; root.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_PLATFORM_DIRS")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HOME=str(tmp), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"), PYTHONUNBUFFERED="1", IN_TEST="1")
     seen: dict = {}
-    try:
+    with lab_folder("browser_hints_") as (tmp, root):
         _write_folder(root)
-        with jupyter_lab(root, env) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
-            try:
-                page.goto(f"{url}/lab/tree/hints.ipynb", wait_until="domcontentloaded")
-                _run_all(page)
-                _check_editor(page, root, seen)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "hints_failure.png"), full_page=True)
-                (ARTIFACTS / "hints_failure.html").write_text(page.content())
-                raise
-            finally:
-                browser.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with lab_page(root, lab_env(tmp), "hints.ipynb", {"width": 1400, "height": 1100}, "hints") as page:
+            run_all_cells(page, RUN_ALL_S, "hints")
+            _check_editor(page, root, seen)
     return seen
 
 
