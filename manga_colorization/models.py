@@ -24,19 +24,25 @@ from .pretrained import DanbooruFeatures
 # %% auto #0
 __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES',
            'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META',
-           'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix',
-           'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'guidance_parts', 'PaletteFiLM', 'UNetGenerator',
-           'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator',
-           'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state',
-           'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state', 'seed_generator_options',
-           'fold_seed_layout', 'load_seed_checkpoint']
+           'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple',
+           'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'guidance_parts', 'PaletteFiLM',
+           'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator',
+           'PatchDiscriminator', 'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table',
+           'generator_state', 'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state',
+           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    "GroupNorm with as many groups as divide `channels` evenly, at most 8, of at least 4 channels each (so a 1×1 map still normalizes)."
+    groups = max((g for g in range(1, 9) if channels % g == 0 and channels // g >= 4), default=1)
+    return nn.GroupNorm(groups, channels)
+
 NORMS: dict[str, Factory | None] = {
     "batch": nn.BatchNorm2d,
     "instance": partial(nn.InstanceNorm2d, affine=True),
+    "group": group_norm,
     "none": None,
 }
 UPSAMPLERS = ("transposed", "resize_conv")

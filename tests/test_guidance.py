@@ -49,6 +49,41 @@ def test_every_variant_trains_a_guided_step(arch, guidance):
         assert step.G.film.mlp[-1].weight.abs().sum() > 0
 
 
+def name_is_extractor(G, module) -> bool:
+    return G.extractor is not None and any(module is m for m in G.extractor.modules())
+
+
+@pytest.mark.parametrize("arch", list(GENERATORS))
+def test_group_norm_hint_generators_train_and_do_not_depend_on_the_batch(arch, tmp_path):
+    "norm='group' (the guided study's choice): every variant trains a hinted step, and in use an image's output is its own, as in ONNX."
+    cfg = TrainConfig(**{**TINY, "arch": arch, "guidance": "hints", "hue_rotate": 1.0, "hint_none": 0.0,
+                         "gen_options": {"norm": "group", **({"ext_size": 32} if "ext" in arch else {})}})
+    step = GANStep(cfg, setup_device(cfg))
+    assert step.G.config["norm"] == "group" and any(isinstance(m, torch.nn.GroupNorm) for m in step.G.modules())
+    own = [m for name, m in step.G.named_modules() if not name.startswith("extractor")]    # the Danbooru extractor keeps its own (frozen) BatchNorm
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in own)
+    terms = step(torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1)
+    assert terms["ok"] and np.isfinite(terms["loss_g"])
+    G = step.G
+    x, hints = torch.rand(3, 1, 32, 32) * 2 - 1, torch.zeros(3, 3, 32, 32)
+    hints[0, :2, 5:9, 5:9], hints[0, 2, 5:9, 5:9] = 0.5, 1                     # hints on the first image only
+    G.train()
+    for m in G.modules():
+        if isinstance(m, torch.nn.Dropout) or name_is_extractor(G, m): m.eval()  # dropout off, the norms in training mode
+    with torch.no_grad(): training, alone = G(x, hints), G(x[1:], hints[1:])
+    G.eval()
+    with torch.no_grad(): use = G(x, hints)
+    assert torch.allclose(training, use, atol=1e-5)                           # no running statistics: training and use agree
+    assert torch.allclose(training[1:], alone, atol=1e-5)                     # and an image's output never sees the rest of its batch
+    assert not torch.allclose(use[0], G(x[:1], torch.zeros(1, 3, 32, 32)).detach()[0], atol=1e-3)   # the hints do act
+    if arch == "unet":
+        save_generator(G, tmp_path / "g", META)
+        rc, _, err = _cli(["export", "--checkpoint", tmp_path / "g", "--onnx", "--out", tmp_path / "g.onnx"])
+        assert rc == 0, err
+        onnx, torch_g = load_generator(tmp_path / "g.onnx"), load_generator(tmp_path / "g")
+        assert (onnx(x, hints) - torch_g(x, hints)).abs().max() < 1e-4
+
+
 @pytest.fixture(scope="module")
 def guided_run(tmp_path_factory):
     "A tiny guided training run through the CLI (1 epoch of 8 synthetic images)."
