@@ -5,6 +5,7 @@
 # %% ../nbs/22_recipe_study.ipynb #687cafed
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -18,13 +19,13 @@ from .core import UserError
 from .data import ColorizationDataset, FileSource, ImageCache, find_images
 from .metrics import MetricMeter, image_metrics
 from .runs import Run, load_generator
-from .train import TrainConfig, sample_sheet, train
+from .train import RESUME_CHANGEABLE, TrainConfig, apply_recipe, sample_sheet, train
 
 # %% auto #0
 __all__ = ['STUDY_BASE', 'STUDY_QUICK', 'EVAL_LIMIT', 'STUDY_RECIPES', 'EVAL_KEYS', 'SUMMARY_KEYS', 'recipe_config',
-           'trained_recipes', 'train_recipe', 'eval_dataset', 'evaluate', 'pick_images', 'gallery_sheet',
-           'load_recipe_generator', 'summarize', 'evaluate_recipe', 'beats_gray', 'winner', 'run_study', 'study_table',
-           'study_verdict', 'run_cli', 'add_commands']
+           'trained_recipes', 'check_same_settings', 'train_recipe', 'eval_dataset', 'evaluate', 'pick_images',
+           'gallery_sheet', 'load_recipe_generator', 'summarize', 'evaluate_recipe', 'beats_gray', 'winner',
+           'run_study', 'study_table', 'study_verdict', 'run_cli', 'add_commands']
 
 # %% ../nbs/22_recipe_study.ipynb #85f9584b
 STUDY_BASE = dict(size=128, width=24, depth=6, out_ch=2, batch_size=8, epochs=5, limit=512, val_limit=64, samples=4, d_width=16, d_layers=2,
@@ -58,9 +59,20 @@ def trained_recipes(names) -> list[str]:
     "The recipes among `names` that train (the others reuse a run's weights)."
     return [n for n in names if "same_weights_as" not in STUDY_RECIPES[n]]
 
+def check_same_settings(config: TrainConfig, run: Run) -> None:
+    "Fail (one line) when `run` was trained with other settings than `config` asks for: a changed recipe must not reuse an old run."
+    saved = run.config
+    if not saved: return
+    want = json.loads(json.dumps(dataclasses.asdict(apply_recipe(config)), default=str))   # as config.json stores it
+    diff = {k: (saved[k], v) for k, v in want.items() if k in saved and k not in RESUME_CHANGEABLE and saved[k] != v}
+    if diff:
+        raise UserError(f"{run.path} was trained with other settings ({'; '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in diff.items())}): "
+                        "move it away (or delete it) to train the recipe as it is now, or choose another --out")
+
 def train_recipe(config: TrainConfig) -> str:
-    "Train (or finish) the run `config` describes: 'done' when it had finished, else 'resumed' or 'trained'."
+    "Train (or finish) the run `config` describes: 'done' when it had finished, else 'resumed' or 'trained'; a run of other settings fails."
     run = Run(config.out)
+    check_same_settings(config, run)
     if run.status(config.epochs) == "done": return "done"
     resume = run.last_checkpoint.is_file()
     train(config, resume=resume, overwrite=not resume)
