@@ -21,15 +21,16 @@ from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recip
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
+__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_NORM', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
            'model_targets', 'targets', 'eval_sources', 'run_guided_study', 'curve_table', 'curve_figure', 'run_cli',
            'add_commands']
 
 # %% ../nbs/23_guided_study.ipynb #b0000006
 GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples": 6, "ckpt_every": 64}   # the demo's recipe and budget
-GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}   # chosen on the real val/ split (see the selection below)
+GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}   # chosen on the real val/ split (see the selection above)
+HINTS_NORM = {"gen_options": {"norm": "group"}}   # the hints-only model's GroupNorm (the palette models keep BatchNorm: see above)
 GUIDED_RUNS: dict[str, dict] = {
-    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE},
+    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_NORM},
     "real_guided": {"data": "real", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
     "real_unguided": {"data": "real"},
     "synthetic_guided": {"data": "synthetic", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
