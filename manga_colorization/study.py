@@ -19,7 +19,7 @@ from .core import UserError
 from .data import ColorizationDataset, FileSource, ImageCache, find_images
 from .metrics import MetricMeter, image_metrics
 from .runs import Run, load_generator
-from .train import RESUME_CHANGEABLE, TrainConfig, apply_recipe, sample_sheet, train
+from .train import TrainConfig, apply_recipe, sample_sheet, setting_conflicts, train
 
 # %% auto #0
 __all__ = ['STUDY_BASE', 'STUDY_QUICK', 'EVAL_LIMIT', 'STUDY_RECIPES', 'EVAL_KEYS', 'SUMMARY_KEYS', 'recipe_config',
@@ -64,7 +64,7 @@ def check_same_settings(config: TrainConfig, run: Run) -> None:
     saved = run.config
     if not saved: return
     want = json.loads(json.dumps(dataclasses.asdict(apply_recipe(config)), default=str))   # as config.json stores it
-    diff = {k: (saved[k], v) for k, v in want.items() if k in saved and k not in RESUME_CHANGEABLE and saved[k] != v}
+    diff = setting_conflicts(saved, want)
     if diff:
         raise UserError(f"{run.path} was trained with other settings ({'; '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in diff.items())}): "
                         "move it away (or delete it) to train the recipe as it is now, or choose another --out")

@@ -40,8 +40,8 @@ __all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS'
            'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'setup_device',
            'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict',
            'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog',
-           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'resume_config', 'start_run', 'train',
-           'add_config_arguments', 'given_options', 'run_train', 'add_commands']
+           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts', 'resume_config',
+           'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
 
 # %% ../nbs/07_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -765,14 +765,17 @@ Trainer.train_epoch, Trainer.fit = _train_epoch, _fit
 # %% ../nbs/07_train.ipynb #5572909e
 RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "max_pixels", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
 
+def setting_conflicts(saved: dict, given: dict) -> dict:
+    "{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a resume may not change."
+    return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v}
+
 def resume_config(out: str | Path, given: dict | None = None) -> TrainConfig:
     "The saved config of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
     out, given = Path(out), dict(given or {})
     saved = Run(out).config
-    for k, v in given.items():
-        if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v:
-            raise UserError(f"{out} was trained with {k}={saved[k]!r}, not {v!r}: a resumed run keeps its settings "
-                            f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")
+    for k, (was, v) in setting_conflicts(saved, given).items():
+        raise UserError(f"{out} was trained with {k}={was!r}, not {v!r}: a resumed run keeps its settings "
+                        f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")
     return TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}, "out": str(out)})
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(), given: dict | None = None) -> Trainer:
