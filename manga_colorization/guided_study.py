@@ -12,25 +12,26 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .core import UserError
+from .core import UserError, to_rgb
 from .data import SketchDataModule
 from .guidance import GuidanceSampler
 from .metrics import MetricMeter, image_metrics
-from .runs import Run, load_generator
+from .models import spread_hints
+from .runs import LoadedGenerator, Run, TorchRunner, load_generator
 from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recipe
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_NORM', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
-           'model_targets', 'targets', 'eval_sources', 'run_guided_study', 'curve_table', 'curve_figure', 'run_cli',
-           'add_commands']
+__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
+           'HintSpread', 'spread_only', 'model_targets', 'targets', 'eval_sources', 'run_guided_study', 'curve_table',
+           'curve_figure', 'run_cli', 'add_commands']
 
 # %% ../nbs/23_guided_study.ipynb #b0000006
 GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples": 6, "ckpt_every": 64}   # the demo's recipe and budget
 GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}   # chosen on the real val/ split (see the selection above)
-HINTS_NORM = {"gen_options": {"norm": "group"}}   # the hints-only model's GroupNorm (the palette models keep BatchNorm: see above)
+HINTS_GEN = {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}}   # the hints-only model's generator (see above)
 GUIDED_RUNS: dict[str, dict] = {
-    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_NORM},
+    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN},
     "real_guided": {"data": "real", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
     "real_unguided": {"data": "real"},
     "synthetic_guided": {"data": "synthetic", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
@@ -70,6 +71,17 @@ def curve(G, ds, counts=HINT_COUNTS, seed: int = 0) -> list[dict]:
     if not G.guidance: return [{"hints": 0, "palette": False, **summarize(guided_metrics(G, ds, seed=seed))}]
     cases = [(n, False) for n in counts if G.uses_hints or n == 0] + ([(0, True), (10, True)] if G.uses_palette else [])
     return [{"hints": n, "palette": p, **summarize(guided_metrics(G, ds, n, p, seed))} for n, p in cases if G.uses_hints or n == 0]
+
+# %% ../nbs/23_guided_study.ipynb #7832da34
+class HintSpread(torch.nn.Module):
+    "A 'generator' without weights: the chroma of the hints spread over the gray (`models.spread_hints`); none without hints."
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
+        return spread_hints(hints, x[:, :1])[:, :2] if hints is not None else x.new_zeros(x.shape[0], 2, *x.shape[-2:])
+
+def spread_only() -> LoadedGenerator:
+    "`HintSpread` as a `runs.LoadedGenerator` on the CPU (hints in, Lab chroma out), to measure like a trained generator."
+    return LoadedGenerator(TorchRunner(HintSpread(), "cpu"), {"name": "spread_only", "guidance": "hints", "out_ch": 2, "in_ch": 1, "depth": 0},
+                           {"size": 64, "out_ch": 2, "color_space": "lab"}, source="spread_only (no network)")
 
 # %% ../nbs/23_guided_study.ipynb #b0000011
 def _row(rows: list[dict], hints: int, palette: bool) -> dict | None:
@@ -130,6 +142,7 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
             G = load_generator(run.best_checkpoint if run.best_checkpoint.is_file() else run.path, device="cpu")
             summary["curves"].setdefault(source, {})[name] = curve(G, ds)
             log(f"guided study: measured {name} on {source}")
+        summary["curves"][source]["spread_only"] = curve(spread_only(), ds)
     summary.update(targets=targets(summary["curves"]), wall_time_s=round(time.perf_counter() - t0, 1))
     for path in filter(None, (out / "guided.json", json_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True); Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
@@ -159,7 +172,8 @@ def curve_figure(summary: dict, path: str | Path | None = None):
             hints = [r for r in rows if not r["palette"]]
             for i, key in enumerate(("psnr_pooled", "ciede2000")):
                 ax = axes[i, j]
-                if len(hints) > 1: ax.plot([r["hints"] + 0.5 for r in hints], [r[key] for r in hints], "o-", label=f"{name}")
+                if len(hints) > 1: ax.plot([r["hints"] + 0.5 for r in hints], [r[key] for r in hints], "o--" if name == "spread_only" else "o-",
+                                           color="tab:gray" if name == "spread_only" else None, label=f"{name}")
                 else: ax.axhline(hints[0][key], ls="--", color="tab:gray" if "synthetic" in name else "k", label=f"{name} (no guidance)")
                 pal = _row(rows, 0, True)
                 if pal: ax.plot([0.5], [pal[key]], "s", label=f"{name}: palette only")

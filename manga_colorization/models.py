@@ -23,13 +23,14 @@ from .pretrained import DanbooruFeatures
 
 # %% auto #0
 __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES',
-           'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META',
-           'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple',
-           'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'guidance_parts', 'PaletteFiLM',
-           'UNetGenerator', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator',
-           'PatchDiscriminator', 'receptive_field', 'count_params', 'forward_gflops', 'model_table', 'markdown_table',
-           'generator_state', 'save_generator', 'strip_wrappers', 'generator_from_state', 'is_seed_state',
-           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
+           'SPREAD_SIGMAS', 'SPREAD_BINS', 'SPREAD_RANGE', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'GENERATORS',
+           'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv', 'up_block',
+           'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead',
+           'final_layer', 'guidance_parts', 'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'unet', 'unet_att',
+           'unet_ext', 'unet_att_ext', 'generator_options', 'make_generator', 'PatchDiscriminator', 'receptive_field',
+           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'generator_state', 'save_generator',
+           'strip_wrappers', 'generator_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
+           'load_seed_checkpoint']
 
 # %% ../nbs/03_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -291,16 +292,21 @@ class UNetGenerator(nn.Module):
                  head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38, # see `final_layer`
                  guidance: str | None = None,    # None | "hints" (3 more input channels) | "palette" (FiLM in the decoder) | "both"
                  palette_k: int = 8,              # colours in a palette
-                 hint_pyramid: bool = False):     # also give every encoder level the hints averaged to its resolution
+                 hint_pyramid: bool = False,      # also give every encoder level the hints averaged to its resolution
+                 hint_spread: bool = False,       # also give the input the hints spread over the image (see `spread_hints`)
+                 hint_residual: bool = False):    # add the spread hints' chroma to the output: the network learns the correction
         super().__init__()
         self.use_hints, self.use_palette = guidance_parts(guidance)
-        self.hint_pyramid = bool(hint_pyramid and self.use_hints)
+        self.hint_pyramid, self.hint_spread = bool(hint_pyramid and self.use_hints), bool(hint_spread and self.use_hints)
+        self.hint_residual = bool(hint_residual and self.use_hints)
+        if self.hint_residual and (out_ch != 2 or head != "tanh"):
+            raise UserError(f"hint_residual needs a Lab-chroma generator with the tanh head (out_ch=2, head='tanh'), got out_ch={out_ch}, head={head!r}")
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
         self.attention_level = _attention_level(attention_at, self.depth)
         self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
-        self.downs = _encoder(in_ch + HINT_CHANNELS * self.use_hints, self.widths, norm, down_act, outer_norm, conv_bias,
+        self.downs = _encoder(in_ch + HINT_CHANNELS * (self.use_hints + self.hint_spread), self.widths, norm, down_act, outer_norm, conv_bias,
                               HINT_CHANNELS * self.hint_pyramid)
         self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
         self.final = final_layer(at[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
@@ -333,7 +339,8 @@ def _forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | 
     "The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export to ONNX)."
     with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
     films, hints = _films(self, x, palette), _hint_input(self, x, hints)
-    skips, h = [], x if hints is None else torch.cat([x, hints], 1)
+    spread = spread_hints(hints, x) if self.hint_spread or self.hint_residual else None
+    skips, h = [], x if hints is None else torch.cat([x, hints, *([spread] if self.hint_spread else [])], 1)
     pyramid = _hint_levels(hints, self.depth - 1) if self.hint_pyramid else None
     for i, down in enumerate(self.downs):
         if i and pyramid is not None: h = torch.cat([h, pyramid[i - 1]], 1)
@@ -344,7 +351,7 @@ def _forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | 
         if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
         h = _fuse(self, h, self.depth - 1 - j, ext)
         h = torch.cat([h, skips.pop()], 1)
-    return self.final(h)
+    return self.final(h) if not self.hint_residual else (self.final(h) + spread[:, :2]).clamp(-1, 1)
 
 UNetGenerator.forward, UNetGenerator.forward_padded = _forward, _forward_padded
 
@@ -380,6 +387,52 @@ def _hint_levels(hints: torch.Tensor, n: int) -> list[torch.Tensor]:
         levels.append(torch.cat([ab / mask.clamp(min=1e-6), (mask > 0).to(ab)], 1))
     return levels
 
+# %% ../nbs/03_models.ipynb #041cbc8a
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    "`x` blurred by a separable Gaussian of `sigma` pixels, zero outside the image (what normalized convolution needs)."
+    r = max(1, int(3 * sigma))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    y = x.reshape(-1, 1, *x.shape[-2:])          # every channel alone: the kernels keep a fixed shape (ONNX needs one)
+    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0))
+    return y.reshape(x.shape)
+
+SPREAD_SIGMAS = (4.0, 8.0, 16.0, 32.0)   # spatial Gaussian widths, pixels at the working size, fine to coarse
+SPREAD_BINS, SPREAD_RANGE = 16, 0.5      # gray levels of the bilateral grid, and its Gaussian width across them (in levels)
+
+def _gray_levels(gray: torch.Tensor, bins: int) -> torch.Tensor:
+    "(B, bins, H, W): each pixel's share in the grid's gray levels (linear between the two nearest), summing to 1."
+    pos = (gray[:, :1].clamp(-1, 1) + 1) / 2 * (bins - 1)
+    return (1 - (pos - torch.arange(bins, dtype=gray.dtype, device=gray.device).view(1, -1, 1, 1)).abs()).clamp(min=0)
+
+def spread_hints(hints: torch.Tensor,               # (B, 3, H, W): ab/110 at hinted pixels + mask
+                 gray: torch.Tensor | None = None,  # (B, 1+, H, W) the gray in [-1, 1]: colour spreads to pixels of similar gray
+                 sigmas=SPREAD_SIGMAS, bins: int = SPREAD_BINS, range_sigma: float = SPREAD_RANGE, eps: float = 1e-3) -> torch.Tensor:
+    "(B, 3, H, W): the hints' chroma spread over the image (a bilateral grid over the gray, or plain Gaussians without one), and how sure (0-1)."
+    B, _, H, W = hints.shape
+    mask = hints[:, 2:].clamp(0, 1)
+    levels = _gray_levels(gray.to(hints), bins) if gray is not None else hints.new_ones(B, 1, H, W)
+    n = bins if gray is not None else 1
+    r = torch.arange(n, dtype=hints.dtype, device=hints.device)
+    across = torch.exp(-(r[:, None] - r[None]) ** 2 / (2 * range_sigma ** 2)).view(n, n, 1, 1)   # blur across gray levels
+    self_weight = (F.conv2d(levels, across) * levels).sum(1, keepdim=True)   # a hint's weight on its own pixel: what slicing divides by
+    slicer = (levels / self_weight).repeat_interleave(3, 0)                    # row b·3 + c of the grid belongs to image b
+    splat = torch.cat([(hints[:, :2] * mask).repeat_interleave(n, 1) * levels.repeat(1, 2, 1, 1), mask * levels], 1)
+    out, sure, coarse, f_now = hints.new_zeros(B, 2, H, W), hints.new_zeros(B, 1, H, W), splat, 1
+    for s in sigmas:                       # each scale fills what the finer ones left open, in proportion to its density of hints
+        f = max(1, int(s // 2))            # a wide Gaussian runs at 1/f of the size (area pooled, from the last scale's when it can)
+        if f != f_now: coarse = F.avg_pool2d(coarse, f // f_now, ceil_mode=True) if f % f_now == 0 and f > f_now else \
+                                (F.avg_pool2d(splat, f, ceil_mode=True) if f > 1 else splat)
+        grid, f_now = _gaussian_blur(coarse, s / f), f
+        grid = F.conv2d(grid.view(B * 3, n, *grid.shape[-2:]), across)     # blurred across gray levels too (at the coarse size: cheap)
+        if grid.shape[-2:] != (H, W): grid = F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False)
+        grid = (grid * slicer).sum(1).view(B, 3, H, W)                      # sliced at each pixel's gray
+        num, den = grid[:, :2], grid[:, 2:]                       # num/den: the mean hint chroma near the pixel in space and gray
+        out = out + (1 - sure) * num / (den + eps)                # = (1 - sure)·w·num/den with w = den/(den + eps): no 0/0 in fp16
+        sure = sure + (1 - sure) * den / (den + eps)
+    return torch.cat([out, sure], 1)
+
+# %% ../nbs/03_models.ipynb #d81b8305
 def _films(G: UNetGenerator, x: torch.Tensor, palette: torch.Tensor | None):
     "The decoder's FiLM terms from `palette` (None when the generator has no palette input or none is given)."
     if G.film is None:
@@ -398,7 +451,7 @@ UNetGenerator.trainable_parameters = _trainable_parameters
 SEED_LAYOUT_DEFAULTS = dict(conv_bias=False, outer_norm=False, init="pix2pix", attention_scaled=True, ext_head="relu",
                             ext_antialias=True, ext_train_mode=False)   # recorded in `.config` only when changed (older files stay valid)
 HEAD_DEFAULTS = dict(head="tanh", ab_bins=12, decode="annealed", temperature=0.38,   # the output head (see `final_layer`), recorded likewise
-                     guidance=None, palette_k=8, hint_pyramid=False)                      # guidance inputs (see `PaletteFiLM`), likewise
+                     guidance=None, palette_k=8, hint_pyramid=False, hint_spread=False, hint_residual=False)   # guidance inputs (see `PaletteFiLM`), likewise
 
 def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", norm="batch", dropout=0.5,
           attention_at=None, heads=1, pretrained=False, ext_size=224, ext_spatial=False, **layout) -> UNetGenerator:

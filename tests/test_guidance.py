@@ -54,12 +54,14 @@ def name_is_extractor(G, module) -> bool:
 
 
 @pytest.mark.parametrize("arch", list(GENERATORS))
-def test_group_norm_hint_generators_train_and_do_not_depend_on_the_batch(arch, tmp_path):
-    "norm='group' (the guided study's choice): every variant trains a hinted step, and in use an image's output is its own, as in ONNX."
+def test_study_hint_generators_train_and_do_not_depend_on_the_batch(arch, tmp_path):
+    "The guided study's hints model (GroupNorm, hints spread over the gray as input and as the base of the output): every variant "
+    "trains a hinted step, and in use an image's output is its own, as in ONNX at any size."
     cfg = TrainConfig(**{**TINY, "arch": arch, "guidance": "hints", "hue_rotate": 1.0, "hint_none": 0.0,
-                         "gen_options": {"norm": "group", **({"ext_size": 32} if "ext" in arch else {})}})
+                         "gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True, **({"ext_size": 32} if "ext" in arch else {})}})
     step = GANStep(cfg, setup_device(cfg))
     assert step.G.config["norm"] == "group" and any(isinstance(m, torch.nn.GroupNorm) for m in step.G.modules())
+    assert step.G.hint_spread and step.G.hint_residual and step.G.downs[0][0].in_channels == 1 + 3 + 3
     own = [m for name, m in step.G.named_modules() if not name.startswith("extractor")]    # the Danbooru extractor keeps its own (frozen) BatchNorm
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in own)
     terms = step(torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1)
@@ -82,6 +84,9 @@ def test_group_norm_hint_generators_train_and_do_not_depend_on_the_batch(arch, t
         assert rc == 0, err
         onnx, torch_g = load_generator(tmp_path / "g.onnx"), load_generator(tmp_path / "g")
         assert (onnx(x, hints) - torch_g(x, hints)).abs().max() < 1e-4
+        wide, wide_hints = torch.rand(2, 1, 40, 72) * 2 - 1, torch.zeros(2, 3, 40, 72)   # another size, padded to the multiple inside
+        wide_hints[:, 1, 30:33, 60:63], wide_hints[:, 2, 30:33, 60:63] = -0.6, 1
+        assert (onnx(wide, wide_hints) - torch_g(wide, wide_hints)).abs().max() < 1e-4
 
 
 @pytest.fixture(scope="module")

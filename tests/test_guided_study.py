@@ -52,6 +52,10 @@ def test_quick_study_measures_every_model_on_every_source(study):
         assert [(r["hints"], r["palette"]) for r in guided] == [(n, False) for n in HINT_COUNTS] + [(0, True), (10, True)]
         assert [(r["hints"], r["palette"]) for r in models["real_hints"]] == [(n, False) for n in HINT_COUNTS]
         assert [(r["hints"], r["palette"]) for r in models["real_unguided"]] == [(0, False)]
+        spread = models["spread_only"]                                         # the hints spread over the gray, no network
+        assert [(r["hints"], r["palette"]) for r in spread] == [(n, False) for n in HINT_COUNTS]
+        assert abs(spread[0]["psnr_pooled"] - spread[0]["baseline_psnr_pooled"]) < 1e-3   # no hints: exactly copy-the-gray
+        assert spread[-1]["ciede2000"] < spread[0]["ciede2000"]                   # 50 true hints colour it closer to the truth
         for r in guided: assert {"psnr_pooled", "baseline_psnr_pooled", "ciede2000", "baseline_ciede2000", "colorfulness_ratio"} <= set(r)
         assert len({round(r["ciede2000"], 6) for r in guided}) > 1            # the hints reach the model: the rows differ
     assert set(summary["targets"]) == {"real_hints", "real_guided"}
