@@ -418,12 +418,10 @@ def spread_hints(hints: torch.Tensor,               # (B, 3, H, W): ab/110 at hi
     self_weight = (F.conv2d(levels, across) * levels).sum(1, keepdim=True)   # a hint's weight on its own pixel: what slicing divides by
     slicer = (levels / self_weight).repeat_interleave(3, 0)                    # row b·3 + c of the grid belongs to image b
     splat = torch.cat([(hints[:, :2] * mask).repeat_interleave(n, 1) * levels.repeat(1, 2, 1, 1), mask * levels], 1)
-    out, sure, coarse, f_now = hints.new_zeros(B, 2, H, W), hints.new_zeros(B, 1, H, W), splat, 1
+    out, sure = hints.new_zeros(B, 2, H, W), hints.new_zeros(B, 1, H, W)
     for s in sigmas:                       # each scale fills what the finer ones left open, in proportion to its density of hints
-        f = max(1, int(s // 2))            # a wide Gaussian runs at 1/f of the size (area pooled, from the last scale's when it can)
-        if f != f_now: coarse = F.avg_pool2d(coarse, f // f_now, ceil_mode=True) if f % f_now == 0 and f > f_now else \
-                                (F.avg_pool2d(splat, f, ceil_mode=True) if f > 1 else splat)
-        grid, f_now = _gaussian_blur(coarse, s / f), f
+        f = max(1, int(s // 2))            # a wide Gaussian runs at 1/f of the size (area pooled): the same blur, f² times cheaper
+        grid = _gaussian_blur(F.avg_pool2d(splat, f, ceil_mode=True) if f > 1 else splat, s / f)
         grid = F.conv2d(grid.view(B * 3, n, *grid.shape[-2:]), across)     # blurred across gray levels too (at the coarse size: cheap)
         if grid.shape[-2:] != (H, W): grid = F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False)
         grid = (grid * slicer).sum(1).view(B, 3, H, W)                      # sliced at each pixel's gray
