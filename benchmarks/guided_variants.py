@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict] = {
     "gn_bil_res_adv0": {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}, "adv_weight": 0.0},
     "both_bn": {"_base": "real_guided"},           # the hints + palette run as it was (BatchNorm, no spread)
     "both_bil_res": {"_base": "real_guided", "gen_options": {"hint_spread": True, "hint_residual": True}},
+    "both_bil": {"_base": "real_guided", "gen_options": {"hint_spread": True}},
 }
 COUNTS = (0, 5, 10, 20, 50)
 
