@@ -23,8 +23,9 @@ from manga_colorization.study import eval_dataset, summarize, train_recipe
 
 BN = {"gen_options": None}                      # the demo's BatchNorm (the recipe before GroupNorm)
 GN = {"gen_options": {"norm": "group"}}         # GroupNorm (the second round's choice)
+SPREAD = {"hint_spread": True}                  # the hints spread over the gray as input (third round)
+RESIDUAL = {**SPREAD, "hint_residual": True}    # ... and as the base of the output: with GroupNorm, the recipe now
 VARIANTS: dict[str, dict] = {
-    "recipe": {},                               # the recipe as it is (GroupNorm, hints spread over the gray, residual)
     "gn": GN,
     "bn": BN,
     "bn_ema995": {**BN, "ema": 0.995},
@@ -35,12 +36,12 @@ VARIANTS: dict[str, dict] = {
     "bn_hue0": {**BN, "hue_rotate": 0.0},
     "gn_m32": {**GN, "hint_mean": 32.0},
     "gn_l2": {**GN, "pixel_loss": "l2"},
-    "gn_bil": {"gen_options": {"norm": "group", "hint_spread": True}},
-    "gn_bil_res": {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}},
-    "gn_bil_res_adv0": {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}, "adv_weight": 0.0},
+    "gn_bil": {"gen_options": {**GN["gen_options"], **SPREAD}},
+    "gn_bil_res": {"gen_options": {**GN["gen_options"], **RESIDUAL}},
+    "gn_bil_res_adv0": {"gen_options": {**GN["gen_options"], **RESIDUAL}, "adv_weight": 0.0},
     "both_bn": {"_base": "real_guided"},           # the hints + palette run as it was (BatchNorm, no spread)
-    "both_bil_res": {"_base": "real_guided", "gen_options": {"hint_spread": True, "hint_residual": True}},
-    "both_bil": {"_base": "real_guided", "gen_options": {"hint_spread": True}},
+    "both_bil_res": {"_base": "real_guided", "gen_options": RESIDUAL},
+    "both_bil": {"_base": "real_guided", "gen_options": SPREAD},
 }
 COUNTS = (0, 5, 10, 20, 50)
 
