@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from manga_colorization.guided_study import guided_config, guided_metrics
+from manga_colorization.experiments.guided_study import guided_config, guided_metrics
 from manga_colorization.runs import Run, load_generator
-from manga_colorization.study import eval_dataset, summarize, train_recipe
+from manga_colorization.experiments.study import eval_dataset, summarize, train_recipe
 
 BN = {"gen_options": None}                      # the demo's BatchNorm (the recipe before GroupNorm)
 GN = {"gen_options": {"norm": "group"}}         # GroupNorm (the second round's choice)

@@ -4,7 +4,7 @@ import csv
 import pytest
 
 from manga_colorization.core import UserError
-from manga_colorization.grid import run_grid, train_step_flops
+from manga_colorization.experiments.grid import run_grid, train_step_flops
 from manga_colorization.runs import Run
 
 TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=1, limit=8, val_limit=4, device="cpu", pretrained=False,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from manga_colorization.guided_study import GUIDED_RUNS, HINT_COUNTS, add_commands, curve_table
+from manga_colorization.experiments.guided_study import GUIDED_RUNS, HINT_COUNTS, add_commands, curve_table
 
 
 def _tiny(root: Path, size: int = 40) -> Path:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from manga_colorization.core import UserError
 from manga_colorization.runs import Run
-from manga_colorization.study import STUDY_RECIPES, add_commands, recipe_config, run_study, train_recipe, trained_recipes
+from manga_colorization.experiments.study import STUDY_RECIPES, add_commands, recipe_config, run_study, train_recipe, trained_recipes
 
 
 def _tiny(root: Path, size: int = 40) -> Path:
