@@ -29,6 +29,7 @@ setuptools.setup(
     url=f"https://github.com/{cfg['user']}/{cfg['repo']}",
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
+    package_data={cfg["lib_path"]: ["experiments/*.json"]},
     python_requires=f">={cfg['min_python']}",
     install_requires=requirements,
     extras_require=extras,

@@ -1,6 +1,6 @@
 """Upscalers against bicubic and Lanczos on the offline real-art benchmark (issue 15), written next to this file.
 
-    python benchmarks/realart.py all                                  # the images, under ~/.cache/manga_colorization/realart/dataset
+    mangacolor realart all                                  # the images, under ~/.cache/manga_colorization/realart/dataset
     mangacolor sr-train --data ~/.cache/manga_colorization/realart/dataset --scale 2 --out runs/sr_x2 ...   # (see superres_results.md)
     python benchmarks/superres.py --runs runs/sr_x2 runs/sr_x4      # measure: superres_results.{json,md}, superres_gallery.png, superres_edges.png
 
@@ -94,12 +94,12 @@ def figures(result: dict, runs: list[Path], data: Path, out: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, type=Path, help="upscaler run folders (mangacolor sr-train)")
-    p.add_argument("--data", type=Path, default=DATA, help="the real-art dataset (python benchmarks/realart.py all)")
+    p.add_argument("--data", type=Path, default=DATA, help="the real-art dataset (mangacolor realart all)")
     p.add_argument("--limit", type=int, default=None, help="pages per split (default: all)")
     p.add_argument("--out", type=Path, default=HERE, help="where the results go (default: benchmarks/)")
     p.add_argument("--command", default=None, help="the training commands, recorded in the JSON")
     args = p.parse_args(argv)
-    if not args.data.is_dir(): sys.exit(f"{args.data}: no dataset; run python benchmarks/realart.py all")
+    if not args.data.is_dir(): sys.exit(f"{args.data}: no dataset; run mangacolor realart all")
     result = {"command": "python benchmarks/superres.py " + " ".join(sys.argv[1:]), "training": args.command,
               "threads": os.environ.get("OMP_NUM_THREADS"), **measure(args.runs, args.data, limit=args.limit)}
     for r in args.runs:

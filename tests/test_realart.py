@@ -1,11 +1,9 @@
-"""benchmarks/realart.py on a tiny fake unpacked tree (no apt, no network): the split is fixed by names + hashes and checked
+"""`mangacolor realart` (experiments.realart) on a tiny fake unpacked tree (no apt, no network): the split is fixed by names + hashes and checked
 against its list, name families stay on one side, oversize and unreadable files are dropped and counted, transparency lands on
 white, and the folder loads."""
 import hashlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +13,7 @@ from PIL import Image
 from manga_colorization.data import SketchDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("realart", ROOT / "benchmarks" / "realart.py")
-realart = sys.modules["realart"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(realart)
+from manga_colorization.experiments import realart
 
 CLIP, WES = realart.SOURCES
 N_GOOD = 10

@@ -124,7 +124,7 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
     "Train (resumably) and measure the runs; returns and writes {base, runs, curves, targets}."
     t0, out, real = time.perf_counter(), Path(out), Path(real).expanduser()
     if not (real / "train").is_dir() or not (real / "test").is_dir():
-        raise UserError(f"{real}: needs train/ and test/ folders (build them with python benchmarks/realart.py all)")
+        raise UserError(f"{real}: needs train/ and test/ folders (build them with mangacolor realart all)")
     names = [n.strip() for n in runs.split(",")] if isinstance(runs, str) else list(runs or GUIDED_RUNS)
     for n in names: guided_config(n, out, real)                          # unknown names fail before any training
     summary = {"about": "Guided colorization (issue 14): nbs/23_guided_study.ipynb", "quick": quick, "real": str(real),
@@ -201,7 +201,7 @@ def add_commands(subparsers) -> None:
                               description=f"Train the runs {', '.join(GUIDED_RUNS)} (the demo's recipe; resumable: finished runs are skipped) and "
                                           "measure each on synthetic validation images and on DATA/test, DATA/val and DATA/cross (when there) "
                                           "with 0-50 hints and with the target's palette, beside copy-the-gray.")
-    p.add_argument("--data", required=True, help="real-art dataset root with train/ and test/ (python benchmarks/realart.py all)")
+    p.add_argument("--data", required=True, help="real-art dataset root with train/ and test/ (mangacolor realart all)")
     p.add_argument("--out", default="runs/guided", help="study folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny networks and data")
     p.add_argument("--runs", help=f"comma-separated subset of: {', '.join(GUIDED_RUNS)}")

@@ -164,7 +164,7 @@ def _check_recipes(recipes) -> list[str]:
 
 def _sources(data: Path, cross: Path | None) -> dict[str, Path]:
     "{'in_domain': DATA/test, 'cross_domain': CROSS}, checked."
-    if not (data / "test").is_dir(): raise UserError(f"{data}: no test/ folder (the held-out in-domain split); build it with benchmarks/realart.py")
+    if not (data / "test").is_dir(): raise UserError(f"{data}: no test/ folder (the held-out in-domain split); build it with mangacolor realart all")
     if cross is not None and not cross.is_dir(): raise UserError(f"cross-domain folder {cross} does not exist")
     return {"in_domain": data / "test", **({"cross_domain": cross} if cross is not None else {})}
 
@@ -249,7 +249,7 @@ def add_commands(subparsers) -> None:
                               description="Train every recipe of the study (equal images seen, equal seed) into OUT/<recipe>, evaluate each "
                                           "best generator on DATA/test and the --cross folder beside copy-the-gray, write OUT/study.json and "
                                           "OUT/gallery/. Rerunning resumes: finished runs are skipped, interrupted ones continue.")
-    p.add_argument("--data", required=True, help="dataset root with train/, val/ and test/ (python benchmarks/realart.py all)")
+    p.add_argument("--data", required=True, help="dataset root with train/, val/ and test/ (mangacolor realart all)")
     p.add_argument("--cross", help="folder of cross-domain images, evaluated only (e.g. DATA/cross)")
     p.add_argument("--out", default="runs/study", help="study folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny networks and data (minutes)")
