@@ -339,7 +339,7 @@ def _sr_opt(default, help: str, **kw): return field(default=default, metadata={"
 
 @dataclass
 class SRConfig(BaseTrainConfig):
-    "A super-resolution run: the shared training options with SR defaults, plus scale, channels, patch and degradations."
+    "A super-resolution run: the shared training options (SR defaults), plus scale, channels, patch and degradations."
     out: str = _sr_opt("runs/sr", "run folder: config, metrics, samples, checkpoints, generator")
     arch: str = _sr_opt("compact", "upscaler: " + " | ".join(UPSCALERS), choices=tuple(UPSCALERS))
     loss: str = _sr_opt("l1", "loss preset: " + " | ".join(SR_LOSSES), choices=tuple(SR_LOSSES))
@@ -351,8 +351,8 @@ class SRConfig(BaseTrainConfig):
     beta2: float = _sr_opt(0.99, "Adam beta2")
     limit: int | None = _sr_opt(2000, "training crops per epoch (a fresh random subset each epoch)", type=int)
     val_limit: int | None = _sr_opt(64, "validation crops per epoch", type=int)
-    gen_options: dict | None = _sr_opt(None, "further make_upscaler options as JSON, e.g. '{\"n_conv\": 8}' (compact) or "
-                                             "'{\"n_blocks\": 4, \"growth\": 32}' (rrdb)", type=json.loads)
+    gen_options: dict | None = _sr_opt(None, "further make_upscaler options as JSON, e.g. '{\"n_conv\": 8}' (compact) "
+                                             "or '{\"n_blocks\": 4, \"growth\": 32}' (rrdb)", type=json.loads)
     pretrained: bool = _sr_opt(True, "load pretrained VGG16 weights for the perceptual loss")
     kind: str = _sr_opt("sr", "what wrote the run folder")
     scale: int = _sr_opt(2, "enlargement factor", choices=SCALES)
@@ -751,8 +751,8 @@ class SRProgressLog(Callback):
               f"SSIM {r['ssim']:.4f} ({r['baseline_ssim']:.4f}), loss_g {r['loss_g']:.4f}, {r['images_per_s']:.1f} img/s", file=log_stream())
 
 class SRTrainer(Trainer):
-    "`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta`, `sample_sheet`, "
-    "`prepare_config` (no recipe: the config as given) and `best_metric` (pooled luminance PSNR)."
+    "`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta`, "
+    "`sample_sheet`, `prepare_config` (no recipe: the config as given) and `best_metric` (pooled luminance PSNR)."
     best_metric = "psnr_pooled"
     def __init__(self, config: SRConfig, resume: bool = False, callbacks=()):
         super().__init__(config, resume, callbacks)
@@ -772,7 +772,8 @@ def start_sr_run(config: SRConfig, resume: bool = False, overwrite: bool = False
     "An `SRTrainer` for `config`: a fresh run, or the run in `config.out` continued with its saved settings."
     if not hasattr(Trainer, "make_step"): raise UserError("this version's train.Trainer has no hooks for other tasks yet (make_step, make_data)")
     if Run(config.out).prepare(config.kind, resume, overwrite, data=config.data):
-        config = resume_config(config.out, {k: getattr(config, k) for k in RESUME_CHANGEABLE if hasattr(config, k)}, SRConfig)
+        changeable = {k: getattr(config, k) for k in RESUME_CHANGEABLE if hasattr(config, k)}
+        config = resume_config(config.out, changeable, SRConfig)
         check_out_vs_data(config.out, config.data)
         return SRTrainer(config, resume=True, callbacks=callbacks)
     return SRTrainer(config, callbacks=callbacks)

@@ -52,7 +52,7 @@ def _opt(default, help: str, **kw):
 # %% ../nbs/09_train.ipynb #ff380d32
 @dataclass
 class BaseTrainConfig:
-    "The training options every task shares (colorizers: `TrainConfig`, upscalers: `superres.SRConfig`); defaults: the colorizer's."
+    "The training options every task shares (colorizers: `TrainConfig`, upscalers: `superres.SRConfig`)."
     data: str = _opt("synthetic", "image folder (ASCP layout) or 'synthetic'")
     out: str = _opt("runs/train", "run folder: config, metrics, samples, checkpoints, generator")
     arch: str = _opt("unet", "generator: unet | unet_att | unet_ext | unet_att_ext")
@@ -622,7 +622,7 @@ class Trainer:
     def __init__(self, config: BaseTrainConfig,   # a `TrainConfig` (a subclass's own config for its task)
                  resume: bool = False,   # continue from OUT/checkpoints/last.pt
                  callbacks=()):          # `cb(trainer, event)`, called after the built-in ones
-        config = config if resume else self.prepare_config(config)          # a resumed run keeps its saved (filled) config
+        config = config if resume else self.prepare_config(config)   # a resumed run keeps its saved (filled) config
         self.config, self.run, self.out = config, Run(config.out), Path(config.out)
         self.callbacks = default_callbacks(config) + list(callbacks)
         self.setup = setup_device(config)
@@ -638,7 +638,7 @@ class Trainer:
         self.step_fn.wrap()
         self.extra_metrics = optional_metrics(self.setup.device) if self.setup.is_main else {}   # LPIPS / FID where present
 
-    # the task hooks: a subclass (e.g. the upscaler's trainer) overrides these seven; only they read the colorizer's fields
+    # the task hooks: a subclass (e.g. the upscaler's) overrides these seven; only they read the colorizer's fields
     def prepare_config(self, config: TrainConfig) -> TrainConfig:
         "The config a fresh run trains with: the colorizer's recipe filled in (`apply_recipe`)."
         return apply_recipe(config)
@@ -779,13 +779,14 @@ def setting_conflicts(saved: dict, given: dict) -> dict:
     return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v}
 
 def resume_config(out: str | Path, given: dict | None = None, config_cls=TrainConfig) -> BaseTrainConfig:
-    "The saved config (a `config_cls`) of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
+    "The saved `config_cls` of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
     out, given = Path(out), dict(given or {})
     saved = Run(out).config
     for k, (was, v) in setting_conflicts(saved, given).items():
         raise UserError(f"{out} was trained with {k}={was!r}, not {v!r}: a resumed run keeps its settings "
                         f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")
-    return config_cls.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}, "out": str(out)})
+    changed = {k: v for k, v in given.items() if k in RESUME_CHANGEABLE}
+    return config_cls.from_dict({**saved, **changed, "out": str(out)})
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(), given: dict | None = None) -> Trainer:
     "A `Trainer` for `config`: a fresh run, or the previous run in `config.out` continued (with its saved settings; `given` options must agree)."
