@@ -107,7 +107,7 @@ def _guidance_arg(value: str) -> str | None:
 
 @dataclass
 class TrainConfig(BaseTrainConfig):
-    "Everything that defines a colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
+    "A colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
     pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, class-rebalanced; needs out_ch 2 and "
                                  "gen_options {\"head\": \"classify\"})", choices=PIXEL_LOSSES)
     depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and cropped back)")

@@ -137,7 +137,8 @@ def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
     assert len((straight / "metrics.jsonl").read_text().splitlines()) == 2 and list((straight / "samples").iterdir())
     assert sr_train(split, *opts, "--epochs", 1)[0] == 0
     config = json.loads((split / "config.json").read_text())       # runs of older versions saved the colorizer's fields too
-    (split / "config.json").write_text(json.dumps({**TrainConfig().to_dict(), **config, "recipe_applied": True, "guidance": "both"}))
+    older = {**TrainConfig().to_dict(), **config, "recipe_applied": True, "guidance": "both"}
+    (split / "config.json").write_text(json.dumps(older))
     code, _, err = sr_train(split, *opts, "--epochs", 2, "--resume")
     assert code == 0, err[-2000:]
     a, b = (Upscaler(p).G.module.state_dict() for p in (straight, split))
@@ -176,23 +177,25 @@ def flags(names) -> set:
 
 
 def test_sr_train_help_lists_only_upscaler_options():
-    "sr-train: the shared training options and the upscaler's; none of the colorizer's (guidance, palettes, recipes, ...)."
+    "sr-train: the shared training options and the upscaler's; none of the colorizer's (guidance, palettes, ...)."
     got, text = help_flags("sr-train")
     base, colorizer = ({f.name for f in dataclasses.fields(c)} for c in (BaseTrainConfig, TrainConfig))
     colorizer -= base
     assert not got & flags(colorizer), sorted(got & flags(colorizer))
-    for flag in ("--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--pixel-loss", "--recipe", "--depth", "--out-ch",
-                 "--input-mode", "--best-metric", "--step-order", "--layout", "--hint-none", "--val-hints"):
+    for flag in ("--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--pixel-loss", "--recipe", "--depth",
+                 "--out-ch", "--input-mode", "--best-metric", "--step-order", "--layout", "--hint-none", "--val-hints"):
         assert flag in flags(colorizer) and flag not in got, flag
     assert got == flags(f.name for f in dataclasses.fields(SRConfig) if f.name != "kind") | {"--resume", "--overwrite"}
-    assert {"--scale", "--in-ch", "--kernels", "--tone", "--blur", "--noise", "--jpeg"} <= got                  # the upscaler's
-    assert {"--data", "--out", "--epochs", "--batch-size", "--lr", "--schedule", "--device", "--num-workers", "--seed", "--ema",
-            "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps", "--init-from"} <= got  # the shared ones
-    assert "upscaler: compact | rrdb" in text and "unet" not in text                   # --arch/--loss: the upscaler's choices
+    assert {"--scale", "--in-ch", "--kernels", "--tone", "--blur", "--noise", "--jpeg"} <= got   # the upscaler's
+    shared = {"--data", "--out", "--epochs", "--batch-size", "--lr", "--schedule", "--device", "--num-workers",
+              "--seed", "--ema", "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps", "--init-from"}
+    assert shared <= got
+    assert "upscaler: compact | rrdb" in text and "unet" not in text   # --arch/--loss: the upscaler's choices
 
 
 def test_train_help_is_one_flag_per_train_config_field():
     got, _ = help_flags("train")
-    assert got == flags(f.name for f in dataclasses.fields(TrainConfig) if f.name != "kind" and f.metadata.get("cli") is not False) \
-        | {"--resume", "--overwrite"}
+    fields = [f.name for f in dataclasses.fields(TrainConfig)
+              if f.name != "kind" and f.metadata.get("cli") is not False]
+    assert got == flags(fields) | {"--resume", "--overwrite"}
     assert len(got) == 70 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss"} <= got
