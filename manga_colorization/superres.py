@@ -30,15 +30,15 @@ from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
 from .models import PatchDiscriminator, count_params, strip_wrappers
 from .runs import LoadedGenerator, OnnxRunner, Run, TorchRunner, check_out_vs_data, export_onnx, load_checkpoint
-from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep, ProgressLog, TrainConfig, Trainer, log_stream, resume_config,
+from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep, ProgressLog, BaseTrainConfig, Trainer, log_stream, resume_config,
                                       sample_sheet, trainable)
 
 # %% auto #0
-__all__ = ['UPSCALERS', 'SCALES', 'KERNELS', 'CLEAN', 'SR_LOSSES', 'BASELINES', 'SR_METRICS', 'UPSCALE_EXIT_CODES', 'SR_SKIP',
-           'conv3', 'bilinear_up', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'upscaler_options',
-           'make_upscaler', 'upscaler_from_state', 'load_upscaler', 'Degradation', 'downscale', 'jpeg', 'add_noise',
-           'degrade', 'degradation_stages', 'PageCrops', 'SRDataset', 'sr_sources', 'SRData', 'as_rgb', 'SRLoss',
-           'SRConfig', 'sr_degradation', 'sr_data', 'SRStep', 'luma', 'sr_validate', 'sr_sample_sheet', 'tile_starts',
+__all__ = ['UPSCALERS', 'SCALES', 'KERNELS', 'CLEAN', 'SR_LOSSES', 'BASELINES', 'SR_METRICS', 'UPSCALE_EXIT_CODES', 'conv3',
+           'bilinear_up', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'upscaler_options', 'make_upscaler',
+           'upscaler_from_state', 'load_upscaler', 'Degradation', 'downscale', 'jpeg', 'add_noise', 'degrade',
+           'degradation_stages', 'PageCrops', 'SRDataset', 'sr_sources', 'SRData', 'as_rgb', 'SRLoss', 'SRConfig',
+           'sr_degradation', 'sr_data', 'SRStep', 'luma', 'sr_validate', 'sr_sample_sheet', 'tile_starts',
            'axis_weights', 'upscale_tensor', 'upscale_array', 'Upscaler', 'upscale_page', 'PageFunction',
            'upscale_files', 'upscale_summary', 'export_upscaler', 'eval_pairs', 'edge_sharpness', 'upscale_methods',
            'compare_upscalers', 'busiest_box', 'crop_gallery', 'sr_meta', 'fit_steps', 'run_upscale', 'run_sr_export',
@@ -338,8 +338,8 @@ class SRLoss(nn.Module):
 def _sr_opt(default, help: str, **kw): return field(default=default, metadata={"help": help, **kw})
 
 @dataclass
-class SRConfig(TrainConfig):
-    "A super-resolution run: `TrainConfig` with SR defaults, plus scale, channels, patch and degradations."
+class SRConfig(BaseTrainConfig):
+    "A super-resolution run: the shared training options (SR defaults), plus scale, channels, patch and degradations."
     out: str = _sr_opt("runs/sr", "run folder: config, metrics, samples, checkpoints, generator")
     arch: str = _sr_opt("compact", "upscaler: " + " | ".join(UPSCALERS), choices=tuple(UPSCALERS))
     loss: str = _sr_opt("l1", "loss preset: " + " | ".join(SR_LOSSES), choices=tuple(SR_LOSSES))
@@ -351,6 +351,9 @@ class SRConfig(TrainConfig):
     beta2: float = _sr_opt(0.99, "Adam beta2")
     limit: int | None = _sr_opt(2000, "training crops per epoch (a fresh random subset each epoch)", type=int)
     val_limit: int | None = _sr_opt(64, "validation crops per epoch", type=int)
+    gen_options: dict | None = _sr_opt(None, "further make_upscaler options as JSON, e.g. '{\"n_conv\": 8}' (compact) "
+                                             "or '{\"n_blocks\": 4, \"growth\": 32}' (rrdb)", type=json.loads)
+    pretrained: bool = _sr_opt(True, "load pretrained VGG16 weights for the perceptual loss")
     kind: str = _sr_opt("sr", "what wrote the run folder")
     scale: int = _sr_opt(2, "enlargement factor", choices=SCALES)
     in_ch: int = _sr_opt(1, "1 = gray pages, 3 = RGB", choices=(1, 3))
@@ -748,10 +751,13 @@ class SRProgressLog(Callback):
               f"SSIM {r['ssim']:.4f} ({r['baseline_ssim']:.4f}), loss_g {r['loss_g']:.4f}, {r['images_per_s']:.1f} img/s", file=log_stream())
 
 class SRTrainer(Trainer):
-    "`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta` and `sample_sheet`."
+    "`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta`, "
+    "`sample_sheet`, `prepare_config` (no recipe: the config as given) and `best_metric` (pooled luminance PSNR)."
+    best_metric = "psnr_pooled"
     def __init__(self, config: SRConfig, resume: bool = False, callbacks=()):
         super().__init__(config, resume, callbacks)
         self.callbacks = [SRProgressLog() if type(cb) is ProgressLog else cb for cb in self.callbacks]
+    def prepare_config(self, config: SRConfig) -> SRConfig: return config
     def make_data(self) -> SRData: return sr_data(self.config)
     def make_step(self) -> SRStep: return SRStep(self.config, self.setup)
     def validate_epoch(self) -> tuple[dict, tuple | None]:
@@ -766,8 +772,8 @@ def start_sr_run(config: SRConfig, resume: bool = False, overwrite: bool = False
     "An `SRTrainer` for `config`: a fresh run, or the run in `config.out` continued with its saved settings."
     if not hasattr(Trainer, "make_step"): raise UserError("this version's train.Trainer has no hooks for other tasks yet (make_step, make_data)")
     if Run(config.out).prepare(config.kind, resume, overwrite, data=config.data):
-        kept = resume_config(config.out, {k: getattr(config, k) for k in RESUME_CHANGEABLE})
-        config = SRConfig.from_dict({**Run(config.out).config, **kept.to_dict()})
+        changeable = {k: getattr(config, k) for k in RESUME_CHANGEABLE if hasattr(config, k)}
+        config = resume_config(config.out, changeable, SRConfig)
         check_out_vs_data(config.out, config.data)
         return SRTrainer(config, resume=True, callbacks=callbacks)
     return SRTrainer(config, callbacks=callbacks)
@@ -779,8 +785,6 @@ def train_upscaler(config: SRConfig | None = None, resume: bool = False, overwri
     return {**record, "params": count_params(trainer.G), "out": str(trainer.config.out)}
 
 # %% ../nbs/12_superres.ipynb #14b27830
-SR_SKIP = ("kind", "depth", "input_mode", "out_ch", "anime_mix", "anime_size", "best_metric")   # fields only colorizers use
-
 def run_sr_train(args) -> int:
     "`mangacolor sr-train`."
     given = given_options(args, SRConfig)
@@ -795,7 +799,7 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("sr-train", help="train an upscaler (one option per SRConfig field)",
                               description="Train a super-resolution net on manga-degraded crops. The run folder is a training run's: config.json, "
                                           "metrics.jsonl, samples/, checkpoints/last.pt + best.pt, generator.safetensors.")
-    add_config_arguments(p, skip=SR_SKIP, config_cls=SRConfig)
+    add_config_arguments(p, config_cls=SRConfig)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.set_defaults(func=run_sr_train)

@@ -36,13 +36,13 @@ from .models import PatchDiscriminator, generator_options, generator_state, make
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 
 # %% auto #0
-__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'TrainConfig',
-           'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA',
-           'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'setup_device',
-           'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict',
-           'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog',
-           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts', 'resume_config',
-           'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
+__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'BaseTrainConfig',
+           'TrainConfig', 'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor',
+           'EMA', 'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup',
+           'setup_device', 'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep',
+           'predict', 'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog',
+           'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts',
+           'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -51,21 +51,16 @@ def _opt(default, help: str, **kw):
 
 # %% ../nbs/09_train.ipynb #ff380d32
 @dataclass
-class _RunFields:
-    "The fields of `TrainConfig` that every recipe has (the recipe's own follow in `TrainConfig`)."
+class BaseTrainConfig:
+    "The training options every task shares (colorizers: `TrainConfig`, upscalers: `superres.SRConfig`)."
     data: str = _opt("synthetic", "image folder (ASCP layout) or 'synthetic'")
     out: str = _opt("runs/train", "run folder: config, metrics, samples, checkpoints, generator")
     arch: str = _opt("unet", "generator: unet | unet_att | unet_ext | unet_att_ext")
     loss: str = _opt("l1", "loss preset: " + " | ".join(LOSSES))
-    pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, class-rebalanced; needs out_ch 2 and "
-                                 "gen_options {\"head\": \"classify\"})", choices=PIXEL_LOSSES)
     size: int = _opt(256, "square working size in pixels")
     batch_size: int = _opt(16, "images per optimizer step (per process under DDP)")
     epochs: int = _opt(50, "passes over the training images")
     width: int = _opt(64, "generator base channel width")
-    depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and cropped back)")
-    input_mode: str = _opt("gray", "what the generator sees: gray | sketch | screentone | mix (see data.make_input)")
-    out_ch: int = _opt(3, "3 = predict RGB, 2 = predict Lab chroma", choices=(2, 3))
     seed: int = _opt(42, "seed of weights, data order and sampling")
     limit: int | None = _opt(None, "training images per epoch (a fresh random subset each epoch); default all", type=int)
     val_limit: int | None = _opt(None, "validation images per epoch; default all", type=int)
@@ -83,10 +78,8 @@ class _RunFields:
     adv_weight: float | None = _opt(None, "weight of the adversarial term; default from the preset (0.01)", type=float)
     l1_weight: float | None = _opt(None, "weight of L1; default from the preset (1.0)", type=float)
     perceptual_weight: float | None = _opt(None, "weight of the perceptual mix; default from the preset (0 or 0.1)", type=float)
-    anime_mix: float | None = _opt(None, "a: VGG share of the perceptual mix, 1-a anime; default from the preset", type=float)
     gen_options: dict | None = _opt(None, "further make_generator options as JSON, e.g. '{\"upsample\": \"resize_conv\", \"ext_size\": 128}' "
                              "(attention_*/ext_* options reach only the variants that have them)", type=json.loads)
-    anime_size: int = _opt(224, "input size of the Danbooru ResNet50 in the anime loss")
     d_layers: int = _opt(3, "PatchGAN discriminator layers")
     d_width: int = _opt(64, "PatchGAN discriminator base width")
     spectral_norm: bool = _opt(False, "spectral normalisation in the discriminator")
@@ -97,13 +90,12 @@ class _RunFields:
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
     fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
     num_workers: int = _opt(0, "data-loading worker processes")
-    max_pixels: int | None = _opt(None, "skip image files with more pixels than this (decompression-bomb guard; default: PIL's 178956970; 0: no limit)", type=int)
     ckpt_every: int = _opt(0, "also checkpoint every N optimizer steps (0: only at epoch ends)")
-    best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled MSE, which gray targets cannot game)", choices=METRIC_NAMES)
     max_bad_steps: int = _opt(10, "stop after this many non-finite steps in a row")
     samples: int = _opt(4, "validation images in each epoch's sample sheet")
     init_from: str | None = _opt(None, "start G from this run folder / checkpoint / generator.safetensors (fine-tuning)")
     tensorboard: bool = _opt(True, "also log to OUT/tensorboard when tensorboard is installed")
+    drop_last: bool = _opt(True, "drop each epoch's last partial batch (the seed kept it)")
     kind: str = _opt("train", "what wrote the run folder (train, demo, grid)")
 
 # %% ../nbs/09_train.ipynb #e09b6eb6
@@ -114,8 +106,17 @@ def _guidance_arg(value: str) -> str | None:
     return value
 
 @dataclass
-class TrainConfig(_RunFields):
-    "Everything that defines a training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
+class TrainConfig(BaseTrainConfig):
+    "A colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
+    pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, class-rebalanced; needs out_ch 2 and "
+                                 "gen_options {\"head\": \"classify\"})", choices=PIXEL_LOSSES)
+    depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and cropped back)")
+    input_mode: str = _opt("gray", "what the generator sees: gray | sketch | screentone | mix (see data.make_input)")
+    out_ch: int = _opt(3, "3 = predict RGB, 2 = predict Lab chroma", choices=(2, 3))
+    anime_mix: float | None = _opt(None, "a: VGG share of the perceptual mix, 1-a anime; default from the preset", type=float)
+    anime_size: int = _opt(224, "input size of the Danbooru ResNet50 in the anime loss")
+    max_pixels: int | None = _opt(None, "skip image files with more pixels than this (decompression-bomb guard; default: PIL's 178956970; 0: no limit)", type=int)
+    best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled MSE, which gray targets cannot game)", choices=METRIC_NAMES)
     recipe: str = _opt("default", "training recipe: default (ours) | seed (the original code's networks and training: batch 32, no augmentation, "
                        "bilinear resize, G-then-D steps, last partial batch kept, its layout, discriminator, extractor features and loss "
                        "formulas, its defects fixed) | best (the recipe study's winner on real art, benchmarks/recipe_study.json); fills those fields unless you give them",
@@ -126,7 +127,6 @@ class TrainConfig(_RunFields):
     resize_filter: str = _opt("bicubic", "resize of image files: bicubic (PIL, antialiased) | bilinear (cv2 INTER_LINEAR, the seed's)", choices=RESIZE_FILTERS)
     step_order: str = _opt("d_first", "d_first: D, then G against the updated D (pix2pix) | g_first: G against the old D, then D on the "
                                       "pre-update fake (the seed's)", choices=("d_first", "g_first"))
-    drop_last: bool = _opt(True, "drop each epoch's last partial batch (the seed kept it)")
     layout: str = _opt("pix2pix", "G and D layout: pix2pix (no conv bias before a norm, no norm on the outer/inner down blocks, N(0, 0.02) init) | "
                                   "seed (biases everywhere, every down block normed, PyTorch's init)", choices=("pix2pix", "seed"))
     d_stride_last: int = _opt(1, "stride of D's last widening conv: 1 (pix2pix: 30x30 grid, 70 px patches at 256²) | 2 (the seed's: 15x15, 94 px)", choices=(1, 2))
@@ -149,10 +149,10 @@ class TrainConfig(_RunFields):
 
 # %% ../nbs/09_train.ipynb #23f62f9f
 @patch
-def to_dict(self: TrainConfig) -> dict: return dataclasses.asdict(self)
+def to_dict(self: BaseTrainConfig) -> dict: return dataclasses.asdict(self)
 
 @patch(cls_method=True)
-def from_dict(cls: TrainConfig, d: dict) -> TrainConfig:
+def from_dict(cls: BaseTrainConfig, d: dict) -> BaseTrainConfig:
     "A config from a dict, ignoring keys this version does not know."
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
@@ -221,7 +221,7 @@ def set_rng_state(state: dict):
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
 # %% ../nbs/09_train.ipynb #7e13b66f
-def make_train_loader(dm: SketchDataModule, config: TrainConfig, rank: int = 0, world_size: int = 1,
+def make_train_loader(dm: SketchDataModule, config: BaseTrainConfig, rank: int = 0, world_size: int = 1,
                       pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     "The training DataLoader over `dm`'s training set, with a resumable `EpochSampler` and the loader's own RNG."
     base = dm.train_loader
@@ -304,7 +304,7 @@ class DeviceSetup:
     def is_main(self) -> bool: return self.rank == 0
     def autocast(self): return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
-def setup_device(config: TrainConfig) -> DeviceSetup:
+def setup_device(config: BaseTrainConfig) -> DeviceSetup:
     "The device, process group and CUDA levers for `config` (DDP when `torchrun` set WORLD_SIZE > 1)."
     rank, world_size, local_rank = dist_env()
     device = default_device(config.device)
@@ -534,7 +534,7 @@ class Callback:
 class EpochRecord(Callback):
     "At each epoch end (rank 0): validate, write the sample sheet, build the metrics record, track the best epoch."
     def epoch(self, t):
-        c, s = t.config, t.state
+        s, best_metric = t.state, t.best_metric
         record, improved = None, False
         if t.setup.is_main:
             metrics, shown = t.validate_epoch()
@@ -545,12 +545,12 @@ class EpochRecord(Callback):
             epoch_time = s.train_time - (s.last_record or {}).get("time_s", 0.0)
             record = {"epoch": s.epoch, "step": s.step, **metrics, **losses, "lr": t.step_fn.opt_g.param_groups[0]["lr"],
                       "images_per_s": s.epoch_images / max(epoch_time, 1e-9), "time_s": s.train_time, "skipped_steps": s.skipped_steps}
-            improved = _improves(record.get(c.best_metric), s.best, lower_better=c.best_metric in LOWER_IS_BETTER)
-            if improved: s.best = record[c.best_metric]
-            record["best_" + c.best_metric] = s.best
+            improved = _improves(record.get(best_metric), s.best, lower_better=best_metric in LOWER_IS_BETTER)
+            if improved: s.best = record[best_metric]
+            record["best_" + best_metric] = s.best
         if t.setup.distributed:
             box = [record, s.best]; dist.broadcast_object_list(box, src=0); record, s.best = box
-            improved = record is not None and s.best == record.get(c.best_metric)
+            improved = record is not None and s.best == record.get(best_metric)
         s.last_record, s.epoch_sums, s.epoch_images = record, {}, 0
         t.improved = improved
 
@@ -612,17 +612,17 @@ class ProgressLog(Callback):
               f"CIEDE2000 {r['ciede2000']:.2f} ({r['baseline_ciede2000']:.2f}), SSIM {r['ssim']:.3f}, loss_g {r['loss_g']:.3f}, "
               f"{r['images_per_s']:.1f} img/s", file=log_stream())
 
-def default_callbacks(config: TrainConfig) -> list[Callback]:
+def default_callbacks(config: BaseTrainConfig) -> list[Callback]:
     "The built-in callbacks, in the order they run."
     return [EpochRecord(), Checkpointer(), MetricsLog(), *([TensorBoardLog()] if config.tensorboard else []), ProgressLog()]
 
 # %% ../nbs/09_train.ipynb #76dabce4
 class Trainer:
     "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
-    def __init__(self, config: TrainConfig,
+    def __init__(self, config: BaseTrainConfig,   # a `TrainConfig` (a subclass's own config for its task)
                  resume: bool = False,   # continue from OUT/checkpoints/last.pt
                  callbacks=()):          # `cb(trainer, event)`, called after the built-in ones
-        config = config if resume else apply_recipe(config)                 # a resumed run keeps its saved (filled) config
+        config = config if resume else self.prepare_config(config)   # a resumed run keeps its saved (filled) config
         self.config, self.run, self.out = config, Run(config.out), Path(config.out)
         self.callbacks = default_callbacks(config) + list(callbacks)
         self.setup = setup_device(config)
@@ -638,7 +638,14 @@ class Trainer:
         self.step_fn.wrap()
         self.extra_metrics = optional_metrics(self.setup.device) if self.setup.is_main else {}   # LPIPS / FID where present
 
-    # the task hooks: a subclass (e.g. the upscaler's trainer) overrides these five
+    # the task hooks: a subclass (e.g. the upscaler's) overrides these seven; only they read the colorizer's fields
+    def prepare_config(self, config: TrainConfig) -> TrainConfig:
+        "The config a fresh run trains with: the colorizer's recipe filled in (`apply_recipe`)."
+        return apply_recipe(config)
+    @property
+    def best_metric(self) -> str:
+        "The validation metric whose best epoch is `best.pt` (a key of `validate_epoch`'s metrics)."
+        return self.config.best_metric
     def make_data(self):
         "The data module: `.train_loader` (its dataset and collate_fn are used with the trainer's sampler) and `.val_loader`."
         return SketchDataModule(self.config.data, **self._data_options())
@@ -771,14 +778,15 @@ def setting_conflicts(saved: dict, given: dict) -> dict:
     "{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a resume may not change."
     return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v}
 
-def resume_config(out: str | Path, given: dict | None = None) -> TrainConfig:
-    "The saved config of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
+def resume_config(out: str | Path, given: dict | None = None, config_cls=TrainConfig) -> BaseTrainConfig:
+    "The saved `config_cls` of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
     out, given = Path(out), dict(given or {})
     saved = Run(out).config
     for k, (was, v) in setting_conflicts(saved, given).items():
         raise UserError(f"{out} was trained with {k}={was!r}, not {v!r}: a resumed run keeps its settings "
                         f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")
-    return TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}, "out": str(out)})
+    changed = {k: v for k, v in given.items() if k in RESUME_CHANGEABLE}
+    return config_cls.from_dict({**saved, **changed, "out": str(out)})
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(), given: dict | None = None) -> Trainer:
     "A `Trainer` for `config`: a fresh run, or the previous run in `config.out` continued (with its saved settings; `given` options must agree)."
@@ -797,13 +805,13 @@ def train(config: TrainConfig | None = None, # the run; default `TrainConfig()` 
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     trainer = start_run(config, resume, overwrite, callbacks)
     record = dict(trainer.fit() or {})
-    record.update(params=sum(p.numel() for p in trainer.G.parameters()), best=trainer.best, best_metric=trainer.config.best_metric,
+    record.update(params=sum(p.numel() for p in trainer.G.parameters()), best=trainer.best, best_metric=trainer.best_metric,
                   out=str(trainer.config.out))
     return record
 
 # %% ../nbs/09_train.ipynb #20d065b4
 def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",), config_cls=TrainConfig):
-    "One `--option` per field of `config_cls` (a `TrainConfig` or a subclass; defaults suppressed, so only given options appear in the namespace)."
+    "One `--option` per field of `config_cls` (a `BaseTrainConfig` subclass; defaults suppressed, so only given options appear in the namespace)."
     for f in dataclasses.fields(config_cls):
         if f.name in skip or f.metadata.get("cli") is False: continue
         flag, md = "--" + f.name.replace("_", "-"), f.metadata

@@ -2,7 +2,10 @@
 upscaled with colorize's guarantees, ONNX export, training with exact resume. (The networks, degradations, tiling and
 measurements are tested in nbs/13_superres.ipynb.)"""
 import contextlib
+import dataclasses
 import io
+import json
+import re
 import zipfile
 
 import numpy as np
@@ -14,7 +17,8 @@ from manga_colorization.cli import main
 from manga_colorization.models import make_generator, save_generator
 from manga_colorization.superres import UPSCALERS, Upscaler, make_upscaler, upscale_tensor
 from manga_colorization.synthetic import synth_page
-from manga_colorization.train import Trainer
+from manga_colorization.superres import SRConfig
+from manga_colorization.train import BaseTrainConfig, Trainer, TrainConfig
 
 TINY = {"compact": dict(width=4, n_conv=1), "rrdb": dict(width=4, growth=2, n_blocks=1)}
 
@@ -132,6 +136,9 @@ def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
         assert (straight / f).exists(), f
     assert len((straight / "metrics.jsonl").read_text().splitlines()) == 2 and list((straight / "samples").iterdir())
     assert sr_train(split, *opts, "--epochs", 1)[0] == 0
+    config = json.loads((split / "config.json").read_text())       # runs of older versions saved the colorizer's fields too
+    older = {**TrainConfig().to_dict(), **config, "recipe_applied": True, "guidance": "both"}
+    (split / "config.json").write_text(json.dumps(older))
     code, _, err = sr_train(split, *opts, "--epochs", 2, "--resume")
     assert code == 0, err[-2000:]
     a, b = (Upscaler(p).G.module.state_dict() for p in (straight, split))
@@ -156,3 +163,39 @@ def test_colorize_upscale_paints_at_the_new_resolution(tmp_path):
         assert main(["colorize", str(page), "--checkpoint", str(tmp_path / "col"), "--upscale", str(tmp_path / "sr"),
                      "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     assert Image.open(tmp_path / "out" / "p.png").size == (60, 80)
+
+
+def help_flags(command) -> tuple[set, str]:
+    "The options `mangacolor COMMAND --help` lists (`--x, --no-x`: --x), and the whole text."
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit): main([command, "--help"])
+    return set(re.findall(r"^  (--[a-z0-9-]+)", out.getvalue(), re.M)), out.getvalue()
+
+
+def flags(names) -> set:
+    return {"--" + n.replace("_", "-") for n in names}
+
+
+def test_sr_train_help_lists_only_upscaler_options():
+    "sr-train: the shared training options and the upscaler's; none of the colorizer's (guidance, palettes, ...)."
+    got, text = help_flags("sr-train")
+    base, colorizer = ({f.name for f in dataclasses.fields(c)} for c in (BaseTrainConfig, TrainConfig))
+    colorizer -= base
+    assert not got & flags(colorizer), sorted(got & flags(colorizer))
+    for flag in ("--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--pixel-loss", "--recipe", "--depth",
+                 "--out-ch", "--input-mode", "--best-metric", "--step-order", "--layout", "--hint-none", "--val-hints"):
+        assert flag in flags(colorizer) and flag not in got, flag
+    assert got == flags(f.name for f in dataclasses.fields(SRConfig) if f.name != "kind") | {"--resume", "--overwrite"}
+    assert {"--scale", "--in-ch", "--kernels", "--tone", "--blur", "--noise", "--jpeg"} <= got   # the upscaler's
+    shared = {"--data", "--out", "--epochs", "--batch-size", "--lr", "--schedule", "--device", "--num-workers",
+              "--seed", "--ema", "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps", "--init-from"}
+    assert shared <= got
+    assert "upscaler: compact | rrdb" in text and "unet" not in text   # --arch/--loss: the upscaler's choices
+
+
+def test_train_help_is_one_flag_per_train_config_field():
+    got, _ = help_flags("train")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)
+              if f.name != "kind" and f.metadata.get("cli") is not False]
+    assert got == flags(fields) | {"--resume", "--overwrite"}
+    assert len(got) == 70 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss"} <= got
