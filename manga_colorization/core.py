@@ -10,16 +10,19 @@ import inspect
 import os
 import random
 import re
+from contextlib import nullcontext
+from functools import lru_cache
 
 import numpy as np
 import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['AB_SCALE', 'exists', 'default', 'UserError', 'in_test', 'img2tensor', 'tensor2uint8', 'tensor2img', 'srgb_to_linear',
-           'linear_to_srgb', 'rgb_to_lab', 'lab_to_rgb', 'rgb_to_lab_norm', 'lab_norm_to_rgb', 'rgb_to_ycbcr',
-           'ycbcr_to_rgb', 'rgb_to_gray', 'model_target', 'to_rgb', 'seed_everything', 'default_device',
-           'param_comments', 'signature_arguments']
+__all__ = ['AB_SCALE', 'PRECISIONS', 'exists', 'default', 'UserError', 'in_test', 'img2tensor', 'tensor2uint8', 'tensor2img',
+           'srgb_to_linear', 'linear_to_srgb', 'rgb_to_lab', 'lab_to_rgb', 'rgb_to_lab_norm', 'lab_norm_to_rgb',
+           'rgb_to_ycbcr', 'ycbcr_to_rgb', 'rgb_to_gray', 'model_target', 'to_rgb', 'seed_everything', 'default_device',
+           'cpu_flags', 'bf16_supported', 'resolve_precision', 'autocast', 'precision_memory_format', 'param_comments',
+           'signature_arguments']
 
 # %% ../nbs/00_core.ipynb #15bbf0c2
 def exists(x) -> bool:
@@ -176,6 +179,49 @@ def default_device(name: str | None = None) -> torch.device:
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
+
+# %% ../nbs/00_core.ipynb #8958989e
+PRECISIONS = ("auto", "fp32", "bf16")
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    "The CPU's feature flags (`/proc/cpuinfo`; empty where that file does not exist)."
+    try: text = open("/proc/cpuinfo").read()
+    except OSError: return frozenset()
+    line = next((l for l in text.splitlines() if l.startswith(("flags", "Features"))), "")
+    return frozenset(line.partition(":")[2].split())
+
+def bf16_supported(device: torch.device | str) -> bool:
+    "Whether `device` computes bf16 natively: CUDA with bf16, or a CPU whose oneDNN has bf16 kernels (AVX-512 BF16 or AMX)."
+    device = torch.device(device)
+    if device.type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu": return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+def resolve_precision(precision: str | None,        # "auto" (or None), "fp32" or "bf16"
+                      device: torch.device | str,   # where the network runs
+                      flags: frozenset | None = None,  # CPU flags (default: this machine's `cpu_flags()`)
+                     ) -> str:
+    "`fp32` or `bf16` for `precision` on `device`: `auto` is bf16 on CUDA with bf16 and on AMX CPUs, fp32 elsewhere."
+    precision, device = precision or "auto", torch.device(device)
+    if precision not in PRECISIONS: raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32": return "fp32"
+    if precision == "bf16":
+        if not bf16_supported(device):
+            raise UserError(f"precision bf16 asked for, but {device.type} here has no bf16 support: use --precision fp32 or auto")
+        return "bf16"
+    if device.type == "cuda": return "bf16" if bf16_supported(device) else "fp32"
+    amx = "amx_bf16" in (cpu_flags() if flags is None else flags)
+    return "bf16" if device.type == "cpu" and amx and bf16_supported(device) else "fp32"
+
+def autocast(device: torch.device | str, precision: str):
+    "A bf16 autocast context for a resolved `precision` of `bf16` on `device`, else a no-op context."
+    if precision == "bf16": return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+def precision_memory_format(precision: str) -> torch.memory_format:
+    "channels_last for bf16 (oneDNN's and cuDNN's fast layout), the tensor's own layout for fp32."
+    return torch.channels_last if precision == "bf16" else torch.preserve_format
 
 # %% ../nbs/00_core.ipynb #9204d646
 _PARAM_COMMENT = re.compile(r"^\s*\**(\w+)\s*(?::[^=#]*)?(?:=[^#]*)?,?\s*(?:\)[^#]*)?#\s*(.+?)\s*$")

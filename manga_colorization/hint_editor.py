@@ -11,46 +11,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from fastcore.basics import patch
 from PIL import Image, ImageColor, ImageDraw
 
 from .colorize import Colorizer, as_image
-from .core import UserError, img2tensor, rgb_to_gray, rgb_to_lab_norm, seed_everything
+from .core import UserError
 from .guidance import (
-    HINTS_SUFFIX, GuidanceSampler, HintPoint, Hints, as_hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color,
+    HINTS_SUFFIX, HintPoint, Hints, as_hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color,
     read_hints, reference_palette, write_hints)
-from .models import make_generator, save_generator
-from .synthetic import synth_page
+
 
 # %% auto #0
-__all__ = ['DEMO_META', 'MARKER_R', 'demo_guided_generator', 'save_demo_generator', 'HintEditor']
-
-# %% ../nbs/16_hint_editor.ipynb #b10f09dc
-DEMO_META = {"size": 64, "input_mode": "gray", "out_ch": 2, "color_space": "lab"}   # what `save_demo_generator` writes beside the weights
-
-def demo_guided_generator(steps: int = 300,  # L1 steps (about 20 per second on one core)
-                          seed: int = 0,
-                          size: int = 64,    # training size of the synthetic pages
-                         ) -> torch.nn.Module:
-    "A tiny hint-and-palette UNet (width 8) fitted on hue-turned synthetic pages with many hints (Lab chroma out), for demos and tests."
-    seed_everything(seed)
-    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both")
-    color = torch.stack([img2tensor(synth_page(seed=9, index=i, size=(2 * size, 2 * size)).color.resize((size, size), Image.BOX))
-                         for i in range(8)])
-    sampler = GuidanceSampler("both", hue_rotate=1.0, hint_none=0.1, hint_mean=25, hint_patches=(3, 5, 7))
-    opt = torch.optim.Adam(G.parameters(), 3e-3)
-    G.train()
-    for _ in range(steps):
-        target, guide = sampler(color)
-        loss = (G(rgb_to_gray(color), **guide) - rgb_to_lab_norm(target)[:, 1:]).abs().mean()
-        opt.zero_grad(); loss.backward(); opt.step()
-    return G.eval()
-
-def save_demo_generator(folder: str | Path, steps: int = 300, seed: int = 0) -> Path:
-    "Fit `demo_guided_generator` and save it in `folder` (generator.safetensors + generator.json) for `Colorizer(folder)`; returns the folder."
-    save_generator(demo_guided_generator(steps, seed), folder, DEMO_META)
-    return Path(folder)
+__all__ = ['MARKER_R', 'HintEditor']
 
 # %% ../nbs/16_hint_editor.ipynb #6d3c838b
 MARKER_R = 5   # display px: the disc drawn at each point; a press within MARKER_R + 3 px of a point grabs it

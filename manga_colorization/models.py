@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .core import UserError
-from .guidance import GUIDANCES, HINT_CHANNELS, PALETTE_FEATURES, guidance_parts
+from .guidance import HINT_CHANNELS, PALETTE_FEATURES, guidance_parts
 from .pretrained import DanbooruFeatures
 
 # %% auto #0

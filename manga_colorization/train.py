@@ -27,22 +27,25 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import UserError, default_device, exists, model_target, seed_everything, tensor2uint8, to_rgb
+from .core import (UserError, default_device, exists, img2tensor, model_target, rgb_to_gray, rgb_to_lab_norm,
+                                     seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
 from .guidance import GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
-from .models import PatchDiscriminator, generator_options, generator_state, make_generator
+from .models import PatchDiscriminator, generator_options, generator_state, make_generator, save_generator
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
+from .synthetic import synth_page
 
 # %% auto #0
-__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'BaseTrainConfig',
-           'TrainConfig', 'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor',
-           'EMA', 'sample_sheet', 'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup',
-           'setup_device', 'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep',
-           'predict', 'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog',
-           'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts',
-           'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands']
+__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'DEMO_META',
+           'BaseTrainConfig', 'TrainConfig', 'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state',
+           'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env', 'all_true', 'trainable',
+           'NonFiniteLossError', 'DeviceSetup', 'setup_device', 'build_generator', 'guidance_sampler', 'build_loss',
+           'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate', 'Callback', 'EpochRecord',
+           'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer',
+           'setting_conflicts', 'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options',
+           'run_train', 'add_commands', 'demo_guided_generator', 'save_demo_generator']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -847,3 +850,29 @@ def add_commands(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.set_defaults(func=run_train)
+
+# %% ../nbs/09_train.ipynb #b10f09dc
+DEMO_META = {"size": 64, "input_mode": "gray", "out_ch": 2, "color_space": "lab"}   # what `save_demo_generator` writes beside the weights
+
+def demo_guided_generator(steps: int = 300,  # L1 steps (about 20 per second on one core)
+                          seed: int = 0,
+                          size: int = 64,    # training size of the synthetic pages
+                         ) -> torch.nn.Module:
+    "A tiny hint-and-palette UNet (width 8) fitted on hue-turned synthetic pages with many hints (Lab chroma out), for demos and tests."
+    seed_everything(seed)
+    G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both")
+    color = torch.stack([img2tensor(synth_page(seed=9, index=i, size=(2 * size, 2 * size)).color.resize((size, size), Image.BOX))
+                         for i in range(8)])
+    sampler = GuidanceSampler("both", hue_rotate=1.0, hint_none=0.1, hint_mean=25, hint_patches=(3, 5, 7))
+    opt = torch.optim.Adam(G.parameters(), 3e-3)
+    G.train()
+    for _ in range(steps):
+        target, guide = sampler(color)
+        loss = (G(rgb_to_gray(color), **guide) - rgb_to_lab_norm(target)[:, 1:]).abs().mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    return G.eval()
+
+def save_demo_generator(folder: str | Path, steps: int = 300, seed: int = 0) -> Path:
+    "Fit `demo_guided_generator` and save it in `folder` (generator.safetensors + generator.json) for `Colorizer(folder)`; returns the folder."
+    save_generator(demo_guided_generator(steps, seed), folder, DEMO_META)
+    return Path(folder)

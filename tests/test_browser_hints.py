@@ -44,7 +44,7 @@ def _write_folder(root: Path):
     import nbformat
     from PIL import Image
 
-    from manga_colorization.hint_editor import save_demo_generator
+    from manga_colorization.train import save_demo_generator
     Image.new("L", PAGE_SIZE, 150).save(root / "page.png")
     save_demo_generator(root / "guided", steps=150)
     cells = ["from manga_colorization.colorize import Colorizer\nfrom manga_colorization.hint_editor import HintEditor",

@@ -13,7 +13,8 @@ from PIL import Image
 from manga_colorization.colorize import Colorizer
 from manga_colorization.core import UserError, rgb_to_lab
 from manga_colorization.guidance import HintPoint, Hints, read_hints, write_hints
-from manga_colorization.hint_editor import HintEditor, save_demo_generator
+from manga_colorization.hint_editor import HintEditor
+from manga_colorization.train import save_demo_generator
 from manga_colorization.models import make_generator
 
 RED = (220, 40, 40)

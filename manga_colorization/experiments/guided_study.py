@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..core import UserError, to_rgb
+from ..core import UserError
 from ..data import SketchDataModule
 from ..guidance import GuidanceSampler
 from ..metrics import MetricMeter, image_metrics
