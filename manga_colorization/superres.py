@@ -574,7 +574,7 @@ def upscale_files(jobs: list,                     # from `pages.plan_outputs`
                   log: Callable[[str], None] = print,
                   progress: bool | None = None,   # a bar over pages (None: on a terminal or in a notebook)
                  ) -> BatchResult:
-    "Upscale every job's pages to its destination through `pages.process_files`; `.colorized` counts the upscaled pages."
+    "Upscale every job's pages to its destination (`pages.process_files`); `.colorized` counts the upscaled pages."
     def enlarge(page: Image.Image) -> Image.Image:   # pages are loaded as RGB: one without colour is enlarged (and saved) gray
         return upscaler.upscale(page if page.mode == "L" or is_color_page(page) else page.convert("L"), scale)
     return process_files(jobs, PageFunction(enlarge), overwrite, limits, log, progress, desc="upscale", verb="upscaled")

@@ -1,6 +1,6 @@
-"""`pages`, the one owner of page I/O, as a comic reader sees its archives: `mangacolor upscale` and `mangacolor colorize` on a
-.cbz whose ComicInfo.xml gives every page's byte and pixel size, read back with a real ComicInfo reader (comicapi, from PyPI),
-which must report the sizes of the pages as written."""
+"""`pages`, the one owner of page I/O, as a comic reader sees its archives: `mangacolor upscale` and
+`mangacolor colorize` on a .cbz whose ComicInfo.xml gives every page's byte and pixel size, read back with a real
+ComicInfo reader (comicapi, from PyPI), which must report the sizes of the pages as written."""
 import contextlib
 import io
 import zipfile
@@ -31,24 +31,25 @@ def png(img: Image.Image) -> bytes:
 
 @pytest.fixture
 def chapter(tmp_path):
-    "A .cbz of three gray pages and a colour one, stored out of order, with a ComicInfo.xml that tells each page's true sizes."
+    "A .cbz of three gray pages and a colour one, out of order, with a ComicInfo.xml telling each page's true sizes."
     pages = {f"p{k:03d}.png": png(synth_page(seed=4, index=k, size=SIZE).gray) for k in (2, 1, 3)}
-    pages["p004.png"] = png(synth_page(seed=4, index=4, size=SIZE).color)          # a colour page: colorize copies it through
+    pages["p004.png"] = png(synth_page(seed=4, index=4, size=SIZE).color)      # colour: colorize copies it through
     order = sorted(pages)
     tags = "".join(f'<Page Image="{i}" ImageSize="{len(pages[n])}" ImageWidth="{SIZE[0]}" ImageHeight="{SIZE[1]}" />'
                    for i, n in enumerate(order))
     path = tmp_path / "in" / "chapter.cbz"; path.parent.mkdir()
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("ComicInfo.xml", f'<?xml version="1.0" encoding="utf-8"?>\n<ComicInfo><Series>S</Series><Pages>{tags}</Pages></ComicInfo>')
+        z.writestr("ComicInfo.xml", '<?xml version="1.0" encoding="utf-8"?>\n'
+                                    f"<ComicInfo><Series>S</Series><Pages>{tags}</Pages></ComicInfo>")
         for name, data in pages.items(): z.writestr(name, data)
     return path
 
 
 def reader_sizes(cbz) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
-    "Per page, as comicapi reads the archive: ((ImageWidth, ImageHeight, ImageSize) it reports, the same of the page's real bytes)."
+    "Per page, as comicapi reads the archive: ((ImageWidth, ImageHeight, ImageSize) it reports, those of the page)."
     ca = ComicArchive(cbz)
     md = ca.read_cix()
-    assert md.series == "S" and len(md.pages) == ca.get_number_of_pages() == 4, md.pages   # its page list was kept, not rebuilt
+    assert md.series == "S" and len(md.pages) == ca.get_number_of_pages() == 4, md.pages   # our page list, not rebuilt
     found = []
     for p in md.pages:
         data = ca.get_page(int(p["Image"]))
@@ -66,12 +67,13 @@ def test_upscale_sets_every_comicinfo_page_size_from_the_written_pages(tmp_path,
     assert code == 0, err
     sizes = reader_sizes(tmp_path / "out" / "chapter.cbz")
     assert [told for told, _ in sizes] == [real for _, real in sizes], sizes
-    assert {real[:2] for _, real in sizes} == {(2 * SIZE[0], 2 * SIZE[1])}, sizes       # every page enlarged, colour one too
+    assert {real[:2] for _, real in sizes} == {(2 * SIZE[0], 2 * SIZE[1])}, sizes     # every page enlarged, colour too
 
 
 def test_colorize_sets_every_comicinfo_page_size_from_the_written_pages(tmp_path, chapter):
     torch.manual_seed(0)
-    save_generator(make_generator("unet", width=8, depth=4).eval(), tmp_path / "run", {"size": 64, "input_mode": "gray", "out_ch": 3})
+    G = make_generator("unet", width=8, depth=4).eval()
+    save_generator(G, tmp_path / "run", {"size": 64, "input_mode": "gray", "out_ch": 3})
     code, err = cli("colorize", chapter, "--checkpoint", tmp_path / "run", "--out", tmp_path / "out", "--device", "cpu")
     assert code == 0, err
     out = tmp_path / "out" / "chapter.cbz"
