@@ -25,7 +25,7 @@ from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, generator_from_stat
 # %% auto #0
 __all__ = ['RUN_FILES', 'RUN_DIRS', 'RUN_MARKERS', 'WEIGHTS_ORDER', 'GENERATOR_SUFFIXES', 'atomic_save', 'load_checkpoint', 'Run',
            'check_out_vs_data', 'is_run', 'is_grid', 'find_runs', 'run_name', 'run_folder', 'TorchRunner', 'OnnxRunner',
-           'export_onnx', 'LoadedGenerator', 'load_generator']
+           'export_onnx', 'LoadedGenerator', 'load_generator', 'checkpoint_files']
 
 # %% ../nbs/08_runs.ipynb #0060804f
 RUN_FILES = ("config.json", "metrics.jsonl", ".metrics.jsonl.tmp", "generator.safetensors", "generator.json",
@@ -435,3 +435,17 @@ def load_generator(path: str | Path,                 # run folder, checkpoint .p
         buf = io.BytesIO(); export_onnx(G, buf, size=2 ** int(config.get("depth", 8)))
         return LoadedGenerator(OnnxRunner(buf.getvalue(), None if device is None else str(device)), config, meta, path)
     return LoadedGenerator(TorchRunner(G, device), config, meta, path, module=G)
+
+# %% ../nbs/08_runs.ipynb #a08c0002
+def _with_sidecar(f: Path) -> list[Path]:
+    "A weights file and, for the formats that have one, its JSON sidecar."
+    return [f.with_suffix(".safetensors"), f.with_suffix(".json")] if f.suffix in (".safetensors", ".json") else \
+           [f, f.with_suffix(".json")] if f.suffix == ".onnx" else [f]
+
+def checkpoint_files(path: str | Path) -> list[Path]:
+    "The files a generator checkpoint is (or may be) read from: a file and its sidecar, or every weights file of a run folder."
+    path = Path(path).expanduser()
+    if not path.is_dir(): return _with_sidecar(path)
+    run = Run(path)
+    weights = [run.path / name for name in WEIGHTS_ORDER] + [f for f in run.checkpoints() if f.relative_to(run.path).as_posix() not in WEIGHTS_ORDER]
+    return [f for w in weights for f in _with_sidecar(w)]

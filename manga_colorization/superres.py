@@ -23,7 +23,8 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .colorize import BatchResult, ZipLimits, checkpoint_files, colorize_files, is_color_page, plan_outputs
+from .pages import BatchResult, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
+from .runs import checkpoint_files
 from .core import UserError, img2tensor, tensor2uint8
 from .data import EpochSampler, BadImageError, dataset_splits, load_image, screentone
 from .losses import AdversarialLoss, VGGPerceptualLoss
@@ -564,14 +565,11 @@ def upscale_page(page: Image.Image,          # the page (any mode; L stays L)
 
 # %% ../nbs/12_superres.ipynb #8b2d2de9
 class PageFunction:
-    "A page → page function in the shape `colorize.colorize_files` drives: `is_color(page)` (remembers it, says no), then `colorize(gray)`."
-    def __init__(self, fn: Callable[[Image.Image], Image.Image]): self.fn, self.page = fn, None
-    def is_color(self, page: Image.Image) -> bool: self.page = page; return False
-    def colorize(self, gray: Image.Image) -> Image.Image:
-        page, self.page = self.page, None
-        return self.fn(page if page is not None else gray)
+    "A page → page function (`fn(page)`) in the shape `pages.process_files` calls: `(page, its PageSource) -> page`."
+    def __init__(self, fn: Callable[[Image.Image], Image.Image]): self.fn = fn
+    def __call__(self, page: Image.Image, source: PageSource) -> Image.Image: return self.fn(page)
 
-def upscale_files(jobs: list,                     # from `colorize.plan_outputs`
+def upscale_files(jobs: list,                     # from `pages.plan_outputs`
                   upscaler: Upscaler,
                   scale: float | None = None,     # output scale (default: the net's)
                   overwrite: bool = False,        # redo outputs that exist
@@ -579,10 +577,10 @@ def upscale_files(jobs: list,                     # from `colorize.plan_outputs`
                   log: Callable[[str], None] = print,
                   progress: bool | None = None,   # a bar over pages (None: on a terminal or in a notebook)
                  ) -> BatchResult:
-    "Upscale every job's pages to its destination, with `colorize_files`'s guarantees; `.colorized` counts the upscaled pages."
+    "Upscale every job's pages to its destination (`pages.process_files`); `.colorized` counts the upscaled pages."
     def enlarge(page: Image.Image) -> Image.Image:   # pages are loaded as RGB: one without colour is enlarged (and saved) gray
         return upscaler.upscale(page if page.mode == "L" or is_color_page(page) else page.convert("L"), scale)
-    return colorize_files(jobs, PageFunction(enlarge), overwrite, limits, log, progress)
+    return process_files(jobs, PageFunction(enlarge), overwrite, limits, log, progress, desc="upscale", verb="upscaled")
 
 def upscale_summary(res: BatchResult) -> str:
     return f"{res.total} page(s): {res.colorized} upscaled, {res.skipped} skipped (exist), {res.failed} failed"

@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 
 from manga_colorization.cli import main as cli_main
-from manga_colorization.colorize import Colorizer, check_zip, read_member, recombine
+from manga_colorization.colorize import Colorizer, recombine
 from manga_colorization.core import UserError, default_device
 from manga_colorization.models import make_generator, save_generator
+from manga_colorization.pages import check_zip, read_member
 from manga_colorization.runs import OnnxRunner, export_onnx, load_generator
 from manga_colorization.synthetic import synth_page
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from hostile import build_corpus, snapshot
 from manga_colorization.cli import main as cli_main
-from manga_colorization.colorize import plan_members, safe_member_name
+from manga_colorization.pages import plan_members, safe_member_name
 from manga_colorization.data import BadImageError, SketchDataModule, load_image
 from manga_colorization.models import make_generator, save_generator
 
