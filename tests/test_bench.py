@@ -1,7 +1,12 @@
-"""`mangacolor bench` as a user runs it: the quick smoke run writes a complete JSON; the JSON is never written over by accident.
-(`bench`'s functions, targets and fresh-process measurements are tested in nbs/11_bench.ipynb.)"""
+"""`mangacolor bench` as a user runs it: the quick smoke run writes a complete JSON; the JSON is never written over by
+accident; its fresh-process measurements are functions of the module, run with `python -m` (no code held in strings).
+(`bench`'s functions, targets and fresh-process measurements are tested in nbs/18c_bench.ipynb.)"""
 import json
 import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "manga_colorization"
 
 
 def run(*args):
@@ -34,3 +39,16 @@ def test_quick_bench_writes_every_section(tmp_path):
 def test_bad_section_is_refused():
     r = run("--sections", "gpu")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_no_code_held_in_strings():
+    "No module runs Python source held in a string (`python -c`): the bench's child processes run module functions."
+    hits = [f"{p.relative_to(PKG)}:{i}" for p in sorted(PKG.rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if '"-c"' in line or "'-c'" in line]
+    assert not hits, hits
+
+
+def test_child_entry_names_its_commands():
+    r = subprocess.run([sys.executable, "-m", "manga_colorization.experiments.bench"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "page-memory,page,superres" in r.stderr and r.stdout == ""

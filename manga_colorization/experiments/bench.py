@@ -5,6 +5,7 @@
 # %% ../../nbs/18c_bench.ipynb #e3ac8aaa
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -21,8 +22,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torchvision.models import vgg16
 
 from ..core import UserError, seed_everything
+from ..synthetic import synth_page, write_ascp
+from ..data import SketchDataModule
+from ..pretrained import DANBOORU_MEAN, DANBOORU_STD, danbooru_resnet50
+from ..models import make_generator, save_generator
+from ..losses import LOSSES
+from ..runs import TorchRunner
+from ..colorize import Colorizer, to_working
+# `train`, `superres` and `experiments.grid` are imported where they are used: this module is also the fresh process
+# of the page measurements (`_run_child`), whose peak RSS their imports would inflate (torchmetrics: 80 MiB).
 
 # %% auto #0
 __all__ = ['PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory',
@@ -137,7 +149,6 @@ class PlainVGGLoss(nn.Module):
     "Baseline VGG16 perceptual loss: all 31 layers run, weights trainable, target features with a graph."
     def __init__(self, layers=("relu1_2", "relu2_2", "relu3_3")):
         super().__init__()
-        from torchvision.models import vgg16
         self.net, self.taps = vgg16(weights=None).features, {_VGG_TAPS[l] for l in layers}
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -156,7 +167,6 @@ class PlainAnimeLoss(nn.Module):
     "Baseline anime loss: the Danbooru ResNet50 body with trainable weights, output and target in separate calls with graphs."
     def __init__(self, input_size: int = 224):
         super().__init__()
-        from manga_colorization.pretrained import DANBOORU_MEAN, DANBOORU_STD, danbooru_resnet50
         self.body, self.input_size = danbooru_resnet50(pretrained=False)[0], input_size
         self.register_buffer("mean", torch.tensor(DANBOORU_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(DANBOORU_STD).view(1, 3, 1, 1))
@@ -213,7 +223,6 @@ def library_step(arch: str = "unet",      # generator name
 def train_steps(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
                 device: str = "cpu", seed: int = 0, gen_options: dict | None = None) -> tuple:
     "(fast, plain, batch): the library's `Trainer.train_batch` and the plain baseline on identical models and one fixed batch."
-    from manga_colorization.losses import LOSSES
     fast, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
     dev, c = trainer.setup.device, trainer.config
     G, D = copy_module(trainer.G, dev), copy_module(trainer.D, dev)
@@ -230,7 +239,6 @@ def train_steps(arch: str = "unet", loss: str = "l1", size: int = 256, batch: in
 
 def copy_module(module: nn.Module, device) -> nn.Module:
     "A deep copy of `module` on `device`, in training mode."
-    import copy
     return copy.deepcopy(module).to(device).train()
 
 # %% ../../nbs/18c_bench.ipynb #0927140b
@@ -311,74 +319,91 @@ def bench_levers(levers=None,                  # names from `device_levers(devic
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #3aae8292
-_HWM = r'''
-import resource
-def _hwm():  # this process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry the parent's peak over fork+exec)
+_CHILD_MODULE = "manga_colorization.experiments.bench"   # `python -m` runs each measurement below in a fresh process
+
+def _hwm() -> int:
+    "This process's peak RSS in KiB: VmHWM starts afresh at exec (ru_maxrss can carry a parent's peak over fork+exec)."
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"): return int(line.split()[1])
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"): return int(line.split()[1])
     except OSError: pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-'''
 
-_PEAK_SCRIPT = _HWM + r"""
-import resource, sys, time, numpy as np, torch
-from PIL import Image, ImageDraw
-from manga_colorization.colorize import Colorizer
-W, H, strip, ckpt, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-torch.set_num_threads(1)
-col = Colorizer(ckpt, device="cpu", working_size=size, strip_pixels=strip)
-col.colorize(Image.new("L", (64, 64), 128))
-base = _hwm()
-Image.MAX_IMAGE_PIXELS = None
-page = Image.new("L", (W, H), 255); d = ImageDraw.Draw(page)
-for i in range(12): d.rectangle((W * (i % 3) // 3 + 20, H * (i // 3) // 4 + 20, W * (i % 3 + 1) // 3 - 20, H * (i // 3 + 1) // 4 - 20), fill=40 + 15 * i, outline=0, width=8)
-t = time.perf_counter(); out = col.colorize(page); dt = time.perf_counter() - t
-assert out.size == (W, H)
-peak = _hwm()
-print(f"{W}x{H}: {dt:.1f} s, peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above the loaded model")
-"""
-
-def _run_script(script: str, argv: list, threads: int = 1) -> str:
-    "Run a measurement script in a fresh Python process with `threads` OpenMP threads; its stdout."
-    r = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True,
+def _run_child(command: str, argv: list, threads: int = 1) -> str:
+    "Run `python -m manga_colorization.experiments.bench COMMAND ARGV...` with `threads` OpenMP threads; its stdout."
+    r = subprocess.run([sys.executable, "-m", _CHILD_MODULE, command, *map(str, argv)], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     return r.stdout.strip()
 
-def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000, strip_pixels: int = 1 << 21, working_size: int = 256) -> str:
+def _twelve_panels(W: int, H: int) -> Image.Image:
+    "A white W×H gray page of twelve framed grey panels, 3 across and 4 down."
+    page = Image.new("L", (W, H), 255); d = ImageDraw.Draw(page)
+    for i in range(12):
+        x0, y0, x1, y1 = W * (i % 3) // 3, H * (i // 3) // 4, W * (i % 3 + 1) // 3, H * (i // 3 + 1) // 4
+        d.rectangle((x0 + 20, y0 + 20, x1 - 20, y1 - 20), fill=40 + 15 * i, outline=0, width=8)
+    return page
+
+def _page_memory_child(W: int, H: int, strip_pixels: int, checkpoint: str, working_size: int) -> str:
+    "In the fresh process: colorize a W×H page on one thread; its line: time, peak RSS and RSS above the loaded model."
+    torch.set_num_threads(1)
+    col = Colorizer(checkpoint, device="cpu", working_size=working_size, strip_pixels=strip_pixels)
+    col.colorize(Image.new("L", (64, 64), 128))
+    base = _hwm()
+    Image.MAX_IMAGE_PIXELS = None
+    page = _twelve_panels(W, H)
+    t = time.perf_counter(); out = col.colorize(page); dt = time.perf_counter() - t
+    assert out.size == (W, H)
+    peak = _hwm()
+    return f"{W}x{H}: {dt:.1f} s, peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above the loaded model"
+
+def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000, strip_pixels: int = 1 << 21,
+                        working_size: int = 256) -> str:
     "Colorize a synthetic W×H gray page in a fresh CPU process; returns its line: time, peak RSS and RSS above the loaded model."
-    return _run_script(_PEAK_SCRIPT, [W, H, strip_pixels, checkpoint, working_size])
+    return _run_child("page-memory", [W, H, strip_pixels, checkpoint, working_size])
 
 # %% ../../nbs/18c_bench.ipynb #8c05da84
-_BENCH_SCRIPT = _HWM + r"""
-import json, resource, sys, time, numpy as np, torch
-from PIL import Image, ImageDraw
-from manga_colorization.colorize import Colorizer, to_working
-ckpt, size, raw, whole, W, H, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-torch.set_num_threads(int(sys.argv[8]))
-col = Colorizer(ckpt, device="cpu", working_size=size, raw=raw)
-page = Image.new("L", (W, H), 250); d = ImageDraw.Draw(page)
-m = W // 40
-for i in range(6): d.rectangle((m + (i % 2) * W // 2, m + (i // 2) * H // 3, (i % 2 + 1) * W // 2 - m, (i // 2 + 1) * H // 3 - m), fill=60 + 30 * i, outline=0, width=max(1, m // 6))
-col.colorize(page.resize((W // 8, H // 8)))
-base = _hwm()
-_, canvas = to_working(page, size, col.multiple)
-if whole:
-    m = col.multiple; x = np.ones((1, 1, -(-H // m) * m, -(-W // m) * m), np.float32); x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
-    run = lambda: col.G.runner(x)
-else:
-    run = lambda: col.colorize(page)
-times, net = [], []
-for _ in range(repeats):
-    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-    t = time.perf_counter(); col.G.runner(canvas[None, None] * 2 - 1); net.append(time.perf_counter() - t)
-peak = _hwm()
-print(json.dumps({"page": f"{W}x{H}", "working_size": size, "mode": "whole-page network" if whole else ("raw" if raw else "full-res"),
-                  "seconds": round(min(times), 3), "network_s": None if whole else round(min(net), 3),
-                  "page_work_s": None if whole else round(min(times) - min(net), 3),
-                  "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}))
-"""
+def _six_panels(W: int, H: int) -> Image.Image:
+    "A near-white W×H gray page of six framed panels, 2 across and 3 down."
+    page = Image.new("L", (W, H), 250); d = ImageDraw.Draw(page)
+    m = W // 40
+    for i in range(6):
+        d.rectangle((m + (i % 2) * W // 2, m + (i // 2) * H // 3, (i % 2 + 1) * W // 2 - m, (i // 2 + 1) * H // 3 - m),
+                    fill=60 + 30 * i, outline=0, width=max(1, m // 6))
+    return page
+
+def _padded(page: Image.Image, multiple: int) -> np.ndarray:
+    "The gray page in [-1, 1] as a (1, 1, H', W') array, padded with 1 (white) up to a multiple of `multiple`."
+    W, H = page.size
+    x = np.ones((1, 1, -(-H // multiple) * multiple, -(-W // multiple) * multiple), np.float32)
+    x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
+    return x
+
+def _page_child(checkpoint: str, working_size: int, raw: bool, whole: bool, W: int, H: int, repeats: int,
+                threads: int) -> dict:
+    "In the fresh process: best-of-`repeats` seconds of one page (or of the network on the whole page), and peak RSS."
+    torch.set_num_threads(threads)
+    col = Colorizer(checkpoint, device="cpu", working_size=working_size, raw=raw)
+    page = _six_panels(W, H)
+    col.colorize(page.resize((W // 8, H // 8)))
+    base = _hwm()
+    _, canvas = to_working(page, working_size, col.multiple)
+    if whole:
+        x = _padded(page, col.multiple)
+        run = lambda: col.G.runner(x)
+    else:
+        run = lambda: col.colorize(page)
+    times, net = [], []
+    for _ in range(repeats):
+        t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+        t = time.perf_counter(); col.G.runner(canvas[None, None] * 2 - 1); net.append(time.perf_counter() - t)
+    peak = _hwm()
+    return {"page": f"{W}x{H}", "working_size": working_size,
+            "mode": "whole-page network" if whole else ("raw" if raw else "full-res"),
+            "seconds": round(min(times), 3), "network_s": None if whole else round(min(net), 3),
+            "page_work_s": None if whole else round(min(times) - min(net), 3),
+            "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}
 
 def bench_page(checkpoint: str | Path,    # generator checkpoint or run folder
                working_size: int = 512,   # the network's working size
@@ -390,7 +415,7 @@ def bench_page(checkpoint: str | Path,    # generator checkpoint or run folder
               ) -> dict:
     "Seconds per page (best of `repeats`), network and page-size parts, and peak RSS, measured on CPU in a fresh process."
     argv = [checkpoint, working_size, int(raw), int(whole_page), page[0], page[1], repeats, threads]
-    return json.loads(_run_script(_BENCH_SCRIPT, argv, threads).splitlines()[-1])
+    return json.loads(_run_child("page", argv, threads).splitlines()[-1])
 
 # %% ../../nbs/18c_bench.ipynb #a7bf01ce
 def _per_page(seconds: dict, pages: int) -> dict:
@@ -404,7 +429,6 @@ def _has_onnxruntime() -> bool:
 
 def _inference_run(arch: str, width: int, depth: int, size: int) -> tuple[nn.Module, Path]:
     "A random generator, and the run folder it is saved in (speed does not depend on the weights)."
-    from manga_colorization.models import make_generator, save_generator
     seed_everything(0)
     G = make_generator(arch, width=width, depth=depth).eval()
     run = Path(tempfile.mkdtemp(prefix="mangacolor-bench-"))
@@ -430,11 +454,8 @@ def _time_network(col, backend: str, batches: tuple, warmup: int, repeat: int, d
 
 def _time_whole_page(G: nn.Module, page, repeat: int, device: str) -> dict:
     "Seconds for the network run on the whole page, padded to its multiple: what a colorizer without a working size does."
-    from manga_colorization.runs import TorchRunner
     mult = 2 ** G.config.get("depth", 8)
-    W, H = page.size
-    x = np.ones((1, 1, -(-H // mult) * mult, -(-W // mult) * mult), np.float32)
-    x[0, 0, :H, :W] = np.asarray(page, np.float32) / 127.5 - 1
+    x = _padded(page, mult)
     runner = TorchRunner(G, device)
     m = measure(lambda: runner(x), 0 if repeat == 1 else 1, max(1, min(repeat, 2)), device)
     return dict(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
@@ -462,8 +483,6 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
                     rss: bool = True,                                        # also measure each batch-1 torch path's peak RSS in a fresh process
                     warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
     "Seconds per page of `Colorizer` (full-res and raw, per backend and batch) and of the whole-page network, with peak memory."
-    from manga_colorization.colorize import Colorizer
-    from manga_colorization.synthetic import synth_page
     G, run = _inference_run(arch, width, depth, working_sizes[0])
     page, rows = synth_page(0, 0, size=page_size).gray, []
     report = _print_rows if progress else (lambda new: None)
@@ -486,8 +505,6 @@ def bench_data(n: int = 64,                 # ASCP pairs written for the test
                repeat: int = 2,             # passes timed per configuration
                progress: bool = True) -> list[dict]:
     "Images/s of the training loader over ASCP files, without and with the uint8 cache, per worker count."
-    from manga_colorization.data import SketchDataModule
-    from manga_colorization.synthetic import write_ascp
     root = Path(tempfile.mkdtemp(prefix="mangacolor-bench-data-"))
     write_ascp(root / "ascp", n, seed=0, val_fraction=0.1, progress=False)
     rows = []
@@ -510,31 +527,32 @@ def bench_data(n: int = 64,                 # ASCP pairs written for the test
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #23ec3d3a
-_SR_SCRIPT = _HWM + r"""
-import json, sys, time, torch
-from PIL import Image, ImageDraw
-from manga_colorization.superres import Upscaler
-run, backend, W, H, mW, mH, repeats, tile, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:10])
-torch.set_num_threads(threads)
-up = Upscaler(run, backend=backend, tile=tile)
-def page(W, H):
+def _ellipses(W: int, H: int) -> Image.Image:
+    "A near-white W×H gray page of 24 outlined grey ellipses, 4 across and 6 down."
     img = Image.new("L", (W, H), 250); d = ImageDraw.Draw(img)
-    for i in range(24): d.ellipse((W * (i % 4) // 4, H * (i // 4) // 6, W * (i % 4 + 1) // 4, H * (i // 4 + 1) // 6), outline=0, width=3, fill=60 + 8 * i)
+    for i in range(24):
+        d.ellipse((W * (i % 4) // 4, H * (i // 4) // 6, W * (i % 4 + 1) // 4, H * (i // 4 + 1) // 6),
+                  outline=0, width=3, fill=60 + 8 * i)
     return img
-up.upscale(page(64, 64))
-base, small, big = _hwm(), page(W, H), page(mW, mH)
-times = []
-for _ in range(repeats):
-    t = time.perf_counter(); out = up.upscale(small); times.append(time.perf_counter() - t)
-del out
-up.upscale(big)
-peak = _hwm()
-print(json.dumps({"seconds": times, "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}))
-"""
+
+def _superres_child(run: str, backend: str, W: int, H: int, mW: int, mH: int, repeats: int, tile: int,
+                    threads: int) -> dict:
+    "In the fresh process: seconds of each upscale of a W×H page, then peak RSS while upscaling an mW×mH one."
+    from manga_colorization.superres import Upscaler
+    torch.set_num_threads(threads)
+    up = Upscaler(run, backend=backend, tile=tile)
+    up.upscale(_ellipses(64, 64))
+    base, small, big = _hwm(), _ellipses(W, H), _ellipses(mW, mH)
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter(); out = up.upscale(small); times.append(time.perf_counter() - t)
+    del out
+    up.upscale(big)
+    peak = _hwm()
+    return {"seconds": times, "peak_rss_mb": round(peak / 1024), "peak_above_model_mb": round((peak - base) / 1024)}
 
 def _sr_run(arch: str, scale: int, options: dict) -> Path:
     "An untrained upscaler saved as a run folder (speed does not depend on the weights)."
-    from manga_colorization.models import save_generator
     from manga_colorization.superres import make_upscaler
     run = Path(tempfile.mkdtemp(prefix="bench-sr-")) / arch
     save_generator(make_upscaler(arch, scale, **options), run, {"task": "sr", "scale": scale, "pad_multiple": 1})
@@ -557,7 +575,7 @@ def bench_superres(archs=("compact", "rrdb"),        # upscalers of `superres.UP
         run = _sr_run(arch, scale, options or {})
         for backend in backends:
             argv = [run, backend, *page_size, *mem_in, repeat, tile, threads]
-            r = json.loads(_run_script(_SR_SCRIPT, argv, threads).splitlines()[-1])
+            r = json.loads(_run_child("superres", argv, threads).splitlines()[-1])
             out_mp = page_size[0] * page_size[1] * scale * scale / 1e6
             rows.append(dict(arch=arch, backend=backend, scale=scale, threads=threads, page=f"{page_size[0]}x{page_size[1]}",
                              seconds=summarize(r["seconds"]), output_mp_per_s=round(out_mp / min(r["seconds"]), 3),
@@ -746,3 +764,28 @@ def add_commands(subparsers) -> None:
     p.add_argument("--data-n", type=int, help="ASCP pairs for the data bench (default 64)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     p.set_defaults(func=run_bench_command)
+
+# %% ../../nbs/18c_bench.ipynb #c4d2e6f7a8
+def _flag(s: str) -> bool: return s == "1"
+
+_CHILDREN = {   # `python -m manga_colorization.experiments.bench COMMAND ARGS...` -> (function, its arguments' types)
+    "page-memory": (_page_memory_child, (int, int, int, str, int)),
+    "page": (_page_child, (str, int, _flag, _flag, int, int, int, int)),
+    "superres": (_superres_child, (str, str, int, int, int, int, int, int, int)),
+}
+
+def _child_main(argv: list[str]) -> int:
+    "Run the measurement `argv[0]` on the arguments after it and print its line (JSON for a dict); the exit code."
+    if not argv or argv[0] not in _CHILDREN:
+        print(f"usage: python -m {_CHILD_MODULE} {{{','.join(_CHILDREN)}}} ARGS...", file=sys.stderr)
+        return 2
+    fn, types = _CHILDREN[argv[0]]
+    if len(argv) - 1 != len(types):
+        print(f"{argv[0]}: {len(types)} arguments expected, {len(argv) - 1} given", file=sys.stderr)
+        return 2
+    out = fn(*(t(a) for t, a in zip(types, argv[1:])))
+    print(out if isinstance(out, str) else json.dumps(out), flush=True)
+    return 0
+
+if __name__ == "__main__" and globals().get("__spec__") is not None:   # `python -m ...`, not a notebook
+    sys.exit(_child_main(sys.argv[1:]))
