@@ -202,7 +202,7 @@ def resolve_precision(precision: str | None,        # "auto" (or None), "fp32" o
                       device: torch.device | str,   # where the network runs
                       flags: frozenset | None = None,  # CPU flags (default: this machine's `cpu_flags()`)
                      ) -> str:
-    "`fp32` or `bf16` for `precision` on `device`: `auto` is bf16 on CUDA with bf16 and on AMX CPUs, fp32 elsewhere."
+    "`fp32` or `bf16` for `precision` on `device`: `auto` is bf16 on CUDA and on CPUs with native bf16, else fp32."
     precision, device = precision or "auto", torch.device(device)
     if precision not in PRECISIONS: raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "fp32": return "fp32"
@@ -211,8 +211,8 @@ def resolve_precision(precision: str | None,        # "auto" (or None), "fp32" o
             raise UserError(f"precision bf16 asked for, but {device.type} here has no bf16 support: use --precision fp32 or auto")
         return "bf16"
     if device.type == "cuda": return "bf16" if bf16_supported(device) else "fp32"
-    amx = "amx_bf16" in (cpu_flags() if flags is None else flags)
-    return "bf16" if device.type == "cpu" and amx and bf16_supported(device) else "fp32"
+    native = {"amx_bf16", "avx512_bf16"} & (cpu_flags() if flags is None else flags)   # not emulated: measured faster
+    return "bf16" if device.type == "cpu" and native and bf16_supported(device) else "fp32"
 
 def autocast(device: torch.device | str, precision: str):
     "A bf16 autocast context for a resolved `precision` of `bf16` on `device`, else a no-op context."
