@@ -535,12 +535,12 @@ print(json.dumps({"seconds": times, "peak_rss_mb": round(peak / 1024), "peak_abo
 def _sr_run(arch: str, scale: int, options: dict) -> Path:
     "An untrained upscaler saved as a run folder (speed does not depend on the weights)."
     from manga_colorization.models import save_generator
-    from manga_colorization.superres import make_upscaler
+    from manga_colorization.models import create_model
     run = Path(tempfile.mkdtemp(prefix="bench-sr-")) / arch
-    save_generator(make_upscaler(arch, scale, **options), run, {"task": "sr", "scale": scale, "pad_multiple": 1})
+    save_generator(create_model(arch, scale=scale, **options), run, {"task": "sr", "scale": scale, "pad_multiple": 1})
     return run
 
-def bench_superres(archs=("compact", "rrdb"),        # upscalers of `superres.UPSCALERS`
+def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list_models("upscale")`
                    scale: int = 2,
                    page_size: tuple = (1654, 2339),  # the timed page (input)
                    memory_output: tuple = (4000, 6000),  # output size of the page whose peak RSS is read
