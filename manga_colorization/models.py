@@ -476,6 +476,7 @@ def list_models(task: str | None = None) -> list[str]:
     if task is not None and task not in TASKS: raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return [n for n, e in MODELS.items() if task is None or e.task == task]
 
+# %% ../nbs/05_models.ipynb #a7c3e920
 def _entry(name: str, task: str | None = None) -> ModelEntry:
     "The registry entry of `name` (of `task`, when given), or the one-line error listing the choices."
     names = list_models(task)
@@ -761,6 +762,7 @@ def strip_wrappers(key: str) -> str:
         while key.startswith(prefix): key = key[len(prefix):]
     return key
 
+# %% ../nbs/05_models.ipynb #f0869172
 _NOUNS = {"colorize": "generator", "discriminator": "discriminator", "upscale": "upscaler"}
 
 def _load_fitting(G: nn.Module, state: dict, config: dict, what: str, source) -> None:
