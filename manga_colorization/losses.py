@@ -5,6 +5,8 @@
 # %% ../nbs/06_losses.ipynb #660d7e01
 from __future__ import annotations
 
+import inspect
+
 from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
@@ -219,4 +221,7 @@ def make_loss(name: str = "l1",        # a key of `LOSSES`
               **overrides) -> GeneratorLoss:
     "The `GeneratorLoss` preset `name`, with any of its arguments overridden."
     if name not in LOSSES: raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    allowed = [k for k in inspect.signature(GeneratorLoss).parameters if k != "pretrained"]
+    if bad := sorted(set(overrides) - set(allowed)):         # checked as `models.create_model` checks a network's options
+        raise UserError(f"loss {name!r} has no option {', '.join(bad)}; its options: {', '.join(sorted(allowed))}")
     return GeneratorLoss(**{**LOSSES[name], "pretrained": pretrained, **overrides})

@@ -33,7 +33,7 @@ from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
 from .guidance import GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
-from .models import PatchDiscriminator, generator_options, generator_state, make_generator, save_generator
+from .models import PatchDiscriminator, generator_state, make_generator, model_options, save_generator
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 from .synthetic import synth_page
 
@@ -327,7 +327,7 @@ def _layout_options(config: TrainConfig) -> dict:
 def build_generator(config: TrainConfig) -> nn.Module:
     "The generator `config` describes: arch, sizes, layout (the seed's also norms the outer down blocks) and `gen_options` its variant has."
     options = {**_layout_options(config), **({"outer_norm": True} if config.layout == "seed" else {}), **(config.gen_options or {})}
-    allowed = generator_options(config.arch)
+    allowed = model_options(config.arch, "colorize")
     if config.guidance: options.update(guidance=config.guidance, palette_k=config.palette_k,
                                        **({"hint_pyramid": True} if config.hint_pyramid and config.guidance != "palette" else {}))
     return make_generator(config.arch, pretrained=config.pretrained, width=config.width, depth=config.depth, in_ch=1, out_ch=config.out_ch,

@@ -18,7 +18,7 @@ from manga_colorization.cli import main
 from manga_colorization.colorize import Colorizer
 from manga_colorization.core import UserError
 from manga_colorization.guidance import HintPoint, Hints, write_hints
-from manga_colorization.models import GENERATORS, make_generator, save_generator
+from manga_colorization.models import list_models, make_generator, save_generator
 from manga_colorization.runs import Run, load_checkpoint, load_generator
 from manga_colorization.train import GANStep, TrainConfig, setup_device, train
 
@@ -34,7 +34,7 @@ def _cli(argv):
 
 
 @pytest.mark.parametrize("guidance", ["hints", "palette", "both"])
-@pytest.mark.parametrize("arch", list(GENERATORS))
+@pytest.mark.parametrize("arch", list_models("colorize"))
 def test_every_variant_trains_a_guided_step(arch, guidance):
     cfg = TrainConfig(**{**TINY, "arch": arch, "guidance": guidance, "hue_rotate": 1.0, "hint_none": 0.0, "palette_none": 0.0,
                          "gen_options": {"ext_size": 32} if "ext" in arch else None})
@@ -49,7 +49,7 @@ def test_every_variant_trains_a_guided_step(arch, guidance):
         assert step.G.film.mlp[-1].weight.abs().sum() > 0
 
 
-@pytest.mark.parametrize("arch", list(GENERATORS))
+@pytest.mark.parametrize("arch", list_models("colorize"))
 def test_study_hint_generators_train_and_do_not_depend_on_the_batch(arch, tmp_path):
     "The guided study's hints model (GroupNorm, hints spread over the gray as input and as the base of the output): every variant "
     "trains a hinted step, and in use an image's output is its own, as in ONNX at any size."

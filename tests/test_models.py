@@ -1,5 +1,6 @@
-"""Contracts over the GENERATORS registry (every variant builds, trains a step, takes any size, round-trips through its files and
-`runs.load_generator`), the frozen extractor, ONNX export. What 03_models shows cell by cell (seed parameter count, attention gradients,
+"""Contracts over the registry of every network (`list_models()`: each builds, runs at 32 px, and the generators and upscalers
+round-trip through their files and `runs.load_generator`), then over the colorize task (every generator variant trains a step,
+takes any size, round-trips through its files), the frozen extractor, ONNX export. What 03_models shows cell by cell (seed parameter count, attention gradients,
 PatchGAN shape, registry errors, model table) is tested there."""
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from manga_colorization.core import UserError
-from manga_colorization.models import GENERATORS, generator_from_state, make_generator, save_generator
+from manga_colorization.models import create_model, list_models, make_generator, model_from_state, model_task, save_generator
 from manga_colorization.runs import LoadedGenerator, load_generator
 
 SMALL = dict(width=8, depth=5)
@@ -28,7 +29,55 @@ def offline(tmp_path, monkeypatch):
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+TINY = {"colorize": dict(width=8, depth=5), "discriminator": dict(width=8, n_layers=2), "upscale": dict(width=8)}
+
+
+def tiny(name):
+    "Network `name` of any task, small (width 8), with random weights (`pretrained=False`) and a non-zero upscaler tail."
+    task = model_task({"name": name})
+    G = create_model(name, pretrained=False, **TINY[task], **({"ext_size": 32} if name.endswith("_ext") else {}))
+    if task == "upscale": torch.nn.init.normal_(G.tail.weight, std=0.05)       # not plain bilinear
+    return G.eval(), task
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_network_builds_runs_and_records_its_task(name):
+    G, task = tiny(name)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        y = G(x, torch.rand(2, 3, 32, 32) * 2 - 1) if task == "discriminator" else G(x)
+    shape = {"colorize": (2, 3, 32, 32), "upscale": (2, 1, 64, 64), "discriminator": (2, 1, 6, 6)}[task]
+    assert y.shape == shape and torch.isfinite(y).all()
+    assert G.config["name"] == name and G.config["task"] == task
+    assert create_model(**G.config).config == G.config                       # the config rebuilds it
+    with pytest.raises(UserError, match=f"^{task} model '{name}' has no option bogus; its options: ") as e:
+        create_model(name, bogus=1)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", list_models("colorize") + list_models("upscale"))
+def test_every_generator_and_upscaler_saves_and_loads_back(name, tmp_path):
+    G, task = tiny(name)
+    path = save_generator(G, tmp_path / "run", {"size": 32})
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad(): want = G(x)
+    ckpt = {"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 32}}
+    torch.save(ckpt, tmp_path / "last.pt")
+    for p in (tmp_path / "run", path, tmp_path / "last.pt"):
+        loaded = load_generator(p)
+        assert loaded.task == loaded.meta["task"] == task and loaded.config == G.config
+        with torch.no_grad(): out = loaded(x)
+        assert torch.equal(out, want) if task == "colorize" else torch.allclose(out, want, atol=1e-6)   # upscalers run channels_last
+
+
+def test_unknown_model_is_one_line_listing_the_names():
+    with pytest.raises(UserError, match="^unknown model 'vit'; choose one of unet, unet_att, unet_ext, unet_att_ext, patchgan, compact, rrdb$"):
+        create_model("vit")
+    with pytest.raises(UserError, match="^unknown upscale model 'unet'; choose one of compact, rrdb$"):
+        create_model("unet", task="upscale")
+
+
+@pytest.mark.parametrize("name", list_models("colorize"))
 def test_forward_backward_64(name):
     G = small(name).train()
     x = torch.rand(2, 1, 64, 64) * 2 - 1
@@ -43,7 +92,7 @@ def test_forward_backward_64(name):
     opt.step()
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("name", list_models("colorize"))
 @pytest.mark.parametrize("hw", [(33, 47), (200, 300), (1, 5)])
 def test_any_size_batch1_eval(name, hw):
     G = small(name).eval()
@@ -52,7 +101,7 @@ def test_any_size_batch1_eval(name, hw):
     assert y.shape == (1, 3, *hw) and torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("name", list_models("colorize"))
 @pytest.mark.parametrize("upsample", ["transposed", "resize_conv"])
 def test_upsample_options_and_out_ch(name, upsample):
     G = small(name, upsample=upsample, out_ch=2).eval()
@@ -60,7 +109,7 @@ def test_upsample_options_and_out_ch(name, upsample):
         assert G(torch.zeros(1, 1, 32, 48)).shape == (1, 2, 32, 48)
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("name", list_models("colorize"))
 def test_state_dict_round_trip(name, tmp_path):
     G = small(name).eval()
     torch.save(G.state_dict(), tmp_path / "g.pt")
@@ -71,7 +120,7 @@ def test_state_dict_round_trip(name, tmp_path):
         assert torch.equal(G(x), G2(x))
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("name", list_models("colorize"))
 def test_save_load_generator(name, tmp_path):
     G = small(name).eval()
     meta = {"size": 64, "input_mode": "gray", "out_ch": 3, "color_space": "rgb"}
@@ -82,14 +131,14 @@ def test_save_load_generator(name, tmp_path):
     x = torch.rand(1, 1, 37, 41) * 2 - 1
     for p in (tmp_path / "run", path, path.with_suffix(".json")):
         loaded = load_generator(p)
-        assert isinstance(loaded, LoadedGenerator) and loaded.meta == meta and not loaded.module.training
+        assert isinstance(loaded, LoadedGenerator) and loaded.meta == {**meta, "task": "colorize"} and not loaded.module.training
         with torch.no_grad():
             assert torch.equal(G(x), loaded.module(x))
             assert torch.equal(G(x), loaded(x))
     ckpt = {"generator": G.state_dict(), "generator_config": G.config, "meta": meta, "epoch": 3}
     torch.save(ckpt, tmp_path / "last.pt")
     loaded = load_generator(tmp_path / "last.pt")
-    assert loaded.meta == meta
+    assert loaded.meta == {**meta, "task": "colorize"}
     with torch.no_grad():
         assert torch.equal(G(x), loaded.module(x))
 
@@ -98,7 +147,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(UserError, match="nope"):
         load_generator(tmp_path / "nope")
     with pytest.raises(UserError, match="do not fit"):
-        generator_from_state(dict(small("unet").config, width=16), small("unet").state_dict(), "g.pt")
+        model_from_state(dict(small("unet").config, width=16), small("unet").state_dict(), "g.pt")
     save_generator(small("unet"), tmp_path / "a")
     (tmp_path / "a" / "generator.json").write_text(json.dumps({"generator": dict(small("unet").config, width=16)}))
     with pytest.raises(UserError, match="do not fit"):

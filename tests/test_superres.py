@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from manga_colorization.cli import main
-from manga_colorization.models import make_generator, save_generator
-from manga_colorization.superres import UPSCALERS, Upscaler, make_upscaler, upscale_tensor
+from manga_colorization.models import create_model, list_models, make_generator, save_generator
+from manga_colorization.superres import Upscaler, upscale_tensor
 from manga_colorization.synthetic import synth_page
 from manga_colorization.superres import SRConfig
 from manga_colorization.train import BaseTrainConfig, Trainer, TrainConfig
@@ -31,7 +31,7 @@ def cli(*args) -> tuple[int, str, str]:
 
 def upscaler_run(folder, arch="compact", scale=2, in_ch=1):
     torch.manual_seed(0)
-    G = make_upscaler(arch, scale, in_ch, **TINY[arch])
+    G = create_model(arch, scale=scale, in_ch=in_ch, **TINY[arch])
     torch.nn.init.normal_(G.tail.weight, std=0.05)          # not plain bilinear
     save_generator(G, folder, {"task": "sr", "scale": scale, "pad_multiple": 1})
     return folder
@@ -56,7 +56,7 @@ def inputs(tmp_path):
     return src
 
 
-@pytest.mark.parametrize("arch", list(UPSCALERS))
+@pytest.mark.parametrize("arch", list_models("upscale"))
 def test_upscale_files_folders_and_cbz(tmp_path, inputs, arch):
     run = upscaler_run(tmp_path / "run", arch)
     out = tmp_path / "out"
@@ -106,10 +106,10 @@ def test_export_onnx_and_both_backends(tmp_path, inputs):
     assert np.abs(outs["torch"] - outs["onnx"]).max() <= 1 and np.abs(outs["torch"] - outs["file"]).max() <= 1
 
 
-@pytest.mark.parametrize("arch", list(UPSCALERS))
+@pytest.mark.parametrize("arch", list_models("upscale"))
 def test_tiled_equals_untiled(arch):
     torch.manual_seed(0)
-    G = make_upscaler(arch, 2, **TINY[arch]).eval()
+    G = create_model(arch, scale=2, **TINY[arch]).eval()
     torch.nn.init.normal_(G.tail.weight, std=0.05)
     x = torch.rand(1, 70, 90) * 2 - 1
     run = lambda t: G(t).detach()
@@ -126,7 +126,7 @@ def sr_train(out, *extra):
 
 
 @needs_hooks
-@pytest.mark.parametrize("arch", list(UPSCALERS))
+@pytest.mark.parametrize("arch", list_models("upscale"))
 def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
     opts = ["--arch", arch, "--width", 4]
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -154,8 +154,7 @@ def test_colorize_upscale_paints_at_the_new_resolution(tmp_path):
     from PIL import Image
     from manga_colorization.cli import main
     from manga_colorization.models import make_generator, save_generator
-    from manga_colorization.superres import make_upscaler
-    save_generator(make_upscaler("compact", 2, width=4), tmp_path / "sr", {"task": "sr", "scale": 2, "pad_multiple": 1})
+    save_generator(create_model("compact", scale=2, width=4), tmp_path / "sr", {"task": "sr", "scale": 2, "pad_multiple": 1})
     save_generator(make_generator("unet", width=4, depth=3, out_ch=2), tmp_path / "col", {"size": 32, "input_mode": "gray", "out_ch": 2})
     page = tmp_path / "in" / "p.png"; page.parent.mkdir()
     Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(page)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from manga_colorization.core import UserError
-from manga_colorization.models import GENERATORS
+from manga_colorization.models import list_models
 from manga_colorization.runs import Run, load_checkpoint, load_generator
 from manga_colorization.train import Trainer, TrainConfig, train
 
@@ -279,7 +279,7 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
 
 # ---- the CUDA path's numerics, on the CPU ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", list(GENERATORS))
+@pytest.mark.parametrize("arch", list_models("colorize"))
 def test_bf16_autocast_channels_last_numerics(tmp_path, arch):
     "What CUDA runs (bf16 autocast, channels_last), forced on the CPU for every generator with the perceptual_anime loss."
     import manga_colorization.train as tr

@@ -29,7 +29,7 @@ from ..core import UserError, seed_everything
 from ..synthetic import synth_page, write_ascp
 from ..data import SketchDataModule
 from ..pretrained import DANBOORU_MEAN, DANBOORU_STD, danbooru_resnet50
-from ..models import make_generator, save_generator
+from ..models import create_model, make_generator, save_generator
 from ..losses import LOSSES
 from ..runs import TorchRunner
 from ..colorize import Colorizer, to_working
@@ -553,12 +553,11 @@ def _superres_child(run: str, backend: str, W: int, H: int, mW: int, mH: int, re
 
 def _sr_run(arch: str, scale: int, options: dict) -> Path:
     "An untrained upscaler saved as a run folder (speed does not depend on the weights)."
-    from manga_colorization.superres import make_upscaler
     run = Path(tempfile.mkdtemp(prefix="bench-sr-")) / arch
-    save_generator(make_upscaler(arch, scale, **options), run, {"task": "sr", "scale": scale, "pad_multiple": 1})
+    save_generator(create_model(arch, scale=scale, **options), run, {"task": "upscale", "scale": scale, "pad_multiple": 1})
     return run
 
-def bench_superres(archs=("compact", "rrdb"),        # upscalers of `superres.UPSCALERS`
+def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list_models("upscale")`
                    scale: int = 2,
                    page_size: tuple = (1654, 2339),  # the timed page (input)
                    memory_output: tuple = (4000, 6000),  # output size of the page whose peak RSS is read

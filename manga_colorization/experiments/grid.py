@@ -19,7 +19,7 @@ from ..core import UserError, tensor2uint8
 from ..data import SketchDataModule
 from ..guidance import GuidanceSampler
 from ..losses import LOSSES
-from ..models import GENERATORS
+from ..models import list_models
 from ..runs import Run, check_out_vs_data, load_generator
 from ..train import RESUME_CHANGEABLE, TrainConfig, add_config_arguments, given_options, train
 
@@ -124,7 +124,7 @@ def run_cell(config: TrainConfig, callbacks=(), verbose: bool = True) -> dict:
     return cell_result(config.out, _DID[status])
 
 # %% ../../nbs/18_grid.ipynb #1d1a1e28
-def run_grid(archs=tuple(GENERATORS),      # generator names
+def run_grid(archs=tuple(list_models("colorize")),      # generator names
              losses=tuple(LOSSES),         # loss preset names
              data: str = "synthetic",      # data folder or 'synthetic'
              out: str | Path = "runs/grid",# grid folder
@@ -136,8 +136,8 @@ def run_grid(archs=tuple(GENERATORS),      # generator names
              **overrides) -> list[dict]:
     "Train every (arch, loss, guidance) cell not yet done under `out`; write results.csv/.md and gallery.png; return the rows."
     out = Path(out)
-    bad = [a for a in archs if a not in GENERATORS] + [l for l in losses if l not in LOSSES] + [g for g in guidances if g not in GUIDANCE_AXIS]
-    if bad: raise UserError(f"unknown architecture, loss or guidance {bad[0]!r}; architectures: {', '.join(GENERATORS)}; losses: {', '.join(LOSSES)}; "
+    bad = [a for a in archs if a not in list_models("colorize")] + [l for l in losses if l not in LOSSES] + [g for g in guidances if g not in GUIDANCE_AXIS]
+    if bad: raise UserError(f"unknown architecture, loss or guidance {bad[0]!r}; architectures: {', '.join(list_models('colorize'))}; losses: {', '.join(LOSSES)}; "
                             f"guidances: none, hints, palette, both")
     base = dataclasses.replace(base or TrainConfig(), data=data, kind="grid", **overrides)
     check_out_vs_data(out, base.data)             # before anything is written: the grid's cells may not land in the data
@@ -185,7 +185,7 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("grid", help="train the architectures x losses grid (finished cells skipped, interrupted ones resumed)",
                               description="Train every (architecture, loss) cell with the same data, seed and budget into OUT/<arch>__<loss>/, "
                                           "then write OUT/results.csv, results.md and gallery.png.")
-    p.add_argument("--archs", nargs="+", default=list(GENERATORS), choices=list(GENERATORS), help="architectures (default: all)")
+    p.add_argument("--archs", nargs="+", default=list_models("colorize"), choices=list_models("colorize"), help="architectures (default: all)")
     p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES), help="loss presets (default: all)")
     p.add_argument("--out", default="runs/grid", help="grid folder (default runs/grid)")
     p.add_argument("--guidances", nargs="+", default=["none"], choices=("none", "hints", "palette", "both"),
