@@ -11,8 +11,7 @@ from comicapi.comicarchive import ComicArchive
 from PIL import Image
 
 from manga_colorization.cli import main
-from manga_colorization.models import make_generator, save_generator
-from manga_colorization.models import create_model
+from manga_colorization.models import create_model, make_generator, save_generator
 from manga_colorization.synthetic import synth_page
 
 SIZE = (48, 68)                                  # a 768 x 1088 page, sixteen times smaller
@@ -62,7 +61,7 @@ def test_upscale_sets_every_comicinfo_page_size_from_the_written_pages(tmp_path,
     torch.manual_seed(0)
     G = create_model("compact", scale=2, in_ch=1, width=4, n_conv=1)
     torch.nn.init.normal_(G.tail.weight, std=0.05)
-    save_generator(G, tmp_path / "sr", {"task": "sr", "scale": 2, "pad_multiple": 1})
+    save_generator(G, tmp_path / "sr", {"task": "upscale", "scale": 2, "pad_multiple": 1})
     code, err = cli("upscale", chapter, "--checkpoint", tmp_path / "sr", "--out", tmp_path / "out", "--scale", 2)
     assert code == 0, err
     sizes = reader_sizes(tmp_path / "out" / "chapter.cbz")
