@@ -1,6 +1,6 @@
 """Test fixtures: run and grid folders laid out like training writes them, with made-up metrics and samples (no training).
 
-Used by tests/test_gallery.py and (from a `#| hide` cell) by nbs/10_gallery.ipynb.
+Used by tests/test_gallery.py and (from a `#| hide` cell) by nbs/15_gallery.ipynb.
 """
 from __future__ import annotations
 

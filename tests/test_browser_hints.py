@@ -1,4 +1,4 @@
-"""Real-browser test of the hint editor (nbs/10a_hint_editor.ipynb): JupyterLab headless on localhost, Chromium driven by Playwright.
+"""Real-browser test of the hint editor (nbs/16_hint_editor.ipynb): JupyterLab headless on localhost, Chromium driven by Playwright.
 
 Writes a small notebook into a temporary folder beside a flat gray page and the tiny guided generator, runs all cells, then in
 the page: picks a colour in the editor's colour picker, clicks the displayed page at a known spot, waits for the preview, and

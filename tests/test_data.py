@@ -1,6 +1,6 @@
 """manga_colorization.data contracts the notebook cannot show cell by cell: the README example, split layouts, the cache on disk,
 loader workers, and `EpochSampler` driving a DataLoader as the trainer does (DDP ranks, limit, resume).
-Loading every image mode, input modes, the dataset and the sampler's semantics are tested in 01_data."""
+Loading every image mode, input modes, the dataset and the sampler's semantics are tested in 02_data."""
 import os
 import time
 

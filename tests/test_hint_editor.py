@@ -1,4 +1,4 @@
-"""The hint editor's API (nbs/10a_hint_editor.ipynb) with the tiny guided generator on a flat gray page: a red point makes the
+"""The hint editor's API (nbs/16_hint_editor.ipynb) with the tiny guided generator on a flat gray page: a red point makes the
 preview red around it, moving it moves the red, removing it restores the preview, the sidecar round-trips, apply writes a
 full-size page under a free name; an unguided generator, a bad sidecar and bad values are one clear UserError."""
 import io

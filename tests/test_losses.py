@@ -1,5 +1,5 @@
 """Loss contracts over the registries: every preset in `LOSSES` with every GAN mode runs a step whose gradient reaches the
-generator's output while the frozen nets stay out of training. Values, the VGG input mapping and the anime gradient are tested in 05_losses."""
+generator's output while the frozen nets stay out of training. Values, the VGG input mapping and the anime gradient are tested in 06_losses."""
 import math
 
 import pytest

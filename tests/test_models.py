@@ -1,6 +1,6 @@
 """Contracts over the registry of every network (`list_models()`: each builds, runs at 32 px, and the generators and upscalers
 round-trip through their files and `runs.load_generator`), then over the colorize task (every generator variant trains a step,
-takes any size, round-trips through its files), the frozen extractor, ONNX export. What 03_models shows cell by cell (seed parameter count, attention gradients,
+takes any size, round-trips through its files), the frozen extractor, ONNX export. What 05_models shows cell by cell (seed parameter count, attention gradients,
 PatchGAN shape, registry errors, model table) is tested there."""
 import json
 

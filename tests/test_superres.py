@@ -1,6 +1,6 @@
 """`mangacolor sr-train / upscale / sr-export` as a user runs them, with tiny upscalers of both kinds: pages, folders and CBZ
 upscaled with colorize's guarantees, ONNX export, training with exact resume. (The networks, degradations, tiling and
-measurements are tested in nbs/13_superres.ipynb.)"""
+measurements are tested in nbs/12_superres.ipynb.)"""
 import contextlib
 import dataclasses
 import io
