@@ -28,14 +28,14 @@ from .pretrained import DanbooruFeatures
 # %% auto #0
 __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'SPREAD_SIGMAS', 'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS',
            'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE',
-           'generator_from_state', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths',
-           'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer',
-           'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'ModelEntry', 'register_model', 'list_models',
-           'model_options', 'create_model', 'model_task', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext',
-           'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field', 'count_params', 'forward_gflops',
-           'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'CompactUpscaler', 'DenseBlock', 'RRDB',
-           'RRDBUpscaler', 'compact', 'rrdb', 'generator_state', 'save_generator', 'strip_wrappers', 'model_from_state',
-           'is_seed_state', 'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
+           'SEED_META', 'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention',
+           'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'PaletteFiLM',
+           'UNetGenerator', 'spread_hints', 'ModelEntry', 'register_model', 'list_models', 'model_options',
+           'create_model', 'model_task', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'make_generator',
+           'PatchDiscriminator', 'patchgan', 'receptive_field', 'count_params', 'forward_gflops', 'model_table',
+           'markdown_table', 'conv3', 'bilinear_up', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact',
+           'rrdb', 'generator_state', 'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state',
+           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/05_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -792,7 +792,6 @@ def model_from_state(config: dict,       # the network's `.config` (as saved in 
     G.config = {**config, "task": task}
     return G.eval()
 
-generator_from_state = model_from_state   # its older name
 
 # %% ../nbs/05_models.ipynb #67c85865
 SEED_META = dict(size=256, input_mode="gray", color_space="rgb", source="seed")   # what the seed trained on: 256² gray → RGB
