@@ -1,8 +1,7 @@
-"""Preview latency of the hint editor (issue 14): a guided run's generator on a synthetic A5-ish page, five points added one by
-one, the preview re-colorized after each; median and max seconds, at the generator's working size and at 256.
+"""Preview latency of the hint editor (issue 14): a guided run's generator on a synthetic A5-ish page, five points added
+one by one, the preview re-colorized after each; median and max seconds, at the generator's working size and at 256.
 
-    OMP_NUM_THREADS=2 python benchmarks/editor_latency.py runs/guided/real_guided --json benchmarks/editor_latency.json
-"""
+OMP_NUM_THREADS=2 python benchmarks/editor_latency.py runs/guided/real_guided --json benchmarks/editor_latency.json"""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +25,8 @@ def measure(run: str, working_size: int | None, preview_size: int = 256, points:
     for i in range(points):
         editor.add_point(200 + 150 * i, 300 + 200 * i, (200, 60, 60))
         times.append(editor.last_preview_s)
-    return {"working_size": editor.colorizer.size, "preview_size": preview_size, "median_s": statistics.median(times), "max_s": max(times),
+    return {"working_size": editor.colorizer.size, "preview_size": preview_size, "median_s": statistics.median(times),
+            "max_s": max(times),
             "apply_full_page_s": _timed(editor.apply)}
 
 

@@ -1,12 +1,12 @@
 """One-change variants of the guided study's runs, measured on the real val/ split (how GUIDED_RECIPE was chosen).
 
-    python benchmarks/guided_variants.py gn bn bn_l2 ... [--data ~/.cache/manga_colorization/realart/dataset] [--out runs/guided_try]
+    python benchmarks/guided_variants.py gn bn bn_l2 ...
+        [--data ~/.cache/manga_colorization/realart/dataset] [--out runs/guided_try]
 
-Each variant is `guided_config("real_hints")` (or of the run its `_base` names; the demo's budget, GUIDED_RECIPE) with the changes below, trained
-resumably with `study.train_recipe` into OUT/NAME (a folder of other settings is refused), then measured with
-`guided_study.guided_metrics` on DATA/val at 0, 5, 10, 20 and 50 hints (a palette model also with the palette alone and with
-10 hints). Prints one line per variant: hints -> (pooled PSNR, CIEDE2000).
-"""
+Each variant is `guided_config("real_hints")` (or of the run its `_base` names; the demo's budget, GUIDED_RECIPE) with
+the changes below, trained resumably with `study.train_recipe` into OUT/NAME (a folder of other settings is refused),
+then measured with `guided_study.guided_metrics` on DATA/val at 0, 5, 10, 20 and 50 hints (a palette model also with the
+palette alone and with 10 hints). Prints one line per variant: hints -> (pooled PSNR, CIEDE2000)."""
 from __future__ import annotations
 
 import argparse
@@ -59,12 +59,14 @@ def main(argv=None) -> int:
     val = eval_dataset(real / "val", 64)
     for name in args.variants:
         change = {k: v for k, v in VARIANTS[name].items() if k != "_base"}
-        config = dataclasses.replace(guided_config(VARIANTS[name].get("_base", "real_hints"), out, real), out=str(out / name), **change)
+        config = dataclasses.replace(guided_config(VARIANTS[name].get("_base", "real_hints"), out, real),
+                                     out=str(out / name), **change)
         t0 = time.perf_counter()
         status = train_recipe(config)
         G = load_generator(Run(config.out).best_checkpoint, device="cpu")
         rows = {n: summarize(guided_metrics(G, val, n)) for n in COUNTS}
-        if G.uses_palette: rows.update({f"palette+{n}": summarize(guided_metrics(G, val, n, palette=True)) for n in (0, 10)})
+        if G.uses_palette:
+            rows.update({f"palette+{n}": summarize(guided_metrics(G, val, n, palette=True)) for n in (0, 10)})
         results[name] = {n: [round(r["psnr_pooled"], 2), round(r["ciede2000"], 2)] for n, r in rows.items()}
         print(f"{name} ({status}, {time.perf_counter() - t0:.0f} s): {results[name]}", flush=True)
     if args.json: Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

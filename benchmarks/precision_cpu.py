@@ -1,5 +1,5 @@
-"""Side by side in one process: a UNet training step and inference in fp32 and in bf16 autocast + channels_last on the CPU
-(issue 23). Usage: OMP_NUM_THREADS=2 python benchmarks/precision_cpu.py benchmarks/precision_cpu.json"""
+"""Side by side in one process: a UNet training step and inference in fp32 and in bf16 autocast + channels_last on the
+CPU (issue 23). Usage: OMP_NUM_THREADS=2 python benchmarks/precision_cpu.py benchmarks/precision_cpu.json"""
 import time, json, sys, platform, torch
 from manga_colorization.models import make_generator
 from manga_colorization.core import autocast, precision_memory_format, cpu_flags
@@ -26,7 +26,8 @@ def infer_time(G, prec, x, n=5):
             ts.append(time.perf_counter() - t)
     return sorted(ts[1:])[len(ts[1:]) // 2]
 res = {"cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-       "amx_bf16": "amx_bf16" in cpu_flags(), "avx512_bf16": "avx512_bf16" in cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+       "amx_bf16": "amx_bf16" in cpu_flags(), "avx512_bf16": "avx512_bf16" in cpu_flags(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__}
 for name, kw in [("unet_depth7_w64", dict(depth=7)), ("unet_default", {})]:
     x, y = torch.randn(4, 1, 128, 128), torch.rand(4, 3, 128, 128) * 2 - 1
     r = {}

@@ -1,13 +1,15 @@
 """Upscalers against bicubic and Lanczos on the offline real-art benchmark (issue 15), written next to this file.
 
-    mangacolor realart all                                  # the images, under ~/.cache/manga_colorization/realart/dataset
-    mangacolor sr-train --data ~/.cache/manga_colorization/realart/dataset --scale 2 --out runs/sr_x2 ...   # (see superres_results.md)
-    python benchmarks/superres.py --runs runs/sr_x2 runs/sr_x4      # measure: superres_results.{json,md}, superres_gallery.png, superres_edges.png
+    mangacolor realart all              # the images, under ~/.cache/manga_colorization/realart/dataset
+    mangacolor sr-train --data ~/.cache/manga_colorization/realart/dataset --scale 2 --out runs/sr_x2 ...
+                                        # (see superres_results.md)
+    python benchmarks/superres.py --runs runs/sr_x2 runs/sr_x4
+                                        # measure: superres_results.{json,md}, superres_gallery.png, superres_edges.png
 
-Held-out pages (test: openclipart never trained on nor validated on; cross: Wesnoth portraits, another domain), turned gray, cut to a
-multiple of the scale and reduced with bicubic (the textbook benchmark) — and, as a second row, with the manga degradations
-(seeded). Scores are on luminance: PSNR per image and pooled, SSIM, edge sharpness (1.0 = as crisp as the original).
-"""
+Held-out pages (test: openclipart never trained on nor validated on; cross: Wesnoth portraits, another domain), turned
+gray, cut to a multiple of the scale and reduced with bicubic (the textbook benchmark) — and, as a second row, with the
+manga degradations (seeded). Scores are on luminance: PSNR per image and pooled, SSIM, edge sharpness (1.0 = as crisp as
+the original)."""
 from __future__ import annotations
 
 import argparse
@@ -41,20 +43,24 @@ def measure(runs: list[Path], data: Path, limit: int | None = None) -> dict:
                 pairs = eval_pairs(sources[split], scale, limit, deg, seed=1)
                 for r in compare_upscalers(pairs, scale, mine):
                     rows.append({"split": split, "scale": scale, "reduction": reduction, "pages": len(pairs), **r})
-                print(f"x{scale} {split} {reduction}: {len(pairs)} pages, {time.perf_counter() - t:.0f} s", file=sys.stderr)
+                print(f"x{scale} {split} {reduction}: {len(pairs)} pages, {time.perf_counter() - t:.0f} s",
+                      file=sys.stderr)
     return {"runs": [str(r) for r in runs], "data": str(data), "rows": rows}
 
 
 def markdown(result: dict) -> str:
     "The results as Markdown tables, one per (scale, split, reduction), with the gain over Lanczos."
     lines = []
-    keys = sorted({(r["scale"], r["split"], r["reduction"]) for r in result["rows"]}, key=lambda k: (k[0], k[1] != "test", k[2] != "bicubic"))
+    keys = sorted({(r["scale"], r["split"], r["reduction"]) for r in result["rows"]},
+                  key=lambda k: (k[0], k[1] != "test", k[2] != "bicubic"))
     for scale, split, reduction in keys:
         rows = [r for r in result["rows"] if (r["scale"], r["split"], r["reduction"]) == (scale, split, reduction)]
         lanczos = next(r for r in rows if r["method"] == "lanczos")
         lines += [f"**x{scale}, {split} ({rows[0]['pages']} pages), reduced by {reduction}**", "",
-                  "| method | PSNR pooled (dB) | vs Lanczos | PSNR mean | SSIM | edge sharpness |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['method']} | {r['psnr_pooled']:.2f} | {r['psnr_pooled'] - lanczos['psnr_pooled']:+.2f} | {r['psnr']:.2f} | "
+                  "| method | PSNR pooled (dB) | vs Lanczos | PSNR mean | SSIM | edge sharpness |",
+                      "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['psnr_pooled']:.2f} | {r['psnr_pooled'] - lanczos['psnr_pooled']:+.2f} | "
+                  f"{r['psnr']:.2f} | "
                   f"{r['ssim']:.4f} | {r['sharpness']:.2f} |" for r in rows]
         lines.append("")
     return "\n".join(lines)
@@ -86,7 +92,8 @@ def figures(result: dict, runs: list[Path], data: Path, out: Path):
     for i, m in enumerate(methods):
         vals = [next((r["sharpness"] for r in rows if r["method"] == m and r["scale"] == s), 0) for s in scales]
         ax.bar([k + i * 0.8 / len(methods) for k in range(len(scales))], vals, 0.8 / len(methods), label=m)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--"); ax.set_xticks([k + 0.4 - 0.4 / len(methods) for k in range(len(scales))], [f"x{s}" for s in scales])
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks([k + 0.4 - 0.4 / len(methods) for k in range(len(scales))], [f"x{s}" for s in scales])
     ax.set_ylabel("edge sharpness\n(original = 1)"); ax.legend(fontsize=7, loc="lower right"); fig.tight_layout()
     fig.savefig(out / "superres_edges.png")
 
@@ -104,7 +111,8 @@ def main(argv=None) -> int:
               "threads": os.environ.get("OMP_NUM_THREADS"), **measure(args.runs, args.data, limit=args.limit)}
     for r in args.runs:
         meta = json.loads((Path(r) / "generator.json").read_text())
-        result.setdefault("models", {})[str(r)] = {"generator": meta.get("generator"), "epoch": meta.get("epoch"), "step": meta.get("step")}
+        result.setdefault("models", {})[str(r)] = {"generator": meta.get("generator"), "epoch": meta.get("epoch"),
+                                                   "step": meta.get("step")}
     (args.out / "superres_results.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "superres_results.md").write_text(markdown(result) + "\n")
     figures(result, args.runs, args.data, args.out)

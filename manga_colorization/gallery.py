@@ -44,7 +44,8 @@ def _number(value):
 
 def _table_rows(grid: Path) -> list[dict]:
     "The rows of `grid/results.csv`, numbers as floats, completed from each run's last metrics record."
-    with open(grid / "results.csv", newline="") as f: rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    with open(grid / "results.csv", newline="") as f:
+        rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     for r in rows:
         r["run"] = Path(str(r.get("run", r.get("name", f"{r.get('arch', '')}__{r.get('loss', '')}")))).name
         arch, loss = split_run_name(r["run"])
@@ -54,15 +55,19 @@ def _table_rows(grid: Path) -> list[dict]:
     return rows
 
 def read_results(grid: str | Path | list) -> list[dict]:
-    "One row per run with `run`, `arch`, `loss` and its final metrics: from `results.csv` (completed from `metrics.jsonl`), else each `metrics.jsonl`."
+    ("One row per run with `run`, `arch`, `loss` and its final metrics: from `results.csv` (completed from "
+     "`metrics.jsonl`), else each `metrics.jsonl`.")
     if not isinstance(grid, (list, tuple)) and (Path(grid) / "results.csv").exists(): return _table_rows(Path(grid))
     rows = []
     for path in find_runs(grid):
         history = Run(path).metrics() if path.is_dir() else []
-        if history: rows.append({"run": run_name(path), **dict(zip(("arch", "loss"), split_run_name(run_name(path)))), **history[-1]})
+        if history:
+            rows.append({"run": run_name(path), **dict(zip(("arch", "loss"), split_run_name(run_name(path)))),
+                         **history[-1]})
     return rows
 
-def metrics_table(rows: list[dict], keys=("psnr", "ssim", "delta_e", "colorfulness", "baseline_psnr"), digits: int = 3) -> str:
+def metrics_table(rows: list[dict], keys=("psnr", "ssim", "delta_e", "colorfulness", "baseline_psnr"),
+                  digits: int = 3) -> str:
     "A Markdown table of `rows` (from `read_results`): run, arch, loss and the `keys` present."
     keys = [k for k in keys if any(k in r for r in rows)]
     head = ["run", "arch", "loss", *keys]
@@ -88,7 +93,9 @@ def _runs_below(folder: Path, depth: int) -> list[Path]:
         elif depth > 1: found += _runs_below(p, depth - 1)
     return found
 
-def browse_runs(path="runs",   # a run folder, a folder of runs or grids (default `runs/`), or a list of run folders / grids
+def browse_runs(
+                # a run folder, a folder of runs or grids (default `runs/`), or a list of run folders / grids
+                path="runs",
                 depth: int = 2, # levels searched below a folder
                ) -> dict[str, Path]:
     "The run folders to browse, by label: their path under `path` (or the run name, for a list)."
@@ -96,18 +103,22 @@ def browse_runs(path="runs",   # a run folder, a folder of runs or grids (defaul
         runs = [p for p in find_runs(*path) if p.is_dir()]
         return dict(zip(_unique([run_name(p) for p in runs]), runs))
     root = Path(path).expanduser()
-    if not root.is_dir(): raise UserError(f"{root}: no such folder of runs (train one first: mangacolor demo --out runs/demo)")
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder of runs (train one first: mangacolor demo --out runs/demo)")
     if is_run(root): return {root.name: root}
     return {p.relative_to(root).as_posix(): p for p in _runs_below(root, depth)}
 
 # %% ../nbs/15_gallery.ipynb #1a1931bf
 def split_sample(sheet: np.ndarray, columns: int = 3) -> list[tuple[np.ndarray, ...]]:
-    "A sample sheet (HxWx3: a label band, then rows of `columns` square tiles) cut into `(input, output, target)` per image."
+    ("A sample sheet (HxWx3: a label band, then rows of `columns` square tiles) cut into `(input, output, target)` per "
+     "image.")
     h, w = sheet.shape[:2]
     tile = w // columns
-    if tile == 0 or w % columns or h < tile: raise UserError(f"sample sheet of {w}x{h} px is not rows of {columns} square tiles")
+    if tile == 0 or w % columns or h < tile:
+        raise UserError(f"sample sheet of {w}x{h} px is not rows of {columns} square tiles")
     band = h % tile
-    return [tuple(sheet[band + r * tile:band + (r + 1) * tile, c * tile:(c + 1) * tile] for c in range(columns)) for r in range(h // tile)]
+    return [tuple(sheet[band + r * tile:band + (r + 1) * tile,
+                        c * tile:(c + 1) * tile] for c in range(columns)) for r in range(h // tile)]
 
 # %% ../nbs/15_gallery.ipynb #346c7ca2
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e": False}
@@ -116,16 +127,20 @@ def pair_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Ten
     "PSNR, SSIM and ΔE of each image: `pred`, `target` (B,3,H,W) in [-1, 1] -> {name: (B,) tensor}."
     pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
     if pred.ndim == 3: pred, target = pred[None], target[None]
-    return {name: f(pred, target).float().reshape(-1) for name, f in (("psnr", psnr), ("ssim", ssim), ("delta_e", delta_e))}
+    return {name: f(pred, target).float().reshape(-1) for name, f in (("psnr", psnr), ("ssim", ssim),
+                                                                      ("delta_e", delta_e))}
 
 # %% ../nbs/15_gallery.ipynb #15a4dd20
 def _val_set(data: str, size: int, input_mode: str, seed: int):
     "The validation dataset of `data` at `size` (splits seeded as in training)."
-    dm = SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0, cache=False, seed=seed)
+    dm = SketchDataModule(data, batch_size=1, resize=(size, size), out_ch=3, input_mode=input_mode, num_workers=0,
+                          cache=False, seed=seed)
     return dm.dataset("val")
 
-def val_images(indices, size: int = 256, data: str = "synthetic", input_mode: str = "gray", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "Inputs (B,1,H,W) and RGB targets (B,3,H,W) in [-1, 1] of the validation images at `indices` (`seed`: of the splits, as in training)."
+def val_images(indices, size: int = 256, data: str = "synthetic", input_mode: str = "gray",
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    ("Inputs (B,1,H,W) and RGB targets (B,3,H,W) in [-1, 1] of the validation images at `indices` (`seed`: of the "
+     "splits, as in training).")
     ds = _val_set(data, size, input_mode, seed)
     pairs = [ds[i % len(ds)] for i in indices]
     return torch.stack([p[0] for p in pairs]).float(), torch.stack([p[1] for p in pairs]).float()
@@ -152,7 +167,8 @@ def _select_rows(scores: torch.Tensor, n: int, select: str, metric: str, seed: i
     "Positions of the `n` rows wanted from per-image `scores` (pool,) of `metric`."
     if select == "seed":
         rows = list(range(len(scores)))
-        return rows if len(rows) <= n else sorted(np.random.default_rng(seed).choice(len(rows), n, replace=False).tolist())
+        if len(rows) <= n: return rows
+        return sorted(np.random.default_rng(seed).choice(len(rows), n, replace=False).tolist())
     order = torch.argsort(scores, descending=not HIGHER_IS_BETTER.get(metric, True)).tolist()   # worst first
     if select == "worst": return order[:n]
     if select == "best": return order[::-1][:n]
@@ -164,12 +180,14 @@ def _tile(ax, img: np.ndarray, head: str = "", label: str = "", bold: bool = Fal
     "Draw one gallery tile into `ax`: the picture, a column head, a metrics label under it, a row label left of it."
     ax.set_xticks([]); ax.set_yticks([])
     for s in ax.spines.values(): s.set_visible(False)
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest" if img.shape[0] < 128 else "antialiased")
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
+              interpolation="nearest" if img.shape[0] < 128 else "antialiased")
     if head: ax.set_title(head, fontsize=8)
     if ylabel: ax.set_ylabel(ylabel, fontsize=8)
     if label: ax.set_xlabel(label, fontsize=7, fontweight="bold" if bold else "normal")
 
-def _draw_comparison(inputs, outputs, targets, names, indices, metrics, title=None, tile_in: float = 1.7) -> Image.Image:
+def _draw_comparison(inputs, outputs, targets, names, indices, metrics, title=None,
+                     tile_in: float = 1.7) -> Image.Image:
     "The gallery picture: rows of input | outputs | target, with labels and per-image metrics."
     rows, cols = len(indices), len(names) + 2
     fig, axes = _figure(rows, cols, tile_in * cols, tile_in * rows + 0.6 + 0.3 * exists(title))
@@ -177,7 +195,8 @@ def _draw_comparison(inputs, outputs, targets, names, indices, metrics, title=No
         best = int(np.argmax([metrics[r][n]["psnr"] for n in names])) if len(names) > 1 else -1
         _tile(axes[r, 0], inputs[r], "input" if r == 0 else "", ylabel=f"val #{indices[r]}")
         for k, n in enumerate(names):
-            _tile(axes[r, k + 1], outputs[k][r], n if r == 0 else "", f"PSNR {metrics[r][n]['psnr']:.1f}  ΔE {metrics[r][n]['delta_e']:.1f}", k == best)
+            _tile(axes[r, k + 1], outputs[k][r], n if r == 0 else "",
+                  f"PSNR {metrics[r][n]['psnr']:.1f}  ΔE {metrics[r][n]['delta_e']:.1f}", k == best)
         _tile(axes[r, -1], targets[r], "target" if r == 0 else "")
     if title: fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -192,13 +211,18 @@ def _figure(nrows: int, ncols: int, w: float, h: float):
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 # %% ../nbs/15_gallery.ipynb #b3d9e014
-def _comparison_images(first: Path, images, n: int, select: str, seed: int, pool: int, data, size) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    "(dataset indices, inputs, targets) to compare on: `images` as given, else candidates from the first run's validation split."
+def _comparison_images(first: Path, images, n: int, select: str, seed: int, pool: int, data,
+                       size) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    ("(dataset indices, inputs, targets) to compare on: `images` as given, else candidates from the first run's "
+     "validation split.")
     if exists(images): return list(range(len(images[0]))), images[0], images[1]
     G, config = load_generator(first), Run(run_folder(first)).config
-    size, data = default(size, int(G.meta.get("size") or config.get("size", 256))), default(data, config.get("data", "synthetic"))
+    size, data = default(size,
+                         int(G.meta.get("size") or config.get("size",
+                                                              256))), default(data, config.get("data", "synthetic"))
     mode, split_seed = G.input_mode, int(config.get("seed", 0))
-    if data != "synthetic" and not Path(data).exists(): raise UserError(f"dataset {data} (from {first}) not found: pass data= (--data) with its folder")
+    if data != "synthetic" and not Path(data).exists():
+        raise UserError(f"dataset {data} (from {first}) not found: pass data= (--data) with its folder")
     total = val_size(data, size, mode, split_seed)
     k = n if select == "seed" else min(max(pool, n), total)
     candidates = sorted(np.random.default_rng(seed).choice(total, size=min(k, total), replace=False).tolist())
@@ -225,21 +249,24 @@ def compare_grid(runs, # grid folder(s), run folders or checkpoint files (a path
                  metric: str = "psnr", # metric for worst/best: psnr, ssim or delta_e
                  seed: int = 0, # picks the rows for 'seed' and the candidate pool otherwise
                  pool: int = 32, # candidates ranked for worst/best
-                 data: str | None = None, # dataset root when `images` is None; None: the first run's (config.json), else 'synthetic'
+                 # dataset root when `images` is None; None: the first run's (config.json), else 'synthetic'
+                 data: str | None = None,
                  size: int | None = None, # working size; None: the first run's training size
                  out: str | Path | None = None, # PNG to write
                  device: str = "cpu", # where the generators run
                  title: str | None = None, # a line above the gallery
                  batch_size: int = 8, # images per generator call
                  ) -> Comparison:
-    "Rows of the same images, columns input | each run's output | target, labelled with per-image metrics; saved as PNG."
+    ("Rows of the same images, columns input | each run's output | target, labelled with per-image metrics; saved as "
+     "PNG.")
     if select not in SELECTIONS: raise UserError(f"select={select!r}: use {', '.join(map(repr, SELECTIONS))}")
     paths = find_runs(*runs) if isinstance(runs, (list, tuple)) else find_runs(runs)
     if not paths: raise UserError(f"{runs}: no runs to compare")
     candidates, inputs, targets = _comparison_images(paths[0], images, n, select, seed, pool, data, size)
     outputs = _outputs(paths, inputs, device, batch_size)
     per_run = [pair_scores(o, targets) for o in outputs]
-    rows = _select_rows(torch.stack([m[metric] for m in per_run]).mean(0), min(n, len(candidates)), select, metric, seed)
+    rows = _select_rows(torch.stack([m[metric] for m in per_run]).mean(0), min(n, len(candidates)), select, metric,
+                        seed)
     names = _unique([run_name(p) for p in paths])
     metrics = [{names[k]: {m: float(v[r]) for m, v in per_run[k].items()} for k in range(len(names))} for r in rows]
     image = _draw_comparison([_uint8(inputs[r]) for r in rows], [[_uint8(o[r]) for r in rows] for o in outputs],
@@ -290,9 +317,12 @@ def plot_curves(runs, # grid folder, run folders (a path or a list)
 def _bar_panel(ax, rows: list[dict], key: str, archs: list[str], losses: list[str]):
     "One panel of bars: `key` per architecture (groups) and loss (bars), the gray-input baseline dashed."
     width = 0.8 / max(1, len(losses))
-    value = lambda a, l: next((float(r[key]) for r in rows if r["arch"] == a and r["loss"] == l and isinstance(r.get(key), (int, float))), np.nan)
+    def value(a, l):
+        found = (r[key] for r in rows if r["arch"] == a and r["loss"] == l and isinstance(r.get(key), (int, float)))
+        return float(next(found, np.nan))
     for j, loss in enumerate(losses):
-        ax.bar(np.arange(len(archs)) + (j - (len(losses) - 1) / 2) * width, [value(a, loss) for a in archs], width, label=loss or "—")
+        ax.bar(np.arange(len(archs)) + (j - (len(losses) - 1) / 2) * width, [value(a, loss) for a in archs], width,
+               label=loss or "—")
     baseline = [float(r["baseline_" + key]) for r in rows if isinstance(r.get("baseline_" + key), (int, float))]
     if baseline: ax.axhline(np.mean(baseline), color="gray", ls="--", lw=1, label="gray input")
     ax.set_title(f"{key} {'↑' if HIGHER_IS_BETTER.get(key, True) else '↓'}", fontsize=9)
@@ -326,7 +356,8 @@ def preview(picture, # a matplotlib Figure, a PIL image or a `Comparison`
     if not isinstance(picture, Image.Image):
         buf = io.BytesIO(); picture.savefig(buf, format="png", dpi=100); picture = Image.open(buf)
     picture = picture.convert("RGB")
-    if picture.width > width: picture = picture.resize((width, round(picture.height * width / picture.width)), Image.LANCZOS)
+    if picture.width > width:
+        picture = picture.resize((width, round(picture.height * width / picture.width)), Image.LANCZOS)
     buf = io.BytesIO(); picture.quantize(128).save(buf, format="PNG", optimize=True)
     return PNG(data=buf.getvalue())
 
@@ -369,19 +400,22 @@ class RunSamples:
         "The (input, output, target) tiles of run `name` at `epoch`: decoded once, then from the LRU cache."
         def read():
             self.reads += 1
-            with Image.open(Run(self.runs[name]).sample_path(epoch)) as im: return split_sample(np.asarray(im.convert("RGB")))
+            with Image.open(Run(self.runs[name]).sample_path(epoch)) as im:
+                return split_sample(np.asarray(im.convert("RGB")))
         return self._sheets.get((name, epoch), read)
 
     def history(self, name: str) -> list[dict]:
         "The run's metrics records, re-read only when `metrics.jsonl` changed."
         path = self.runs[name] / "metrics.jsonl"
         stamp = path.stat().st_mtime_ns if path.exists() else None
-        if name not in self._metrics or self._metrics[name][0] != stamp: self._metrics[name] = (stamp, Run(self.runs[name]).metrics())
+        if name not in self._metrics or self._metrics[name][0] != stamp:
+            self._metrics[name] = (stamp, Run(self.runs[name]).metrics())
         return self._metrics[name][1]
 
     def scores(self, key: tuple, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
         "PSNR, SSIM and ΔE of one shown output, computed once per `key` (run, epoch, image)."
-        def compute(): return {k: float(v[0]) for k, v in pair_scores(img2tensor(output)[None], img2tensor(target)[None]).items()}
+        def compute(): return {k: float(v[0]) for k, v in pair_scores(img2tensor(output)[None],
+                                                                      img2tensor(target)[None]).items()}
         return self._scores.get(key, compute)
 
 # %% ../nbs/15_gallery.ipynb #f7503f3f
@@ -397,12 +431,16 @@ def _png(img: Image.Image) -> bytes:
 def _labelled_strip(tiles: list[np.ndarray], labels: list[str], height: int = 192) -> Image.Image:
     "Tiles side by side, each scaled to `height` px, with a label above each."
     font, pad, head = _font(12), 4, 18
-    scaled = [Image.fromarray(t).convert("RGB").resize((round(t.shape[1] * height / t.shape[0]), height),
-                                                        Image.NEAREST if t.shape[0] < height else Image.BILINEAR) for t in tiles]
+    def scale(t):
+        size = (round(t.shape[1] * height / t.shape[0]), height)
+        return Image.fromarray(t).convert("RGB").resize(size, Image.NEAREST if t.shape[0] < height else Image.BILINEAR)
+    scaled = [scale(t) for t in tiles]
     strip = Image.new("RGB", (sum(s.width for s in scaled) + pad * (len(scaled) + 1), height + head + pad), "white")
     draw, x = ImageDraw.Draw(strip), pad
     for s, label in zip(scaled, labels):
-        strip.paste(s, (x, head)); draw.text((x, 2), label[: max(4, s.width // 7)], fill="black", font=font); x += s.width + pad
+        strip.paste(s, (x, head))
+        draw.text((x, 2), label[: max(4, s.width // 7)], fill="black", font=font)
+        x += s.width + pad
     return strip
 
 def wipe(before: np.ndarray, after: np.ndarray, position: float, height: int = 256) -> Image.Image:
@@ -428,25 +466,33 @@ def save_page(page: Image.Image, name: str, folder: str | Path = "colorized") ->
     for i in range(1, 10_000):
         path = folder / (f"{stem}.png" if i == 1 else f"{stem}-{i}.png")
         try:
-            with open(path, "xb") as f: page.save(f, format="PNG")   # "x": fails on an existing file instead of replacing it
+            # "x": fails on an existing file instead of replacing it
+            with open(path, "xb") as f: page.save(f, format="PNG")
             return path
         except FileExistsError: continue
     raise UserError(f"{folder}: no free name for {stem}.png (clear the folder)")
 
 # %% ../nbs/15_gallery.ipynb #2ce9c0c4
 class ResultsBrowser:
-    "An ipywidgets app over runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page and save it."
-    def __init__(self, path=None,              # a folder of runs and grids (default `runs/`, or `../runs` from `nbs/`), a run or grid folder, or a list
+    ("An ipywidgets app over runs: pick run(s), epoch and image; wipe before/after; colorize an uploaded page and save "
+     "it.")
+    def __init__(
+                 # a folder of runs and grids (default `runs/`, or `../runs` from `nbs/`), a run or grid folder, or a
+                 # list
+                 self, path=None,
                  cache_size: int = 48,         # sample sheets kept decoded
                  height: int = 192,            # display height of a tile in px
                  save_to: str | Path = "colorized", # folder the save button writes colorized pages to
                  page_width: int = 1024,       # widest display of a colorized page in px
                  ):
-        path = path if path is not None else next((p for p in (Path("runs"), Path("../runs")) if p.is_dir()), Path("runs"))
+        path = path if path is not None else next((p for p in (Path("runs"), Path("../runs")) if p.is_dir()),
+                                                  Path("runs"))
         runs = browse_runs(path)
-        if not runs: raise UserError(f"{path}: no run folders to browse (train one first: mangacolor demo --out runs/demo)")
+        if not runs:
+            raise UserError(f"{path}: no run folders to browse (train one first: mangacolor demo --out runs/demo)")
         self.samples, self.runs, self.by_name = RunSamples(runs, cache_size), list(runs.values()), runs
-        self.height, self.save_to, self.page_width, self._quiet, self._result = height, Path(save_to), page_width, False, None
+        self.height, self.save_to, self.page_width = height, Path(save_to), page_width
+        self._quiet, self._result = False, None
         self._build()
         self._on_run()
 
@@ -458,24 +504,33 @@ class ResultsBrowser:
         import ipywidgets as W
         names, style = list(self.by_name), {"description_width": "90px"}
         self.run = W.Dropdown(options=names, value=names[0], description="run", style=style)
-        self.others = W.SelectMultiple(options=names, value=(), description="compare with", rows=min(6, len(names)), style=style)
+        self.others = W.SelectMultiple(options=names, value=(), description="compare with", rows=min(6, len(names)),
+                                       style=style)
         self.epoch = W.SelectionSlider(options=[0], description="epoch", continuous_update=False, style=style)
         self.image = W.IntSlider(0, 0, 0, description="image", style=style)
-        self.position = W.FloatSlider(value=0.5, min=0, max=1, step=0.01, description="wipe", readout=False, style=style)
-        self.view, self.wipe_view, self.info, self.status = W.Image(format="png"), W.Image(format="png"), W.HTML(), W.HTML()
+        self.position = W.FloatSlider(value=0.5, min=0, max=1, step=0.01, description="wipe", readout=False,
+                                      style=style)
+        self.view, self.wipe_view = W.Image(format="png"), W.Image(format="png")
+        self.info, self.status = W.HTML(), W.HTML()
         self.checkpoint = W.Dropdown(description="checkpoint", style=style)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="page")
         self.go = W.Button(description="Colorize page", icon="paint-brush")
-        self.save = W.Button(description="Save", icon="save", disabled=True, tooltip=f"write the colorized page to {self.save_to}/")
+        self.save = W.Button(description="Save", icon="save", disabled=True,
+                             tooltip=f"write the colorized page to {self.save_to}/")
         self.page_view = W.Image(format="png", layout=W.Layout(display="none", max_width="100%", height="auto"))
-        self.refresh = W.Button(description="Refresh", tooltip="list new epochs of runs still training", layout=W.Layout(width="90px"))
-        for w, c in ((self.view, "mc-view"), (self.wipe_view, "mc-wipe"), (self.run, "mc-run"), (self.others, "mc-others"),
-                     (self.upload, "mc-upload"), (self.go, "mc-colorize"), (self.save, "mc-save"), (self.page_view, "mc-page")): w.add_class(c)
+        self.refresh = W.Button(description="Refresh", tooltip="list new epochs of runs still training",
+                                layout=W.Layout(width="90px"))
+        for w, c in ((self.view, "mc-view"), (self.wipe_view, "mc-wipe"), (self.run, "mc-run"),
+                     (self.others, "mc-others"), (self.upload, "mc-upload"), (self.go, "mc-colorize"),
+                     (self.save, "mc-save"),
+                     (self.page_view, "mc-page")):
+            w.add_class(c)
         self.run.observe(self._on_run, "value"); self.refresh.on_click(lambda _: self._on_run())
         for w in (self.others, self.epoch, self.image): w.observe(self._update, "value")
         self.position.observe(self._update_wipe, "value")
         self.go.on_click(lambda _: self._colorize()); self.save.on_click(lambda _: self._save())   # defined below
-        self.widget = W.VBox([W.HBox([W.VBox([self.run, self.epoch, self.image]), self.others, self.refresh]), self.view,
+        self.widget = W.VBox([W.HBox([W.VBox([self.run, self.epoch, self.image]), self.others, self.refresh]),
+                              self.view,
                               W.HBox([W.VBox([self.wipe_view, self.position]), self.info]),
                               W.HBox([self.checkpoint, self.upload, self.go, self.save]), self.status, self.page_view])
 
@@ -491,13 +546,15 @@ def _on_run(self: ResultsBrowser, change=None):
     try: self.epoch.options = eps; self.epoch.value = keep
     finally: self._quiet = False
     folder = self.by_name[name]
-    self.checkpoint.options = [(str(c.relative_to(folder)), str(c)) for c in Run(folder).checkpoints()] or [("(no checkpoint yet)", "")]
+    self.checkpoint.options = [(str(c.relative_to(folder)),
+                                str(c)) for c in Run(folder).checkpoints()] or [("(no checkpoint yet)", "")]
     self.checkpoint.value = self.checkpoint.options[0][1]
     self._update()
 
 @patch
 def shown(self: ResultsBrowser) -> tuple[list[np.ndarray], list[str], list[tuple]]:
-    "The tiles and labels now shown (input, the selected runs' outputs, target) and each output's (run, epoch, image) key."
+    ("The tiles and labels now shown (input, the selected runs' outputs, target) and each output's (run, epoch, image) "
+     "key.")
     names = [self.run.value] + [n for n in self.others.value if n != self.run.value]
     tiles, labels, keys, first = [], [], [], None
     for name in names:
@@ -519,8 +576,10 @@ def _info(self: ResultsBrowser, name: str, epoch: int, tiles: list, labels: list
         m = self.samples.scores(key, out, tiles[-1])
         rows += f"<tr>{td}{label}</td>{td}{m['psnr']:.2f}</td>{td}{m['ssim']:.3f}</td>{td}{m['delta_e']:.2f}</td></tr>"
     rec = next((r for r in self.samples.history(name) if r.get("epoch") == epoch), {})
-    summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g", "loss_l1") if isinstance(rec.get(k), (int, float)))
-    return (f"<b>image {self.image.value}, epoch {epoch}</b><table><tr><th>run</th><th>PSNR</th><th>SSIM</th><th>ΔE</th></tr>{rows}</table>"
+    summary = ", ".join(f"{k} {rec[k]:.3g}" for k in ("psnr", "ssim", "delta_e", "loss_g",
+                                                      "loss_l1") if isinstance(rec.get(k), (int, float)))
+    return (f"<b>image {self.image.value}, epoch "
+            f"{epoch}</b><table><tr><th>run</th><th>PSNR</th><th>SSIM</th><th>ΔE</th></tr>{rows}</table>"
             f"<small>{name} val set at epoch {epoch}: {summary or 'no metrics'}</small>")
 
 @patch
@@ -561,7 +620,8 @@ def _colorize(self: ResultsBrowser, _=None):
     except Exception as e:   # a bad upload is the user's, shown in the app rather than raised into the kernel
         self.status.value = f"<span style='color:#b00'>could not colorize {item['name']}: {e}</span>"; return
     self.page_view.value = _png(result)
-    self.page_view.width = str(min(self.page_width, result.width))   # full resolution in the PNG, shown at most page_width wide
+    # full resolution in the PNG, shown at most page_width wide
+    self.page_view.width = str(min(self.page_width, result.width))
     self.page_view.layout.display = None
     self._result, self.save.disabled = (result, item["name"]), False
     self.status.value = f"{item['name']} colorized with {self.run.value}/{self.checkpoint.label}"
@@ -576,7 +636,8 @@ def _save(self: ResultsBrowser, _=None):
 # %% ../nbs/15_gallery.ipynb #8df9689d
 def run_gallery(args) -> int:
     "`mangacolor gallery`: write a comparison gallery (and plots) for grids, runs or checkpoints."
-    cmp = compare_grid(list(args.runs), n=args.n, select=args.select, metric=args.metric, seed=args.seed, data=args.data,
+    cmp = compare_grid(list(args.runs), n=args.n, select=args.select, metric=args.metric, seed=args.seed,
+                       data=args.data,
                        size=args.size, out=args.out, device=args.device)
     print(f"wrote {args.out}: {len(cmp.indices)} images x {len(cmp.names)} runs")
     if args.plots:
@@ -590,14 +651,16 @@ def run_gallery(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `gallery` to the `mangacolor` command line."
     p = subparsers.add_parser("gallery", help="comparison gallery of runs: same images, every run's output, metrics",
-                              description="Rows = the same validation images, columns = input | each run's output | target.")
+                              description="Rows = the same validation images, columns = input | each run's output | "
+                                          "target.")
     p.add_argument("runs", nargs="+", help="grid folders, run folders or checkpoint files")
     p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
     p.add_argument("--n", type=int, default=4, help="rows (images)")
     p.add_argument("--select", default="seed", choices=SELECTIONS, help="how rows are chosen")
     p.add_argument("--metric", default="psnr", choices=tuple(HIGHER_IS_BETTER), help="metric for worst/best")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="dataset root or 'synthetic' (default: the first run's, from its config.json)")
+    p.add_argument("--data", default=None,
+                   help="dataset root or 'synthetic' (default: the first run's, from its config.json)")
     p.add_argument("--size", type=int, default=None, help="working size (default: the first run's training size)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--plots", default=None, help="also write curves.png and final_metrics.png to this folder")

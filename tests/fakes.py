@@ -1,7 +1,7 @@
-"""Test fixtures: run and grid folders laid out like training writes them, with made-up metrics and samples (no training).
+"""Test fixtures: run and grid folders laid out like training writes them, with made-up metrics and samples (no
+training).
 
-Used by tests/test_gallery.py and (from a `#| hide` cell) by nbs/15_gallery.ipynb.
-"""
+Used by tests/test_gallery.py and (from a `#| hide` cell) by nbs/15_gallery.ipynb."""
 from __future__ import annotations
 
 import csv
@@ -29,7 +29,8 @@ def fake_picture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _sheet(rows) -> Image.Image:
-    "One sample sheet as training writes it: a white label band (less than a tile high), then a row of square tiles `input | output | target` per image."
+    ("One sample sheet as training writes it: a white label band (less than a tile high), then a row of square tiles "
+     "`input | output | target` per image.")
     rgb = lambda a: np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a
     tiles = np.concatenate([np.concatenate([rgb(t) for t in r], 1) for r in rows], 0)
     band = np.full((min(12, len(rows[0][0]) - 1), tiles.shape[1], 3), 255, np.uint8)
@@ -46,18 +47,22 @@ def _record(epoch: int, epochs: int, quality: float, loss: str) -> dict:
             "images_per_s": 100.0, "time_s": float(epoch)}
 
 
-def fake_run(run: str | Path, arch: str = "unet", loss: str = "l1", epochs: int = 3, targets=None, size: int = 32, seed: int = 0,
+def fake_run(run: str | Path, arch: str = "unet", loss: str = "l1", epochs: int = 3, targets=None, size: int = 32,
+             seed: int = 0,
              quality: float = 0.75, generator: bool = True) -> dict:
-    "A run folder with config.json, metrics.jsonl, samples/epoch_NNN.png (and a tiny random generator); its last record."
+    ("A run folder with config.json, metrics.jsonl, samples/epoch_NNN.png (and a tiny random generator); its last "
+     "record.")
     run = Path(run); (run / "samples").mkdir(parents=True, exist_ok=True)
     if targets is None: targets = [fake_picture(np.random.default_rng(seed), size) for _ in range(2)]
     grays = [np.asarray(Image.fromarray(t).convert("L")) for t in targets]
-    config = {"data": "synthetic", "arch": arch, "loss": loss, "size": size, "epochs": epochs, "seed": seed, "input_mode": "gray", "fake": True}
+    config = {"data": "synthetic", "arch": arch, "loss": loss, "size": size, "epochs": epochs, "seed": seed,
+              "input_mode": "gray", "fake": True}
     (run / "config.json").write_text(json.dumps(config))
     with open(run / "metrics.jsonl", "w") as f:
         for epoch in range(1, epochs + 1):
             mix = min(1.0, 0.2 + quality * epoch / epochs)
-            outputs = [(mix * tg + (1 - mix) * np.repeat(g[..., None], 3, -1)).astype(np.uint8) for tg, g in zip(targets, grays)]
+            outputs = [(mix * tg + (1 - mix) * np.repeat(g[..., None], 3,
+                                                         -1)).astype(np.uint8) for tg, g in zip(targets, grays)]
             _sheet(list(zip(grays, outputs, targets))).save(run / "samples" / f"epoch_{epoch:03d}.png")
             rec = _record(epoch, epochs, quality, loss)
             f.write(json.dumps(rec) + "\n")
@@ -68,15 +73,18 @@ def fake_run(run: str | Path, arch: str = "unet", loss: str = "l1", epochs: int 
     return rec
 
 
-def fake_grid(out: str | Path, archs=("unet", "unet_att"), losses=("l1", "perceptual"), epochs: int = 3, n_images: int = 4,
+def fake_grid(out: str | Path, archs=("unet", "unet_att"), losses=("l1", "perceptual"), epochs: int = 3,
+              n_images: int = 4,
               size: int = 32, seed: int = 0, generators: bool = True) -> Path:
-    "A grid folder laid out like `grid.run_grid`'s (one run per `<arch>__<loss>`, results.csv), with made-up metrics and samples."
+    ("A grid folder laid out like `grid.run_grid`'s (one run per `<arch>__<loss>`, results.csv), with made-up metrics "
+     "and samples.")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     targets = [fake_picture(rng, size) for _ in range(n_images)]
     results = []
     for arch, loss in ((a, l) for a in archs for l in losses):
-        rec = fake_run(out / f"{arch}__{loss}", arch, loss, epochs, targets, size, seed, 0.5 + 0.5 * rng.random(), generators)
+        rec = fake_run(out / f"{arch}__{loss}", arch, loss, epochs, targets, size, seed, 0.5 + 0.5 * rng.random(),
+                       generators)
         results.append({"run": f"{arch}__{loss}", "arch": arch, "loss": loss,
                         **{k: rec[k] for k in ("psnr", "ssim", "delta_e", "colorfulness", "baseline_psnr")}})
     with open(out / "results.csv", "w", newline="") as f:

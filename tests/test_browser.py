@@ -52,7 +52,8 @@ def _free_port() -> int:
 
 @contextmanager
 def jupyter_lab(root: Path, env: dict):
-    "JupyterLab on a free localhost port serving `root`, no token; yields its base URL; the whole process group is ended after."
+    ("JupyterLab on a free localhost port serving `root`, no token; yields its base URL; the whole process group is "
+     "ended after.")
     settings = root.parent / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True, exist_ok=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
@@ -60,19 +61,23 @@ def jupyter_lab(root: Path, env: dict):
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
            f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           f"--LabApp.workspaces_dir={root.parent / 'workspaces'}", f"--LabApp.user_settings_dir={root.parent / 'settings'}",
+           f"--LabApp.workspaces_dir={root.parent / 'workspaces'}",
+               f"--LabApp.user_settings_dir={root.parent / 'settings'}",
            "--ServerApp.port_retries=0", "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S
         while True:
-            if proc.poll() is not None: raise RuntimeError(f"jupyter lab exited with {proc.returncode}: {(root.parent / 'jupyter.log').read_text()[-2000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}: "
+                                   f"{(root.parent / 'jupyter.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/api/status", timeout=5) as r:
                     if r.status == 200: break
             except OSError: pass
-            if time.monotonic() > deadline: raise TimeoutError(f"jupyter lab did not answer on {url} within {SERVER_START_S} s")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jupyter lab did not answer on {url} within {SERVER_START_S} s")
             time.sleep(0.5)
         yield url
     finally:
@@ -108,12 +113,14 @@ JS_STATE = """() => {
 
 
 JS_KERNEL_IDLE = ("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
-                  "const k = w && w.context && w.context.sessionContext.session && w.context.sessionContext.session.kernel; "
+                  "const k = w && w.context && w.context.sessionContext.session && "
+                  "w.context.sessionContext.session.kernel; "
                   "return k && k.status === 'idle'; }")
 
 
 def lab_env(tmp: Path, in_test: bool = True, **extra: str) -> dict:
-    "The environment of a JupyterLab living in `tmp` (its HOME and Jupyter/IPython folders), one thread, IN_TEST set or not, plus `extra`."
+    ("The environment of a JupyterLab living in `tmp` (its HOME and Jupyter/IPython folders), one thread, IN_TEST set "
+     "or not, plus `extra`.")
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_PLATFORM_DIRS")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HOME=str(tmp), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"), PYTHONUNBUFFERED="1")
@@ -205,7 +212,8 @@ def strip_tiles(strip):
     "The square tiles of a `gallery._labelled_strip` (input, outputs..., target), without the label band and padding."
     h = strip.shape[0] - HEAD - PAD
     n, rest = divmod(strip.shape[1] - PAD, h + PAD)
-    assert h > 0 and n >= 3 and rest == 0, f"a strip of {strip.shape[1]}x{strip.shape[0]} px is not tiles of {h} px under a {HEAD} px label band"
+    assert h > 0 and n >= 3 and rest == 0, (f"a strip of {strip.shape[1]}x{strip.shape[0]} px is not tiles of {h} px "
+                                            f"under a {HEAD} px label band")
     return [strip[HEAD:HEAD + h, PAD + i * (h + PAD):PAD + i * (h + PAD) + h] for i in range(n)]
 
 
@@ -228,25 +236,29 @@ def run_results_notebook(grid: str | None = None, screenshot: Path | None = None
     "Open 21_results.ipynb in JupyterLab in Chromium, run all cells, change the run dropdown; return what was seen."
     extra = {}
     if grid: extra["MANGACOLOR_GRID"] = str(Path(grid).resolve())
-    if screenshot: extra["MANGACOLOR_IMAGES"] = str(Path(screenshot).resolve().parent)   # the notebook's own pictures go beside it
+    # the notebook's own pictures go beside it
+    if screenshot: extra["MANGACOLOR_IMAGES"] = str(Path(screenshot).resolve().parent)
     seen: dict = {}
     with lab_folder("browser_test_") as (tmp, root):
         shutil.copy(NOTEBOOK, root / NOTEBOOK.name)   # a copy: JupyterLab may save outputs into it
-        with lab_page(root, lab_env(tmp, in_test, **extra), NOTEBOOK.name, {"width": 1400, "height": 1400}, "results") as page:
+        with lab_page(root, lab_env(tmp, in_test, **extra), NOTEBOOK.name, {"width": 1400, "height": 1400},
+                      "results") as page:
             state = run_all_cells(page, RUN_ALL_S, "results")
             _check_browser(page, seen, state, screenshot, tmp)
     return seen
 
 
 def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: Path):
-    "Record errors, change the run dropdown and the image slider, compare the tiles before and after, colorize an upload, save screenshots."
+    ("Record errors, change the run dropdown and the image slider, compare the tiles before and after, colorize an "
+     "upload, save screenshots.")
     seen["errors"] = list(state.get("errors", []))
-    seen["dom_errors"] = page.locator(".jp-OutputArea-output").filter(
-        has_text="Error displaying widget").count() + page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']").filter(
-        has_text="Traceback").count()
+    widget_errors = page.locator(".jp-OutputArea-output").filter(has_text="Error displaying widget").count()
+    stderr = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
+    seen["dom_errors"] = widget_errors + stderr.filter(has_text="Traceback").count()
     view = page.locator("img.mc-view").last
     view.wait_for(state="visible", timeout=CHANGE_S * 1000)
-    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(), timeout=CHANGE_S * 1000)
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(),
+                           timeout=CHANGE_S * 1000)
     before = strip_tiles(_displayed(view))   # input | the run's output | target
     seen["view_width"] = view.evaluate("el => el.naturalWidth")
     seen["tiles"] = len(before)
@@ -265,7 +277,8 @@ def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: 
     seen["run_input_diff"] = tile_diff(after[0], before[0])   # same epoch and image: the input must stay
     seen["output_std_after"] = float(after[1].std())
     seen["label_after"] = page.locator(".mc-run select").last.input_value()
-    slider = page.locator(".widget-hslider").filter(has=page.locator("label.widget-label", has_text=re.compile(r"^\s*image\s*$"))).last
+    slider = page.locator(".widget-hslider").filter(has=page.locator("label.widget-label",
+                                                                     has_text=re.compile(r"^\s*image\s*$"))).last
     handle = slider.locator(".noUi-handle").first
     handle.scroll_into_view_if_needed(); handle.focus(); handle.press("ArrowRight")
     moved = _wait_tiles(view, lambda t: tile_diff(t[0], after[0]) > 0, CHANGE_S)
@@ -293,7 +306,8 @@ def _check_browser(page, seen: dict, state: dict, screenshot: Path | None, tmp: 
     page.locator("button.mc-colorize").last.click()
     colorized = page.locator("img.mc-page").last
     colorized.wait_for(state="visible", timeout=CHANGE_S * 1000)
-    page.wait_for_function("el => el.complete && el.naturalWidth === 64 && el.naturalHeight === 96", arg=colorized.element_handle(),
+    page.wait_for_function("el => el.complete && el.naturalWidth === 64 && el.naturalHeight === 96",
+                           arg=colorized.element_handle(),
                            timeout=CHANGE_S * 1000)
     seen["colorized"] = True
     colorized.scroll_into_view_if_needed()
@@ -309,17 +323,20 @@ def test_results_notebook_in_chromium():
     assert seen["tiles"] == 3, seen
     assert seen["label_after"] == seen["changed_to"], seen
     # the tiny grid's outputs must be pictures, not flat gray, or a change of a few levels would mean nothing
-    assert seen["output_std_before"] > 5 and seen["output_std_after"] > 5, f"the output tiles are nearly uniform: {seen}"
+    assert seen["output_std_before"] > 5 and seen["output_std_after"] > 5, ("the output tiles are nearly uniform: "
+                                                                            f"{seen}")
     assert seen["output_diff"] > 2, f"the output tile did not change after choosing {seen['changed_to']}: {seen}"
     assert seen["run_input_diff"] < 0.5, f"changing the run changed the input tile: {seen}"
-    assert seen["image_after"] == "1" and seen["input_diff"] > 2, f"the image slider did not change the input tile: {seen}"
+    assert seen["image_after"] == "1" and seen["input_diff"] > 2, ("the image slider did not change the input tile: "
+                                                                   f"{seen}")
     assert seen["view_width_all"] > seen["view_width"], "choosing runs to compare did not add output columns"
     assert seen["colorized"]
     assert Path(seen["screenshot"]).stat().st_size > 5000
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Render 21_results.ipynb in Chromium and save the results browser screenshot.")
+    ap = argparse.ArgumentParser(description="Render 21_results.ipynb in Chromium and save the results browser "
+                                             "screenshot.")
     ap.add_argument("--grid", default=None, help="grid folder to open (default: the notebook's, or a tiny one)")
     ap.add_argument("--out", default=str(REPO / "images" / "results_browser.png"), help="PNG to write")
     a = ap.parse_args()

@@ -1,11 +1,11 @@
-"""Real-browser test of the hint editor (nbs/16_hint_editor.ipynb): JupyterLab headless on localhost, Chromium driven by Playwright.
+"""Real-browser test of the hint editor (nbs/16_hint_editor.ipynb): JupyterLab headless on localhost, Chromium driven by
+Playwright.
 
-Writes a small notebook into a temporary folder beside a flat gray page and the tiny guided generator, runs all cells, then in
-the page: picks a colour in the editor's colour picker, clicks the displayed page at a known spot, waits for the preview, and
-checks that the preview's pixels around the click (outside the disc drawn for the point) moved toward that colour; then clicks
-"save hints" and reads the sidecar: one point near the clicked page position, in that colour. Screenshots go to test-artifacts/.
-The JupyterLab helpers come from tests/test_browser.py.
-"""
+Writes a small notebook into a temporary folder beside a flat gray page and the tiny guided generator, runs all cells,
+then in the page: picks a colour in the editor's colour picker, clicks the displayed page at a known spot, waits for the
+preview, and checks that the preview's pixels around the click (outside the disc drawn for the point) moved toward that
+colour; then clicks "save hints" and reads the sidecar: one point near the clicked page position, in that colour.
+Screenshots go to test-artifacts/. The JupyterLab helpers come from tests/test_browser.py."""
 from __future__ import annotations
 
 import json
@@ -77,7 +77,8 @@ def _check_editor(page, root: Path, seen: dict):
     "Pick a colour, click the page, compare the preview around the click before and after, save the hints."
     view = page.locator("img.mc-hint-view").last
     view.wait_for(state="visible", timeout=CHANGE_S * 1000)
-    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(), timeout=CHANGE_S * 1000)
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=view.element_handle(),
+                           timeout=CHANGE_S * 1000)
     _wait(lambda: "0 points" in _status(page), CHANGE_S, "the editor's first preview")
     nat = view.evaluate("el => [el.naturalWidth, el.naturalHeight]")
     box = view.bounding_box()
@@ -96,9 +97,11 @@ def _check_editor(page, root: Path, seen: dict):
     after = _displayed(view)
     target = np.array([int(PICKED[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
     ring_before, ring_after = _ring(before, *CLICK), _ring(after, *CLICK)
-    seen["dist_before"] = float(np.abs(ring_before - target).sum(1).mean())   # mean L1 distance to the picked colour, 0..765
+    # mean L1 distance to the picked colour, 0..765
+    seen["dist_before"] = float(np.abs(ring_before - target).sum(1).mean())
     seen["dist_after"] = float(np.abs(ring_after - target).sum(1).mean())
-    seen["far_change"] = float(np.abs(after[-30:, -30:].astype(np.float32) - before[-30:, -30:]).mean())   # a far corner
+    # a far corner
+    seen["far_change"] = float(np.abs(after[-30:, -30:].astype(np.float32) - before[-30:, -30:]).mean())
     page.locator(".jp-OutputArea-output").filter(has=page.locator("img.mc-hint-view")).last.screenshot(
         path=str(ARTIFACTS / "hints_editor.png"))
     page.locator("button.mc-save-hints").last.click()
@@ -113,7 +116,8 @@ def _check_editor(page, root: Path, seen: dict):
 def _drag_and_remove(page, view, before: np.ndarray, seen: dict):
     "Drag the point down the page (the colour follows it), then right-click it (gone: the first preview is back)."
     box, target = view.bounding_box(), np.array([int(PICKED[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
-    at = lambda p: (box["x"] + p[0] * box["width"] / seen["natural"][0], box["y"] + p[1] * box["height"] / seen["natural"][1])
+    at = lambda p: (box["x"] + p[0] * box["width"] / seen["natural"][0],
+                    box["y"] + p[1] * box["height"] / seen["natural"][1])
     near = lambda img, p: float(np.abs(_ring(img, *p) - target).sum(1).mean())
     page.mouse.move(*at(CLICK)); page.mouse.down()
     page.mouse.move(*at(DROP), steps=8); page.mouse.up()
@@ -140,7 +144,8 @@ def run_hint_editor() -> dict:
 def test_hint_editor_in_chromium():
     seen = run_hint_editor()
     assert seen["natural"] == [183, 256], seen                       # the preview is 256 px on the page's longer side
-    # the pixels around the click, outside the drawn disc, came much closer to the picked colour; a far corner did not change
+    # the pixels around the click, outside the drawn disc, came much closer to the picked colour; a far corner did not
+    # change
     assert seen["dist_after"] < seen["dist_before"] - 60, seen
     assert seen["far_change"] < 2, seen
     points = seen["sidecar"]["points"]

@@ -1,4 +1,5 @@
-"Tests of manga_colorization.gallery over fake run folders (tests/fakes.py, no training): discovery, metrics, galleries, plots, browser reads."
+("Tests of manga_colorization.gallery over fake run folders (tests/fakes.py, no training): discovery, metrics, "
+ "galleries, plots, browser reads.")
 import json
 
 import numpy as np
@@ -8,7 +9,8 @@ from PIL import Image
 
 import manga_colorization.gallery as gallery
 from manga_colorization.core import UserError, img2tensor, rgb_to_gray
-from manga_colorization.gallery import LRUCache, ResultsBrowser, browse_runs, compare_grid, plot_curves, plot_final_metrics, read_results
+from manga_colorization.gallery import (LRUCache, ResultsBrowser, browse_runs, compare_grid, plot_curves,
+                                        plot_final_metrics, read_results)
 from manga_colorization.runs import LoadedGenerator, Run, TorchRunner, find_runs, run_name
 
 from fakes import fake_grid, fake_run
@@ -47,7 +49,8 @@ def test_find_runs_and_results(tmp_path):
     assert [run_name(r) for r in runs] == ["unet__l1", "unet__perceptual", "unet_att__l1", "unet_att__perceptual"]
     assert find_runs([runs[1], runs[0]]) == [runs[1], runs[0]]
     rows = read_results(grid)
-    assert {(r["arch"], r["loss"]) for r in rows} == {("unet", "l1"), ("unet", "perceptual"), ("unet_att", "l1"), ("unet_att", "perceptual")}
+    assert {(r["arch"], r["loss"]) for r in rows} == {("unet", "l1"), ("unet", "perceptual"), ("unet_att", "l1"),
+                                                      ("unet_att", "perceptual")}
     (grid / "results.csv").unlink()
     rows2 = read_results(grid)   # falls back to each run's last metrics.jsonl line
     assert [r["epoch"] for r in rows2] == [2, 2, 2, 2]
@@ -102,9 +105,11 @@ def test_browser_shows_epoch_metrics_and_new_epochs(tmp_path):
 
 
 def test_compare_grid_worst_first_and_labels(tmp_path, monkeypatch):
-    grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=16, generators=False)
+    grid = fake_grid(tmp_path / "g", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=16,
+                     generators=False)
     models = {"unet__l1": GrayCopy(0.0), "unet__perceptual": GrayCopy(0.3)}
-    monkeypatch.setattr(gallery, "load_generator", lambda run, device="cpu": LoadedGenerator(TorchRunner(models[run.name], "cpu"), {}, {"size": 16}))
+    monkeypatch.setattr(gallery, "load_generator", lambda run,
+                        device="cpu": LoadedGenerator(TorchRunner(models[run.name], "cpu"), {}, {"size": 16}))
     rng = np.random.default_rng(0)
     targets = torch.stack([img2tensor(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(6)])
     targets[2] = rgb_to_gray(targets[2]).expand(3, -1, -1)   # a gray picture: the gray copy is perfect there
@@ -134,8 +139,11 @@ def test_plots(tmp_path):
 
 def test_colorize_page_through_colorizer(tmp_path, monkeypatch):
     loaded, real = [], gallery.Colorizer
-    def colorizer(path, device=None):   # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
-        loaded.append(path); return real(LoadedGenerator(TorchRunner(GrayCopy(0.5), "cpu"), {}, {"size": 16}), color_threshold=None)
+    def colorizer(
+                  # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
+                  path, device=None):
+        loaded.append(path)
+        return real(LoadedGenerator(TorchRunner(GrayCopy(0.5), "cpu"), {}, {"size": 16}), color_threshold=None)
     monkeypatch.setattr(gallery, "Colorizer", colorizer)
     page = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8))
     out = gallery.colorize_page(page, tmp_path / "x.safetensors", _cache=LRUCache(1))
@@ -159,15 +167,18 @@ def test_cli_gallery_on_grid_with_generators(tmp_path):
 
 def test_sample_epochs_ignores_other_files(tmp_path):
     run = tmp_path / "r"; (run / "samples").mkdir(parents=True)
-    for n in ("epoch_002.png", "epoch_010.png", "epoch_001.png", "notes.txt", "epoch_x.png"): (run / "samples" / n).write_bytes(b"")
+    for n in ("epoch_002.png", "epoch_010.png", "epoch_001.png", "notes.txt", "epoch_x.png"):
+        (run / "samples" / n).write_bytes(b"")
     assert Run(run).sample_epochs() == [1, 2, 10]
 
 
 def test_browser_default_looks_under_runs(tmp_path, monkeypatch):
     "ResultsBrowser() with no argument: every run under ./runs, the demo and each grid's cells, labelled by their path."
     fake_run(tmp_path / "runs" / "demo", epochs=1, size=8, generator=False)
-    fake_grid(tmp_path / "runs" / "grid", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=8, generators=False)
-    fake_run(tmp_path / "runs" / "old" / "grid2" / "unet__l1", epochs=1, size=8, generator=False)   # three levels down: not searched
+    fake_grid(tmp_path / "runs" / "grid", archs=("unet",), losses=("l1", "perceptual"), epochs=1, n_images=2, size=8,
+              generators=False)
+    # three levels down: not searched
+    fake_run(tmp_path / "runs" / "old" / "grid2" / "unet__l1", epochs=1, size=8, generator=False)
     monkeypatch.chdir(tmp_path)
     b = ResultsBrowser()
     assert list(b.by_name) == ["demo", "grid/unet__l1", "grid/unet__perceptual"]
@@ -187,7 +198,8 @@ def test_browser_saves_without_overwriting(tmp_path, monkeypatch):
     (tmp_path / "colorized").mkdir(); (tmp_path / "colorized" / "scan.png").write_bytes(b"the user's own file")
     page = Image.fromarray(np.zeros((120, 80, 3), np.uint8))
     buf = __import__("io").BytesIO(); page.save(buf, format="PNG")
-    b.upload.value = ({"name": "scan.jpg", "type": "image/jpeg", "size": len(buf.getvalue()), "content": memoryview(buf.getvalue()),
+    b.upload.value = ({"name": "scan.jpg", "type": "image/jpeg", "size": len(buf.getvalue()),
+                       "content": memoryview(buf.getvalue()),
                        "last_modified": datetime.now(timezone.utc)},)
     b.go.click()
     assert b.page_view.width == "50" and not b.save.disabled
@@ -204,11 +216,14 @@ def test_compare_grid_on_checkpoint_files(tmp_path):
     run = grid / "unet__l1"
     G = make_generator("unet", width=8, depth=4)
     (run / "checkpoints").mkdir()
-    torch.save({"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 16}}, run / "checkpoints" / "best.pt")
+    torch.save({"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 16}},
+               run / "checkpoints" / "best.pt")
     rng = np.random.default_rng(1)
     targets = torch.stack([img2tensor(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(3)])
-    cmp = compare_grid([run / "checkpoints" / "best.pt", run / "generator.safetensors", run], images=(rgb_to_gray(targets), targets), n=3)
+    cmp = compare_grid([run / "checkpoints" / "best.pt", run / "generator.safetensors", run],
+                       images=(rgb_to_gray(targets), targets), n=3)
     assert cmp.names == ["unet__l1:best", "unet__l1", "unet__l1 (2)"]   # columns keep distinct labels
     assert cmp.metrics[0]["unet__l1"] == cmp.metrics[0]["unet__l1 (2)"]   # the folder loads its generator.safetensors
-    assert cmp.metrics[0]["unet__l1"]["psnr"] != cmp.metrics[0]["unet__l1:best"]["psnr"]   # different weights, different outputs
+    # different weights, different outputs
+    assert cmp.metrics[0]["unet__l1"]["psnr"] != cmp.metrics[0]["unet__l1:best"]["psnr"]
     assert sorted(cmp.indices) == [0, 1, 2]

@@ -1,4 +1,5 @@
-"""Experiment grid: layout, results table, finished cells skipped, interrupted cell resumed, shared settings enforced, FLOP count."""
+"""Experiment grid: layout, results table, finished cells skipped, interrupted cell resumed, shared settings enforced,
+FLOP count."""
 import csv
 
 import pytest
@@ -28,7 +29,8 @@ def test_layout_skip_and_resume(tmp_path):
 
     with pytest.raises(Stop):
         _grid(out, ckpt_every=1, callbacks=[stop])
-    assert [Run(out / c).status(1) for c in ("unet__l1", "unet__perceptual", "unet_att__l1", "unet_att__perceptual")] == \
+    assert [Run(out / c).status(1) for c in ("unet__l1", "unet__perceptual", "unet_att__l1",
+                                             "unet_att__perceptual")] == \
         ["done", "done", "partial", "new"]
     before = (out / "unet__l1" / "metrics.jsonl").read_text()
     rows = _grid(out, ckpt_every=1)

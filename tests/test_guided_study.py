@@ -1,6 +1,6 @@
-"""The guided-colorization study at CI size (`--quick`) on a tiny fixture folder: the four runs train, every model is measured on
-the synthetic validation images and the held-out real split with 0-50 hints and with the palette, beside copy-the-gray; the targets
-are judged from the numbers; a rerun skips finished runs; bad data folders are one line."""
+"""The guided-colorization study at CI size (`--quick`) on a tiny fixture folder: the four runs train, every model is
+measured on the synthetic validation images and the held-out real split with 0-50 hints and with the palette, beside
+copy-the-gray; the targets are judged from the numbers; a rerun skips finished runs; bad data folders are one line."""
 import argparse
 import io
 import json
@@ -45,21 +45,30 @@ def study(tmp_path_factory, own_cache):
 
 def test_quick_study_measures_every_model_on_every_source(study):
     tmp, data, rc, out, summary = study
-    assert rc == 0 and set(summary["runs"]) == set(GUIDED_RUNS) and all(r["status"] == "trained" for r in summary["runs"].values())
+    assert rc == 0 and set(summary["runs"]) == set(GUIDED_RUNS)
+    assert all(r["status"] == "trained" for r in summary["runs"].values())
     assert set(summary["curves"]) == {"synthetic_val", "real_test", "real_val"}
     for source, models in summary["curves"].items():
         guided = models["real_guided"]
-        assert [(r["hints"], r["palette"]) for r in guided] == [(n, False) for n in HINT_COUNTS] + [(0, True), (10, True)]
+        assert [(r["hints"], r["palette"]) for r in guided] == [(n,
+                                                                 False) for n in HINT_COUNTS] + [(0, True), (10, True)]
         assert [(r["hints"], r["palette"]) for r in models["real_hints"]] == [(n, False) for n in HINT_COUNTS]
         assert [(r["hints"], r["palette"]) for r in models["real_unguided"]] == [(0, False)]
-        spread = models["spread_only"]                                         # the hints spread over the gray, no network
+        # the hints spread over the gray, no network
+        spread = models["spread_only"]
         assert [(r["hints"], r["palette"]) for r in spread] == [(n, False) for n in HINT_COUNTS]
-        assert abs(spread[0]["psnr_pooled"] - spread[0]["baseline_psnr_pooled"]) < 1e-3   # no hints: exactly copy-the-gray
-        assert spread[-1]["ciede2000"] < spread[0]["ciede2000"]                   # 50 true hints colour it closer to the truth
-        for r in guided: assert {"psnr_pooled", "baseline_psnr_pooled", "ciede2000", "baseline_ciede2000", "colorfulness_ratio"} <= set(r)
-        assert len({round(r["ciede2000"], 6) for r in guided}) > 1            # the hints reach the model: the rows differ
+        # no hints: exactly copy-the-gray
+        assert abs(spread[0]["psnr_pooled"] - spread[0]["baseline_psnr_pooled"]) < 1e-3
+        # 50 true hints colour it closer to the truth
+        assert spread[-1]["ciede2000"] < spread[0]["ciede2000"]
+        for r in guided:
+            assert {"psnr_pooled", "baseline_psnr_pooled", "ciede2000", "baseline_ciede2000",
+                    "colorfulness_ratio"} <= set(r)
+        # the hints reach the model: the rows differ
+        assert len({round(r["ciede2000"], 6) for r in guided}) > 1
     assert set(summary["targets"]) == {"real_hints", "real_guided"}
-    assert set(summary["targets"]["real_guided"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided", "palette_ciede2000_below_unguided"}
+    assert set(summary["targets"]["real_guided"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided",
+                                                      "palette_ciede2000_below_unguided"}
     assert set(summary["targets"]["real_hints"]) == {"hints10_ciede2000_below_gray", "hints10_psnr_3db_over_unguided"}
     t = summary["targets"]["real_hints"]["hints10_psnr_3db_over_unguided"]
     assert t["met"] == (t["gain_db"] >= 3)
@@ -68,7 +77,8 @@ def test_quick_study_measures_every_model_on_every_source(study):
 
 def test_rerun_skips_finished_runs(study):
     tmp, data, *_ = study
-    rc, _ = _cli(["--data", data, "--out", tmp / "out", "--quick", "--runs", "real_guided", "--json", tmp / "again.json"])
+    rc, _ = _cli(["--data", data, "--out", tmp / "out", "--quick", "--runs", "real_guided", "--json",
+                  tmp / "again.json"])
     again = json.loads((tmp / "again.json").read_text())
     assert rc == 0 and again["runs"]["real_guided"]["status"] == "done"
 

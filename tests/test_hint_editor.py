@@ -1,6 +1,7 @@
-"""The hint editor's API (nbs/16_hint_editor.ipynb) with the tiny guided generator on a flat gray page: a red point makes the
-preview red around it, moving it moves the red, removing it restores the preview, the sidecar round-trips, apply writes a
-full-size page under a free name; an unguided generator, a bad sidecar and bad values are one clear UserError."""
+"""The hint editor's API (nbs/16_hint_editor.ipynb) with the tiny guided generator on a flat gray page: a red point
+makes the preview red around it, moving it moves the red, removing it restores the preview, the sidecar round-trips,
+apply writes a full-size page under a free name; an unguided generator, a bad sidecar and bad values are one clear
+UserError."""
 import io
 import json
 from datetime import UTC, datetime
@@ -22,8 +23,10 @@ RED = (220, 40, 40)
 
 @pytest.fixture(scope="module")
 def colorizer(tmp_path_factory):
-    "The tiny guided generator, fitted for 150 steps (about 10 s on one core: enough for the effects below), once for this file."
-    return Colorizer(save_demo_generator(tmp_path_factory.mktemp("guided") / "g", steps=150), device="cpu", keep_white=False)
+    ("The tiny guided generator, fitted for 150 steps (about 10 s on one core: enough for the effects below), once for "
+     "this file.")
+    return Colorizer(save_demo_generator(tmp_path_factory.mktemp("guided") / "g", steps=150), device="cpu",
+                     keep_white=False)
 
 
 @pytest.fixture
@@ -33,7 +36,8 @@ def flat():
 
 def redness(img, x, y, r=10) -> float:
     "Mean Lab a (red-green axis) of `img` in a square of side 2r around (x, y)."
-    box = np.asarray(img.convert("RGB").crop((round(x) - r, round(y) - r, round(x) + r, round(y) + r)), np.float32) / 255
+    box = np.asarray(img.convert("RGB").crop((round(x) - r, round(y) - r, round(x) + r, round(y) + r)),
+                     np.float32) / 255
     return float(rgb_to_lab(torch.from_numpy(box).permute(2, 0, 1))[1].mean())
 
 
@@ -58,7 +62,8 @@ def test_point_at_clamps_and_bad_values(colorizer, flat):
     ed = HintEditor(colorizer, flat)
     ed.add_point(50, 60, (0, 0, 255), radius=8); ed.add_point(-20, 999)          # outside: clamped to the page
     assert [(p.x, p.y) for p in ed.points] == [(50, 60), (0, 335.99)]
-    assert ed.points[1].color == RED and ed.points[1].radius == ed.radius.value  # the picker's colour, the slider's radius
+    # the picker's colour, the slider's radius
+    assert ed.points[1].color == RED and ed.points[1].radius == ed.radius.value
     assert ed.point_at(52, 61) == 0 and ed.point_at(100, 100) is None and ed.point_at(1, 334) == 1
     with pytest.raises(UserError, match="point 5: there are 2 points"): ed.move_point(5, 1, 1)
     with pytest.raises(UserError, match="'rouge' is not a colour"): ed.add_point(1, 1, "rouge")
@@ -74,10 +79,12 @@ def test_pointer_events_add_drag_and_remove(colorizer, flat):
     sx = ed.scale[0]
     ed._on_pointer({"type": "mousedown", "button": 0, "dataX": 40, "dataY": 50})
     ed._on_pointer({"type": "mouseup", "button": 0, "dataX": 40, "dataY": 50})
-    assert len(ed.points) == 1 and abs(ed.points[0].x - 40 / sx) < 0.01 and abs(ed.points[0].y - 50 / ed.scale[1]) < 0.01
+    assert len(ed.points) == 1
+    assert abs(ed.points[0].x - 40 / sx) < 0.01 and abs(ed.points[0].y - 50 / ed.scale[1]) < 0.01
     ed._on_pointer({"type": "mousedown", "button": 0, "dataX": 41, "dataY": 51})  # on the disc: grabs it, no new point
     ed._on_pointer({"type": "mousemove", "buttons": 1, "dataX": 60, "dataY": 90})
-    # a move sent while the next PNG loads reads dataX = dataY = 0 (seen in Chromium): the relative position is used instead
+    # a move sent while the next PNG loads reads dataX = dataY = 0 (seen in Chromium): the relative position is used
+    # instead
     ed._on_pointer({"type": "mousemove", "buttons": 1, "dataX": 0, "dataY": 0, "relativeX": 70, "relativeY": 80,
                     "boundingRectWidth": ed.small.width, "boundingRectHeight": ed.small.height})
     assert abs(ed.points[0].x - 70 / sx) < 0.01
@@ -101,7 +108,8 @@ def test_sidecar_round_trip_and_apply(colorizer, flat, tmp_path):
     ed.add_point(100, 150, RED)
     assert ed.save() == tmp_path / "p 01.hints.json"
     data = json.loads((tmp_path / "p 01.hints.json").read_text())
-    assert data["points"] == [{"x": 100.0, "y": 150.0, "color": "#dc2828", "radius": 20.0}] and len(data["palette"]) >= 2
+    assert data["points"] == [{"x": 100.0, "y": 150.0, "color": "#dc2828",
+                               "radius": 20.0}] and len(data["palette"]) >= 2
     again = HintEditor(colorizer, page)                                         # reads the sidecar on open
     assert again.hints.points == ed.hints.points and again.use_palette.value
     np.testing.assert_allclose(again.palette_colors()[0], ed.palette_colors()[0], atol=1.5)
@@ -120,7 +128,8 @@ def test_in_memory_page_save_to_and_given_hints(colorizer, flat, tmp_path):
     assert [(p.x, p.y, p.color) for p in ed.points] == [(10, 20, (0, 200, 0))]
     with pytest.raises(UserError, match="save_to"): ed.save()
     assert ed.apply().size == (240, 336) and ed.result_path is None
-    kept = HintEditor(colorizer, flat, hints={"points": [{"x": 5, "y": 6, "color": "#123456"}]}, save_to=tmp_path / "out")
+    kept = HintEditor(colorizer, flat, hints={"points": [{"x": 5, "y": 6, "color": "#123456"}]},
+                      save_to=tmp_path / "out")
     assert kept.save() == tmp_path / "out" / "page.hints.json"
     assert read_hints(tmp_path / "out" / "page.hints.json").points[0].color == (0x12, 0x34, 0x56)
     assert kept.apply() and kept.result_path == tmp_path / "out" / "page.colorized.png"

@@ -1,5 +1,6 @@
-"""Loss contracts over the registries: every preset in `LOSSES` with every GAN mode runs a step whose gradient reaches the
-generator's output while the frozen nets stay out of training. Values, the VGG input mapping and the anime gradient are tested in 06_losses."""
+"""Loss contracts over the registries: every preset in `LOSSES` with every GAN mode runs a step whose gradient reaches
+the generator's output while the frozen nets stay out of training. Values, the VGG input mapping and the anime
+gradient are tested in 06_losses."""
 import math
 
 import pytest
@@ -58,6 +59,9 @@ def test_classification_term_trains_the_logits_and_rebalances():
     terms["loss_g"].backward()
     assert logits.grad.abs().sum() > 0 and abs(terms["loss_l1"].item() - math.log(36)) < 1.0
     w = gl.classify.class_weights()
-    assert w[gl.classify.bins.nearest(torch.full((1, 2, 1, 1), 0.8))].item() > w[gl.classify.bins.nearest(torch.zeros(1, 2, 1, 1))].item()
+    vivid = gl.classify.bins.nearest(torch.full((1, 2, 1, 1), 0.8))
+    neutral = gl.classify.bins.nearest(torch.zeros(1, 2, 1, 1))
+    assert w[vivid].item() > w[neutral].item()
     assert len(gl.state_dict()) == 0                                      # the running prior is not a checkpoint entry
-    with pytest.raises(ValueError, match="36 ab bins"): ClassificationLoss(6)(torch.zeros(1, 10, 2, 2), torch.zeros(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="36 ab bins"):
+        ClassificationLoss(6)(torch.zeros(1, 10, 2, 2), torch.zeros(1, 2, 4, 4))

@@ -1,7 +1,8 @@
-"""The house rules of issues 10 and 21, checked on every CI run: one weights lookup, one colour path, one sampler, one model
-registry and one loader, small functions and cells, no function of radon grade D or worse, notebooks lean and free of widget
-state, methods where their class is, no Python in strings, and the layers: the import graph (lazy and function-level imports
-included) has no circle and follows the notebook numbers, and no library module imports the experiments."""
+"""The house rules of issues 10 and 21, checked on every CI run: one weights lookup, one colour path, one sampler, one
+model registry and one loader, small functions and cells, no function of radon grade D or worse, notebooks lean and
+free of widget state, methods where their class is, no Python in strings, and the layers: the import graph (lazy and
+function-level imports included) has no circle and follows the notebook numbers, and no library module imports the
+experiments."""
 import ast
 import json
 import re
@@ -37,10 +38,12 @@ def _imports(module: str, tree: ast.AST) -> set[str]:
                 target = node.module.removeprefix("manga_colorization.")
             else: continue
             names = [target] if target else []
-            names += [f"{target}.{a.name}".strip(".") for a in node.names]      # `from . import x`, `from .experiments import grid`
+            # `from . import x`, `from .experiments import grid`
+            names += [f"{target}.{a.name}".strip(".") for a in node.names]
             found |= {n for n in names if (PKG / (n.replace(".", "/") + ".py")).is_file()}
         elif isinstance(node, ast.Import):
-            found |= {a.name.removeprefix("manga_colorization.") for a in node.names if a.name.startswith("manga_colorization.")}
+            found |= {a.name.removeprefix("manga_colorization.") for a in node.names
+                      if a.name.startswith("manga_colorization.")}
     return found - {module}
 
 
@@ -64,7 +67,9 @@ def test_weights_lookup_order_lives_in_runs_only():
 
 
 def test_one_colour_path_and_one_sampler():
-    defs = [(m, n.name) for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    defs = [(m,
+             n.name) for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, (ast.FunctionDef,
+                                                                                         ast.ClassDef))]
     assert [m for m, name in defs if name == "to_rgb"] == ["core"]
     assert not [d for d in defs if d[1] in ("prediction_to_rgb", "network_rgb", "predict_rgb") and d[0] != "runs"]
     samplers = [(m, n.name) for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, ast.ClassDef)
@@ -100,7 +105,8 @@ def test_no_notebook_cell_over_60_lines_and_notebooks_lean():
 
 def test_radon_finds_nothing_of_grade_d_or_worse():
     pytest.importorskip("radon")
-    out = subprocess.run([sys.executable, "-m", "radon", "cc", "-n", "D", str(PKG)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "radon", "cc", "-n", "D", str(PKG)], capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "", out.stdout
 
 
@@ -109,7 +115,8 @@ def test_import_graph_has_no_circle():
     def visit(m, path):
         state[m] = "open"
         for d in sorted(graph.get(m, ())):
-            if state.get(d) == "open": circles.append(" -> ".join(path[path.index(d):] + [d]) if d in path else f"{m} -> {d}")
+            if state.get(d) == "open":
+                circles.append(" -> ".join(path[path.index(d):] + [d]) if d in path else f"{m} -> {d}")
             elif d not in state: visit(d, path + [d])
         state[m] = "done"
     for m in sorted(graph):
@@ -118,7 +125,8 @@ def test_import_graph_has_no_circle():
 
 
 def test_layers_follow_the_notebook_numbers():
-    "A module imports only modules of lower-numbered notebooks (the cli entry point aside); nothing imports cli or an experiment."
+    ("A module imports only modules of lower-numbered notebooks (the cli entry point aside); nothing imports cli or an "
+     "experiment.")
     graph, number = _graph(), _notebook_numbers()
     assert set(graph) <= set(number), set(graph) - set(number)             # every module has its notebook
     upward = [f"{m} ({number[m]}) imports {d} ({number[d]})" for m, deps in graph.items() if m != "cli"
@@ -128,7 +136,8 @@ def test_layers_follow_the_notebook_numbers():
     library_to_experiments = [(m, d) for m, deps in graph.items() for d in deps
                               if d.startswith("experiments.") and not m.startswith("experiments.") and m != "cli"]
     assert not library_to_experiments, library_to_experiments
-    assert graph["guidance"] <= {"core", "data", "synthetic"}               # the data layer never reaches up into the networks
+    # the data layer never reaches up into the networks
+    assert graph["guidance"] <= {"core", "data", "synthetic"}
 
 
 def test_notebooks_import_only_lower_numbered_modules():
@@ -155,11 +164,23 @@ def test_no_python_in_strings():
     assert not hits, hits
 
 
+def test_lines_at_most_120_characters():
+    ("Every package line is at most 120 characters, but the first line of nbdev's generated `__all__` (the notebooks, "
+     "tests and ")
+    "benchmarks are checked by `ruff` in CI at 120 without exception)."
+    long = [f"{_name(p)}:{i}" for p in MODULES for i, line in enumerate(p.read_text().splitlines(), 1)
+            if len(line) > 120 and not line.startswith("__all__ = [")]
+    assert not long, long
+
+
 def test_one_registry_and_one_loader():
-    defs = [(m, n.name) for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    defs = [(m,
+             n.name) for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, (ast.FunctionDef,
+                                                                                         ast.ClassDef))]
     assert [m for m, name in defs if name == "create_model"] == ["models"]
     assert [m for m, name in defs if name == "list_models"] == ["models"]
-    assert not [d for d in defs if d[1] in ("load_upscaler", "_read_upscaler", "make_upscaler", "upscaler_from_state")], defs
+    assert not [d for d in defs if d[1] in ("load_upscaler", "_read_upscaler", "make_upscaler",
+                                            "upscaler_from_state")], defs
     registries = [m for m, t in _trees().items() for n in ast.walk(t) if isinstance(n, (ast.Assign, ast.AnnAssign))
                   for tg in (n.targets if isinstance(n, ast.Assign) else [n.target])
                   if getattr(tg, "id", "") in ("GENERATORS", "UPSCALERS")]
@@ -167,7 +188,8 @@ def test_one_registry_and_one_loader():
 
 
 def test_plain_install_requirements_cover_the_package_imports():
-    "Every third-party module the package imports at module level is a distribution in settings.ini's `requirements` (a plain "
+    ("Every third-party module the package imports at module level is a distribution in settings.ini's `requirements` "
+     "(a plain ")
     "`pip install -e .` must be enough for `mangacolor demo`; dev extras are not there)."
     import configparser
     from importlib.metadata import packages_distributions
@@ -177,7 +199,8 @@ def test_plain_install_requirements_cover_the_package_imports():
     dists = packages_distributions()
     missing = set()
     for py in (ROOT / "manga_colorization").glob("*.py"):
-        for node in ast.parse(py.read_text()).body:                       # module level only: lazy imports inside functions are optional
+        # module level only: lazy imports inside functions are optional
+        for node in ast.parse(py.read_text()).body:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
             for name in names:

@@ -1,14 +1,16 @@
-"""Contracts over the registry of every network (`list_models()`: each builds, runs at 32 px, and the generators and upscalers
-round-trip through their files and `runs.load_generator`), then over the colorize task (every generator variant trains a step,
-takes any size, round-trips through its files), the frozen extractor, ONNX export. What 05_models shows cell by cell (seed parameter count, attention gradients,
-PatchGAN shape, registry errors, model table) is tested there."""
+"""Contracts over the registry of every network (`list_models()`: each builds, runs at 32 px, and the generators and
+upscalers round-trip through their files and `runs.load_generator`), then over the colorize task (every generator
+variant trains a step, takes any size, round-trips through its files), the frozen extractor, ONNX export. What
+05_models shows cell by cell (seed parameter count, attention gradients, PatchGAN shape, registry errors, model
+table) is tested there."""
 import json
 
 import pytest
 import torch
 
 from manga_colorization.core import UserError
-from manga_colorization.models import create_model, list_models, make_generator, model_from_state, model_task, save_generator
+from manga_colorization.models import (create_model, list_models, make_generator, model_from_state, model_task,
+                                       save_generator)
 from manga_colorization.runs import LoadedGenerator, load_generator
 
 SMALL = dict(width=8, depth=5)
@@ -33,7 +35,8 @@ TINY = {"colorize": dict(width=8, depth=5), "discriminator": dict(width=8, n_lay
 
 
 def tiny(name):
-    "Network `name` of any task, small (width 8), with random weights (`pretrained=False`) and a non-zero upscaler tail."
+    ("Network `name` of any task, small (width 8), with random weights (`pretrained=False`) and a non-zero upscaler "
+     "tail.")
     task = model_task({"name": name})
     G = create_model(name, pretrained=False, **TINY[task], **({"ext_size": 32} if name.endswith("_ext") else {}))
     if task == "upscale": torch.nn.init.normal_(G.tail.weight, std=0.05)       # not plain bilinear
@@ -67,11 +70,14 @@ def test_every_generator_and_upscaler_saves_and_loads_back(name, tmp_path):
         loaded = load_generator(p)
         assert loaded.task == loaded.meta["task"] == task and loaded.config == G.config
         with torch.no_grad(): out = loaded(x)
-        assert torch.equal(out, want) if task == "colorize" else torch.allclose(out, want, atol=1e-6)   # upscalers run channels_last
+        # upscalers run channels_last
+        assert torch.equal(out, want) if task == "colorize" else torch.allclose(out, want, atol=1e-6)
 
 
 def test_unknown_model_is_one_line_listing_the_names():
-    with pytest.raises(UserError, match="^unknown model 'vit'; choose one of unet, unet_att, unet_ext, unet_att_ext, patchgan, compact, rrdb$"):
+    with pytest.raises(UserError,
+                       match="^unknown model 'vit'; choose one of unet, unet_att, unet_ext, unet_att_ext, patchgan, "
+                             "compact, rrdb$"):
         create_model("vit")
     with pytest.raises(UserError, match="^unknown upscale model 'unet'; choose one of compact, rrdb$"):
         create_model("unet", task="upscale")
@@ -131,7 +137,8 @@ def test_save_load_generator(name, tmp_path):
     x = torch.rand(1, 1, 37, 41) * 2 - 1
     for p in (tmp_path / "run", path, path.with_suffix(".json")):
         loaded = load_generator(p)
-        assert isinstance(loaded, LoadedGenerator) and loaded.meta == {**meta, "task": "colorize"} and not loaded.module.training
+        assert isinstance(loaded, LoadedGenerator) and loaded.meta == {**meta, "task": "colorize"}
+        assert not loaded.module.training
         with torch.no_grad():
             assert torch.equal(G(x), loaded.module(x))
             assert torch.equal(G(x), loaded(x))
@@ -184,7 +191,8 @@ def test_forward_padded_exports_to_onnx_with_dynamic_size(tmp_path):
 
     G = small("unet_att").eval()
     core = Core(G).eval()
-    torch.onnx.export(core, (torch.zeros(1, 1, 64, 96),), str(tmp_path / "g.onnx"), input_names=["gray"], output_names=["color"],
+    torch.onnx.export(core, (torch.zeros(1, 1, 64, 96),), str(tmp_path / "g.onnx"), input_names=["gray"],
+                      output_names=["color"],
                       dynamic_axes={"gray": {0: "b", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
     sess = ort.InferenceSession(str(tmp_path / "g.onnx"))
     x = torch.rand(2, 1, 32, 128) * 2 - 1
@@ -225,17 +233,24 @@ def test_classify_head_saves_loads_and_onnx_free_decoding(decode, tmp_path):
     G = make_generator("unet", width=8, depth=3, out_ch=2, head="classify", ab_bins=6, decode=decode).train()
     y = G(torch.rand(2, 1, 24, 40) * 2 - 1)
     assert y.shape == (2, 2, 24, 40) and y.abs().max() <= 1
-    assert G.final.last_logits.shape == (2, 36, 12, 20)                  # logits at half resolution, kept only in training
-    assert G.config["head"] == "classify" and G.config["ab_bins"] == 6 and ("decode" in G.config) == (decode != "annealed")
+    # logits at half resolution, kept only in training
+    assert G.final.last_logits.shape == (2, 36, 12, 20)
+    assert G.config["head"] == "classify" and G.config["ab_bins"] == 6
+    assert ("decode" in G.config) == (decode != "annealed")
     G.eval()
     save_generator(G, tmp_path / "run", {"size": 32, "out_ch": 2, "color_space": "lab"})
     L = load_generator(tmp_path / "run")
     x = torch.rand(1, 1, 32, 32) * 2 - 1
     with torch.no_grad(): assert torch.allclose(L(x), G(x)) and G.final.last_logits is None
-    assert make_generator("unet", width=8, depth=3, out_ch=3).config.keys() == make_generator("unet", width=8, depth=3, out_ch=3, head="tanh").config.keys()
+    assert make_generator("unet", width=8, depth=3,
+                          out_ch=3).config.keys() == make_generator("unet", width=8, depth=3, out_ch=3,
+                                                                    head="tanh").config.keys()
 
 
 def test_classify_head_needs_lab_and_known_options():
-    with pytest.raises(UserError, match="use out_ch=2"): make_generator("unet", width=8, depth=3, out_ch=3, head="classify")
-    with pytest.raises(UserError, match="unknown head"): make_generator("unet", width=8, depth=3, out_ch=2, head="softmax")
-    with pytest.raises(UserError, match="unknown decode"): make_generator("unet", width=8, depth=3, out_ch=2, head="classify", decode="mode")
+    with pytest.raises(UserError, match="use out_ch=2"):
+        make_generator("unet", width=8, depth=3, out_ch=3, head="classify")
+    with pytest.raises(UserError, match="unknown head"):
+        make_generator("unet", width=8, depth=3, out_ch=2, head="softmax")
+    with pytest.raises(UserError, match="unknown decode"):
+        make_generator("unet", width=8, depth=3, out_ch=2, head="classify", decode="mode")

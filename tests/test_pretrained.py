@@ -1,5 +1,6 @@
-"""Pretrained-weight contracts: never a download under test or offline, a clear error when one fails, VGG truncation and input
-mapping, `mangacolor weights` (subprocess, exit codes). Architecture, resolution errors and freezing are tested in 04_pretrained."""
+"""Pretrained-weight contracts: never a download under test or offline, a clear error when one fails, VGG truncation and
+input mapping, `mangacolor weights` (subprocess, exit codes). Architecture, resolution errors and freezing are tested
+in 04_pretrained."""
 import os
 import subprocess
 

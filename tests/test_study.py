@@ -1,6 +1,7 @@
-"""The recipe study at CI size (`--quick`) on a tiny fixture folder, not the real data: every recipe trains and is evaluated on the
-held-out split and a cross-domain folder beside copy-the-gray; results JSON, galleries, resume (a run stopped mid-way continues, a
-finished one is skipped) and the `mangacolor study` command with its one-line errors."""
+"""The recipe study at CI size (`--quick`) on a tiny fixture folder, not the real data: every recipe trains and is
+evaluated on the held-out split and a cross-domain folder beside copy-the-gray; results JSON, galleries, resume (a
+run stopped mid-way continues, a finished one is skipped) and the `mangacolor study` command with its one-line
+errors."""
 import argparse
 import json
 import time
@@ -12,7 +13,8 @@ from PIL import Image
 
 from manga_colorization.core import UserError
 from manga_colorization.runs import Run
-from manga_colorization.experiments.study import STUDY_RECIPES, add_commands, recipe_config, run_study, train_recipe, trained_recipes
+from manga_colorization.experiments.study import (STUDY_RECIPES, add_commands, recipe_config, run_study, train_recipe,
+                                                  trained_recipes)
 
 
 def _tiny(root: Path, size: int = 40) -> Path:
@@ -40,7 +42,8 @@ def study(tmp_path_factory, own_cache):
     tmp = tmp_path_factory.mktemp("study")
     data = _tiny(tmp / "data")
     t0 = time.perf_counter()
-    rc = _cli(["--data", str(data), "--cross", str(data / "cross"), "--out", str(tmp / "out"), "--quick", "--json", str(tmp / "r.json")])
+    rc = _cli(["--data", str(data), "--cross", str(data / "cross"), "--out", str(tmp / "out"), "--quick", "--json",
+               str(tmp / "r.json")])
     return tmp, data, rc, time.perf_counter() - t0, json.loads((tmp / "r.json").read_text())
 
 
@@ -51,10 +54,13 @@ def test_quick_study_runs_every_recipe(study, capsys):
     for name, r in res["recipes"].items():
         for source in ("in_domain", "cross_domain"):
             m = r[source]
-            for k in ("psnr_pooled", "ssim", "ciede2000", "colorfulness_ratio"): assert np.isfinite(m[k]) and f"baseline_{k}" in m
-        assert r["in_domain"]["images"] == 6 and r["in_domain"]["gray_targets"] == 1 and r["cross_domain"]["gray_targets"] == 0
+            for k in ("psnr_pooled", "ssim", "ciede2000", "colorfulness_ratio"):
+                assert np.isfinite(m[k]) and f"baseline_{k}" in m
+        assert r["in_domain"]["images"] == 6 and r["in_domain"]["gray_targets"] == 1
+        assert r["cross_domain"]["gray_targets"] == 0
         assert (tmp / "out" / "gallery" / f"{name}_cross_domain_worst.png").is_file()
-    assert set(res["winners"]) == {"in_domain", "cross_domain"} and res["winners"]["in_domain"]["recipe"] in STUDY_RECIPES
+    assert set(res["winners"]) == {"in_domain",
+                                   "cross_domain"} and res["winners"]["in_domain"]["recipe"] in STUDY_RECIPES
     assert json.loads((tmp / "out" / "study.json").read_text())["recipes"] == res["recipes"]
 
 

@@ -1,6 +1,6 @@
-"""`mangacolor sr-train / upscale / sr-export` as a user runs them, with tiny upscalers of both kinds: pages, folders and CBZ
-upscaled with colorize's guarantees, ONNX export, training with exact resume. (The networks, degradations, tiling and
-measurements are tested in nbs/12_superres.ipynb.)"""
+"""`mangacolor sr-train / upscale / sr-export` as a user runs them, with tiny upscalers of both kinds: pages, folders
+and CBZ upscaled with colorize's guarantees, ONNX export, training with exact resume. (The networks, degradations,
+tiling and measurements are tested in nbs/12_superres.ipynb.)"""
 import contextlib
 import dataclasses
 import io
@@ -60,18 +60,21 @@ def inputs(tmp_path):
 def test_upscale_files_folders_and_cbz(tmp_path, inputs, arch):
     run = upscaler_run(tmp_path / "run", arch)
     out = tmp_path / "out"
-    code, stdout, err = cli("upscale", inputs / "single.png", inputs / "chapter", inputs / "book.cbz", "--checkpoint", run, "--out", out, "--tile", 16, "--overlap", 4)
+    code, stdout, err = cli("upscale", inputs / "single.png", inputs / "chapter", inputs / "book.cbz", "--checkpoint",
+                            run, "--out", out, "--tile", 16, "--overlap", 4)
     assert code == 0, err
     assert "6 page(s): 6 upscaled" in stdout
     assert Image.open(out / "single.png").size == (80, 60) and Image.open(out / "single.png").mode == "L"
-    assert Image.open(out / "chapter" / "p1.png").mode == "RGB" and Image.open(out / "chapter" / "p2.jpg").size == (80, 60)
+    assert Image.open(out / "chapter" / "p1.png").mode == "RGB"
+    assert Image.open(out / "chapter" / "p2.jpg").size == (80, 60)
     assert not (out / "chapter" / ".hidden.png").exists()
     with zipfile.ZipFile(out / "book.cbz") as z:
         assert z.namelist() == ["03.png", "01.png", "02.png", "ComicInfo.xml"]
         assert Image.open(io.BytesIO(z.read("01.png"))).size == (80, 60)
     code, stdout, _ = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", out)
     assert code == 0 and "1 skipped" in stdout                 # never overwritten without --overwrite
-    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", out, "--scale", "1.5", "--overwrite")
+    code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", run, "--out", out, "--scale", "1.5",
+                       "--overwrite")
     assert code == 0 and Image.open(out / "single.png").size == (60, 45)
 
 
@@ -99,8 +102,10 @@ def test_export_onnx_and_both_backends(tmp_path, inputs):
     code, _, err = cli("sr-export", "--checkpoint", run, "--out", run / "generator.onnx")
     assert code == 2 and "would overwrite" in err
     outs = {}
-    for name, args in {"torch": ["--checkpoint", run], "onnx": ["--checkpoint", run, "--backend", "onnx"], "file": ["--checkpoint", onnx]}.items():
-        code, _, err = cli("upscale", inputs / "single.png", *args, "--out", tmp_path / name, "--tile", 16, "--overlap", 4)
+    for name, args in {"torch": ["--checkpoint", run], "onnx": ["--checkpoint", run, "--backend", "onnx"],
+                       "file": ["--checkpoint", onnx]}.items():
+        code, _, err = cli("upscale", inputs / "single.png", *args, "--out", tmp_path / name, "--tile", 16, "--overlap",
+                           4)
         assert code == 0, err
         outs[name] = np.asarray(Image.open(tmp_path / name / "single.png"), int)
     assert np.abs(outs["torch"] - outs["onnx"]).max() <= 1 and np.abs(outs["torch"] - outs["file"]).max() <= 1
@@ -117,11 +122,13 @@ def test_tiled_equals_untiled(arch):
     assert (tiled - whole).abs().max() / 2 < 1 / 255
 
 
-needs_hooks = pytest.mark.skipif(not hasattr(Trainer, "make_step"), reason="train.Trainer has no task hooks (make_step, make_data) yet")
+needs_hooks = pytest.mark.skipif(not hasattr(Trainer, "make_step"),
+                                 reason="train.Trainer has no task hooks (make_step, make_data) yet")
 
 
 def sr_train(out, *extra):
-    return cli("sr-train", "--data", "synthetic", "--out", out, "--size", 32, "--batch-size", 2, "--limit", 4, "--val-limit", 2,
+    return cli("sr-train", "--data", "synthetic", "--out", out, "--size", 32, "--batch-size", 2, "--limit", 4,
+               "--val-limit", 2,
                "--samples", 2, "--device", "cpu", "--no-tensorboard", "--seed", 3, *extra)
 
 
@@ -136,7 +143,8 @@ def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
         assert (straight / f).exists(), f
     assert len((straight / "metrics.jsonl").read_text().splitlines()) == 2 and list((straight / "samples").iterdir())
     assert sr_train(split, *opts, "--epochs", 1)[0] == 0
-    config = json.loads((split / "config.json").read_text())       # runs of older versions saved the colorizer's fields too
+    # runs of older versions saved the colorizer's fields too
+    config = json.loads((split / "config.json").read_text())
     older = {**TrainConfig().to_dict(), **config, "recipe_applied": True, "guidance": "both"}
     (split / "config.json").write_text(json.dumps(older))
     code, _, err = sr_train(split, *opts, "--epochs", 2, "--resume")
@@ -154,8 +162,10 @@ def test_colorize_upscale_paints_at_the_new_resolution(tmp_path):
     from PIL import Image
     from manga_colorization.cli import main
     from manga_colorization.models import make_generator, save_generator
-    save_generator(create_model("compact", scale=2, width=4), tmp_path / "sr", {"task": "sr", "scale": 2, "pad_multiple": 1})
-    save_generator(make_generator("unet", width=4, depth=3, out_ch=2), tmp_path / "col", {"size": 32, "input_mode": "gray", "out_ch": 2})
+    save_generator(create_model("compact", scale=2, width=4), tmp_path / "sr",
+                   {"task": "sr", "scale": 2, "pad_multiple": 1})
+    save_generator(make_generator("unet", width=4, depth=3, out_ch=2), tmp_path / "col",
+                   {"size": 32, "input_mode": "gray", "out_ch": 2})
     page = tmp_path / "in" / "p.png"; page.parent.mkdir()
     Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(page)
     with contextlib.redirect_stderr(io.StringIO()):
@@ -187,7 +197,8 @@ def test_sr_train_help_lists_only_upscaler_options():
     assert got == flags(f.name for f in dataclasses.fields(SRConfig) if f.name != "kind") | {"--resume", "--overwrite"}
     assert {"--scale", "--in-ch", "--kernels", "--tone", "--blur", "--noise", "--jpeg"} <= got   # the upscaler's
     shared = {"--data", "--out", "--epochs", "--batch-size", "--lr", "--schedule", "--device", "--num-workers",
-              "--seed", "--ema", "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps", "--init-from"}
+              "--seed", "--ema", "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps",
+                  "--init-from"}
     assert shared <= got
     assert "upscaler: compact | rrdb" in text and "unet" not in text   # --arch/--loss: the upscaler's choices
 
