@@ -423,7 +423,7 @@ def print_summary(s: dict) -> None:
 # %% ../../nbs/17_realart.ipynb #3d4f81ad
 def add_realart_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `mangacolor realart`: fetch | build | all."
-    p.add_argument("command", choices=("fetch", "build", "all"),
+    p.add_argument("action", choices=("fetch", "build", "all"),
                    help="fetch: download + unpack; build: write the dataset; all: both")
     p.add_argument("--cache", help="folder of the .debs and unpacked trees "
                    "(default: $MANGACOLOR_CACHE/realart or ~/.cache/manga_colorization/realart)")
@@ -447,12 +447,12 @@ def run_realart(args) -> int:
     "The `mangacolor realart` command: fetch the packages, build the dataset, or both."
     cache = cache_root(args.cache)
     out = Path(args.out).expanduser() if args.out else cache / "dataset"
-    if args.command in ("fetch", "all"):
+    if args.action in ("fetch", "all"):
         t0 = time.time()
         versions = fetch(cache)
         print("fetched: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f" into {cache} in "
                                                                                  f"{time.time() - t0:.1f} s")
-    if args.command in ("build", "all"):
+    if args.action in ("build", "all"):
         print_summary(build(cache, out, Path(args.split_list), args.write_split, args.jobs, max_pixels=args.max_pixels,
                             max_side=args.max_side, seed=args.seed, heldout=args.heldout, val=args.val))
     return 0
