@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -205,7 +206,7 @@ def _held_out(train: list, val: list, seed: int, test_fraction: float) -> tuple[
     train, test = _seeded_split(train, len(val) / max(1, len(train)), seed, 2)
     return train, val, test
 
-
+# %% ../nbs/02_data.ipynb #1ced955c
 def _file_splits(root: Path, seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[Path]]:
     "The three splits of an ASCP layout or a flat folder, possibly empty."
     if not (root / "train").is_dir():
@@ -783,21 +784,25 @@ class SketchDataModule(_SplitLoaders):
                                           max_pixels) for s, v in splits.items()}
         self._datasets, self._loaders, self._checked = {}, {}, set()
 
-    def check(self, split: str) -> list[str]:
-        "Read every file of `split` once (filling the cache), drop the unreadable ones with one warning; their names."
-        if self.synthetic or split in self._checked: return []
-        self._checked.add(split)
-        bad = _drop_unreadable(self.sources[split], self.dataset(split).load_size, self.cache, self.num_workers, split,
-                               self.root)
-        self.bad_files.update(bad)
-        return list(bad)
+# %% ../nbs/02_data.ipynb #2e132110
+@patch
+def check(self: SketchDataModule, split: str) -> list[str]:
+    "Read every file of `split` once (filling the cache), drop the unreadable ones with one warning; their names."
+    if self.synthetic or split in self._checked: return []
+    self._checked.add(split)
+    bad = _drop_unreadable(self.sources[split], self.dataset(split).load_size, self.cache, self.num_workers, split,
+                           self.root)
+    self.bad_files.update(bad)
+    return list(bad)
 
-    def __len__(self): return sum(len(s) for s in self.sources.values())
+@patch
+def __len__(self: SketchDataModule): return sum(len(s) for s in self.sources.values())
 
-    def __repr__(self):
-        sizes = ", ".join(f"{s}={len(v)}" for s, v in self.sources.items())
-        return (f"SketchDataModule({str(self.root)!r}, {sizes}, resize={self.resize}, input_mode={self.input_mode!r}, "
-                f"out_ch={self.out_ch})")
+@patch
+def __repr__(self: SketchDataModule):
+    sizes = ", ".join(f"{s}={len(v)}" for s, v in self.sources.items())
+    return (f"SketchDataModule({str(self.root)!r}, {sizes}, resize={self.resize}, input_mode={self.input_mode!r}, "
+            f"out_ch={self.out_ch})")
 
 # %% ../nbs/02_data.ipynb #84001186
 def to_display(t: torch.Tensor) -> torch.Tensor:

@@ -496,10 +496,6 @@ class ResultsBrowser:
         self._build()
         self._on_run()
 
-    @property
-    def reads(self) -> int: return self.samples.reads
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
-
     def _build(self):
         import ipywidgets as W
         names, style = list(self.by_name), {"description_width": "90px"}
@@ -533,6 +529,13 @@ class ResultsBrowser:
                               self.view,
                               W.HBox([W.VBox([self.wipe_view, self.position]), self.info]),
                               W.HBox([self.checkpoint, self.upload, self.go, self.save]), self.status, self.page_view])
+
+# %% ../nbs/15_gallery.ipynb #ce048a23
+@patch(as_prop=True)
+def reads(self: ResultsBrowser) -> int: return self.samples.reads
+
+@patch
+def _repr_mimebundle_(self: ResultsBrowser, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
 # %% ../nbs/15_gallery.ipynb #5c3a8d21
 @patch

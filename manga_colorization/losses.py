@@ -180,9 +180,6 @@ class GeneratorLoss(nn.Module):
                                  seed_defects) if perceptual_weight > 0 and anime_mix < 1 else None
         self._register_state_dict_hook(_drop_frozen)
 
-    @property
-    def uses_discriminator(self) -> bool: return self.adv_weight > 0
-
     def forward(self, output: torch.Tensor,                  # generator output (B,3|2,H,W) in [-1, 1]
                 target: torch.Tensor,                        # target, same shape
                 fake_logits: torch.Tensor | None = None,     # D(input, output) logits; needed when adv_weight > 0
@@ -210,9 +207,14 @@ class GeneratorLoss(nn.Module):
                            + self.perceptual_weight * perceptual)
         return {k: terms[k] for k in LOSS_TERMS}
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        "Discriminator loss 0.5·(real + fake) in this loss's GAN mode."
-        return self.adversarial.d(real_logits, fake_logits)
+# %% ../nbs/06_losses.ipynb #f99e24b7
+@patch(as_prop=True)
+def uses_discriminator(self: GeneratorLoss) -> bool: return self.adv_weight > 0
+
+@patch
+def d_loss(self: GeneratorLoss, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    "Discriminator loss 0.5·(real + fake) in this loss's GAN mode."
+    return self.adversarial.d(real_logits, fake_logits)
 
 # %% ../nbs/06_losses.ipynb #a0d6ef93
 @patch

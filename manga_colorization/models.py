@@ -345,12 +345,16 @@ class UNetGenerator(nn.Module):
         self.extractor = extractor                    # attached after init: its weights are its own
         self.config: dict = {}
 
-    def pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        "Pad H, W up to a multiple of 2**depth (see `pad_to_multiple`); returns (padded, (top, left))."
-        return pad_to_multiple(x, 2 ** self.depth)
+# %% ../nbs/05_models.ipynb #53972c20
+@patch
+def pad(self: UNetGenerator, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    "Pad H, W up to a multiple of 2**depth (see `pad_to_multiple`); returns (padded, (top, left))."
+    return pad_to_multiple(x, 2 ** self.depth)
 
-    @property
-    def multiple(self) -> int: return 2 ** self.depth      # input sizes `forward_padded` accepts are multiples of this
+@patch(as_prop=True)
+def multiple(self: UNetGenerator) -> int:
+    "Input sizes `forward_padded` accepts are multiples of this."
+    return 2 ** self.depth
 
 # %% ../nbs/05_models.ipynb #93d3fb0b
 @patch
