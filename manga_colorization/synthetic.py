@@ -608,7 +608,8 @@ def synth_character(seed: int = 0,  # dataset seed
     _character(cv, rng, cx, cy, r, scheme)
     mask = Image.fromarray(((np.asarray(alone.color) != _KEY).any(-1) * 255).astype(np.uint8))
     color, lines = cv.color, cv.lines
-    if ss > 1: color, lines, mask = color.reduce(ss), lines.reduce(ss), mask.reduce(ss).point(lambda v: 255 * (v >= 128))
+    if ss > 1:
+        color, lines, mask = color.reduce(ss), lines.reduce(ss), mask.reduce(ss).point(lambda v: 255 * (v >= 128))
     if rng.uniform() < 0.5:
         color, lines, mask = (im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in (color, lines, mask))
     return Drawing(color, lines, [], mask)
