@@ -430,6 +430,7 @@ def _front_hair(cv, rng, cx, cy, r, style, hair, ribbon=None):
         bow = _poly([(cx + 0.5 * r, cy - 1.0 * r), (cx + 1.0 * r, cy - 1.3 * r), (cx + 0.95 * r, cy - 0.7 * r)])
         cv.shape(bow, Paint("cloth_stripes", rng) if ribbon is None else ribbon, outline=1.5)
 
+# %% ../nbs/01_synthetic.ipynb #c4a2sc04
 def _character(cv, rng, cx, cy, r, scheme=None):
     "A bust in the colours of `scheme` (default: picked at random from `rng`); returns the head's box."
     scheme = _random_scheme(rng) if scheme is None else scheme
