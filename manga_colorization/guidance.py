@@ -22,10 +22,11 @@ from .core import AB_SCALE, UserError, lab_to_rgb, rgb_to_lab, rgb_to_lab_norm, 
 from .data import load_image
 
 # %% auto #0
-__all__ = ['GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES', 'HINTS_SUFFIX', 'DEFAULT_RADIUS', 'guidance_parts', 'hue_rotate',
-           'kmeans_palette', 'lab_points', 'palette_of', 'palette_rgb', 'sample_hints', 'GuidanceSampler',
+__all__ = ['GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES', 'HINTS_SUFFIX', 'DEFAULT_RADIUS', 'PAPER_WHITE', 'guidance_parts',
+           'hue_rotate', 'kmeans_palette', 'lab_points', 'palette_of', 'palette_rgb', 'sample_hints', 'GuidanceSampler',
            'parse_color', 'color_hex', 'HintPoint', 'Hints', 'parse_hints', 'read_hints', 'as_hints', 'write_hints',
-           'rgb255_to_lab', 'hint_map', 'palette_tensor', 'reference_palette', 'hints_path']
+           'rgb255_to_lab', 'hint_map', 'palette_tensor', 'reference_palette', 'hints_path', 'reference_warp',
+           'augmented_reference', 'transfer_colors']
 
 # %% ../nbs/03_guidance.ipynb #g1dance0cd01
 GUIDANCES = (None, "hints", "palette", "both")
@@ -358,3 +359,143 @@ def hints_path(page: str | Path,                 # the page file (or an archive 
         return cand if cand.is_file() else None
     if not hints.is_file(): raise UserError(f"{hints}: --hints is neither a hint file nor a folder")
     return hints
+
+# %% ../nbs/03_guidance.ipynb #r3f0aa02
+PAPER_WHITE = 1.0   # what a reference shows where it shows nothing: paper, in [-1, 1]
+
+def reference_warp(n: int,                                # how many grids
+                   size: tuple[int, int],                 # (H, W) of the reference
+                   generator: torch.Generator | None = None,
+                   scale: tuple[float, float] = (0.55, 1.1),  # side of the target window a reference shows (1: all)
+                   rotate: float = 12.0,                  # largest rotation, degrees
+                   flip: float = 0.5,                     # probability of a mirror
+                   warp: float = 0.08,                    # largest displacement of the smooth warp (1 = half the side)
+                   cells: int = 4,                        # control cells per side of the smooth warp
+                  ) -> torch.Tensor:
+    "(n, H, W, 2) `F.grid_sample` grids: the target position (x, y in [-1, 1]) each reference pixel shows."
+    H, W = size
+    def uniform(lo, hi): return torch.rand(n, generator=generator) * (hi - lo) + lo
+    s = uniform(*scale)
+    angle = uniform(-rotate, rotate) * math.pi / 180
+    mirror = torch.where(torch.rand(n, generator=generator) < flip, -1.0, 1.0)
+    room = (1 - s).clamp(min=0)                     # how far the window can move and stay inside the target
+    tx, ty = uniform(-1, 1) * room, uniform(-1, 1) * room
+    c, si = angle.cos() * s, angle.sin() * s
+    affine = torch.stack([torch.stack([c * mirror, -si, tx], -1), torch.stack([si * mirror, c, ty], -1)], 1)
+    grid = F.affine_grid(affine, [n, 1, H, W], align_corners=False)
+    coarse = (torch.rand(n, 2, cells + 1, cells + 1, generator=generator) * 2 - 1) * warp
+    return grid + F.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+
+# %% ../nbs/03_guidance.ipynb #r3f0aa04
+def _cutouts(n: int, size: tuple[int, int], generator, holes: tuple[int, int], side: tuple[float, float]):
+    "(n, 1, H, W) masks, True inside `holes` (a range) random rectangles, sides `side` (a range) of the image's."
+    H, W = size
+    ys, xs = torch.arange(H).view(1, H, 1), torch.arange(W).view(1, 1, W)
+    out = torch.zeros(n, 1, H, W, dtype=torch.bool)
+    for i in range(n):
+        k = int(torch.randint(holes[0], holes[1] + 1, (1,), generator=generator))
+        hw = (torch.rand(k, 2, generator=generator) * (side[1] - side[0]) + side[0]) * torch.tensor([H, W])
+        y0x0 = torch.rand(k, 2, generator=generator) * (torch.tensor([H, W]) - hw)
+        for (y0, x0), (h, w) in zip(y0x0.tolist(), hw.tolist()):
+            out[i] |= (ys >= y0) & (ys < y0 + h) & (xs >= x0) & (xs < x0 + w)
+    return out
+
+def augmented_reference(rgb: torch.Tensor,                      # (B, 3, H, W) targets, RGB in [-1, 1]
+                        generator: torch.Generator | None = None,
+                        grid: torch.Tensor | None = None,         # (B, H, W, 2) where each pixel looks; default drawn
+                        holes: tuple[int, int] = (1, 3),          # how many parts to cut out (a range)
+                        hole_side: tuple[float, float] = (0.1, 0.35),  # their sides, as shares of the image's
+                       ) -> torch.Tensor:
+    "(B, 3, H, W) augmented-self references: each target warped by `grid` (`reference_warp`), parts cut out, on paper."
+    B, _, H, W = rgb.shape
+    grid = reference_warp(B, (H, W), generator) if grid is None else grid
+    rgb = rgb.float()
+    moved = F.grid_sample(torch.cat([rgb, rgb.new_ones(B, 1, H, W)], 1), grid.to(rgb), mode="bilinear",
+                          padding_mode="zeros", align_corners=False)
+    ref = moved[:, :3] + (1 - moved[:, 3:]) * PAPER_WHITE          # outside the target: paper
+    cut = _cutouts(B, (H, W), generator, holes, hole_side)
+    return torch.where(cut, torch.full_like(ref, PAPER_WHITE), ref).clamp(-1, 1)
+
+# %% ../nbs/03_guidance.ipynb #r3f0bb02
+def _local_std(L: torch.Tensor, k: int = 5) -> torch.Tensor:
+    "Standard deviation of (B, 1, H, W) `L` over k x k neighbourhoods (borders replicated)."
+    x = F.pad(L, [k // 2] * 4, mode="replicate")
+    mean, sq = F.avg_pool2d(x, k, 1), F.avg_pool2d(x * x, k, 1)
+    return (sq - mean * mean).clamp(min=0).sqrt()
+
+def _median(x: torch.Tensor, k: int = 5) -> torch.Tensor:
+    "k x k median of each channel of (B, C, H, W) `x` (borders replicated)."
+    B, C, H, W = x.shape
+    windows = F.pad(x, [k // 2] * 4, mode="replicate").unfold(2, k, 1).unfold(3, k, 1)
+    return windows.reshape(B, C, H, W, k * k).median(-1).values
+
+def _jittered(h: int, w: int, n: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    "(ys, xs) of about `n` pixels of an h x w image: one at random in each cell of a grid."
+    rows = max(1, min(h, round(math.sqrt(n * h / w)))); cols = max(1, min(w, round(n / rows)))
+    ys = (torch.arange(rows)[:, None] + torch.rand(rows, cols, generator=generator)) * h / rows
+    xs = (torch.arange(cols)[None, :] + torch.rand(rows, cols, generator=generator)) * w / cols
+    return ys.long().clamp(max=h - 1).flatten(), xs.long().clamp(max=w - 1).flatten()
+
+def _lightness(rgb: torch.Tensor) -> torch.Tensor:
+    "(B, 3, H, W) Lab of RGB in [-1, 1], lightness scaled to [0, 1]."
+    lab = rgb_to_lab(((rgb.float() + 1) / 2).clamp(0, 1))
+    return torch.cat([lab[:, :1] / 100, lab[:, 1:]], 1)
+
+def _reference_samples(refs: list, target_L: torch.Tensor, samples: int, remap: bool, generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(S, 2) features (lightness, remapped if asked, its 5x5 deviation) and (S, 2) Lab chroma of one image's references."
+    mu, sd = target_L.mean(), target_L.std(correction=0)
+    feats, chroma = [], []
+    for ref in refs:
+        lab = _lightness(ref)
+        L = lab[:, :1]
+        if remap: L = (L - L.mean()) * (sd / L.std(correction=0).clamp(min=1e-6)) + mu    # Welsh's remapping
+        ys, xs = _jittered(*L.shape[-2:], max(1, samples // len(refs)), generator)
+        feats.append(torch.stack([L[0, 0, ys, xs], _local_std(L)[0, 0, ys, xs]], -1))
+        chroma.append(lab[0, 1:, ys, xs].T)
+    return torch.cat(feats), torch.cat(chroma)
+
+# %% ../nbs/03_guidance.ipynb #r3f0bb04
+def _reference_lists(references, n: int) -> list[list[torch.Tensor]]:
+    "The references of each of `n` images, as lists of (1, 3, h, w) tensors."
+    if torch.is_tensor(references):
+        if references.dim() != 4 or references.shape[1] != 3 or references.shape[0] not in (1, n):
+            raise UserError(f"references: expected (B, 3, H, W) RGB with B = 1 or {n}, got {tuple(references.shape)}")
+        return [[references[min(i, len(references) - 1)][None]] for i in range(n)]
+    if len(references) != n:
+        raise UserError(f"references: {len(references)} entries for {n} images; give one per image")
+    out = []
+    for entry in references:
+        items = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        refs = [one for t in items for one in (t[None] if t.dim() == 3 else t).split(1)]
+        if not refs or any(r.dim() != 4 or r.shape[1] != 3 for r in refs):
+            raise UserError("references: each image needs at least one (3, H, W) RGB picture")
+        out.append(refs)
+    return out
+
+def transfer_colors(gray: torch.Tensor,                  # (B, 1, H, W) gray pages in [-1, 1]
+                    references,                          # (B, 3, H', W') RGB in [-1, 1], or a list: one entry per image
+                    samples: int = 4000,                 # reference pixels compared with each gray pixel
+                    weight: float = 0.5,                 # weight of lightness against the 5x5 deviation
+                    median: int = 5,                     # side of the median that cleans the chroma (1: none)
+                    remap: bool = True,                  # remap references' lightness to the gray's mean and deviation
+                    neighbours: int = 1,                 # average the chroma of this many best matches (Welsh: 1)
+                    chunk: int = 8192,                   # gray pixels per distance matrix
+                    generator: torch.Generator | None = None,  # for the jittered samples; default seeded (0)
+                   ) -> torch.Tensor:
+    "(B, 3, H, W) RGB in [-1, 1]: the gray's lightness, the chroma of its best-matching reference pixels (Welsh 2002)."
+    gray = gray[:, :1].float()
+    B, _, H, W = gray.shape
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    L = _lightness(gray.expand(-1, 3, -1, -1))[:, :1]
+    scale = torch.tensor([weight, 1 - weight]).sqrt()
+    ab = gray.new_zeros(B, 2, H, W)
+    for i, refs in enumerate(_reference_lists(references, B)):
+        feats, chroma = _reference_samples(refs, L[i], samples, remap, generator)
+        pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
+        k = min(neighbours, len(feats))
+        best = torch.cat([torch.cdist(part, feats * scale).topk(k, largest=False).indices
+                          for part in pixels.split(chunk)])
+        ab[i] = chroma[best].mean(1).T.reshape(2, H, W)
+    if median > 1: ab = _median(ab, median)
+    return (lab_to_rgb(torch.cat([L * 100, ab], 1)) * 2 - 1).clamp(-1, 1)

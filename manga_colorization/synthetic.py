@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import colorsys
+import copy
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from .core import UserError
 
 # %% auto #0
 __all__ = ['FAMILIES', 'HAIR_STYLES', 'CLOTHES', 'SHADE', 'INK', 'PAPER', 'PROPS', 'BACKGROUNDS', 'family_color', 'Paint',
-           'Canvas', 'Illustration', 'synth_illustration', 'psnr_uint8', 'copy_gray_psnr', 'Page', 'synth_page',
-           'ascp_pair', 'write_ascp', 'run_synth', 'add_commands']
+           'Canvas', 'Scheme', 'character_scheme', 'Illustration', 'synth_illustration', 'psnr_uint8', 'copy_gray_psnr',
+           'Drawing', 'synth_character', 'Page', 'synth_page', 'synth_chapter', 'ascp_pair', 'write_ascp', 'run_synth',
+           'add_commands']
 
 # %% ../nbs/01_synthetic.ipynb #692a7cdf
 FAMILIES = {  # name: (hue in degrees, saturation, (lightness low, lightness high))
@@ -349,6 +351,36 @@ def _hair_cap(cx, cy, r, style, rng):
         fringe.append((x + rng.uniform(-0.03, 0.03) * r, y))
     return arc + [right] + fringe + [left]
 
+# %% ../nbs/01_synthetic.ipynb #c4a2sc02
+@dataclass
+class Scheme:
+    "A character's colours: hair style and clothes (each fixing a colour family) and the paints drawn with them."
+    style: str            # one of HAIR_STYLES
+    cloth: str            # one of CLOTHES
+    hair: Paint           # hair (and eyes)
+    skin: Paint
+    clothes: Paint
+    ribbon: Paint | None = None   # a bob's ribbon; None: picked while drawing
+    blush: bool | None = None     # blushing cheeks; None: decided while drawing
+
+    def colors(self) -> list[tuple]:
+        "RGB (0-255) of the hair, skin and clothes in full light."
+        return [self.hair(), self.skin(), self.clothes()]
+
+
+def _random_scheme(rng) -> Scheme:
+    "A scheme picked from `rng` (a scene's stream: the ribbon and blush are decided later, while drawing)."
+    style, cloth = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))], CLOTHES[int(rng.integers(len(CLOTHES)))]
+    return Scheme(style, cloth, Paint("hair_" + style, rng), Paint("skin", rng), Paint("cloth_" + cloth, rng))
+
+
+def character_scheme(seed: int = 0,  # dataset seed
+                     character: int = 0,  # which character: (seed, character) fixes its colours
+                     ) -> Scheme:
+    "The colours of character `character`, the same in every drawing of it."
+    rng = np.random.default_rng([seed, character, 0xC0105])
+    return replace(_random_scheme(rng), ribbon=Paint("cloth_stripes", rng), blush=bool(rng.uniform() < 0.6))
+
 # %% ../nbs/01_synthetic.ipynb #c6d51158
 def _back_hair(cv, cx, cy, r, style, hair):
     if style == "long":
@@ -370,11 +402,11 @@ def _torso(cv, cx, cy, r, cloth, clothes):
         for k in range(3): cv.fill(_ellipse(cx, sh + (0.9 + 0.45 * k) * r, 0.05 * r, 0.05 * r), INK, sketch_fill=0)
     return sh
 
-def _face(cv, rng, cx, cy, r, hair, flip):
-    "Eyes in the hair's hue, sometimes blush, a mouth and a nose."
+def _face(cv, rng, cx, cy, r, hair, flip, blush=None):
+    "Eyes in the hair's hue, blush (sometimes, unless `blush` says), a mouth and a nose."
     for s in (-1, 1):
         _eye(cv, cx + s * 0.4 * r, cy + 0.12 * r, r, hair, flip=s)
-    if rng.uniform() < 0.6:
+    if (rng.uniform() < 0.6) if blush is None else blush:
         for s in (-1, 1):
             bx, by = cx + s * 0.55 * r, cy + 0.45 * r
             cv.fill(_ellipse(bx, by, 0.15 * r, 0.07 * r), family_color("blush", 0.5))
@@ -383,8 +415,8 @@ def _face(cv, rng, cx, cy, r, hair, flip):
     cv.line([(cx - mw, cy + 0.62 * r), (cx, cy + (0.62 + rng.uniform(-0.03, 0.08)) * r), (cx + mw, cy + 0.62 * r)], 1.5)
     cv.line([(cx + 0.02 * r * flip, cy + 0.38 * r), (cx + 0.05 * r * flip, cy + 0.42 * r)], 1.0)
 
-def _front_hair(cv, rng, cx, cy, r, style, hair):
-    "Hair over the head: the cap, strands, a highlight band, and a ribbon on a bob."
+def _front_hair(cv, rng, cx, cy, r, style, hair, ribbon=None):
+    "Hair over the head: the cap, strands, a highlight band, and a ribbon on a bob (random unless given)."
     cap = _poly(_hair_cap(cx, cy, r, style, rng))
     cv.shape(cap, hair, outline=3.0, shade=0.12)
     dark = hair(SHADE[1])
@@ -395,19 +427,21 @@ def _front_hair(cv, rng, cx, cy, r, style, hair):
     hy = cy - 0.75 * r
     cv.line([(cx - 0.55 * r + 0.15 * r * k, hy + 0.05 * r * (k % 2)) for k in range(8)], 2.5, color=hair(tone=1.0, shade=1.18), sketch=False)
     if style == "bob":   # a ribbon
-        cv.shape(_poly([(cx + 0.5 * r, cy - 1.0 * r), (cx + 1.0 * r, cy - 1.3 * r), (cx + 0.95 * r, cy - 0.7 * r)]), Paint("cloth_stripes", rng), outline=1.5)
+        bow = _poly([(cx + 0.5 * r, cy - 1.0 * r), (cx + 1.0 * r, cy - 1.3 * r), (cx + 0.95 * r, cy - 0.7 * r)])
+        cv.shape(bow, Paint("cloth_stripes", rng) if ribbon is None else ribbon, outline=1.5)
 
-def _character(cv, rng, cx, cy, r):
-    "A bust: hair style and clothes picked at random, each fixing its colour family; returns the head's box."
-    style, cloth = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))], CLOTHES[int(rng.integers(len(CLOTHES)))]
-    hair, skin, clothes = Paint("hair_" + style, rng), Paint("skin", rng), Paint("cloth_" + cloth, rng)
+# %% ../nbs/01_synthetic.ipynb #c4a2sc04
+def _character(cv, rng, cx, cy, r, scheme=None):
+    "A bust in the colours of `scheme` (default: picked at random from `rng`); returns the head's box."
+    scheme = _random_scheme(rng) if scheme is None else scheme
+    style, cloth, hair, skin, clothes = scheme.style, scheme.cloth, scheme.hair, scheme.skin, scheme.clothes
     flip = 1 if rng.uniform() < 0.5 else -1
     _back_hair(cv, cx, cy, r, style, hair)
     sh = _torso(cv, cx, cy, r, cloth, clothes)
     cv.shape(_poly([(cx - 0.22 * r, cy + 0.6 * r), (cx + 0.22 * r, cy + 0.6 * r), (cx + 0.24 * r, sh + 0.05 * r), (cx - 0.24 * r, sh + 0.05 * r)]), skin, outline=1.5, shade=0.3)
     cv.shape(_ellipse(cx, cy, r, 1.08 * r), skin, outline=3.0, shade=0.12)
-    _face(cv, rng, cx, cy, r, hair, flip)
-    _front_hair(cv, rng, cx, cy, r, style, hair)
+    _face(cv, rng, cx, cy, r, hair, flip, scheme.blush)
+    _front_hair(cv, rng, cx, cy, r, style, hair, scheme.ribbon)
     return (cx - 1.3 * r, cy - 1.3 * r, cx + 1.3 * r, cy + 1.3 * r)
 
 # %% ../nbs/01_synthetic.ipynb #e22c1c0f
@@ -452,16 +486,17 @@ def _props(cv, rng, kind, horizon):
         y = rng.uniform(0.15, 0.85) * h if horizon is None or name == "star" else rng.uniform(horizon / h - 0.05, 0.92) * h
         PROPS[name](cv, rng, rng.uniform(0.08, 0.92) * w, y, r)
 
-def _characters(cv, rng):
-    "0-2 bust shots (the torso reaches the bottom edge); returns their heads (cx, cy, r)."
+def _characters(cv, rng, scheme=None):
+    "0-2 bust shots (the torso reaches the bottom edge), the first in `scheme` when given; returns heads (cx, cy, r)."
     w, h = cv.w, cv.h
     heads = []
     n_char = int(rng.choice([0, 1, 1, 1, 2, 2]))
+    if scheme is not None: n_char = max(1, n_char)   # a chapter's character is in every panel
     for k in range(n_char):
         r = rng.uniform(0.13, 0.22) * min(w, h)
         cx = (rng.uniform(0.3, 0.7) if n_char == 1 else rng.uniform(0.15, 0.45) + 0.4 * k) * w
         cy = max(rng.uniform(0.35, 0.6) * h, h - 4.0 * r)
-        _character(cv, rng, cx, cy, r)
+        _character(cv, rng, cx, cy, r, scheme if k == 0 else None)
         heads.append((cx, cy, r))
     return heads
 
@@ -478,13 +513,13 @@ def _scene_bubbles(cv, rng, heads):
         boxes.append(_bubble(cv, rng, cx, cy, rx, ry, tail))
     return boxes
 
-def _scene(cv, rng, bubbles=True):
+def _scene(cv, rng, bubbles=True, scheme=None):
     "Draw a scene (background, ground, props, characters, bubbles) on `cv`; return the bubble boxes."
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     horizon = _background(cv, rng, kind)
     _ground(cv, rng, kind, horizon)
     _props(cv, rng, kind, horizon)
-    heads = _characters(cv, rng)
+    heads = _characters(cv, rng, scheme)
     return _scene_bubbles(cv, rng, heads) if bubbles else []
 
 # %% ../nbs/01_synthetic.ipynb #168cd55d
@@ -533,6 +568,52 @@ def copy_gray_psnr(seed: int = 0, n: int = 64, size: int = 128, start: int = 0) 
     "PSNR of the copy-the-gray colorizer (gray in all three channels) on synthetic images `start..start+n-1`."
     colors = [np.asarray(synth_illustration(seed, i, size).color) for i in range(start, start + n)]
     return psnr_uint8([np.repeat(np.asarray(Image.fromarray(c).convert("L"))[..., None], 3, -1) for c in colors], colors)
+
+# %% ../nbs/01_synthetic.ipynb #c4a2dr02
+@dataclass
+class Drawing(Illustration):
+    "A drawing of one character: an illustration and the character's mask."
+    mask: Image.Image | None = None   # L, 255 where the character is
+
+
+_KEY = (1, 254, 2)   # a colour no drawing uses: the background the character's mask is cut from
+
+
+def _place(rng, w, h):
+    "Where a drawing puts its character: head centre and radius (a bust, the torso reaching the bottom edge)."
+    r = rng.uniform(0.12, 0.26) * min(w, h)
+    return rng.uniform(0.2, 0.8) * w, rng.uniform(1.2 * r, max(1.3 * r, 0.62 * h)), r
+
+
+def synth_character(seed: int = 0,  # dataset seed
+                    character: int = 0,  # which character: (seed, character) fixes its colours
+                    drawing: int = 0,  # which drawing of it: (seed, character, drawing) fixes the picture
+                    size: int | tuple = 256,  # side, or (width, height)
+                    supersample: int = 2,  # anti-aliasing factor
+                    ) -> Drawing:
+    "Character `character` in its colours, drawn anew for each `drawing`: scene, light, place, scale, face, mirroring."
+    w, h = _wh(size)
+    ss = max(1, int(supersample))
+    rng = np.random.default_rng([seed, character, drawing, 0xD4A3])
+    ang = rng.uniform(0, 2 * np.pi)
+    light = (math.cos(ang), math.sin(ang))
+    cv = Canvas(w * ss, h * ss, u=ss * min(w, h) / 256, light=light)
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    horizon = _background(cv, rng, kind)
+    _ground(cv, rng, kind, horizon)
+    _props(cv, rng, kind, horizon)
+    cx, cy, r = _place(rng, cv.w, cv.h)
+    scheme = character_scheme(seed, character)
+    alone = Canvas(cv.w, cv.h, cv.u, light, bg=_KEY)
+    _character(alone, copy.deepcopy(rng), cx, cy, r, scheme)     # the same strokes on a keyed canvas: the mask
+    _character(cv, rng, cx, cy, r, scheme)
+    mask = Image.fromarray(((np.asarray(alone.color) != _KEY).any(-1) * 255).astype(np.uint8))
+    color, lines = cv.color, cv.lines
+    if ss > 1:
+        color, lines, mask = color.reduce(ss), lines.reduce(ss), mask.reduce(ss).point(lambda v: 255 * (v >= 128))
+    if rng.uniform() < 0.5:
+        color, lines, mask = (im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in (color, lines, mask))
+    return Drawing(color, lines, [], mask)
 
 # %% ../nbs/01_synthetic.ipynb #2051fece
 @dataclass
@@ -597,15 +678,15 @@ def _layout(rng, w, h, margin, gutter):
     return [poly for k in range(n) for poly in _row_panels(rng, rows[k], rows[k + 1], k == 0, k == n - 1, w, margin, gutter)]
 
 # %% ../nbs/01_synthetic.ipynb #fbf234b5
-def _draw_panel(page, poly, rng_seed, u):
-    "Draw an illustration (seeded by `rng_seed`) into panel `poly` of `page` and frame it; returns the panel's box."
+def _draw_panel(page, poly, rng_seed, u, scheme=None):
+    "Draw an illustration (seeded by `rng_seed`; `scheme`: its first character) into panel `poly`, framed; its box."
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
     x0, y0, x1, y1 = int(min(xs)), int(min(ys)), int(math.ceil(max(xs))), int(math.ceil(max(ys)))
     pw, ph = x1 - x0, y1 - y0
     prng = np.random.default_rng(rng_seed)
     pang = prng.uniform(0, 2 * np.pi)
     cv = Canvas(pw, ph, u=max(u, min(pw, ph) / 320), light=(math.cos(pang), math.sin(pang)))
-    _scene(cv, prng, bubbles=False)
+    _scene(cv, prng, bubbles=False, scheme=scheme)
     mask = Image.new("L", (pw, ph), 0)
     ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in poly], fill=255)
     page.color.paste(cv.color, (x0, y0), mask)
@@ -658,22 +739,38 @@ def synth_page(seed: int = 0,  # dataset seed
                supersample: int = 2,  # anti-aliasing factor
                ) -> Page:
     "A procedural manga page: rectangular and slanted panels on white gutters, bubbles (some crossing panel borders)."
+    return _synth_page([seed, index, 0xBA6E], size, supersample)
+
+
+def _synth_page(key: list, size, supersample: int, scheme: Scheme | None = None) -> Page:
+    "The page seeded by `key` (panel k by `key + [k]`); `scheme`: a character in every panel."
     w, h = _wh(size)
     ss = max(1, int(supersample))
-    rng = np.random.default_rng([seed, index, 0xBA6E])
+    rng = np.random.default_rng(key)
     W, H = w * ss, h * ss
     u = ss * min(w, h) / 512
     ang = rng.uniform(0, 2 * np.pi)
     page = Canvas(W, H, u=u, light=(math.cos(ang), math.sin(ang)))
     margin, gutter = rng.uniform(0.04, 0.06) * min(W, H), rng.uniform(0.015, 0.03) * min(W, H)
     polys = _layout(rng, W, H, margin, gutter)
-    boxes = [_draw_panel(page, poly, [seed, index, 0xBA6E, k], u) for k, poly in enumerate(polys)]
+    boxes = [_draw_panel(page, poly, [*key, k], u, scheme) for k, poly in enumerate(polys)]
     bubbles = _page_bubbles(page, rng, polys, boxes, margin, gutter)   # some inside a panel, some across a panel border
     color, lines = page.color, page.lines
     if ss > 1: color, lines = color.reduce(ss), lines.reduce(ss)
     sc = lambda b: tuple(int(round(v / ss)) for v in b)
     return Page(color, lines, [sc(b) for b in boxes], [sc(b[:4]) for b in bubbles],
                 [[(x / ss, y / ss) for x, y in p] for p in polys])
+
+# %% ../nbs/01_synthetic.ipynb #c4a2ch02
+def synth_chapter(seed: int = 0,  # dataset seed
+                  character: int = 0,  # the chapter's character: its colours are `character_scheme(seed, character)`
+                  pages: int = 4,  # number of pages
+                  size: tuple = (768, 1088),  # (width, height) of each page
+                  supersample: int = 2,  # anti-aliasing factor
+                  ) -> list[Page]:
+    "`pages` pages (colour, gray and sketch) with character `character`, in its own colours, in every panel."
+    scheme = character_scheme(seed, character)
+    return [_synth_page([seed, character, k, 0xC4A9], size, supersample, scheme) for k in range(pages)]
 
 # %% ../nbs/01_synthetic.ipynb #deb8e48b
 def _is_nonempty_dir(path: Path) -> bool:

@@ -17,7 +17,8 @@ from PIL import Image
 from manga_colorization.cli import main
 from manga_colorization.colorize import Colorizer
 from manga_colorization.core import UserError
-from manga_colorization.guidance import HintPoint, Hints, write_hints
+from manga_colorization.guidance import (HintPoint, Hints, augmented_reference, reference_warp, transfer_colors,
+                                         write_hints)
 from manga_colorization.models import list_models, make_generator, save_generator
 from manga_colorization.runs import Run, load_checkpoint, load_generator
 from manga_colorization.train import GANStep, TrainConfig, setup_device, train
@@ -232,3 +233,41 @@ def test_unguided_models_and_upscaling_ignore_sidecars(guided_generator, tmp_pat
     rc, _, err = _cli(["colorize", tmp_path / "in", "--checkpoint", tmp_path / "plain", "--out", tmp_path / "out", "--device", "cpu"])
     assert rc == 0 and err.count("takes no guidance") == 1, err
     assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == ["a.png", "b.png"]
+
+
+def _rgb(n, size, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _smooth(x):
+    "Smooth noise (a blurred random image), so a warp moves structures rather than independent pixels."
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2).mul(2).clamp(-1, 1)
+
+
+def test_augmented_reference_is_deterministic_and_moves_pixels():
+    rgb = _smooth(_rgb(2, 32))
+    ref = augmented_reference(rgb, torch.Generator().manual_seed(5))
+    assert ref.shape == rgb.shape and ref.min() >= -1 and ref.max() <= 1
+    assert torch.equal(ref, augmented_reference(rgb, torch.Generator().manual_seed(5)))
+    assert not torch.equal(ref, rgb) and (ref == 1).float().mean() > 0.01                    # moved; parts are paper
+    grid = reference_warp(2, (32, 48), torch.Generator().manual_seed(1))
+    assert grid.shape == (2, 32, 48, 2)
+    assert torch.equal(grid, reference_warp(2, (32, 48), torch.Generator().manual_seed(1)))
+
+
+def test_transfer_colors_shapes_gray_reference_and_per_image():
+    gray = _rgb(2, 24, 1).mean(1, keepdim=True)
+    refs = _rgb(2, 20, 2)
+    out = transfer_colors(gray, refs, samples=200)
+    assert out.shape == (2, 3, 24, 24) and out.min() >= -1 and out.max() <= 1
+    pooled = transfer_colors(gray, [refs[0], [refs[1][:, :10], refs[1][:, 10:]]], samples=200)   # 2 pictures, 1 image
+    assert pooled.shape == (2, 3, 24, 24)
+    no_colour = transfer_colors(gray, gray.expand(-1, 3, -1, -1).flip(-2), samples=200)   # a gray reference
+    torch.testing.assert_close(no_colour, gray.expand(-1, 3, -1, -1), atol=2e-3, rtol=0)
+    red = torch.tensor([0.8, -0.6, -0.6]).view(3, 1, 1).expand(3, 16, 16)
+    blue = torch.tensor([-0.6, -0.6, 0.8]).view(3, 1, 1).expand(3, 16, 16)
+    both = transfer_colors(gray, [red, blue], samples=100)                          # each image its own reference
+    assert (both[0, 0] > both[0, 2]).float().mean() > 0.9 and (both[1, 2] > both[1, 0]).float().mean() > 0.9
+    alone = transfer_colors(gray, [red, red], samples=100)
+    torch.testing.assert_close(both[0], alone[0])
+    with pytest.raises(UserError, match="1 entries for 2 images"): transfer_colors(gray, [red])
