@@ -35,7 +35,8 @@ PALETTE_FEATURES = 4        # per palette colour: L/100, a/110, b/110, weight
 
 def guidance_parts(guidance: str | None) -> tuple[bool, bool]:
     "(uses hints, uses a palette) of a `guidance` value, checked."
-    if guidance not in GUIDANCES: raise UserError(f"unknown guidance {guidance!r}; choose one of hints, palette, both (or none)")
+    if guidance not in GUIDANCES:
+        raise UserError(f"unknown guidance {guidance!r}; choose one of hints, palette, both (or none)")
     return guidance in ("hints", "both"), guidance in ("palette", "both")
 
 
@@ -43,7 +44,8 @@ def guidance_parts(guidance: str | None) -> tuple[bool, bool]:
 def hue_rotate(rgb: torch.Tensor,     # (B, 3, H, W) RGB in [-1, 1]
                angles: torch.Tensor,  # (B,) radians
               ) -> torch.Tensor:
-    "`rgb` with its Lab chroma rotated by `angles` (lightness kept; colours leaving the sRGB gamut are clipped), in [-1, 1]."
+    ("`rgb` with its Lab chroma rotated by `angles` (lightness kept; colours leaving the sRGB gamut are clipped), in "
+     "[-1, 1].")
     lab = rgb_to_lab_norm(rgb.float())
     c, s = angles.cos().to(lab)[:, None, None], angles.sin().to(lab)[:, None, None]
     a, b = lab[:, 1], lab[:, 2]
@@ -58,7 +60,8 @@ def _kmeans_pp(x: torch.Tensor, w: torch.Tensor, k: int, generator: torch.Genera
     d2 = ((x - centres[0][:, None]) ** 2).sum(-1)
     for _ in range(1, k):
         pick = torch.multinomial(w * d2 + 1e-12, 1, generator=generator)[:, 0]
-        done = (d2.max(-1).values <= 1e-10)[:, None]             # every point is a centre already: park this one far away (empty)
+        # every point is a centre already: park this one far away (empty)
+        done = (d2.max(-1).values <= 1e-10)[:, None]
         centres.append(torch.where(done, torch.full_like(x[:, 0], 1e3), x[torch.arange(B), pick]))
         d2 = torch.minimum(d2, ((x - centres[-1][:, None]) ** 2).sum(-1))
     return torch.stack(centres, 1)
@@ -139,14 +142,18 @@ class GuidanceSampler:
     hint_patches: tuple = (1, 3, 5)       # patch sides drawn from, in pixels at the working size
     palette_k: int = 8                    # palette colours
     palette_none: float = 0.25            # share of images without a palette
-    palette_crop: float = 0.5             # share of palettes taken from a random crop of the image (25-100% of each side)
+    # share of palettes taken from a random crop of the image (25-100% of each side)
+    palette_crop: float = 0.5
 
     def __post_init__(self):
         self.hints, self.palette = guidance_parts(self.guidance)
         for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop"):
-            if not 0 <= getattr(self, name) <= 1: raise UserError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if self.hint_mean < 1 or self.hint_max < 1: raise UserError(f"hint_mean and hint_max must be at least 1, got {self.hint_mean}, {self.hint_max}")
-        if not self.hint_patches or min(self.hint_patches) < 1: raise UserError(f"hint_patches must be positive sides, got {self.hint_patches}")
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.hint_mean < 1 or self.hint_max < 1:
+            raise UserError(f"hint_mean and hint_max must be at least 1, got {self.hint_mean}, {self.hint_max}")
+        if not self.hint_patches or min(self.hint_patches) < 1:
+            raise UserError(f"hint_patches must be positive sides, got {self.hint_patches}")
         self.hint_patches = tuple(int(s) for s in self.hint_patches)
 
     def counts(self, n: int, generator=None) -> torch.Tensor:
@@ -166,7 +173,9 @@ class GuidanceSampler:
             angles = torch.rand(B, generator=generator) * 2 * math.pi * turn
             if turn.any(): rgb = torch.where(turn.view(B, 1, 1, 1), hue_rotate(rgb, angles), rgb)
         guide = {}
-        if self.hints: guide["hints"] = sample_hints(rgb_to_lab_norm(rgb)[:, 1:], self.counts(B, generator), self.hint_patches, generator)
+        if self.hints:
+            guide["hints"] = sample_hints(rgb_to_lab_norm(rgb)[:, 1:], self.counts(B, generator), self.hint_patches,
+                                          generator)
         if self.palette:
             pal = palette_of(self._crops(rgb, generator), self.palette_k, generator=generator)
             guide["palette"] = pal * (torch.rand(B, generator=generator) >= self.palette_none).view(B, 1, 1)
@@ -181,16 +190,19 @@ def _crops(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Te
     for i in range(rgb.shape[0]):
         if torch.rand(1, generator=generator).item() >= self.palette_crop: continue
         h, w = (torch.rand(2, generator=generator) * 0.75 + 0.25).mul(torch.tensor([H, W])).long().clamp(min=1).tolist()
-        y = int(torch.randint(H - h + 1, (1,), generator=generator)); x = int(torch.randint(W - w + 1, (1,), generator=generator))
+        y = int(torch.randint(H - h + 1, (1,), generator=generator))
+        x = int(torch.randint(W - w + 1, (1,), generator=generator))
         out[i] = F.interpolate(rgb[i:i + 1, :, y:y + h, x:x + w], size=(H, W), mode="nearest")[0]
     return out
 
 @patch
 def fixed(self: GuidanceSampler, rgb: torch.Tensor, hints: int = 10, palette: bool = True, seed: int = 0) -> dict:
-    "Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), from `seed`."
+    ("Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), from "
+     "`seed`.")
     g = torch.Generator().manual_seed(seed)
     guide = {}
-    if self.hints: guide["hints"] = sample_hints(rgb_to_lab_norm(rgb.float())[:, 1:], [hints] * len(rgb), self.hint_patches, g)
+    if self.hints:
+        guide["hints"] = sample_hints(rgb_to_lab_norm(rgb.float())[:, 1:], [hints] * len(rgb), self.hint_patches, g)
     if self.palette:
         pal = palette_of(rgb.float(), self.palette_k, generator=g)
         guide["palette"] = pal if palette else torch.zeros_like(pal)
@@ -206,7 +218,8 @@ def parse_color(value, where: str = "color") -> tuple[int, int, int]:
         h = value.strip()[1:]
         if len(h) == 3: h = "".join(c * 2 for c in h)
         return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+    def level(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(level(v) for v in value):
         return tuple(int(round(v)) for v in value)
     raise UserError(f"{where}: {value!r} is not a colour ('#d03030', '#d33' or [208, 48, 48])")
 
@@ -230,23 +243,28 @@ class Hints:
     def __bool__(self) -> bool: return bool(self.points or self.palette)
     def to_json(self) -> dict:
         "The file form (colours as #rrggbb)."
-        d = {"points": [{"x": round(p.x, 2), "y": round(p.y, 2), "color": color_hex(p.color), "radius": p.radius} for p in self.points]}
+        d = {"points": [{"x": round(p.x, 2), "y": round(p.y, 2), "color": color_hex(p.color),
+                         "radius": p.radius} for p in self.points]}
         if self.palette:
-            d["palette"] = [color_hex(c) if w == 1 else {"color": color_hex(c), "weight": w} for c, w in zip(self.palette, self.weights)]
+            d["palette"] = [color_hex(c) if w == 1 else {"color": color_hex(c), "weight": w}
+                            for c, w in zip(self.palette, self.weights)]
         return d
 
 # %% ../nbs/03_guidance.ipynb #a0000020
 def _number(d: dict, key: str, where: str, default=None, minimum: float | None = None) -> float:
     v = d.get(key, default)
     if v is None: raise UserError(f"{where}.{key}: missing")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v): raise UserError(f"{where}.{key}: {v!r} is not a number")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise UserError(f"{where}.{key}: {v!r} is not a number")
     if minimum is not None and v < minimum: raise UserError(f"{where}.{key}: {v} is below {minimum}")
     return float(v)
 
 def parse_hints(data, source: str = "hints") -> Hints:
     "`Hints` from the parsed JSON of a hint file; `UserError` naming `source` and the field otherwise."
-    if not isinstance(data, dict): raise UserError(f"{source}: a hint file is a JSON object with 'points' and/or 'palette'")
-    if unknown := sorted(set(data) - {"points", "palette", "version"}): raise UserError(f"{source}: unknown field {unknown[0]!r} (fields: points, palette)")
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a hint file is a JSON object with 'points' and/or 'palette'")
+    if unknown := sorted(set(data) - {"points", "palette", "version"}):
+        raise UserError(f"{source}: unknown field {unknown[0]!r} (fields: points, palette)")
     points, palette, weights = data.get("points", []), data.get("palette", []), []
     if not isinstance(points, list): raise UserError(f"{source}: points: must be a list")
     if not isinstance(palette, list): raise UserError(f"{source}: palette: must be a list")
@@ -255,11 +273,13 @@ def parse_hints(data, source: str = "hints") -> Hints:
         where = f"{source}: points[{i}]"
         if not isinstance(p, dict): raise UserError(f"{where}: must be an object with x, y, color")
         out.points.append(HintPoint(_number(p, "x", where, minimum=0), _number(p, "y", where, minimum=0),
-                                    parse_color(p.get("color"), f"{where}.color"), _number(p, "radius", where, DEFAULT_RADIUS, 0)))
+                                    parse_color(p.get("color"), f"{where}.color"),
+                                        _number(p, "radius", where, DEFAULT_RADIUS, 0)))
     for i, c in enumerate(palette):
         where = f"{source}: palette[{i}]"
         if isinstance(c, dict):
-            out.palette.append(parse_color(c.get("color"), f"{where}.color")); weights.append(_number(c, "weight", where, 1.0, 0))
+            out.palette.append(parse_color(c.get("color"), f"{where}.color"))
+            weights.append(_number(c, "weight", where, 1.0, 0))
         else: out.palette.append(parse_color(c, where)); weights.append(1.0)
     out.weights = weights
     return out
@@ -278,7 +298,8 @@ def as_hints(hints) -> Hints | None:
     if isinstance(hints, (str, Path)): return read_hints(hints)
     if isinstance(hints, dict): return parse_hints(hints)
     if isinstance(hints, (list, tuple)) and all(isinstance(p, HintPoint) for p in hints): return Hints(list(hints))
-    raise TypeError(f"hints: expected Hints, a hint file path, its JSON dict or a list of HintPoint, not {type(hints).__name__}")
+    raise TypeError("hints: expected Hints, a hint file path, its JSON dict or a list of HintPoint, not "
+                    f"{type(hints).__name__}")
 
 def write_hints(hints: Hints, path: str | Path) -> Path:
     "Write `hints` to `path` as JSON, atomically (a temporary file, then a rename)."
@@ -329,10 +350,12 @@ def palette_tensor(colors: list, weights: list[float] | None = None, k: int = 8)
     return pal
 
 def reference_palette(ref, k: int = 8) -> torch.Tensor:
-    "(1, k, 4) palette of a reference: a picture (path or PIL image; transparency on white), or a .json palette/hint file."
+    ("(1, k, 4) palette of a reference: a picture (path or PIL image; transparency on white), or a .json palette/hint "
+     "file.")
     if isinstance(ref, (str, Path)) and str(ref).lower().endswith(".json"):
         h = read_hints(ref)
-        if not h.palette: raise UserError(f"{ref}: palette: missing or empty (a reference .json needs a 'palette' list)")
+        if not h.palette:
+            raise UserError(f"{ref}: palette: missing or empty (a reference .json needs a 'palette' list)")
         return palette_tensor(h.palette, h.weights, k)
     if not isinstance(ref, Image.Image):
         ref = load_image(ref)

@@ -28,9 +28,11 @@ __all__ = ['MARKER_R', 'HintEditor']
 MARKER_R = 5   # display px: the disc drawn at each point; a press within MARKER_R + 3 px of a point grabs it
 
 def _page_image(page) -> tuple[Image.Image, Path | None]:
-    "The page as a PIL image (`colorize.as_image`: transparency on white; RGB or L) and its file (None for an image given in memory)."
+    ("The page as a PIL image (`colorize.as_image`: transparency on white; RGB or L) and its file (None for an image "
+     "given in memory).")
     img = as_image(page)
-    return (img.convert("RGB") if img.mode not in ("RGB", "L") else img), (Path(page) if isinstance(page, (str, Path)) else None)
+    if img.mode not in ("RGB", "L"): img = img.convert("RGB")
+    return img, (Path(page) if isinstance(page, (str, Path)) else None)
 
 def _rgb(value) -> tuple[int, int, int]:
     "(r, g, b) of '#rrggbb', '#rgb', (r, g, b) or a CSS colour name (what a colour picker may hold)."
@@ -46,7 +48,8 @@ def _swatches(colors: list, weights: list, width: int = 256) -> str:
     if not colors: return "<i>no palette: give a reference picture</i>"
     total = sum(weights) or 1
     spans = "".join(f"<span title='{color_hex(c)} {w / total:.0%}' style='display:inline-block;height:20px;"
-                    f"width:{max(3, round(width * w / total))}px;background:{color_hex(c)}'></span>" for c, w in zip(colors, weights))
+                    f"width:{max(3, round(width * w / total))}px;background:{color_hex(c)}'></span>"
+                    for c, w in zip(colors, weights))
     return f"<div class='mc-swatches' style='display:flex;border:1px solid #333;width:fit-content'>{spans}</div>"
 
 def _png(img: Image.Image) -> bytes:
@@ -54,14 +57,22 @@ def _png(img: Image.Image) -> bytes:
 
 # %% ../nbs/16_hint_editor.ipynb #07f70712
 class HintEditor:
-    "An ipywidgets app: click colour hints onto a page, take a palette from a reference, see a guided generator's preview after each change."
-    def __init__(self, colorizer,                        # a `colorize.Colorizer` of a generator trained with hints (or a checkpoint path)
-                 page,                                   # the page: a path (its PAGE.hints.json is read and written) or a PIL image
-                 hints=None,                             # starting hints: `Hints`, a hint file, its dict or `HintPoint`s; default: the sidecar
-                 reference=None,                         # a reference picture (path or PIL image) whose palette guides the colours
+    ("An ipywidgets app: click colour hints onto a page, take a palette from a reference, see a guided generator's "
+     "preview after each change.")
+    def __init__(
+                 # a `colorize.Colorizer` of a generator trained with hints (or a checkpoint path)
+                 self, colorizer,
+                 # the page: a path (its PAGE.hints.json is read and written) or a PIL image
+                 page,
+                 # starting hints: `Hints`, a hint file, its dict or `HintPoint`s; default: the sidecar
+                 hints=None,
+                 # a reference picture (path or PIL image) whose palette guides the colours
+                 reference=None,
                  preview_size: int = 256,                # longer side of the preview, px
-                 save_to: str | Path | None = None,      # folder for the hints and the colorized page (default: beside the page)
-                 radius: float | None = None,            # hint radius for new points, page px (default: about 2.5 working-size px)
+                 # folder for the hints and the colorized page (default: beside the page)
+                 save_to: str | Path | None = None,
+                 # hint radius for new points, page px (default: about 2.5 working-size px)
+                 radius: float | None = None,
                 ):
         self.colorizer = colorizer if isinstance(colorizer, Colorizer) else Colorizer(colorizer)
         G = self.colorizer.G
@@ -90,7 +101,8 @@ class HintEditor:
 
     @property
     def sidecar(self) -> Path | None:
-        "Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory without `save_to`)."
+        ("Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory "
+         "without `save_to`).")
         folder = self.save_to or (self.path.parent if self.path else None)
         return folder / (self.stem + HINTS_SUFFIX) if folder is not None else None
 
@@ -106,7 +118,8 @@ def _build(self: HintEditor, radius: float):
     import ipywidgets as W
     from ipyevents import Event
     w, h = self.small.size
-    self.view = W.Image(format="png", width=str(w), height=str(h), layout=W.Layout(width=f"{w}px", height=f"{h}px", min_width=f"{w}px"))
+    self.view = W.Image(format="png", width=str(w), height=str(h),
+                        layout=W.Layout(width=f"{w}px", height=f"{h}px", min_width=f"{w}px"))
     self.color = W.ColorPicker(value="#dc2828", description="colour", concise=False)
     big = max(2, round(max(self.page.size) / 4))
     self.radius = W.IntSlider(value=min(big, max(1, round(radius))), min=1, max=big, description="radius (px)")
@@ -115,23 +128,29 @@ def _build(self: HintEditor, radius: float):
     self.palette_view, self.status = W.HTML(_swatches([], [])), W.HTML()
     self.upload = W.FileUpload(accept="image/*", multiple=False, description="reference")
     self.save_button = W.Button(description="save hints", icon="save", tooltip="write STEM.hints.json beside the page")
-    self.apply_button = W.Button(description="apply at full resolution", icon="paint-brush", layout=W.Layout(width="auto"))
+    self.apply_button = W.Button(description="apply at full resolution", icon="paint-brush",
+                                 layout=W.Layout(width="auto"))
     self.result_view = W.Image(format="png", layout=W.Layout(display="none", max_width="100%", height="auto"))
-    for wid, c in ((self.view, "mc-hint-view"), (self.color, "mc-color"), (self.radius, "mc-radius"), (self.undo_button, "mc-undo"),
-                   (self.clear_button, "mc-clear"), (self.use_palette, "mc-use-palette"), (self.palette_view, "mc-palette"),
+    for wid, c in ((self.view, "mc-hint-view"), (self.color, "mc-color"), (self.radius, "mc-radius"),
+                   (self.undo_button, "mc-undo"),
+                   (self.clear_button, "mc-clear"), (self.use_palette, "mc-use-palette"),
+                       (self.palette_view, "mc-palette"),
                    (self.upload, "mc-reference"), (self.save_button, "mc-save-hints"), (self.apply_button, "mc-apply"),
                    (self.status, "mc-status"), (self.result_view, "mc-result")): wid.add_class(c)
     if not self.colorizer.G.uses_palette: self.upload.disabled = True
-    self._events = Event(source=self.view, watched_events=["mousedown", "mouseup", "mouseleave", "contextmenu"], prevent_default_action=True)
+    self._events = Event(source=self.view, watched_events=["mousedown", "mouseup", "mouseleave", "contextmenu"],
+                         prevent_default_action=True)
     self._moves = Event(source=self.view, watched_events=["mousemove"], throttle_or_debounce="throttle", wait=40)
     for ev in (self._events, self._moves): ev.on_dom_event(self._on_pointer)
-    self.undo_button.on_click(lambda _: self._guarded(lambda: self.remove_point(len(self.points) - 1) if self.points else None))
+    def undo(): return self.remove_point(len(self.points) - 1) if self.points else None
+    self.undo_button.on_click(lambda _: self._guarded(undo))
     self.clear_button.on_click(lambda _: self._guarded(self.clear))
     self.save_button.on_click(lambda _: self._guarded(self.save))
     self.apply_button.on_click(lambda _: self._guarded(self.apply))
     self.use_palette.observe(lambda _: None if self._quiet else self._guarded(self.refresh), "value")
     self.upload.observe(self._on_upload, "value")
-    tools = W.VBox([self.color, self.radius, W.HBox([self.undo_button, self.clear_button]), self.use_palette, self.palette_view,
+    tools = W.VBox([self.color, self.radius, W.HBox([self.undo_button, self.clear_button]), self.use_palette,
+                    self.palette_view,
                     self.upload, W.HBox([self.save_button, self.apply_button])])
     self.widget = W.VBox([W.HBox([self.view, tools]), self.status, self.result_view])
 
@@ -149,7 +168,8 @@ def _guarded(self: HintEditor, action):
 # %% ../nbs/16_hint_editor.ipynb #05424541
 @patch
 def add_point(self: HintEditor, x: float, y: float, color=None, radius: float | None = None) -> int:
-    "Add a hint at page position (x, y) in `color` ('#rrggbb' or (r, g, b); default the picker's) with `radius` page px; its index."
+    ("Add a hint at page position (x, y) in `color` ('#rrggbb' or (r, g, b); default the picker's) with `radius` page "
+     "px; its index.")
     r = float(self.radius.value if radius is None else radius)
     if not r > 0: raise UserError(f"radius: {radius} is not a positive number of page pixels")
     self.points.append(HintPoint(*self._clamp(x, y), _rgb(self.color.value if color is None else color), r))
@@ -210,7 +230,8 @@ def _take_reference(self: HintEditor, img):
     "Set the palette from a reference (or None) without redrawing."
     G = self.colorizer.G
     if img is not None and not G.uses_palette:
-        raise UserError(f"{G.source or 'this generator'} was trained without a palette (guidance: {G.guidance}): a reference cannot guide it")
+        raise UserError(f"{G.source or 'this generator'} was trained without a palette (guidance: {G.guidance}): a "
+                        "reference cannot guide it")
     self.palette = None if img is None else reference_palette(img, G.palette_k)
     self._show_palette(self.palette is not None)
 
@@ -234,7 +255,8 @@ def _on_upload(self: HintEditor, change=None):
     if not self.upload.value: return
     item = self.upload.value[0]
     try:
-        with Image.open(io.BytesIO(bytes(item["content"]))) as im: self.set_reference(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
+        with Image.open(io.BytesIO(bytes(item["content"]))) as im:
+            self.set_reference(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
     except Exception as e: self._say(f"could not use {item['name']} as a reference: {e}", error=True)
 
 # %% ../nbs/16_hint_editor.ipynb #d8e19f7b
@@ -244,15 +266,18 @@ def _palette_in_use(self: HintEditor):
 
 @patch
 def refresh(self: HintEditor):
-    "Colorize the preview with the current points and palette and show it with the points drawn on; times it in `last_preview_s`."
+    ("Colorize the preview with the current points and palette and show it with the points drawn on; times it in "
+     "`last_preview_s`.")
     t = time.perf_counter()
     sx, sy = self.scale
     pts = [HintPoint(p.x * sx, p.y * sy, p.color, p.radius * (sx + sy) / 2) for p in self.points]
-    self.preview_image = self.colorizer.colorize(self.small, hints=Hints(pts) if pts else None, palette=self._palette_in_use())
+    self.preview_image = self.colorizer.colorize(self.small, hints=Hints(pts) if pts else None,
+                                                 palette=self._palette_in_use())
     self._draw()
     self.last_preview_s = time.perf_counter() - t
     pal = "palette on" if self._palette_in_use() is not None else "no palette"
-    self._say(f"{len(self.points)} point{'s' * (len(self.points) != 1)}, {pal}; preview {self.last_preview_s * 1000:.0f} ms")
+    self._say(f"{len(self.points)} point{'s' * (len(self.points) != 1)}, {pal}; preview "
+              f"{self.last_preview_s * 1000:.0f} ms")
 
 @patch
 def _draw(self: HintEditor):
@@ -261,7 +286,8 @@ def _draw(self: HintEditor):
     d = ImageDraw.Draw(img)
     for p in self.points:
         cx, cy = p.x * self.scale[0], p.y * self.scale[1]
-        d.ellipse((cx - MARKER_R, cy - MARKER_R, cx + MARKER_R, cy + MARKER_R), fill=p.color, outline=(20, 20, 20), width=2)
+        d.ellipse((cx - MARKER_R, cy - MARKER_R, cx + MARKER_R, cy + MARKER_R), fill=p.color, outline=(20, 20, 20),
+                  width=2)
     self.view.value = _png(img)
 
 # %% ../nbs/16_hint_editor.ipynb #5356b28c
@@ -270,7 +296,8 @@ def _event_xy(self: HintEditor, e: dict) -> tuple[float, float]:
     "Page position of a pointer event."
     w, h = self.small.size
     dx, dy, rx, ry = (e.get(k) for k in ("dataX", "dataY", "relativeX", "relativeY"))
-    swapping = dx == 0 and dy == 0 and (rx or 0) + (ry or 0) > 2   # sent while a new PNG loads: no natural size, so (0, 0)
+    # sent while a new PNG loads: no natural size, so (0, 0)
+    swapping = dx == 0 and dy == 0 and (rx or 0) + (ry or 0) > 2
     if dx is not None and dy is not None and not swapping: px, py = float(dx), float(dy)
     else:
         px = float(rx or 0) * w / float(e.get("boundingRectWidth") or w)
@@ -313,7 +340,8 @@ def _set_hints(self: HintEditor, h: Hints):
 def save(self: HintEditor) -> Path:
     "Write the hints (and the palette, when used) to `sidecar`; returns its path."
     path = self.sidecar
-    if path is None: raise UserError("this page was given as an image, not a file: give save_to= a folder to save its hints in")
+    if path is None:
+        raise UserError("this page was given as an image, not a file: give save_to= a folder to save its hints in")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_hints(self.hints, path)
     n = len(self.points)
@@ -321,7 +349,8 @@ def save(self: HintEditor) -> Path:
     return path
 
 def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:
-    "Write `img` as folder/stem.png, or stem_1.png, stem_2.png ... : the first name not taken (never over an existing file)."
+    ("Write `img` as folder/stem.png, or stem_1.png, stem_2.png ... : the first name not taken (never over an existing "
+     "file).")
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
         path = folder / f"{stem}{f'_{n}' if n else ''}.png"
@@ -333,14 +362,17 @@ def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:
 
 @patch
 def apply(self: HintEditor) -> Image.Image:
-    "Colorize the full page with the hints and palette, show it, write it as STEM.colorized.png (a free name) where `save` writes; the page."
+    ("Colorize the full page with the hints and palette, show it, write it as STEM.colorized.png (a free name) where "
+     "`save` writes; the page.")
     self._say("colorizing the full page…")
-    self.result = self.colorizer.colorize(self.page, hints=Hints([replace(p) for p in self.points]) if self.points else None,
+    self.result = self.colorizer.colorize(self.page,
+                                          hints=Hints([replace(p) for p in self.points]) if self.points else None,
                                           palette=self._palette_in_use())
     folder = self.save_to or (self.path.parent if self.path else None)
     self.result_path = _write_new(self.result, folder, self.stem + ".colorized") if folder is not None else None
     self.result_view.value = _png(self.result)
     self.result_view.width = str(min(1024, self.result.width))
     self.result_view.layout.display = None
-    self._say(f"{self.result.width}x{self.result.height} page colorized" + (f", saved {self.result_path}" if self.result_path else ""))
+    saved = f", saved {self.result_path}" if self.result_path else ""
+    self._say(f"{self.result.width}x{self.result.height} page colorized{saved}")
     return self.result

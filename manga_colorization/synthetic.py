@@ -126,7 +126,8 @@ class Canvas:
 
     def _box(self, shape, pad=0):
         x0, y0, x1, y1 = _bbox(shape)
-        return (max(0, int(x0) - pad), max(0, int(y0) - pad), min(self.w, int(math.ceil(x1)) + pad + 1), min(self.h, int(math.ceil(y1)) + pad + 1))
+        return (max(0, int(x0) - pad), max(0, int(y0) - pad), min(self.w, int(math.ceil(x1)) + pad + 1),
+                min(self.h, int(math.ceil(y1)) + pad + 1))
 
     def shape(self, shape, paint=None, outline=2.0, shade=0.18, texture=None, fill=None, ink_fill=False):
         "Fill `shape` with `paint` (cel-shaded away from the light), optionally textured, then ink its outline."
@@ -212,7 +213,8 @@ def _window(cv, rng):
     sky = Paint("sky", rng)
     cv.color.paste(_gradient(int(ww), int(wh), sky(tone=0.2), sky(tone=0.9)), (int(x0), int(y0)))
     frame = _poly([(x0, y0), (x0 + ww, y0), (x0 + ww, y0 + wh), (x0, y0 + wh)])
-    _draw(cv.dc, frame, outline=INK, width=max(1, round(2 * u))); _draw(cv.dl, frame, outline=0, width=max(1, round(2 * u)))
+    _draw(cv.dc, frame, outline=INK, width=max(1, round(2 * u)))
+    _draw(cv.dl, frame, outline=0, width=max(1, round(2 * u)))
     cv.line([(x0 + ww / 2, y0), (x0 + ww / 2, y0 + wh)], 1.5)
     cv.line([(x0, y0 + wh / 2), (x0 + ww, y0 + wh / 2)], 1.5)
 
@@ -237,7 +239,8 @@ def _speed(cv, rng):
     r0 = rng.uniform(0.3, 0.5, n) * min(w, h)
     R = 1.5 * max(w, h)
     for a, r in zip(ang, r0):
-        cv.line([(cx + r * np.cos(a), cy + r * np.sin(a)), (cx + R * np.cos(a), cy + R * np.sin(a))], rng.uniform(0.5, 2.0))
+        cv.line([(cx + r * np.cos(a), cy + r * np.sin(a)), (cx + R * np.cos(a), cy + R * np.sin(a))],
+                rng.uniform(0.5, 2.0))
     return None
 
 _BACKGROUND_PAINTERS = {"sky": _sky, "night": _night, "room": _room, "speed": _speed}
@@ -253,7 +256,8 @@ def _ground(cv, rng, kind, horizon):
     if kind in ("sky", "night"):
         fam = "grass" if kind == "sky" else "night"
         p = Paint(fam, rng, tone=None if kind == "sky" else 0.9)
-        pts = [(0, horizon)] + [(x, horizon + rng.uniform(-0.04, 0.04) * h) for x in np.linspace(0, w, 5)[1:-1]] + [(w, horizon), (w, h + 10), (0, h + 10)]
+        ridge = [(x, horizon + rng.uniform(-0.04, 0.04) * h) for x in np.linspace(0, w, 5)[1:-1]]
+        pts = [(0, horizon)] + ridge + [(w, horizon), (w, h + 10), (0, h + 10)]
         cv.shape(_poly(pts), fill=p(), outline=2.0, shade=0)
         if kind == "sky":
             dark = p(SHADE[1])
@@ -270,7 +274,8 @@ def _ground(cv, rng, kind, horizon):
 # %% ../nbs/01_synthetic.ipynb #f5baa693
 def _star(cv, rng, cx, cy, r):
     a0 = rng.uniform(0, 2 * np.pi / 5)
-    pts = [(cx + (r if k % 2 == 0 else 0.45 * r) * np.cos(a0 + k * np.pi / 5), cy + (r if k % 2 == 0 else 0.45 * r) * np.sin(a0 + k * np.pi / 5)) for k in range(10)]
+    pts = [(cx + (r if k % 2 == 0 else 0.45 * r) * np.cos(a0 + k * np.pi / 5),
+            cy + (r if k % 2 == 0 else 0.45 * r) * np.sin(a0 + k * np.pi / 5)) for k in range(10)]
     cv.shape(_poly(pts), Paint("star", rng), outline=2.0)
 
 def _apple(cv, rng, cx, cy, r):
@@ -280,12 +285,15 @@ def _apple(cv, rng, cx, cy, r):
     cv.shape(_ellipse(cx + 0.35 * r, cy - 1.1 * r, 0.3 * r, 0.14 * r), Paint("leaf", rng), outline=1.2, shade=0)
 
 def _tree(cv, rng, cx, cy, r):
-    cv.shape(_poly([(cx - 0.18 * r, cy), (cx + 0.18 * r, cy), (cx + 0.25 * r, cy + 2.2 * r), (cx - 0.25 * r, cy + 2.2 * r)]), Paint("trunk", rng), outline=2.0)
+    trunk = [(cx - 0.18 * r, cy), (cx + 0.18 * r, cy), (cx + 0.25 * r, cy + 2.2 * r), (cx - 0.25 * r, cy + 2.2 * r)]
+    cv.shape(_poly(trunk), Paint("trunk", rng), outline=2.0)
     leaf = Paint("leaf", rng)
     blobs = [_ellipse(cx + dx * r, cy + dy * r, s * r, s * r) for dx, dy, s in
              zip(rng.uniform(-0.7, 0.7, 5), rng.uniform(-0.9, 0.1, 5), rng.uniform(0.45, 0.75, 5))]
     cv.union(blobs, paint=leaf, outline=2.5)
-    for b in blobs[:2]: cv.line([(b[1][0] + 0.3 * (b[1][2] - b[1][0]), b[1][1] + 0.5 * (b[1][3] - b[1][1])), (b[1][0] + 0.45 * (b[1][2] - b[1][0]), b[1][1] + 0.62 * (b[1][3] - b[1][1]))], 1.0)
+    for b in blobs[:2]:
+        x0, y0, x1, y1 = b[1]
+        cv.line([(x0 + 0.3 * (x1 - x0), y0 + 0.5 * (y1 - y0)), (x0 + 0.45 * (x1 - x0), y0 + 0.62 * (y1 - y0))], 1.0)
 
 def _flower(cv, rng, cx, cy, r):
     cv.line([(cx, cy), (cx + rng.uniform(-0.3, 0.3) * r, cy + 2.5 * r)], 2.0, color=family_color("leaf", 0.6))
@@ -294,7 +302,8 @@ def _flower(cv, rng, cx, cy, r):
     a0 = rng.uniform(0, np.pi)
     for k in range(n):
         a = a0 + 2 * np.pi * k / n
-        cv.shape(_ellipse(cx + 0.6 * r * np.cos(a), cy + 0.6 * r * np.sin(a), 0.45 * r, 0.45 * r), petal, outline=1.5, shade=0.1)
+        cv.shape(_ellipse(cx + 0.6 * r * np.cos(a), cy + 0.6 * r * np.sin(a), 0.45 * r, 0.45 * r), petal, outline=1.5,
+                 shade=0.1)
     cv.shape(_ellipse(cx, cy, 0.35 * r, 0.35 * r), Paint("star", rng), outline=1.5, shade=0)
 
 PROPS = {"star": _star, "apple": _apple, "tree": _tree, "flower": _flower}
@@ -310,7 +319,8 @@ def _dots(pitch, r):
     def tex(d, box):
         w, h = box[2] - box[0], box[3] - box[1]
         for j, y in enumerate(np.arange(pitch / 2, h, pitch)):
-            for x in np.arange(pitch / 2 + (pitch / 2) * (j % 2), w, pitch): d.ellipse((x - r, y - r, x + r, y + r), fill=255)
+            for x in np.arange(pitch / 2 + (pitch / 2) * (j % 2), w, pitch):
+                d.ellipse((x - r, y - r, x + r, y + r), fill=255)
     return tex
 
 def _plaid(pitch, width):
@@ -328,7 +338,8 @@ def _eye(cv, cx, cy, r, iris, flip):
     cv.fill(_ellipse(cx, cy + 0.02 * r, 0.06 * r, 0.1 * r), INK, sketch_fill=0)
     hx = cx - 0.06 * r * flip
     cv.fill(_ellipse(hx, cy - 0.08 * r, 0.05 * r, 0.05 * r), PAPER)
-    pts = [(cx - 0.24 * r * flip + 0.48 * r * flip * t, cy - 0.22 * r - 0.1 * r * math.sin(math.pi * t)) for t in np.linspace(0, 1, 7)]
+    pts = [(cx - 0.24 * r * flip + 0.48 * r * flip * t,
+            cy - 0.22 * r - 0.1 * r * math.sin(math.pi * t)) for t in np.linspace(0, 1, 7)]
     cv.line(pts, 3.0)
 
 
@@ -384,15 +395,20 @@ def character_scheme(seed: int = 0,  # dataset seed
 # %% ../nbs/01_synthetic.ipynb #c6d51158
 def _back_hair(cv, cx, cy, r, style, hair):
     if style == "long":
-        cv.shape(_poly([(cx - 1.15 * r, cy - 0.3 * r), (cx + 1.15 * r, cy - 0.3 * r), (cx + 1.3 * r, cy + 2.4 * r), (cx - 1.3 * r, cy + 2.4 * r)]), hair, outline=2.5)
+        back = [(cx - 1.15 * r, cy - 0.3 * r), (cx + 1.15 * r, cy - 0.3 * r), (cx + 1.3 * r, cy + 2.4 * r),
+                (cx - 1.3 * r, cy + 2.4 * r)]
+        cv.shape(_poly(back), hair, outline=2.5)
     if style == "twin":
         for s in (-1, 1):
-            cv.shape(_poly([(cx + s * 0.9 * r, cy - 0.7 * r), (cx + s * 1.7 * r, cy + 0.2 * r), (cx + s * 1.5 * r, cy + 2.0 * r), (cx + s * 1.05 * r, cy + 0.6 * r)]), hair, outline=2.5)
+            tail = [(cx + s * 0.9 * r, cy - 0.7 * r), (cx + s * 1.7 * r, cy + 0.2 * r),
+                    (cx + s * 1.5 * r, cy + 2.0 * r), (cx + s * 1.05 * r, cy + 0.6 * r)]
+            cv.shape(_poly(tail), hair, outline=2.5)
 
 def _torso(cv, cx, cy, r, cloth, clothes):
     "The torso with its clothing texture (the texture tells the colour family); returns the shoulder y."
     sh, bt = cy + 1.15 * r, max(cy + 4.5 * r, cv.h + 10)
-    torso = _poly([(cx - 1.3 * r, sh + 0.2 * r), (cx - 0.5 * r, sh), (cx + 0.5 * r, sh), (cx + 1.3 * r, sh + 0.2 * r), (cx + 1.6 * r, bt), (cx - 1.6 * r, bt)])
+    torso = _poly([(cx - 1.3 * r, sh + 0.2 * r), (cx - 0.5 * r, sh), (cx + 0.5 * r, sh), (cx + 1.3 * r, sh + 0.2 * r),
+                   (cx + 1.6 * r, bt), (cx - 1.6 * r, bt)])
     pitch = 0.28 * r
     tex = {"stripes": _stripes(pitch, max(1, round(0.09 * r))), "dots": _dots(pitch, 0.06 * r),
            "plaid": _plaid(pitch, max(1, round(0.04 * r))), "plain": None}[cloth]
@@ -410,7 +426,9 @@ def _face(cv, rng, cx, cy, r, hair, flip, blush=None):
         for s in (-1, 1):
             bx, by = cx + s * 0.55 * r, cy + 0.45 * r
             cv.fill(_ellipse(bx, by, 0.15 * r, 0.07 * r), family_color("blush", 0.5))
-            for k in range(3): cv.line([(bx - 0.1 * r + 0.08 * r * k, by + 0.04 * r), (bx - 0.05 * r + 0.08 * r * k, by - 0.04 * r)], 0.8, sketch=False)
+            for k in range(3):
+                cv.line([(bx - 0.1 * r + 0.08 * r * k, by + 0.04 * r), (bx - 0.05 * r + 0.08 * r * k, by - 0.04 * r)],
+                        0.8, sketch=False)
     mw = rng.uniform(0.08, 0.2) * r
     cv.line([(cx - mw, cy + 0.62 * r), (cx, cy + (0.62 + rng.uniform(-0.03, 0.08)) * r), (cx + mw, cy + 0.62 * r)], 1.5)
     cv.line([(cx + 0.02 * r * flip, cy + 0.38 * r), (cx + 0.05 * r * flip, cy + 0.42 * r)], 1.0)
@@ -422,10 +440,12 @@ def _front_hair(cv, rng, cx, cy, r, style, hair, ribbon=None):
     dark = hair(SHADE[1])
     for _ in range(int(rng.integers(4, 8))):
         x0 = cx + rng.uniform(-0.6, 0.6) * r
-        pts = [(x0 + 0.2 * r * t * rng.uniform(-1, 1) + 0.3 * r * t * np.sign(x0 - cx), cy - 1.05 * r + 0.8 * r * t) for t in np.linspace(0, 1, 4)]
+        pts = [(x0 + 0.2 * r * t * rng.uniform(-1, 1) + 0.3 * r * t * np.sign(x0 - cx),
+                cy - 1.05 * r + 0.8 * r * t) for t in np.linspace(0, 1, 4)]
         cv.line(pts, 1.0, color=dark, sketch=rng.uniform() < 0.5)
     hy = cy - 0.75 * r
-    cv.line([(cx - 0.55 * r + 0.15 * r * k, hy + 0.05 * r * (k % 2)) for k in range(8)], 2.5, color=hair(tone=1.0, shade=1.18), sketch=False)
+    cv.line([(cx - 0.55 * r + 0.15 * r * k, hy + 0.05 * r * (k % 2)) for k in range(8)], 2.5,
+            color=hair(tone=1.0, shade=1.18), sketch=False)
     if style == "bob":   # a ribbon
         bow = _poly([(cx + 0.5 * r, cy - 1.0 * r), (cx + 1.0 * r, cy - 1.3 * r), (cx + 0.95 * r, cy - 0.7 * r)])
         cv.shape(bow, Paint("cloth_stripes", rng) if ribbon is None else ribbon, outline=1.5)
@@ -438,7 +458,9 @@ def _character(cv, rng, cx, cy, r, scheme=None):
     flip = 1 if rng.uniform() < 0.5 else -1
     _back_hair(cv, cx, cy, r, style, hair)
     sh = _torso(cv, cx, cy, r, cloth, clothes)
-    cv.shape(_poly([(cx - 0.22 * r, cy + 0.6 * r), (cx + 0.22 * r, cy + 0.6 * r), (cx + 0.24 * r, sh + 0.05 * r), (cx - 0.24 * r, sh + 0.05 * r)]), skin, outline=1.5, shade=0.3)
+    neck = [(cx - 0.22 * r, cy + 0.6 * r), (cx + 0.22 * r, cy + 0.6 * r), (cx + 0.24 * r, sh + 0.05 * r),
+            (cx - 0.24 * r, sh + 0.05 * r)]
+    cv.shape(_poly(neck), skin, outline=1.5, shade=0.3)
     cv.shape(_ellipse(cx, cy, r, 1.08 * r), skin, outline=3.0, shade=0.12)
     _face(cv, rng, cx, cy, r, hair, flip, scheme.blush)
     _front_hair(cv, rng, cx, cy, r, style, hair, scheme.ribbon)
@@ -454,7 +476,8 @@ def _bubble(cv, rng, cx, cy, rx, ry, tail_to=None):
         bx, by = cx + 0.8 * rx * math.cos(a), cy + 0.8 * ry * math.sin(a)
         ex, ey = bx + (tx - bx) * 0.5, by + (ty - by) * 0.5
         w = 0.25 * min(rx, ry)
-        cv.shape(_poly([(bx + n[0] * w, by + n[1] * w), (ex, ey), (bx - n[0] * w, by - n[1] * w)]), fill=PAPER, outline=2.0, shade=0)
+        cv.shape(_poly([(bx + n[0] * w, by + n[1] * w), (ex, ey), (bx - n[0] * w, by - n[1] * w)]), fill=PAPER,
+                 outline=2.0, shade=0)
     body = _ellipse(cx, cy, rx, ry)
     cv.shape(body, fill=PAPER, outline=2.5, shade=0)
     _draw(cv.dc, _ellipse(cx, cy, rx - 2.5 * cv.u, ry - 2.5 * cv.u), fill=PAPER)    # cover the tail's base
@@ -483,7 +506,8 @@ def _props(cv, rng, kind, horizon):
     for _ in range(int(rng.integers(0, 4))):
         name = props[int(rng.integers(len(props)))]
         r = rng.uniform(0.05, 0.1) * min(w, h)
-        y = rng.uniform(0.15, 0.85) * h if horizon is None or name == "star" else rng.uniform(horizon / h - 0.05, 0.92) * h
+        y = rng.uniform(0.15,
+                        0.85) * h if horizon is None or name == "star" else rng.uniform(horizon / h - 0.05, 0.92) * h
         PROPS[name](cv, rng, rng.uniform(0.08, 0.92) * w, y, r)
 
 def _characters(cv, rng, scheme=None):
@@ -567,7 +591,8 @@ def psnr_uint8(a: np.ndarray | list, b: np.ndarray | list) -> float:
 def copy_gray_psnr(seed: int = 0, n: int = 64, size: int = 128, start: int = 0) -> float:
     "PSNR of the copy-the-gray colorizer (gray in all three channels) on synthetic images `start..start+n-1`."
     colors = [np.asarray(synth_illustration(seed, i, size).color) for i in range(start, start + n)]
-    return psnr_uint8([np.repeat(np.asarray(Image.fromarray(c).convert("L"))[..., None], 3, -1) for c in colors], colors)
+    return psnr_uint8([np.repeat(np.asarray(Image.fromarray(c).convert("L"))[..., None], 3, -1) for c in colors],
+                      colors)
 
 # %% ../nbs/01_synthetic.ipynb #c4a2dr02
 @dataclass
@@ -675,7 +700,8 @@ def _layout(rng, w, h, margin, gutter):
     "Panel quadrilaterals: rows split by (possibly slanted) borders, each row split into 1-3 panels."
     rows = _row_borders(rng, w, h, margin)
     n = len(rows) - 1
-    return [poly for k in range(n) for poly in _row_panels(rng, rows[k], rows[k + 1], k == 0, k == n - 1, w, margin, gutter)]
+    return [poly for k in range(n)
+            for poly in _row_panels(rng, rows[k], rows[k + 1], k == 0, k == n - 1, w, margin, gutter)]
 
 # %% ../nbs/01_synthetic.ipynb #fbf234b5
 def _draw_panel(page, poly, rng_seed, u, scheme=None):
@@ -704,7 +730,8 @@ def _inner_edges(poly, W, H, inset):
 
 
 def _bubble_centre(rng, poly, box, rx, ry, inner, crossing):
-    "Where a bubble goes: often the middle part of an inner edge (it then crosses the gutter), else inside the panel's box."
+    ("Where a bubble goes: often the middle part of an inner edge (it then crosses the gutter), else inside the "
+     "panel's box.")
     x0, y0, x1, y1 = box
     if inner and rng.uniform() < (0.9 if crossing == 0 else 0.3):
         edge = inner[int(rng.integers(len(inner)))]
@@ -723,11 +750,15 @@ def _page_bubbles(page, rng, polys, boxes, margin, gutter):
             rx, ry = rng.uniform(0.06, 0.1) * s, rng.uniform(0.05, 0.08) * s
             rx, ry = min(rx, 0.45 * (x1 - x0)), min(ry, 0.45 * (y1 - y0))
             crossing = sum(1 for b in bubbles if b[4])
-            cx, cy, on_border = _bubble_centre(rng, poly, (x0, y0, x1, y1), rx, ry, _inner_edges(poly, W, H, margin + gutter), crossing)
+            cx, cy, on_border = _bubble_centre(rng, poly, (x0, y0, x1, y1), rx, ry,
+                                               _inner_edges(poly, W, H, margin + gutter), crossing)
             box = (cx - rx, cy - ry, cx + rx, cy + ry)
             if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H: continue
             pad = 2 * gutter
-            if any(not (b[2] + pad < box[0] or b[0] - pad > box[2] or b[3] + pad < box[1] or b[1] - pad > box[3]) for b in bubbles): continue
+            def near(b):
+                return not (b[2] + pad < box[0] or b[0] - pad > box[2] or b[3] + pad < box[1] or b[1] - pad > box[3])
+            if any(near(b) for b in bubbles):
+                continue
             tail = (cx + rng.uniform(-2, 2) * rx, cy + rng.uniform(1.2, 2.0) * ry)
             bubbles.append((*_bubble(page, rng, cx, cy, rx, ry, tail), on_border))
     return bubbles
@@ -838,12 +869,14 @@ def write_ascp(out: str | os.PathLike,  # folder to create: OUT/train/*.png and 
     if n < 1: raise UserError(f"--n must be at least 1, got {n}")
     if out.exists() and not out.is_dir(): raise UserError(f"{out} is a file; give a folder to write the dataset into")
     if _is_nonempty_dir(out) and not overwrite:
-        raise UserError(f"{out} is not empty; choose a new folder, or pass --overwrite (overwrite=True) to write into it")
+        raise UserError(f"{out} is not empty; choose a new folder, or pass --overwrite (overwrite=True) to write into "
+                        "it")
     n_val = min(n - 1, max(1, round(val_fraction * n))) if n > 1 and val_fraction > 0 else 0
     counts = {"train": n - n_val, "val": n_val}
     for split in counts: (out / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(out / ("train" if i < counts["train"] else "val") / f"{i if i < counts['train'] else i - counts['train']:06d}.png", seed, i, size)
-            for i in range(n)]
+    def pair_path(i):
+        return out / "train" / f"{i:06d}.png" if i < counts["train"] else out / "val" / f"{i - counts['train']:06d}.png"
+    jobs = [(pair_path(i), seed, i, size) for i in range(n)]
     _write_pairs(jobs, _default_workers() if workers is None else workers, f"writing {out}", progress)
     if pages > 0:
         _write_pages(out / "pages", pages, seed)
@@ -863,13 +896,15 @@ def run_synth(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `mangacolor synth` to the CLI."
     p = subparsers.add_parser("synth", help="write the procedural manga dataset as ASCP pairs (train/ and val/)",
-                              description="Write synthetic manga illustrations as 1024x512 ASCP pairs (colour left, line art right) "
+                              description="Write synthetic manga illustrations as 1024x512 ASCP pairs (colour left, "
+                                          "line art right) "
                                           "in OUT/train and OUT/val; `mangacolor train --data OUT` reads them back.")
     p.add_argument("--out", required=True, help="folder to create (must be new or empty unless --overwrite)")
     p.add_argument("--n", type=int, default=1000, help="number of pairs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--size", type=int, default=512, help="side of each half in pixels (default 512: 1024x512 pairs)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of pairs in val/ (default 0.1)")
-    p.add_argument("--pages", type=int, default=0, help="also write this many whole pages with panel boxes to OUT/pages")
+    p.add_argument("--pages", type=int, default=0,
+                   help="also write this many whole pages with panel boxes to OUT/pages")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(func=run_synth)

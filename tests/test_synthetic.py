@@ -1,5 +1,5 @@
-"""manga_colorization.synthetic contracts: every palette family learnable, `mangacolor synth` (subprocess, exit codes), the parallel writer.
-Determinism, sizes, pages and the ASCP round trip are tested in 02_synthetic."""
+"""manga_colorization.synthetic contracts: every palette family learnable, `mangacolor synth` (subprocess, exit codes),
+the parallel writer. Determinism, sizes, pages and the ASCP round trip are tested in 02_synthetic."""
 import json
 import subprocess
 
@@ -15,14 +15,16 @@ from manga_colorization.synthetic import (FAMILIES, character_scheme, family_col
 
 def test_palette_families_learnable():
     for name in FAMILIES:
-        grays = [Image.new("RGB", (1, 1), family_color(name, t)).convert("L").getpixel((0, 0)) for t in np.linspace(0, 1, 5)]
+        grays = [Image.new("RGB", (1, 1),
+                           family_color(name, t)).convert("L").getpixel((0, 0)) for t in np.linspace(0, 1, 5)]
         assert grays == sorted(grays)                                    # within a family gray rises with the tone
     assert family_color("grass", 0.5)[1] > max(family_color("grass", 0.5)[0], family_color("grass", 0.5)[2])
 
 
 def test_cli_synth(tmp_path):
     out = tmp_path / "s"
-    r = subprocess.run(["mangacolor", "synth", "--out", str(out), "--n", "3", "--size", "16", "--pages", "1"], capture_output=True, text=True)
+    r = subprocess.run(["mangacolor", "synth", "--out", str(out), "--n", "3", "--size", "16", "--pages", "1"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert len(list((out / "train").glob("*.png"))) == 2 and len(list((out / "val").glob("*.png"))) == 1
     truth = json.loads((out / "pages" / "pages.json").read_text())
@@ -38,7 +40,8 @@ def test_write_ascp_parallel_same_files(tmp_path):
         names = sorted(p.name for p in (tmp_path / "a" / split).iterdir())
         assert names == sorted(p.name for p in (tmp_path / "b" / split).iterdir())
         for name in names[::37]:
-            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / split / name)), np.asarray(Image.open(tmp_path / "b" / split / name)))
+            np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / split / name)),
+                                          np.asarray(Image.open(tmp_path / "b" / split / name)))
 
 
 def test_existing_pictures_unchanged_by_characters():

@@ -32,7 +32,8 @@ def cell_name(arch: str, loss: str, guidance: str | None = None) -> str:
     "Folder name of a grid cell: `<arch>__<loss>`, or `<arch>__<loss>__<guidance>` for a guided cell."
     return f"{arch}__{loss}" + (f"__{guidance}" if guidance else "")
 
-SHARED_KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("arch", "loss", "guidance", "out", "kind", *RESUME_CHANGEABLE)]
+SHARED_KEYS = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name not in ("arch", "loss", "guidance", "out", "kind", *RESUME_CHANGEABLE)]
 GUIDANCE_AXIS = (None, "hints", "palette", "both")
 
 def _check_grid_file(out: Path, archs, losses, base: TrainConfig, guidances=(None,)):
@@ -43,12 +44,15 @@ def _check_grid_file(out: Path, archs, losses, base: TrainConfig, guidances=(Non
         diff = {k: (old.get(k), v) for k, v in shared.items() if k in old and old[k] != v}
         if diff:
             k, (was, now) = next(iter(diff.items()))
-            raise UserError(f"{out}: its cells were trained with {k}={was!r}, not {now!r}; every cell must share data, seed and budget: "
+            raise UserError(f"{out}: its cells were trained with {k}={was!r}, not {now!r}; every cell must share "
+                            "data, seed and budget: "
                             f"use the same settings or another --out")
-    path.write_text(json.dumps({"archs": list(archs), "losses": list(losses), "guidances": list(guidances), "shared": shared, "epochs": base.epochs}, indent=1))
+    axes = {"archs": list(archs), "losses": list(losses), "guidances": list(guidances)}
+    path.write_text(json.dumps({**axes, "shared": shared, "epochs": base.epochs}, indent=1))
 
 # %% ../../nbs/18_grid.ipynb #64f0ce91
-RESULT_KEYS = ("run", "arch", "loss", "guidance", "status", "epochs", "steps", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim",
+RESULT_KEYS = ("run", "arch", "loss", "guidance", "status", "epochs", "steps", "psnr", "ssim", "colorfulness",
+               "delta_e", "baseline_psnr", "baseline_ssim",
                "best_psnr", "best_epoch", "best_ssim", "params_m", "trainable_m", "train_time_s", "images_per_s")
 
 def cell_result(cell: str | Path, status: str = "") -> dict:
@@ -62,9 +66,12 @@ def cell_result(cell: str | Path, status: str = "") -> dict:
     G = load_generator(cell).module
     params = sum(p.numel() for p in G.parameters())
     trainable = sum(p.numel() for n, p in G.named_parameters() if not n.startswith("extractor."))
-    return {"run": cell.name, "arch": arch, "loss": loss, "guidance": guided[0] if guided else "", "status": status, "epochs": last.get("epoch"), "steps": last.get("step"),
-            **{k: last.get(k, nan) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim")},
-            "best_psnr": best.get("psnr", nan), "best_epoch": best.get("epoch"), "best_ssim": max(r.get("ssim", nan) for r in records),
+    return {"run": cell.name, "arch": arch, "loss": loss, "guidance": guided[0] if guided else "", "status": status,
+            "epochs": last.get("epoch"), "steps": last.get("step"),
+            **{k: last.get(k, nan) for k in ("psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr",
+                                             "baseline_ssim")},
+            "best_psnr": best.get("psnr", nan), "best_epoch": best.get("epoch"),
+                "best_ssim": max(r.get("ssim", nan) for r in records),
             "params_m": params / 1e6, "trainable_m": trainable / 1e6, "train_time_s": last.get("time_s", nan),
             "images_per_s": float(np.mean([r.get("images_per_s", nan) for r in records]))}
 
@@ -73,11 +80,14 @@ def write_results(out: str | Path, rows: list[dict]) -> tuple[Path, Path]:
     out = Path(out)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(RESULT_KEYS)); w.writeheader(); w.writerows(rows)
-    head = ["cell", "PSNR", "SSIM", "ΔE", "colourf.", "best PSNR (ep.)", "gray PSNR", "params (M)", "train (s)", "img/s"]
+    head = ["cell", "PSNR", "SSIM", "ΔE", "colourf.", "best PSNR (ep.)", "gray PSNR", "params (M)", "train (s)",
+            "img/s"]
     md = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
-        md.append(f"| {r['run']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['delta_e']:.2f} | {r['colorfulness']:.1f} | {r['best_psnr']:.2f} ({r['best_epoch']}) "
-                  f"| {r['baseline_psnr']:.2f} | {r['params_m']:.2f} | {r['train_time_s']:.0f} | {r['images_per_s']:.1f} |")
+        md.append(f"| {r['run']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['delta_e']:.2f} | {r['colorfulness']:.1f} | "
+                  f"{r['best_psnr']:.2f} ({r['best_epoch']}) "
+                  f"| {r['baseline_psnr']:.2f} | {r['params_m']:.2f} | {r['train_time_s']:.0f} | "
+                  f"{r['images_per_s']:.1f} |")
     (out / "results.md").write_text("\n".join(md) + "\n")
     return out / "results.csv", out / "results.md"
 
@@ -90,9 +100,12 @@ def _label(img: Image.Image, text: str, height: int = 14) -> Image.Image:
     return canvas
 
 def val_batch(base: TrainConfig, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    "The first `n` validation images of the grid's data as (gray (n,1,H,W), colour (n,3,H,W)) in [-1, 1], the split as training makes it."
-    options = dict(batch_size=n, resize=(base.size, base.size), out_ch=3, input_mode=base.input_mode, seed=base.seed, num_workers=0)
-    if base.data == "synthetic": options["synthetic_n"] = (max(1000, base.limit or 0), max(100, base.val_limit or 0), 100)
+    ("The first `n` validation images of the grid's data as (gray (n,1,H,W), colour (n,3,H,W)) in [-1, 1], the split "
+     "as training makes it.")
+    options = dict(batch_size=n, resize=(base.size, base.size), out_ch=3, input_mode=base.input_mode, seed=base.seed,
+                   num_workers=0)
+    if base.data == "synthetic":
+        options["synthetic_n"] = (max(1000, base.limit or 0), max(100, base.val_limit or 0), 100)
     gray, color = next(iter(SketchDataModule(base.data, **options).val_loader))
     return gray[:n].float(), color[:n].float()
 
@@ -106,7 +119,8 @@ def comparison_gallery(cells: list[str | Path], # run folders, one column each
     columns = [_label(column(inp), "input"), _label(column(target), "target")]
     for cell in cells:
         G = load_generator(cell)
-        guide = GuidanceSampler(G.guidance, palette_k=G.palette_k).fixed(target, base.val_hints, True) if G.guidance else {}
+        guide = GuidanceSampler(G.guidance,
+                                palette_k=G.palette_k).fixed(target, base.val_hints, True) if G.guidance else {}
         columns.append(_label(column(G.predict_rgb(inp, **guide)), Path(cell).name))
     sheet = Image.new("RGB", (sum(c.width for c in columns), columns[0].height), "white")
     x = 0
@@ -119,7 +133,10 @@ _DID = {"done": "skipped", "partial": "resumed", "new": "trained"}
 def run_cell(config: TrainConfig, callbacks=(), verbose: bool = True) -> dict:
     "Train the cell `config.out` up to `config.epochs` (skip it when done, resume it when partial); its results row."
     status = Run(config.out).status(config.epochs)
-    if verbose: print(f"{Path(config.out).name}: {'skipped (done)' if status == 'done' else 'resuming' if status == 'partial' else 'training'}", file=sys.stderr)
+    if verbose:
+        print(f"{Path(config.out).name}: "
+              f"{'skipped (done)' if status == 'done' else 'resuming' if status == 'partial' else 'training'}",
+                  file=sys.stderr)
     if status != "done": train(config, resume=status == "partial", overwrite=status == "new", callbacks=callbacks)
     return cell_result(config.out, _DID[status])
 
@@ -134,18 +151,24 @@ def run_grid(archs=tuple(list_models("colorize")),      # generator names
              verbose: bool = True,
              guidances=(None,),            # a third axis: None (unguided) and/or "hints", "palette", "both"
              **overrides) -> list[dict]:
-    "Train every (arch, loss, guidance) cell not yet done under `out`; write results.csv/.md and gallery.png; return the rows."
+    ("Train every (arch, loss, guidance) cell not yet done under `out`; write results.csv/.md and gallery.png; return "
+     "the rows.")
     out = Path(out)
-    bad = [a for a in archs if a not in list_models("colorize")] + [l for l in losses if l not in LOSSES] + [g for g in guidances if g not in GUIDANCE_AXIS]
-    if bad: raise UserError(f"unknown architecture, loss or guidance {bad[0]!r}; architectures: {', '.join(list_models('colorize'))}; losses: {', '.join(LOSSES)}; "
+    bad = ([a for a in archs if a not in list_models("colorize")] + [l for l in losses if l not in LOSSES]
+           + [g for g in guidances if g not in GUIDANCE_AXIS])
+    if bad:
+        raise UserError(f"unknown architecture, loss or guidance {bad[0]!r}; architectures: "
+                        f"{', '.join(list_models('colorize'))}; losses: {', '.join(LOSSES)}; "
                             f"guidances: none, hints, palette, both")
     base = dataclasses.replace(base or TrainConfig(), data=data, kind="grid", **overrides)
-    check_out_vs_data(out, base.data)             # before anything is written: the grid's cells may not land in the data
+    # before anything is written: the grid's cells may not land in the data
+    check_out_vs_data(out, base.data)
     out.mkdir(parents=True, exist_ok=True)
     _check_grid_file(out, archs, losses, base, guidances)
     axes = [(a, l, g) for a in archs for l in losses for g in guidances]
     cells = [out / cell_name(*axis) for axis in axes]
-    rows = [run_cell(dataclasses.replace(base, arch=a, loss=l, guidance=g, out=str(cell)), callbacks, verbose) for (a, l, g), cell in zip(axes, cells)]
+    rows = [run_cell(dataclasses.replace(base, arch=a, loss=l, guidance=g, out=str(cell)), callbacks, verbose)
+            for (a, l, g), cell in zip(axes, cells)]
     write_results(out, rows)
     comparison_gallery(cells, base, gallery_images).save(out / "gallery.png")
     return rows
@@ -153,7 +176,8 @@ def run_grid(archs=tuple(list_models("colorize")),      # generator names
 # %% ../../nbs/18_grid.ipynb #6839ef6e
 def train_step_flops(arch: str = "unet", loss: str = "l1", size: int = 256, width: int = 64, depth: int = 8,
                      d_layers: int = 3, d_width: int = 64, out_ch: int = 3) -> float:
-    "FLOPs of one pix2pix training step (G + D + loss nets, forward and backward) for one image, counted on the meta device."
+    ("FLOPs of one pix2pix training step (G + D + loss nets, forward and backward) for one image, counted on the meta "
+     "device.")
     from torch.utils.flop_counter import FlopCounterMode
     from manga_colorization.losses import make_loss
     from manga_colorization.models import PatchDiscriminator, make_generator
@@ -175,20 +199,27 @@ def run_grid_command(args) -> int:
     "The `mangacolor grid` command."
     given = {k: v for k, v in given_options(args).items() if k not in ("arch", "loss", "out")}
     data = given.pop("data", "synthetic")
-    rows = run_grid(args.archs, args.losses, data, args.out, guidances=[None if g == "none" else g for g in args.guidances], **given)
+    rows = run_grid(args.archs, args.losses, data, args.out,
+                    guidances=[None if g == "none" else g for g in args.guidances], **given)
     print((Path(args.out) / "results.md").read_text())
     print(f"results: {Path(args.out) / 'results.csv'}; gallery: {Path(args.out) / 'gallery.png'}")
     return 0 if rows else 1
 
 def add_commands(subparsers) -> None:
     "Add `mangacolor grid` to the CLI."
-    p = subparsers.add_parser("grid", help="train the architectures x losses grid (finished cells skipped, interrupted ones resumed)",
-                              description="Train every (architecture, loss) cell with the same data, seed and budget into OUT/<arch>__<loss>/, "
+    p = subparsers.add_parser("grid",
+                              help="train the architectures x losses grid (finished cells skipped, interrupted ones "
+                                   "resumed)",
+                              description="Train every (architecture, loss) cell with the same data, seed and budget "
+                                          "into OUT/<arch>__<loss>/, "
                                           "then write OUT/results.csv, results.md and gallery.png.")
-    p.add_argument("--archs", nargs="+", default=list_models("colorize"), choices=list_models("colorize"), help="architectures (default: all)")
-    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES), help="loss presets (default: all)")
+    p.add_argument("--archs", nargs="+", default=list_models("colorize"), choices=list_models("colorize"),
+                   help="architectures (default: all)")
+    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
+                   help="loss presets (default: all)")
     p.add_argument("--out", default="runs/grid", help="grid folder (default runs/grid)")
     p.add_argument("--guidances", nargs="+", default=["none"], choices=("none", "hints", "palette", "both"),
-                   help="guidance axis: cells without guidance (none) and/or trained with hints, a palette or both (default: none)")
+                   help="guidance axis: cells without guidance (none) and/or trained with hints, a palette or both "
+                        "(default: none)")
     add_config_arguments(p, skip=("kind", "arch", "loss", "out", "guidance"))
     p.set_defaults(func=run_grid_command)
