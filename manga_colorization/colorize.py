@@ -18,7 +18,7 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
-from .core import UserError, rgb_to_ycbcr
+from .core import PRECISIONS, UserError, rgb_to_ycbcr
 from .data import load_image, make_input
 from .guidance import HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints, read_hints, reference_palette
 from .pages import BatchResult, Job, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
@@ -158,12 +158,13 @@ def as_generator(G,                           # a `runs.LoadedGenerator`, a path
                  meta: dict | None = None,    # for a module: "size", "input_mode", "pad_multiple" (a path brings its own)
                  device: str | None = None,   # "cpu", "cuda", "mps"; default: the best available
                  backend: str = "torch",      # for a path: "torch" or "onnx" (an .onnx file always uses onnxruntime)
+                 precision: str | None = None,  # auto | fp32 | bf16 for PyTorch (ONNX runs fp32); None: a LoadedGenerator's own, else fp32
                 ) -> LoadedGenerator:
     "The `LoadedGenerator` that `G` stands for."
-    if isinstance(G, LoadedGenerator): return G
-    if isinstance(G, (str, Path)): return load_generator(G, device, backend)
+    if isinstance(G, LoadedGenerator): return G if precision is None else G.with_precision(precision)
+    if isinstance(G, (str, Path)): return load_generator(G, device, backend, precision or "fp32")
     if isinstance(G, torch.nn.Module) and hasattr(G, "config"):
-        return LoadedGenerator(TorchRunner(G, device), G.config, meta, module=G)
+        return LoadedGenerator(TorchRunner(G, device, precision or "fp32"), G.config, meta, module=G)
     raise TypeError(f"Colorizer takes a LoadedGenerator, a checkpoint path or a generator module with .config, not {type(G).__name__}")
 
 def as_image(image) -> Image.Image:
@@ -229,11 +230,13 @@ class Colorizer:
                  batch_size: int = 4,                 # canvases per network call
                  strip_pixels: int = 1 << 21,         # pixels per strip for page-size work
                  upscaler=None,                       # enlarge each page first: a superres.Upscaler, or an upscaler run / checkpoint / .onnx
+                 precision: str = "auto",             # auto | fp32 | bf16: the network under bf16 autocast + channels_last where the
+                                                      # device has bf16 units (`core.resolve_precision`); colour maths in fp32; ONNX: fp32
                 ):
-        self.G = as_generator(G, meta, device, backend)
+        self.G = as_generator(G, meta, device, backend, precision)
         self.upscaler = upscaler
         if upscaler is not None and not hasattr(upscaler, "upscale"):
-            self.upscaler = Upscaler(upscaler, device=device, backend=backend)
+            self.upscaler = Upscaler(upscaler, device=device, backend=backend, precision=precision)
         self.size = int(working_size or self.G.size)
         self.raw, self.panels, self.keep_white = raw, panels, keep_white
         self.white_threshold, self.black_threshold, self.color_threshold = white_threshold, black_threshold, color_threshold
@@ -396,6 +399,9 @@ def _add_colorize_options(p: argparse.ArgumentParser):
                    help="fraction of clearly coloured pixels above which a page is already coloured and copied through; negative: never (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the generator with PyTorch or onnxruntime")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto | fp32 | bf16: the network under bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, "
+                        "CPUs with AMX or AVX-512 BF16), else fp32; colour maths stay fp32; the ONNX backend always runs fp32 (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, 178956970; 0: no limit)")
@@ -407,7 +413,7 @@ def _add_colorize_options(p: argparse.ArgumentParser):
 
 def colorizer_from_args(args) -> Colorizer:
     "A `Colorizer` configured by the command-line options."
-    return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size,
+    return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size, precision=args.precision,
                      raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
                      black_threshold=args.black_threshold, batch_size=args.batch_size,
                      color_threshold=None if args.color_threshold < 0 else args.color_threshold, upscaler=args.upscale)

@@ -18,7 +18,7 @@ from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 
-from .core import UserError, default_device, to_rgb
+from .core import UserError, autocast, default_device, resolve_precision, to_rgb
 from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, guidance_parts, is_seed_state, load_seed_checkpoint, model_from_state,
                                        model_task, pad_to_multiple, save_generator)
 
@@ -268,15 +268,21 @@ def run_folder(path: str | Path) -> Path:
 
 # %% ../nbs/08_runs.ipynb #4c70a3d2
 class TorchRunner:
-    "Runs a PyTorch generator on its device (eval mode, no grad): float32 arrays in, CPU tensors out."
-    def __init__(self, G: torch.nn.Module, device: str | torch.device | None = None):
+    "Runs a PyTorch generator on its device (eval mode, no grad): float32 arrays in, float32 CPU tensors out; under bf16 autocast with "
+    "channels_last when `precision` resolves to bf16 (`core.resolve_precision`: auto is bf16 on CUDA and on CPUs with native bf16)."
+    def __init__(self, G: torch.nn.Module, device: str | torch.device | None = None,
+                 precision: str = "fp32"):   # auto | fp32 | bf16
         self.device = device if isinstance(device, torch.device) else default_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.G = G.to(self.device).eval()
+        if self.precision == "bf16": self.G = self.G.to(memory_format=torch.channels_last)
     @torch.inference_mode()
     def __call__(self, x: np.ndarray, hints: np.ndarray | None = None, palette: np.ndarray | None = None) -> torch.Tensor:
         t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32).to(self.device)
-        return self.G(t(x), hints=t(hints), palette=t(palette)).float().cpu() if hints is not None or palette is not None \
-            else self.G(t(x)).float().cpu()
+        x = t(x).contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else t(x)
+        with autocast(self.device, self.precision):
+            out = self.G(x, hints=t(hints), palette=t(palette)) if hints is not None or palette is not None else self.G(x)
+        return out.float().cpu()
 
 class OnnxRunner:
     "Runs an exported generator with onnxruntime (CUDA provider when available and not `device='cpu'`)."
@@ -349,6 +355,13 @@ class LoadedGenerator:
     def device(self) -> torch.device: return self.runner.device
     @property
     def backend(self) -> str: return "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
+    @property
+    def precision(self) -> str: return getattr(self.runner, "precision", "fp32")   # ONNX runs fp32
+    def with_precision(self, precision: str) -> LoadedGenerator:
+        "This generator running in `precision` (auto | fp32 | bf16): itself when it already does or runs ONNX (always fp32), "
+        "else a copy with its own runner around the same module."
+        if self.backend == "onnx" or self.module is None or resolve_precision(precision, self.device) == self.precision: return self
+        return LoadedGenerator(TorchRunner(self.module, self.device, precision), self.config, self.meta, self.source, module=self.module)
 
     @property
     def guidance(self) -> str | None: return self.config.get("guidance")
@@ -423,6 +436,7 @@ def _weights_file(path: Path) -> Path:
 def load_generator(path: str | Path,                 # run folder, checkpoint .pt, generator .safetensors / .json, or .onnx
                    device: str | torch.device | None = "cpu",  # where a PyTorch network runs (None: the best available)
                    backend: str = "torch",           # "torch", or "onnx" (onnxruntime; an .onnx file always uses it)
+                   precision: str = "fp32",          # PyTorch: auto | fp32 | bf16 (bf16 autocast + channels_last); ONNX runs fp32
                   ) -> LoadedGenerator:
     "Load a trained network of any task (a colorizer, an upscaler) from a path of any kind."
     if backend not in ("torch", "onnx"): raise UserError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
@@ -437,7 +451,7 @@ def load_generator(path: str | Path,                 # run folder, checkpoint .p
         buf = io.BytesIO(); export_onnx(G, buf, size=getattr(G, "multiple", 16))
         return LoadedGenerator(OnnxRunner(buf.getvalue(), None if device is None else str(device)), G.config, meta, path)
     if G.config["task"] == "upscale": G = G.to(memory_format=torch.channels_last)   # 1.5-2x faster convolutions on the CPU
-    return LoadedGenerator(TorchRunner(G, device), G.config, meta, path, module=G)
+    return LoadedGenerator(TorchRunner(G, device, precision), G.config, meta, path, module=G)
 
 # %% ../nbs/08_runs.ipynb #a08c0002
 def _with_sidecar(f: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .pages import BatchResult, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
-from .core import UserError, img2tensor, tensor2uint8
+from .core import PRECISIONS, UserError, img2tensor, tensor2uint8
 from .data import EpochSampler, BadImageError, dataset_splits, load_image, screentone
 from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
@@ -382,9 +382,12 @@ class Upscaler:
                  device: str | None = "cpu",        # where a PyTorch net runs
                  backend: str = "torch",            # "torch" or "onnx"
                  tile: int = 512, overlap: int = 16, pad: int = 16,   # tiling, in input pixels (see `upscale_tensor`)
-                 progress: bool = False):           # a bar over each page's tiles
-        if isinstance(G, (str, Path)): G = load_generator(G, device, backend)
-        elif isinstance(G, nn.Module): G = LoadedGenerator(TorchRunner(G, device), G.config, {"pad_multiple": 1}, "module", module=G)
+                 progress: bool = False,            # a bar over each page's tiles
+                 precision: str = "auto"):          # PyTorch: auto | fp32 | bf16 (`core.resolve_precision`); ONNX runs fp32
+        if isinstance(G, (str, Path)): G = load_generator(G, device, backend, precision)
+        elif isinstance(G, nn.Module):
+            G = LoadedGenerator(TorchRunner(G, device, precision), G.config, {"pad_multiple": 1}, "module", module=G)
+        else: G = G.with_precision(precision)
         if G.task != "upscale": raise UserError(f"{G.source}: not an upscaler")
         if tile < 8 or not 0 <= overlap < tile or pad < 0: raise UserError(f"tiles of {tile} px with overlap {overlap} and context {pad}: "
                                                                             "give tile >= 8, 0 <= overlap < tile, pad >= 0")
@@ -557,7 +560,7 @@ def run_upscale(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir(): raise UserError(f"--out {args.out} is a file: give a folder for the upscaled pages")
     jobs = plan_outputs(args.pages, args.out)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
-    up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap)
+    up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision)
     scale = up.check_scale(args.scale)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
     res = upscale_files(jobs, up, scale, args.overwrite, limits, log=lambda m: tqdm.write(m, file=sys.stderr))
@@ -580,6 +583,9 @@ def _add_upscale_command(subparsers):
     p.add_argument("--overlap", type=int, default=16, help="input pixels neighbouring tiles share and blend")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the upscaler with PyTorch or onnxruntime")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, CPUs with AMX or "
+                        "AVX-512 BF16), else fp32; the ONNX backend always runs fp32 (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
     p.add_argument("--max-unzip-mb", type=float, default=4096, help="refuse archives that expand to more than this many MB (default: %(default)s)")
     p.add_argument("--max-unzip-ratio", type=float, default=200, help="refuse archives whose members expand more than this ratio (default: %(default)s)")

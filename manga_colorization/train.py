@@ -14,7 +14,6 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import (UserError, default_device, exists, img2tensor, model_target, rgb_to_gray, rgb_to_lab_norm,
-                                     seed_everything, tensor2uint8, to_rgb)
+from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2tensor, model_target, resolve_precision,
+                                     rgb_to_gray, rgb_to_lab_norm, seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
 from .guidance import GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
@@ -41,11 +40,12 @@ from .synthetic import synth_page
 __all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'DEMO_META',
            'BaseTrainConfig', 'TrainConfig', 'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state',
            'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env', 'all_true', 'trainable',
-           'NonFiniteLossError', 'DeviceSetup', 'setup_device', 'build_generator', 'guidance_sampler', 'build_loss',
-           'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate', 'Callback', 'EpochRecord',
-           'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer',
-           'setting_conflicts', 'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options',
-           'run_train', 'add_commands', 'demo_guided_generator', 'save_demo_generator']
+           'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device', 'build_generator',
+           'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate',
+           'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
+           'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision', 'resume_config', 'start_run',
+           'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands', 'demo_guided_generator',
+           'save_demo_generator']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -87,8 +87,11 @@ class BaseTrainConfig:
     d_width: int = _opt(64, "PatchGAN discriminator base width")
     spectral_norm: bool = _opt(False, "spectral normalisation in the discriminator")
     pretrained: bool = _opt(True, "load pretrained VGG16/Danbooru weights for losses and *_ext generators")
-    amp: bool = _opt(True, "bf16 autocast on CUDA (CPU always trains in fp32)")
-    channels_last: bool = _opt(True, "channels_last memory format on CUDA")
+    precision: str = _opt("auto", "auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, "
+                                  "CPUs with AMX or AVX-512 BF16), else fp32; weights, losses, metrics and checkpoints stay fp32; "
+                                  "config.json records the resolved one and a resumed run keeps it", choices=PRECISIONS)
+    amp: bool = _opt(True, "allow bf16 autocast (kept for old commands: --no-amp forces fp32, as --precision fp32 does)")
+    channels_last: bool = _opt(True, "channels_last memory format under bf16 and on CUDA")
     cudnn_benchmark: bool = _opt(True, "cuDNN autotuning of conv algorithms on CUDA (fixed input size)")
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
     fused_adam: bool = _opt(True, "Adam's fused kernel (one pass over the weights) on CPU and CUDA")
@@ -299,25 +302,37 @@ class DeviceSetup:
     device: torch.device
     rank: int = 0
     world_size: int = 1
-    amp: bool = False                  # bf16 autocast (CUDA)
+    amp: bool = False                  # bf16 autocast: the run's resolved precision is bf16
     memory_format: torch.memory_format = torch.preserve_format
     @property
     def distributed(self) -> bool: return self.world_size > 1
     @property
     def is_main(self) -> bool: return self.rank == 0
-    def autocast(self): return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+    @property
+    def precision(self) -> str: return "bf16" if self.amp else "fp32"
+    def autocast(self): return autocast(self.device, self.precision)
+
+def train_precision(config: BaseTrainConfig, device: torch.device) -> str:
+    "The precision a run of `config` trains in on `device`: `config.precision` resolved; `amp=False` (`--no-amp`) forces fp32."
+    if not config.amp:
+        if config.precision == "bf16": raise UserError("--precision bf16 and --no-amp contradict each other: drop --no-amp (its new spelling "
+                                                       "is --precision fp32)")
+        return "fp32"
+    return resolve_precision(config.precision, device)
 
 def setup_device(config: BaseTrainConfig) -> DeviceSetup:
-    "The device, process group and CUDA levers for `config` (DDP when `torchrun` set WORLD_SIZE > 1)."
+    "The device, process group, precision and CUDA levers for `config` (DDP when `torchrun` set WORLD_SIZE > 1)."
     rank, world_size, local_rank = dist_env()
     device = default_device(config.device)
     if world_size > 1 and device.type == "cuda":   # NCCL needs each process's device set before the group starts
         device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
+    precision = train_precision(config, device)
     if world_size > 1 and not dist.is_initialized(): dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     cuda = device.type == "cuda"
     if cuda and config.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled(): torch.backends.cudnn.benchmark = True
-    return DeviceSetup(device, rank, world_size, amp=cuda and config.amp,
-                       memory_format=torch.channels_last if cuda and config.channels_last else torch.preserve_format)
+    channels_last = config.channels_last and (precision == "bf16" or cuda)
+    return DeviceSetup(device, rank, world_size, amp=precision == "bf16",
+                       memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
 # %% ../nbs/09_train.ipynb #3ebd2dd3
 def _layout_options(config: TrainConfig) -> dict:
@@ -626,9 +641,10 @@ class Trainer:
                  resume: bool = False,   # continue from OUT/checkpoints/last.pt
                  callbacks=()):          # `cb(trainer, event)`, called after the built-in ones
         config = config if resume else self.prepare_config(config)   # a resumed run keeps its saved (filled) config
+        self.setup = setup_device(config)
+        config = dataclasses.replace(config, precision=self.setup.precision)   # config.json records the resolved precision
         self.config, self.run, self.out = config, Run(config.out), Path(config.out)
         self.callbacks = default_callbacks(config) + list(callbacks)
-        self.setup = setup_device(config)
         self.dm = self.make_data()
         self.train_loader, self.sampler, self.loader_generator = make_train_loader(self.dm, config, self.setup.rank, self.setup.world_size,
                                                                                     pin_memory=self.setup.device.type == "cuda")
@@ -778,13 +794,22 @@ def fit(self: Trainer) -> dict:
 RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "max_pixels", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
 
 def setting_conflicts(saved: dict, given: dict) -> dict:
-    "{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a resume may not change."
-    return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v}
+    "{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a resume may not change "
+    "(`precision='auto'` agrees with any recorded precision: a resumed run keeps the one it recorded)."
+    return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v
+            and not (k == "precision" and v == "auto")}
+
+def recorded_precision(saved: dict, device: str | None = None) -> str:
+    "The precision a saved config trained in: its recorded one; for a run from before `precision` existed, what `amp` meant "
+    "then: bf16 only with amp on CUDA (`device`: the device it resumes on, default its saved one), else fp32."
+    if saved.get("precision") in ("fp32", "bf16"): return saved["precision"]
+    return "bf16" if saved.get("amp", True) and default_device(device or saved.get("device", "auto")).type == "cuda" else "fp32"
 
 def resume_config(out: str | Path, given: dict | None = None, config_cls=TrainConfig) -> BaseTrainConfig:
     "The saved `config_cls` of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
     out, given = Path(out), dict(given or {})
     saved = Run(out).config
+    saved = {**saved, "precision": recorded_precision(saved, given.get("device"))}   # resumes in the precision it trained in
     for k, (was, v) in setting_conflicts(saved, given).items():
         raise UserError(f"{out} was trained with {k}={was!r}, not {v!r}: a resumed run keeps its settings "
                         f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")

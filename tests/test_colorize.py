@@ -18,7 +18,7 @@ from PIL import Image
 
 from manga_colorization.cli import main as cli_main
 from manga_colorization.colorize import Colorizer, recombine
-from manga_colorization.core import UserError, default_device
+from manga_colorization.core import UserError, bf16_supported, default_device, resolve_precision
 from manga_colorization.models import make_generator, save_generator
 from manga_colorization.pages import check_zip, read_member
 from manga_colorization.runs import OnnxRunner, export_onnx, load_generator
@@ -61,8 +61,9 @@ def test_onnx_backend_for_a_run_folder(tiny, page):
     pytest.importorskip("onnxruntime")
     col = Colorizer(tiny[1], device="cpu", backend="onnx")
     assert col.G.backend == "onnx" and col.G.module is None
-    ref = np.asarray(Colorizer(tiny[1], device="cpu").colorize(page.gray), np.int16)
+    ref = np.asarray(Colorizer(tiny[1], device="cpu", precision="fp32").colorize(page.gray), np.int16)   # ONNX runs fp32
     assert np.abs(np.asarray(col.colorize(page.gray), np.int16) - ref).max() <= 1
+    assert col.G.precision == Colorizer(tiny[1], device="cpu", backend="onnx", precision="bf16").G.precision == "fp32"
 
 
 def test_missing_checkpoint_or_wrong_generator_is_a_clear_error(tmp_path):
@@ -380,3 +381,59 @@ def test_max_pixels_option(tiny, tmp_path):
     assert "p.png" in err and "v.cbz:01.png" in err, err
     rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "o2", "--max-pixels", 64 * 96)
     assert rc == 0, err
+
+
+# ---- --precision ------------------------------------------------------------------------------------------------------------
+
+def test_precision_auto_resolves_and_bf16_page_stays_within_a_few_levels(tmp_path, page):
+    "Colorizer(precision=...): auto resolves per device; a bf16 page differs from the fp32 one by a few gray levels at most on average."
+    from manga_colorization.train import save_demo_generator
+    run = save_demo_generator(tmp_path / "demo", steps=150)             # a fitted model: a random one's chroma is ~0 and shows nothing
+    fp32 = Colorizer(run, device="cpu", precision="fp32")
+    assert fp32.G.precision == "fp32" and Colorizer(run, device="cpu").G.precision == resolve_precision("auto", "cpu")
+    if not bf16_supported("cpu"): pytest.skip("this CPU has no native bf16 (neither AVX-512 BF16 nor AMX)")
+    loaded = load_generator(run)
+    bf16 = Colorizer(loaded, device="cpu", precision="bf16")
+    assert bf16.G.precision == "bf16" and loaded.precision == "fp32"                # the caller's generator is left as it was
+    a, b = (np.asarray(c.colorize(page.gray), np.int16) for c in (fp32, bf16))
+    diff = np.abs(a - b)
+    print(f"bf16 vs fp32 page: mean abs diff {diff.mean():.3f} levels, max {diff.max()}, 99.9th percentile {np.percentile(diff, 99.9)}")
+    assert diff.mean() <= 2 and diff.max() <= 32, (diff.mean(), diff.max())
+    raw = [np.asarray(Colorizer(run, device="cpu", precision=p, raw=True).colorize(page.gray), np.int16) for p in ("fp32", "bf16")]
+    assert np.abs(raw[0] - raw[1]).mean() <= 2                                            # the network's own RGB too
+
+
+def test_upscaler_precision(tmp_path):
+    "Upscaler(precision=...): bf16 (channels_last, autocast) gives float32 out, within a few levels of fp32; ONNX ignores it."
+    from manga_colorization.models import create_model
+    from manga_colorization.superres import Upscaler
+    torch.manual_seed(0)
+    U = create_model("compact", scale=2, width=8).eval(); torch.nn.init.normal_(U.tail.weight, std=0.05)   # not just the bilinear skip
+    save_generator(U, tmp_path / "u", {"scale": 2})
+    gray = synth_page(seed=1, index=0, size=(96, 80)).color.convert("L")
+    up32 = Upscaler(tmp_path / "u", precision="fp32")
+    assert up32.G.precision == "fp32" and Upscaler(tmp_path / "u").G.precision == resolve_precision("auto", "cpu")
+    if not bf16_supported("cpu"): pytest.skip("this CPU has no native bf16 (neither AVX-512 BF16 nor AMX)")
+    up16 = Upscaler(tmp_path / "u", precision="bf16")
+    a, b = (np.asarray(u.upscale(gray), np.int16) for u in (up32, up16))
+    diff = np.abs(a - b)
+    print(f"upscaler bf16 vs fp32: mean abs diff {diff.mean():.3f} levels, max {diff.max()}")
+    assert up16.G.precision == "bf16" and a.shape == b.shape and diff.mean() <= 2, (diff.mean(), diff.max())
+
+
+def test_precision_flag_and_bf16_without_bf16_units(tiny, tmp_path, monkeypatch, capsys, page):
+    "colorize / upscale --precision: in the help (with the ONNX note); bf16 where the device has none is one clear error line."
+    import manga_colorization.core as core
+    for command in ("colorize", "upscale"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit): cli_main([command, "--help"])
+        text = " ".join(out.getvalue().split())
+        assert "--precision {auto,fp32,bf16}" in text and "ONNX backend always runs fp32" in text, command
+    page.gray.save(tmp_path / "p.png")
+    monkeypatch.setattr(core, "bf16_supported", lambda device: False)
+    rc = cli_main(["colorize", str(tmp_path / "p.png"), "--checkpoint", str(tiny[1]), "--out", str(tmp_path / "out"), "--device", "cpu",
+                   "--precision", "bf16"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no bf16 support" in err and "--precision fp32" in err, err
+    assert not (tmp_path / "out" / "p.png").exists()
+    assert Colorizer(tiny[1], device="cpu").G.precision == "fp32"                          # auto falls back to fp32 there

@@ -1,5 +1,6 @@
 """Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data; --overwrite keeps
-foreign files), the demo (shrunk), --init-from, best.pt, the CUDA path's numerics (bf16 autocast + channels_last) forced on the CPU."""
+foreign files), the demo (shrunk), --init-from, best.pt, the CUDA path's numerics (bf16 autocast + channels_last) forced on the CPU,
+--precision: resolved and recorded, bf16 drift against fp32, exact resume within bf16, a clear error without bf16."""
 import dataclasses
 import json
 import math
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from manga_colorization.core import UserError
+from manga_colorization.core import UserError, bf16_supported, resolve_precision
 from manga_colorization.models import list_models
 from manga_colorization.runs import Run, load_checkpoint, load_generator
-from manga_colorization.train import Trainer, TrainConfig, train
+from manga_colorization.train import Trainer, TrainConfig, resume_config, train
 
 TINY = dict(size=32, width=8, depth=3, batch_size=4, epochs=2, limit=32, val_limit=4, device="cpu", pretrained=False,
             d_width=8, d_layers=2, samples=2, tensorboard=False)
@@ -371,3 +372,96 @@ def test_best_recipe_fills_only_what_is_not_given():
     assert all(getattr(c, k) == v for k, v in RECIPES["best"].items())
     assert apply_recipe(TrainConfig(recipe="best", out_ch=3), given={"out_ch"}).out_ch == 3
     assert dataclasses.replace(apply_recipe(TrainConfig()), recipe_applied=False) == TrainConfig()
+
+
+# ---- --precision auto | fp32 | bf16 --------------------------------------------------------------------------------------------
+
+BF16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no native bf16 (neither AVX-512 BF16 nor AMX): "
+                                                            "bf16 would be emulated, and auto picks fp32 here")
+
+
+def _floats(state: dict) -> set:
+    return {v.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point()}
+
+
+def test_precision_is_resolved_and_recorded(tmp_path):
+    "config.json records the resolved precision (fp32 / bf16), never 'auto'; auto on resume keeps it; another explicit one is refused."
+    for p in ("fp32", "auto", *(("bf16",) if bf16_supported("cpu") else ())):
+        out = tmp_path / p
+        t = Trainer(TrainConfig(**{**TINY, "out": str(out), "precision": p, "epochs": 1, "limit": 4, "val_limit": 2}))
+        t.fit()
+        want = resolve_precision(p, "cpu")
+        saved = json.loads((out / "config.json").read_text())["precision"]
+        assert t.config.precision == t.setup.precision == saved == want and want in ("fp32", "bf16"), (p, saved)
+        assert load_checkpoint(out / "checkpoints" / "last.pt")["config"]["precision"] == want
+        assert resume_config(out, {"precision": "auto"}).precision == want
+        with pytest.raises(UserError, match="was trained with precision="):
+            resume_config(out, {"precision": {"fp32": "bf16", "bf16": "fp32"}[want]})
+    old = json.loads((tmp_path / "fp32" / "config.json").read_text())        # a run from before --precision: amp on the CPU meant fp32
+    del old["precision"]
+    (tmp_path / "fp32" / "config.json").write_text(json.dumps(old))
+    assert resume_config(tmp_path / "fp32", {"precision": "auto"}).precision == "fp32"
+    assert Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "noamp"), "amp": False})).config.precision == "fp32"   # --no-amp: fp32
+
+
+@BF16
+def test_bf16_training_stays_close_to_fp32(tmp_path):
+    "Same seed, same batches: bf16 and fp32 loss curves agree within 10% after a few steps; weights, optimizer moments and "
+    "checkpoint tensors stay fp32."
+    curves, trainers = {}, {}
+    for p in ("fp32", "bf16"):
+        t = trainers[p] = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / p), "precision": p, "limit": 48}))
+        assert t.config.precision == p
+        t.step_fn.G.train(); t.step_fn.D.train()
+        curves[p] = [t.train_batch(inp, target) for inp, target in t.train_loader]   # 12 steps
+    for key in ("loss_l1", "loss_g"):
+        a, b = (torch.tensor([r[key] for r in curves[p]]) for p in ("fp32", "bf16"))
+        rel = ((a - b).abs() / a.abs())
+        print(key, "fp32", a.tolist(), "\nbf16", b.tolist(), "\nrelative difference", rel.tolist())
+        assert rel[0] < 0.02 and rel.max() < 0.10, (key, rel.tolist())          # the same first step; then drift stays bounded
+    assert curves["bf16"][-1]["loss_l1"] < curves["bf16"][0]["loss_l1"]        # bf16 learns
+    t = trainers["bf16"]
+    assert _floats(t.G.state_dict()) == _floats(t.D.state_dict()) == {torch.float32}
+    assert {s["exp_avg"].dtype for s in t.step_fn.opt_g.state.values()} == {torch.float32}
+    t.save()
+    ckpt = load_checkpoint(tmp_path / "bf16" / "checkpoints" / "last.pt")
+    assert _floats(ckpt["G"]) == _floats(ckpt["D"]) == _floats(ckpt["generator"]) == {torch.float32}
+
+
+@BF16
+def test_bf16_resume_is_exact(tmp_path):
+    "The exact-resume check in bf16: interrupted after a checkpoint and resumed, the same weights as an uninterrupted bf16 run."
+    class Stop(Exception): pass
+    def stop_after(n):
+        def cb(t, event):
+            if event == "step" and t.step == n: raise Stop()
+        return cb
+    cfg = {**TINY, "limit": 16, "ckpt_every": 2, "precision": "bf16", "ema": 0.9}
+    a = Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "a")}))
+    assert a.setup.precision == "bf16" and a.setup.memory_format == torch.channels_last
+    a.fit()
+    with pytest.raises(Stop): Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 4
+    with pytest.raises(UserError, match="was trained with precision='bf16'"):            # a resume may not change it
+        resume_config(tmp_path / "b", {"precision": "fp32"})
+    r = train(TrainConfig(**{**cfg, "out": str(tmp_path / "b"), "precision": "auto"}), resume=True)   # resumes in the recorded bf16
+    assert r["step"] == 8 and json.loads((tmp_path / "b" / "config.json").read_text())["precision"] == "bf16"
+    sa, sb = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt") for r in ("a", "b"))
+    assert sa["step"] == sb["step"] == 8
+    for part in ("G", "D", "ema"):
+        for k in sa[part]: assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+
+
+def test_bf16_without_bf16_units_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    "--precision bf16 where the device has no bf16 units: one line naming the way out; auto falls back to fp32 there."
+    import manga_colorization.core as core
+    from manga_colorization.cli import main
+    monkeypatch.setattr(core, "bf16_supported", lambda device: False)
+    args = ["--out", str(tmp_path / "x"), "--device", "cpu", "--size", "32", "--width", "8", "--depth", "3", "--epochs", "1",
+            "--limit", "4", "--val-limit", "2", "--batch-size", "4", "--no-pretrained", "--no-tensorboard"]
+    assert main(["train", *args, "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no bf16 support" in err and "--precision fp32" in err, err
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert main(["sr-train", "--out", str(tmp_path / "sr"), "--device", "cpu", "--precision", "bf16"]) == 2   # sr-train alike
+    assert "no bf16 support" in capsys.readouterr().err

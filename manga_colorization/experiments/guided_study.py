@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..core import UserError
+from ..core import PRECISIONS, UserError
 from ..data import SketchDataModule
 from ..guidance import GuidanceSampler
 from ..metrics import MetricMeter, image_metrics
 from ..models import spread_hints
 from ..runs import LoadedGenerator, Run, TorchRunner, load_generator
 from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recipe
-from ..train import TrainConfig
+from ..train import TrainConfig, recorded_precision
 
 # %% auto #0
 __all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
@@ -39,12 +39,12 @@ GUIDED_RUNS: dict[str, dict] = {
 }
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)
 
-def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = False) -> TrainConfig:
-    "The `TrainConfig` of run `name` in study folder `out` (`real`: the real-art dataset root)."
+def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = False, precision: str = "auto") -> TrainConfig:
+    "The `TrainConfig` of run `name` in study folder `out` (`real`: the real-art dataset root), trained in `precision`."
     if name not in GUIDED_RUNS: raise UserError(f"unknown guided-study run {name!r}; choose one of {', '.join(GUIDED_RUNS)}")
     spec = dict(GUIDED_RUNS[name])
     spec["data"] = str(Path(real).expanduser()) if spec["data"] == "real" else "synthetic"
-    return TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name)})
+    return TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name), "precision": precision})
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000009
 @torch.no_grad()
@@ -120,7 +120,9 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
                      quick: bool = False,               # CI-sized: tiny networks and data
                      runs=None,                         # names (list or comma-separated) of `GUIDED_RUNS`; default all
                      json_path: str | Path | None = None,  # also write the results here (e.g. benchmarks/guidance_curve.json)
-                     log=print) -> dict:
+                     log=print,
+                     precision: str = "auto",          # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
+                    ) -> dict:
     "Train (resumably) and measure the runs; returns and writes {base, runs, curves, targets}."
     t0, out, real = time.perf_counter(), Path(out), Path(real).expanduser()
     if not (real / "train").is_dir() or not (real / "test").is_dir():
@@ -130,11 +132,11 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
     summary = {"about": "Guided colorization (issue 14): nbs/23_guided_study.ipynb", "quick": quick, "real": str(real),
                "base": {**GUIDED_BASE, **(STUDY_QUICK if quick else {})}, "threads": torch.get_num_threads(), "runs": {}, "curves": {}}
     for i, name in enumerate(names):
-        config = guided_config(name, out, real, quick)
+        config = guided_config(name, out, real, quick, precision)
         log(f"guided study: run {name} ({i + 1}/{len(names)}) in {config.out}")
         status, last = train_recipe(config), (Run(config.out).metrics() or [{}])[-1]
         summary["runs"][name] = {"spec": GUIDED_RUNS[name], "status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"),
-                                 "images_seen": config.epochs * config.limit}
+                                 "images_seen": config.epochs * config.limit, "precision": recorded_precision(Run(config.out).config)}
     sources = eval_sources(real, summary["base"]["size"], quick)
     for source, ds in sources.items():
         for name in names:
@@ -188,7 +190,7 @@ def curve_figure(summary: dict, path: str | Path | None = None):
 def run_cli(args) -> int:
     "The `mangacolor guided-study` command."
     if args.threads: torch.set_num_threads(args.threads)
-    summary = run_guided_study(args.data, args.out, quick=args.quick, runs=args.runs, json_path=args.json)
+    summary = run_guided_study(args.data, args.out, quick=args.quick, runs=args.runs, json_path=args.json, precision=args.precision)
     for source in summary["curves"]: print(f"\n{source}\n" + curve_table(summary, source))
     for model, ts in summary["targets"].items():
         for name, t in ts.items(): print(f"{model} target {name}: {'met' if t['met'] else 'NOT met'} ({json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in t.items()})})")
@@ -207,4 +209,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--runs", help=f"comma-separated subset of: {', '.join(GUIDED_RUNS)}")
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/guidance_curve.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a resumed run keeps its "
+                        "recorded one; measuring runs fp32) (default: %(default)s)")
     p.set_defaults(func=run_cli)

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..core import UserError
+from ..core import PRECISIONS, UserError
 from ..data import ColorizationDataset, FileSource, ImageCache, find_images
 from ..metrics import MetricMeter, image_metrics
 from ..runs import Run, load_generator
-from ..train import TrainConfig, apply_recipe, sample_sheet, setting_conflicts, train
+from ..train import TrainConfig, apply_recipe, recorded_precision, sample_sheet, setting_conflicts, train
 
 # %% auto #0
 __all__ = ['STUDY_BASE', 'STUDY_QUICK', 'EVAL_LIMIT', 'STUDY_RECIPES', 'EVAL_KEYS', 'SUMMARY_KEYS', 'recipe_config',
@@ -49,10 +49,11 @@ STUDY_RECIPES: dict[str, dict] = {
 }
 EVAL_KEYS = ("same_weights_as", "decode")    # recipe keys that change evaluation, not training
 
-def recipe_config(name: str, out: str | Path, data: str | Path, quick: bool = False) -> TrainConfig:
-    "The `TrainConfig` of recipe `name`: the base (tiny when `quick`), its changes, its run folder OUT/<name>."
+def recipe_config(name: str, out: str | Path, data: str | Path, quick: bool = False, precision: str = "auto") -> TrainConfig:
+    "The `TrainConfig` of recipe `name`: the base (tiny when `quick`), its changes, its run folder OUT/<name>, its training `precision`."
     changes = {k: v for k, v in STUDY_RECIPES[name].items() if k not in EVAL_KEYS}
-    return TrainConfig(**{**STUDY_BASE, **(STUDY_QUICK if quick else {}), **changes, "data": str(data), "out": str(Path(out) / name)})
+    return TrainConfig(**{**STUDY_BASE, **(STUDY_QUICK if quick else {}), **changes, "data": str(data), "out": str(Path(out) / name),
+                          "precision": precision})
 
 # %% ../../nbs/18a_recipe_study.ipynb #19ae3f78
 def trained_recipes(names) -> list[str]:
@@ -168,11 +169,12 @@ def _sources(data: Path, cross: Path | None) -> dict[str, Path]:
     if cross is not None and not cross.is_dir(): raise UserError(f"cross-domain folder {cross} does not exist")
     return {"in_domain": data / "test", **({"cross_domain": cross} if cross is not None else {})}
 
-def _train_one(name: str, out: Path, data: Path, quick: bool) -> dict:
-    "Train (or finish, or skip) recipe `name`: its status, training time, epochs and images seen."
-    config = recipe_config(name, out, data, quick)
+def _train_one(name: str, out: Path, data: Path, quick: bool, precision: str = "auto") -> dict:
+    "Train (or finish, or skip) recipe `name`: its status, training time, epochs, images seen and the precision it trained in."
+    config = recipe_config(name, out, data, quick, precision)
     status, last = train_recipe(config), (Run(config.out).metrics() or [{}])[-1]
-    return {"status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"), "images_seen": config.epochs * config.limit}
+    return {"status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"), "images_seen": config.epochs * config.limit,
+            "precision": recorded_precision(Run(config.out).config)}
 
 def _write(summary: dict, paths) -> None:
     "Write the study's JSON to each of `paths` (None skipped)."
@@ -186,7 +188,8 @@ def run_study(data: str | Path,                 # dataset root: train/, val/ (se
               quick: bool = False,              # CI-sized: tiny networks, 1 epoch of 8 images, 16 evaluation images per source
               recipes=None,                     # names (list or comma-separated) of `STUDY_RECIPES` to run; default all
               json_path: str | Path | None = None, # also write the results here (e.g. benchmarks/recipe_study.json)
-              log=print) -> dict:
+              log=print,
+              precision: str = "auto") -> dict:    # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
     "Train and evaluate the recipes one after the other, writing the results so far after each; returns the results, winners and budget."
     t0, out, data = time.perf_counter(), Path(out), Path(data).expanduser()
     names, sources = _check_recipes(recipes), _sources(data, Path(cross).expanduser() if cross else None)
@@ -196,7 +199,7 @@ def run_study(data: str | Path,                 # dataset root: train/, val/ (se
     info = {}
     for i, name in enumerate(names):
         log(f"study: recipe {name} ({i + 1}/{len(names)}) in {out / name}")
-        if name in trained_recipes([name]): info[name] = _train_one(name, out, data, quick)
+        if name in trained_recipes([name]): info[name] = _train_one(name, out, data, quick, precision)
         evals = evaluate_recipe(out, name, sources, (STUDY_QUICK if quick else STUDY_BASE)["size"], EVAL_LIMIT["quick" if quick else "full"])
         summary["recipes"][name] = {"changes": STUDY_RECIPES[name], **info[STUDY_RECIPES[name].get("same_weights_as", name)], **evals}
         summary.update(winners={s: winner(summary["recipes"], s) for s in sources}, wall_time_s=round(time.perf_counter() - t0, 1),
@@ -238,7 +241,8 @@ def study_verdict(summary: dict) -> str:
 def run_cli(args) -> int:
     "The `mangacolor study` command."
     if args.threads: torch.set_num_threads(args.threads)
-    summary = run_study(args.data, args.cross, args.out, quick=args.quick, recipes=args.recipes, json_path=args.json)
+    summary = run_study(args.data, args.cross, args.out, quick=args.quick, recipes=args.recipes, json_path=args.json,
+                        precision=args.precision)
     print(study_table(summary)); print(study_verdict(summary))
     print(f"results in {Path(args.out) / 'study.json'}" + (f" and {args.json}" if args.json else ""))
     return 0
@@ -256,4 +260,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--recipes", help=f"comma-separated subset of: {', '.join(STUDY_RECIPES)}")
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/recipe_study.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a resumed run keeps its "
+                        "recorded one; evaluation runs fp32) (default: %(default)s)")
     p.set_defaults(func=run_cli)
