@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .core import PRECISIONS, UserError, rgb_to_ycbcr
 from .data import load_image, make_input
-from .guidance import HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints, read_hints, reference_palette
+from .guidance import (HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints,
+                                         read_hints, reference_palette)
 from .pages import BatchResult, Job, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
 from .panels import bubble_mask, find_panels
 from .runs import LoadedGenerator, TorchRunner, checkpoint_files, export_onnx, load_generator
@@ -46,7 +47,8 @@ def to_working(gray: Image.Image,  # the page in mode L
                size: int,          # working size
                multiple: int = 1,  # canvas multiple
               ) -> tuple[np.ndarray, np.ndarray]:
-    "The page's gray at working size in [0, 1] (h, w), and the white-padded square canvas (side, side) the network sees."
+    ("The page's gray at working size in [0, 1] (h, w), and the white-padded square canvas (side, side) the network "
+     "sees.")
     (w, h), side = working_geometry(*gray.size, size, multiple)
     small = np.asarray(gray.resize((w, h), Image.LANCZOS, reducing_gap=2.0), dtype=np.float32) / 255
     canvas = np.ones((side, side), np.float32)
@@ -77,13 +79,15 @@ def guided_coefficients(guide: np.ndarray,  # (h, w) working-size gray in [0, 1]
     return np.concatenate([box(a), box(b)])
 
 def _lerp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Bilinear sampling (pixel centres, like `align_corners=False`) of `n_in` samples at `n_out` points: lower index, upper index, weight."
+    ("Bilinear sampling (pixel centres, like `align_corners=False`) of `n_in` samples at `n_out` points: lower index, "
+     "upper index, weight.")
     pos = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     i0 = np.floor(pos).astype(np.intp)
     return i0, np.minimum(i0 + 1, n_in - 1), (pos - i0).astype(np.float32)
 
 # %% ../nbs/13_colorize.ipynb #bda2402a
-_YCC2RGB = np.linalg.inv(np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]))[:, 1:].astype(np.float32)
+_RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC2RGB = np.linalg.inv(_RGB2YCC)[:, 1:].astype(np.float32)
 
 def neutral_weight(gray: np.ndarray,           # uint8 (or float 0..255) gray levels
                    white_threshold: float = 235,  # at or above this level a pixel is paper: no colour
@@ -118,14 +122,16 @@ def chroma_to_page(out: Image.Image,        # the RGB output page, written in pl
                    gray: Image.Image,       # the page in mode L
                    guide: np.ndarray,       # (h, w) the gray at working size, in [0, 1]
                    chroma: np.ndarray,      # (2, h, w) the network's chroma at working size
-                   box: tuple[int, int, int, int] | None = None,  # the page region they cover (a panel), default the whole page
+                   # the page region they cover (a panel), default the whole page
+                   box: tuple[int, int, int, int] | None = None,
                    keep_white: bool = True,       # paper white and black ink stay neutral
                    white_threshold: float = 235,  # see `neutral_weight`
                    black_threshold: float = 30,   # see `neutral_weight`
                    strip_pixels: int = 1 << 21,   # pixels per strip: bounds the working memory
                    radius: int = 2,               # guided-filter radius (working-size pixels)
                    eps: float = 1e-3,             # guided-filter regularisation
-                   neutral_mask: np.ndarray | None = None,  # (mh, mw) bool over `box` at any resolution: no colour there (bubbles)
+                   # (mh, mw) bool over `box` at any resolution: no colour there (bubbles)
+                   neutral_mask: np.ndarray | None = None,
                   ) -> Image.Image:
     "Upsample `chroma` edge-aware to the page region `box` and recombine it with the page's gray there, strip by strip."
     x0, y0, x1, y1 = box or (0, 0, *gray.size)
@@ -154,18 +160,23 @@ def chroma_to_page(out: Image.Image,        # the RGB output page, written in pl
     return out
 
 # %% ../nbs/13_colorize.ipynb #db55bb47
-def as_generator(G,                           # a `runs.LoadedGenerator`, a path `runs.load_generator` accepts, or an nn.Module with `.config`
-                 meta: dict | None = None,    # for a module: "size", "input_mode", "pad_multiple" (a path brings its own)
+def as_generator(
+                 # a `runs.LoadedGenerator`, a path `runs.load_generator` accepts, or an nn.Module with `.config`
+                 G,
+                 # for a module: "size", "input_mode", "pad_multiple" (a path brings its own)
+                 meta: dict | None = None,
                  device: str | None = None,   # "cpu", "cuda", "mps"; default: the best available
                  backend: str = "torch",      # for a path: "torch" or "onnx" (an .onnx file always uses onnxruntime)
-                 precision: str | None = None,  # auto | fp32 | bf16 for PyTorch (ONNX runs fp32); None: a LoadedGenerator's own, else fp32
+                 # auto | fp32 | bf16 for PyTorch (ONNX runs fp32); None: a LoadedGenerator's own, else fp32
+                 precision: str | None = None,
                 ) -> LoadedGenerator:
     "The `LoadedGenerator` that `G` stands for."
     if isinstance(G, LoadedGenerator): return G if precision is None else G.with_precision(precision)
     if isinstance(G, (str, Path)): return load_generator(G, device, backend, precision or "fp32")
     if isinstance(G, torch.nn.Module) and hasattr(G, "config"):
         return LoadedGenerator(TorchRunner(G, device, precision or "fp32"), G.config, meta, module=G)
-    raise TypeError(f"Colorizer takes a LoadedGenerator, a checkpoint path or a generator module with .config, not {type(G).__name__}")
+    raise TypeError("Colorizer takes a LoadedGenerator, a checkpoint path or a generator module with .config, not "
+                    f"{type(G).__name__}")
 
 def as_image(image) -> Image.Image:
     "A PIL image from a PIL image, a uint8 array or a path (decoded by `data.load_image`)."
@@ -200,15 +211,18 @@ def run_network(G: LoadedGenerator,          # the generator
                 hints: list | None = None,   # per canvas: (3, side, side) hint channels, or None
                 palettes: list | None = None,  # per canvas: (1, K, 4) palette, or None
                ) -> list[torch.Tensor]:
-    "RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a time, with their guidance."
+    ("RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a "
+     "time, with their guidance.")
     results = []
     for i, j in ((i, i + batch_size) for i in range(0, len(canvases), batch_size)):
         x = torch.from_numpy(np.stack(canvases[i:j])[:, None] * 2 - 1).repeat(1, G.in_ch, 1, 1)
         guide = {}
         if hints is not None and any(h is not None for h in hints[i:j]):
-            guide["hints"] = torch.stack([h if h is not None else torch.zeros(3, *x.shape[-2:]) for h in hints[i:j]])
+            none = torch.zeros(3, *x.shape[-2:])
+            guide["hints"] = torch.stack([h if h is not None else none for h in hints[i:j]])
         if palettes is not None and any(p is not None for p in palettes[i:j]):
-            guide["palette"] = torch.cat([p if p is not None else torch.zeros(1, G.palette_k, 4) for p in palettes[i:j]])
+            none = torch.zeros(1, G.palette_k, 4)
+            guide["palette"] = torch.cat([p if p is not None else none for p in palettes[i:j]])
         rgb = G.predict_rgb(x, **guide)
         results += [rgb[k, :, :h, :w] for k, (h, w) in enumerate(shapes[i:j])]
     return results
@@ -216,22 +230,30 @@ def run_network(G: LoadedGenerator,          # the generator
 # %% ../nbs/13_colorize.ipynb #0e4d5ef9
 class Colorizer:
     "Colorize manga pages at full resolution with a trained generator (PyTorch or ONNX Runtime)."
-    def __init__(self, G,                             # a `runs.LoadedGenerator`, a checkpoint path, or a generator module with `.config`
+    def __init__(
+                 # a `runs.LoadedGenerator`, a checkpoint path, or a generator module with `.config`
+                 self, G,
                  meta: dict | None = None,            # for a module: "size", "input_mode", "pad_multiple"
                  device: str | None = None,           # "cpu", "cuda", "mps"; default: the best available
-                 backend: str = "torch",              # for a path: "torch" or "onnx" (onnxruntime; an .onnx file always uses it)
+                 # for a path: "torch" or "onnx" (onnxruntime; an .onnx file always uses it)
+                 backend: str = "torch",
                  working_size: int | None = None,     # overrides the generator's training size
-                 raw: bool = False,                   # return the network's own RGB (resized) instead of page luminance + chroma
+                 # return the network's own RGB (resized) instead of page luminance + chroma
+                 raw: bool = False,
                  panels: bool = False,                # colorize each found panel at working size
                  keep_white: bool = True,             # paper white and black ink stay neutral
                  white_threshold: float = 235,        # gray level from which a pixel is paper
                  black_threshold: float = 30,         # gray level up to which a pixel is ink
-                 color_threshold: float | None = 0.03,  # coloured-pixel fraction above which a page is copied through; None: never
+                 # coloured-pixel fraction above which a page is copied through; None: never
+                 color_threshold: float | None = 0.03,
                  batch_size: int = 4,                 # canvases per network call
                  strip_pixels: int = 1 << 21,         # pixels per strip for page-size work
-                 upscaler=None,                       # enlarge each page first: a superres.Upscaler, or an upscaler run / checkpoint / .onnx
-                 precision: str = "auto",             # auto | fp32 | bf16: the network under bf16 autocast + channels_last where the
-                                                      # device has bf16 units (`core.resolve_precision`); colour maths in fp32; ONNX: fp32
+                 # enlarge each page first: a superres.Upscaler, or an upscaler run / checkpoint / .onnx
+                 upscaler=None,
+                 # auto | fp32 | bf16: the network under bf16 autocast + channels_last where the
+                 precision: str = "auto",
+                                                      # device has bf16 units (`core.resolve_precision`); colour maths
+                                                      # in fp32; ONNX: fp32
                 ):
         self.G = as_generator(G, meta, device, backend, precision)
         self.upscaler = upscaler
@@ -239,7 +261,8 @@ class Colorizer:
             self.upscaler = Upscaler(upscaler, device=device, backend=backend, precision=precision)
         self.size = int(working_size or self.G.size)
         self.raw, self.panels, self.keep_white = raw, panels, keep_white
-        self.white_threshold, self.black_threshold, self.color_threshold = white_threshold, black_threshold, color_threshold
+        self.white_threshold, self.black_threshold = white_threshold, black_threshold
+        self.color_threshold = color_threshold
         self.batch_size, self.strip_pixels = batch_size, strip_pixels
 
     @property
@@ -247,16 +270,9 @@ class Colorizer:
     @property
     def multiple(self) -> int: return self.G.multiple
 
-    def is_color(self, image: Image.Image) -> bool:
-        "True when `image` is already coloured (and colour detection is on)."
-        return self.color_threshold is not None and is_color_page(image, self.color_threshold)
-
-    def regions(self, gray: Image.Image) -> list[tuple[int, int, int, int]]:
-        "The page regions to colorize: the whole page, then (with `panels`) each panel on top."
-        return [(0, 0, *gray.size)] + (find_panels(gray) if self.panels else [])
-
     def paint(self, out: Image.Image, gray: Image.Image, box: tuple, small: np.ndarray, rgb: torch.Tensor):
-        "Paint one region of `out`: the network's RGB resized (`raw`), else its chroma carried onto the page's own gray."
+        ("Paint one region of `out`: the network's RGB resized (`raw`), else its chroma carried onto the page's own "
+         "gray.")
         if self.raw:
             net = Image.fromarray(((rgb.permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5).astype(np.uint8))
             return out.paste(net.resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC), box[:2])
@@ -264,31 +280,50 @@ class Colorizer:
         chroma_to_page(out, gray, small, rgb_chroma(rgb).numpy(), box, self.keep_white, self.white_threshold,
                        self.black_threshold, self.strip_pixels, neutral_mask=bubbles)
 
+# %% ../nbs/13_colorize.ipynb #207c91ae
+@patch
+def is_color(self: Colorizer, image: Image.Image) -> bool:
+    "True when `image` is already coloured (and colour detection is on)."
+    return self.color_threshold is not None and is_color_page(image, self.color_threshold)
+
+@patch
+def regions(self: Colorizer, gray: Image.Image) -> list[tuple[int, int, int, int]]:
+    "The page regions to colorize: the whole page, then (with `panels`) each panel on top."
+    return [(0, 0, *gray.size)] + (find_panels(gray) if self.panels else [])
+
 # %% ../nbs/13_colorize.ipynb #54d7d7db
 @patch
 def guidance(self: Colorizer, hints=None, palette=None) -> tuple[Hints | None, torch.Tensor | None]:
-    "(hint points, palette tensor) for one page, checked against what the generator takes; a hint file's palette is used when no `palette` is given."
+    ("(hint points, palette tensor) for one page, checked against what the generator takes; a hint file's palette is "
+     "used when no `palette` is given.")
     hints, G = as_hints(hints), self.G
     name = Path(G.source).name or "this generator"
     if hints is not None and hints.points and not G.uses_hints:
-        raise UserError(f"{name} was trained without hints (guidance: {G.guidance}); train one with --guidance hints or both")
+        raise UserError(f"{name} was trained without hints (guidance: {G.guidance}); train one with --guidance hints "
+                        "or both")
     if (palette is not None or (hints is not None and hints.palette)) and not G.uses_palette:
-        raise UserError(f"{name} was trained without a palette (guidance: {G.guidance}); train one with --guidance palette or both")
-    if palette is None and hints is not None and hints.palette: palette = palette_tensor(hints.palette, hints.weights, G.palette_k)
+        raise UserError(f"{name} was trained without a palette (guidance: {G.guidance}); train one with --guidance "
+                        "palette or both")
+    if palette is None and hints is not None and hints.palette:
+        palette = palette_tensor(hints.palette, hints.weights, G.palette_k)
     elif palette is not None and not torch.is_tensor(palette):
         palette = reference_palette(palette, G.palette_k) if isinstance(palette, (str, Path, Image.Image)) else \
-            palette_tensor([c if isinstance(c, tuple) else parse_hints({"palette": [c]}).palette[0] for c in palette], k=G.palette_k)
+            palette_tensor([c if isinstance(c, tuple) else parse_hints({"palette": [c]}).palette[0] for c in palette],
+                           k=G.palette_k)
     return (hints if hints is not None and hints.points else None), palette
 
-def _region_hints(points: list[HintPoint], scale: tuple[float, float], box: tuple, small: np.ndarray, canvas: np.ndarray) -> torch.Tensor:
-    "The hint channels of one region's canvas, from points in the page's original pixels (`scale`: page pixels per original pixel)."
+def _region_hints(points: list[HintPoint], scale: tuple[float, float], box: tuple, small: np.ndarray,
+                  canvas: np.ndarray) -> torch.Tensor:
+    ("The hint channels of one region's canvas, from points in the page's original pixels (`scale`: page pixels per "
+     "original pixel).")
     pts = [HintPoint(p.x * scale[0], p.y * scale[1], p.color, p.radius * (scale[0] + scale[1]) / 2) for p in points]
     return hint_map(pts, box, small.shape, canvas.shape)
 
 # %% ../nbs/13_colorize.ipynb #5c652174
 @patch
 def page_jobs(self: Colorizer, pages: list[Image.Image]) -> tuple[list, list]:
-    "(results with colour pages copied through and blank canvases for the others, [(page index, gray, region box)] to colorize)."
+    ("(results with colour pages copied through and blank canvases for the others, [(page index, gray, region box)] to "
+     "colorize).")
     results = [page.convert("RGB") if self.is_color(page) else None for page in pages]
     jobs = []
     for i, page in enumerate(pages):
@@ -302,32 +337,45 @@ def page_jobs(self: Colorizer, pages: list[Image.Image]) -> tuple[list, list]:
 def colorize_batch(self: Colorizer, images: list,
                     hints: list | None = None,   # per page: hints (see `colorize`) or None
                     palette=None,                # one palette for every page (see `colorize`)
-                    palettes: list | None = None,  # or one per page (None entries: that page's hint file's palette, if any)
+                    # or one per page (None entries: that page's hint file's palette, if any)
+                    palettes: list | None = None,
                    ) -> list[Image.Image]:
-    "Colorize several pages (PIL images, uint8 arrays or paths), with their guidance; the network sees them in shared batches."
+    ("Colorize several pages (PIL images, uint8 arrays or paths), with their guidance; the network sees them in shared "
+     "batches.")
     hints = list(hints) if hints is not None else [None] * len(images)
     palettes = list(palettes) if palettes is not None else [palette] * len(images)
     if len(hints) != len(images) or len(palettes) != len(images):
-        raise UserError(f"colorize_batch: {len(hints)} hint entries and {len(palettes)} palettes for {len(images)} pages")
+        raise UserError(f"colorize_batch: {len(hints)} hint entries and {len(palettes)} palettes for {len(images)} "
+                        "pages")
     guides = [self.guidance(h, p) for h, p in zip(hints, palettes)]
     pages = [as_image(im) for im in images]
     sizes = [p.size for p in pages]
-    if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]   # colour is painted at the new resolution
+    # colour is painted at the new resolution
+    if self.upscaler is not None: pages = [self.upscaler.upscale(p) for p in pages]
     results, jobs = self.page_jobs(pages)
     works = [region_canvas(gray, box, self.size, self.multiple, self.G.input_mode) for _, gray, box in jobs]
-    maps = [None if guides[i][0] is None else _region_hints(guides[i][0].points, (gray.width / sizes[i][0], gray.height / sizes[i][1]), box, small, canvas)
-            for (i, gray, box), (small, canvas) in zip(jobs, works)]
+    def region_map(i, gray, box, small, canvas):
+        if guides[i][0] is None: return None
+        scale = (gray.width / sizes[i][0], gray.height / sizes[i][1])
+        return _region_hints(guides[i][0].points, scale, box, small, canvas)
+    maps = [region_map(i, gray, box, small, canvas) for (i, gray, box), (small, canvas) in zip(jobs, works)]
     rgbs = run_network(self.G, [canvas for _, canvas in works], [small.shape for small, _ in works], self.batch_size,
                        maps, [guides[i][1] for i, _, _ in jobs])
     for (i, gray, box), (small, _), rgb in zip(jobs, works, rgbs): self.paint(results[i], gray, box, small, rgb)
     return results
 
+# %% ../nbs/13_colorize.ipynb #dca2933a
 @patch
 def colorize(self: Colorizer, image,
-              hints=None,     # colour points: `Hints`, a hint file (PAGE.hints.json), its JSON dict, or a list of `HintPoint` (page pixels)
-              palette=None,   # a reference: picture (path or PIL image), palette .json, list of colours ('#d03030' or (r, g, b)), or a (1, K, 4) tensor
+              # colour points: `Hints`, a hint file (PAGE.hints.json), its JSON dict, or a list of `HintPoint` (page
+              # pixels)
+              hints=None,
+              # a reference: picture (path or PIL image), palette .json, list of colours ('#d03030' or (r, g, b)), or a
+              # (1, K, 4) tensor
+              palette=None,
              ) -> Image.Image:
-    "Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size; with hints and a palette for a guided generator."
+    ("Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size; with "
+     "hints and a palette for a guided generator.")
     return self.colorize_batch([image], [hints], palette)[0]
 
 @patch
@@ -339,26 +387,30 @@ def __call__(self: Colorizer, *args, **kwargs):
 class PageColorizer:
     "The page function `colorize_files` gives `pages.process_files`: hint files, one palette, colour pages copied."
     def __init__(self, colorizer: Colorizer,
-                 hints: str | Path | None = None,   # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside images
+                 # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside images
+                 hints: str | Path | None = None,
                  palette=None,                      # one reference palette for every page (see `Colorizer.colorize`)
                  log: Callable[[str], None] = print):  # where ignored hint files are said (once per kind)
         self.colorizer, self.hints, self.log, self.said = colorizer, hints, log, set()
         self.palette = None if palette is None else colorizer.guidance(None, palette)[1]   # checked and read once
 
     def page_hints(self, page: PageSource) -> Hints | None:
-        "The hints of a page (its hint file, see `guidance.hints_path`), less what the generator cannot take (said once)."
+        ("The hints of a page (its hint file, see `guidance.hints_path`), less what the generator cannot take (said "
+         "once).")
         if page.archive is not None and self.hints is None: return None
         path = hints_path(page.path, self.hints)
         if path is None: return None
         G = self.colorizer.G
         if not G.guidance:
-            if "all" not in self.said: self.log(f"{path}: ignored: {Path(G.source).name or 'the generator'} takes no guidance")
+            if "all" not in self.said:
+                self.log(f"{path}: ignored: {Path(G.source).name or 'the generator'} takes no guidance")
             self.said.add("all"); return None
         hints = read_hints(path)
         for what, usable, drop in (("hints", G.uses_hints, "points"), ("palettes", G.uses_palette, "palette")):
             if getattr(hints, drop) and not usable:
                 if what not in self.said:
-                    self.log(f"{path}: its {drop} are ignored: {Path(G.source).name or 'the generator'} takes no {what} (guidance: {G.guidance})")
+                    self.log(f"{path}: its {drop} are ignored: {Path(G.source).name or 'the generator'} takes no "
+                             f"{what} (guidance: {G.guidance})")
                 self.said.add(what); setattr(hints, drop, [])
         return hints if hints else None
 
@@ -375,8 +427,10 @@ def colorize_files(jobs: list[Job],              # from `pages.plan_outputs`
                    limits: ZipLimits = ZipLimits(),  # zip-bomb limits
                    log: Callable[[str], None] = print,  # where per-page problems are reported
                    progress: bool | None = None, # a progress bar on stderr; None: only on a terminal or in a notebook
-                   max_pixels: int | None = None,  # refuse pages with more pixels (see `data.load_image`); None: PIL's guard
-                   hints: str | Path | None = None,  # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside each image
+                   # refuse pages with more pixels (see `data.load_image`); None: PIL's guard
+                   max_pixels: int | None = None,
+                   # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside each image
+                   hints: str | Path | None = None,
                    palette=None,                 # one reference palette for every page (see `Colorizer.colorize`)
                   ) -> BatchResult:
     "Colorize every job's pages to its destination (`pages.process_files`); a bad page is said and counted."
@@ -386,49 +440,69 @@ def colorize_files(jobs: list[Job],              # from `pages.plan_outputs`
 # %% ../nbs/13_colorize.ipynb #6855f87a
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options that configure a `Colorizer` on the command line."
-    p.add_argument("--checkpoint", required=True, help="run folder, training .pt, generator .safetensors (+ .json), exported .onnx, or a seed_G.pth saved by the original research code")
-    p.add_argument("--upscale", metavar="RUN", default=None, help="enlarge each page with this upscaler (a mangacolor sr-train run, "
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, training .pt, generator .safetensors (+ .json), exported .onnx, or a seed_G.pth "
+                        "saved by the original research code")
+    p.add_argument("--upscale", metavar="RUN", default=None,
+                   help="enlarge each page with this upscaler (a mangacolor sr-train run, "
                    "checkpoint or .onnx) before colorizing; the colour is painted at the new resolution")
-    p.add_argument("--working-size", type=int, default=None, help="longer side at which the network sees a page (default: its training size)")
-    p.add_argument("--raw", action="store_true", help="return the network's own RGB resized to the page, not page luminance + network chroma")
+    p.add_argument("--working-size", type=int, default=None,
+                   help="longer side at which the network sees a page (default: its training size)")
+    p.add_argument("--raw", action="store_true",
+                   help="return the network's own RGB resized to the page, not page luminance + network chroma")
     p.add_argument("--panels", action="store_true", help="find panels and colorize each at the working size")
-    p.add_argument("--keep-white", action=argparse.BooleanOptionalAction, default=True, help="keep paper white (bubbles) and black ink neutral (default: on)")
-    p.add_argument("--white-threshold", type=float, default=235, help="gray level (0-255) from which a pixel counts as paper white (default: %(default)s)")
-    p.add_argument("--black-threshold", type=float, default=30, help="gray level (0-255) up to which a pixel counts as ink (default: %(default)s)")
+    p.add_argument("--keep-white", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep paper white (bubbles) and black ink neutral (default: on)")
+    p.add_argument("--white-threshold", type=float, default=235,
+                   help="gray level (0-255) from which a pixel counts as paper white (default: %(default)s)")
+    p.add_argument("--black-threshold", type=float, default=30,
+                   help="gray level (0-255) up to which a pixel counts as ink (default: %(default)s)")
     p.add_argument("--color-threshold", type=float, default=0.03,
-                   help="fraction of clearly coloured pixels above which a page is already coloured and copied through; negative: never (default: %(default)s)")
+                   help="fraction of clearly coloured pixels above which a page is already coloured and copied "
+                        "through; negative: never (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the generator with PyTorch or onnxruntime")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the generator with PyTorch or onnxruntime")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto | fp32 | bf16: the network under bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, "
-                        "CPUs with AMX or AVX-512 BF16), else fp32; colour maths stay fp32; the ONNX backend always runs fp32 (default: %(default)s)")
+                   help="auto | fp32 | bf16: the network under bf16 autocast + channels_last where the device has "
+                        "bf16 units (auto: CUDA, "
+                        "CPUs with AMX or AVX-512 BF16), else fp32; colour maths stay fp32; the ONNX backend always "
+                        "runs fp32 (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
     p.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, 178956970; 0: no limit)")
+                   help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, "
+                        "178956970; 0: no limit)")
     p.add_argument("--hints", metavar="FILE|DIR", default=None,
-                   help="colour hints for a generator trained with --guidance: one hint file for every page, or a folder of STEM.hints.json "
+                   help="colour hints for a generator trained with --guidance: one hint file for every page, or a "
+                        "folder of STEM.hints.json "
                         "(default: PAGE.hints.json beside each image, when there)")
     p.add_argument("--reference", metavar="IMG|palette.json", default=None,
-                   help="a reference picture (or a palette .json) whose colours guide every page, e.g. a chapter's cover (generators trained with --guidance palette or both)")
+                   help="a reference picture (or a palette .json) whose colours guide every page, e.g. a chapter's "
+                        "cover (generators trained with --guidance palette or both)")
 
+# %% ../nbs/13_colorize.ipynb #b618d367
 def colorizer_from_args(args) -> Colorizer:
     "A `Colorizer` configured by the command-line options."
-    return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size, precision=args.precision,
+    return Colorizer(args.checkpoint, device=args.device, backend=args.backend, working_size=args.working_size,
+                     precision=args.precision,
                      raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
                      black_threshold=args.black_threshold, batch_size=args.batch_size,
                      color_threshold=None if args.color_threshold < 0 else args.color_threshold, upscaler=args.upscale)
 
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
-    if Path(args.out).exists() and not Path(args.out).is_dir(): raise UserError(f"--out {args.out} is a file: give a folder for the colorized pages")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file: give a folder for the colorized pages")
     log = lambda m: tqdm.write(m, file=sys.stderr)
     jobs = plan_outputs(args.pages, args.out, log)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
     if args.hints is not None and not colorizer.G.guidance:
-        raise UserError(f"--hints: {args.checkpoint} was trained without guidance; train one with --guidance hints, palette or both")
-    if args.hints is not None and not Path(args.hints).exists(): raise UserError(f"--hints {args.hints}: no such file or folder")
+        raise UserError(f"--hints: {args.checkpoint} was trained without guidance; train one with --guidance hints, "
+                        "palette or both")
+    if args.hints is not None and not Path(args.hints).exists():
+        raise UserError(f"--hints {args.hints}: no such file or folder")
     res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=log, max_pixels=args.max_pixels,
                          hints=args.hints, palette=args.reference)
     print(f"{res} -> {args.out}")
@@ -449,9 +523,12 @@ def _check_export_out(out: Path, checkpoint: str | Path, overwrite: bool):
     if out.suffix != ".onnx": raise UserError(f"--out {out}: give a file name ending in .onnx")
     for f in (out, out.with_suffix(".json")):
         own = next((c for c in checkpoint_files(checkpoint) if _same_file(f, c)), None)
-        if own is not None: raise UserError(f"--out {out} would overwrite {own}, a file of the checkpoint {checkpoint}: choose another --out")
+        if own is not None:
+            raise UserError(f"--out {out} would overwrite {own}, a file of the checkpoint {checkpoint}: choose "
+                            "another --out")
     for f in (out, out.with_suffix(".json")):
-        if f.exists() and not overwrite: raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
+        if f.exists() and not overwrite:
+            raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
 
 def run_export(args) -> int:
     "`mangacolor export --onnx`: write the generator as ONNX (+ JSON sidecar)."
@@ -459,7 +536,9 @@ def run_export(args) -> int:
     out = Path(args.out)
     _check_export_out(out, args.checkpoint, args.overwrite)
     G = load_generator(args.checkpoint, device="cpu")
-    if G.module is None: raise UserError(f"{args.checkpoint}: already ONNX; export needs PyTorch weights (a run folder, .pt or .safetensors)")
+    if G.module is None:
+        raise UserError(f"{args.checkpoint}: already ONNX; export needs PyTorch weights (a run folder, .pt or "
+                        ".safetensors)")
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(G.module, out, size=args.working_size or G.multiple, meta=G.meta, opset=args.opset)
     print(f"wrote {out} and {out.with_suffix('.json')}")
@@ -467,30 +546,43 @@ def run_export(args) -> int:
 
 # %% ../nbs/13_colorize.ipynb #cc284a0e
 COLORIZE_EXIT_CODES = ("exit status: 0 every page was colorized, copied (colour pages) or skipped (output exists); "
-                       "1 some pages failed (bad images, refused archives): the batch went on and 'N of M pages failed' is on stderr; "
+                       "1 some pages failed (bad images, refused archives): the batch went on and 'N of M pages "
+                       "failed' is on stderr; "
                        "2 usage or user error (nothing was colorized).")
 
 def add_commands(subparsers):
     "Add `colorize` and `export` to the `mangacolor` parser."
-    p = subparsers.add_parser("colorize", help="colorize manga pages, folders and .cbz/.zip archives at full resolution",
-                              description="Colorize pages at full resolution. Outputs keep names (archives become .cbz) under --out; "
-                                          "inputs are never overwritten; existing outputs are skipped unless --overwrite. "
-                                          "Output format: each page keeps its file format (PNG, JPEG and WebP at quality 95, ...), "
-                                          "RGB where colour was added and gray (mode L) where the page stayed neutral; already coloured "
-                                          "pages are copied byte for byte. Archives keep their member order; ComicInfo.xml page sizes are updated.",
+    p = subparsers.add_parser("colorize",
+                              help="colorize manga pages, folders and .cbz/.zip archives at full resolution",
+                              description="Colorize pages at full resolution. Outputs keep names (archives become "
+                                          ".cbz) under --out; "
+                                          "inputs are never overwritten; existing outputs are skipped unless "
+                                          "--overwrite. "
+                                          "Output format: each page keeps its file format (PNG, JPEG and WebP at "
+                                          "quality 95, ...), "
+                                          "RGB where colour was added and gray (mode L) where the page stayed "
+                                          "neutral; already coloured "
+                                          "pages are copied byte for byte. Archives keep their member order; "
+                                          "ComicInfo.xml page sizes are updated.",
                               epilog=COLORIZE_EXIT_CODES)
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
     p.add_argument("--out", required=True, help="output folder")
     _add_colorize_options(p)
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
-    p.add_argument("--max-unzip-mb", type=float, default=4096, help="refuse archives that expand to more than this many MB (zip-bomb guard; default: %(default)s)")
-    p.add_argument("--max-unzip-ratio", type=float, default=200, help="refuse archives whose members expand more than this ratio (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
+    p.add_argument("--max-unzip-mb", type=float, default=4096,
+                   help="refuse archives that expand to more than this many MB (zip-bomb guard; default: %(default)s)")
+    p.add_argument("--max-unzip-ratio", type=float, default=200,
+                   help="refuse archives whose members expand more than this ratio (default: %(default)s)")
     p.set_defaults(func=run_colorize)
     e = subparsers.add_parser("export", help="export a generator checkpoint (ONNX)")
     e.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch, height and width)")
     e.add_argument("--checkpoint", required=True, help="training .pt, .safetensors (+ .json) or run folder")
-    e.add_argument("--out", required=True, help="the .onnx file to write (a .json with the config is written beside it)")
-    e.add_argument("--working-size", type=int, default=None, help="canvas side used for tracing (default: the generator's multiple)")
+    e.add_argument("--out", required=True,
+                   help="the .onnx file to write (a .json with the config is written beside it)")
+    e.add_argument("--working-size", type=int, default=None,
+                   help="canvas side used for tracing (default: the generator's multiple)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing .onnx and its .json (never the checkpoint's own files)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing .onnx and its .json (never the checkpoint's own files)")
     e.set_defaults(func=run_export)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .core import UserError, autocast, default_device, resolve_precision, to_rgb
-from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, guidance_parts, is_seed_state, load_seed_checkpoint, model_from_state,
+from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, guidance_parts, is_seed_state,
+                                       load_seed_checkpoint, model_from_state,
                                        model_task, pad_to_multiple, save_generator)
 
 # %% auto #0
@@ -57,17 +58,21 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 def load_checkpoint(path: str | Path) -> dict:
-    "A training checkpoint, loaded safely (`weights_only=True`) on the CPU; a missing or broken file is one `UserError` line."
+    ("A training checkpoint, loaded safely (`weights_only=True`) on the CPU; a missing or broken file is one "
+     "`UserError` line.")
     path = Path(path)
     if not path.is_file(): raise UserError(f"{path}: no such checkpoint")
     try: return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        raise UserError(f"{path}: not a readable checkpoint ({why})") from None
 
 # %% ../nbs/08_runs.ipynb #75dcb714
 _EPOCH_PNG = re.compile(r"epoch_(\d+)\.png$")
 
 class Run:
-    "A run folder: its config, metrics, samples, checkpoints and weights (reading), and the files training writes (writing)."
+    ("A run folder: its config, metrics, samples, checkpoints and weights (reading), and the files training writes "
+     "(writing).")
     def __init__(self, path: str | Path): self.path = Path(path).expanduser()
     def __repr__(self) -> str: return f"Run({str(self.path)!r})"
     def __eq__(self, other) -> bool: return isinstance(other, Run) and self.path == other.path
@@ -120,7 +125,8 @@ def weights(self: Run) -> Path:
     "The weights that stand for this run: the first of `WEIGHTS_ORDER` that exists."
     for name in WEIGHTS_ORDER:
         if (self.path / name).is_file(): return self.path / name
-    raise UserError(f"{self.path}: no {', '.join(WEIGHTS_ORDER)} in this folder (give a run folder that has trained an epoch, "
+    raise UserError(f"{self.path}: no {', '.join(WEIGHTS_ORDER)} in this folder (give a run folder that has trained "
+                    "an epoch, "
                     "a .pt / .safetensors / .onnx file)")
 
 @patch
@@ -157,7 +163,8 @@ def check_out_vs_data(out: str | Path, data: str | Path | None):
     if data is None or str(data) == "synthetic": return
     o, d = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
     if o == d or d in o.parents or o in d.parents:
-        raise UserError(f"--out {out} and --data {data} overlap (one is or contains the other); choose a run folder outside the data folder")
+        raise UserError(f"--out {out} and --data {data} overlap (one is or contains the other); choose a run folder "
+                        "outside the data folder")
 
 @patch
 def remove_files(self: Run) -> list[Path]:
@@ -172,15 +179,19 @@ def remove_files(self: Run) -> list[Path]:
     return removed
 
 @patch
-def prepare(self: Run, kind: str = "train", resume: bool = False, overwrite: bool = False, data: str | Path | None = None) -> bool:
+def prepare(self: Run, kind: str = "train", resume: bool = False, overwrite: bool = False,
+            data: str | Path | None = None) -> bool:
     "Check the folder before a `kind` run writes to it: True to continue the run there, False to start fresh."
     out = self.path
     check_out_vs_data(out, data)
     if resume and overwrite: raise UserError("--resume and --overwrite exclude each other: pick one")
     previous, has_ckpt = self.kind, self.last_checkpoint.exists()
     if resume:
-        if not has_ckpt: raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt); run without --resume to start a new run")
-        if previous not in (None, kind): raise UserError(f"{out} holds a {previous} run, not a {kind} run; choose another --out")
+        if not has_ckpt:
+            raise UserError(f"{out}: nothing to resume (no checkpoints/last.pt); run without --resume to start a new "
+                            "run")
+        if previous not in (None, kind):
+            raise UserError(f"{out} holds a {previous} run, not a {kind} run; choose another --out")
         return True
     if out.exists() and not out.is_dir(): raise UserError(f"{out}: exists and is not a folder; choose another --out")
     if not out.exists() or not any(out.iterdir()): return False
@@ -188,7 +199,8 @@ def prepare(self: Run, kind: str = "train", resume: bool = False, overwrite: boo
         if int(os.environ.get("RANK", 0)) == 0: self.remove_files()   # under DDP only rank 0 touches the disk
         return False
     if previous == kind and has_ckpt: return True
-    raise UserError(f"{out}: not empty and not a previous {kind} run; choose a new or empty --out, or pass --overwrite to replace its run files")
+    raise UserError(f"{out}: not empty and not a previous {kind} run; choose a new or empty --out, or pass "
+                    "--overwrite to replace its run files")
 
 # %% ../nbs/08_runs.ipynb #d7f082dd
 @patch
@@ -206,7 +218,8 @@ def append_metrics(self: Run, record: dict):
 def sync_metrics(self: Run, epoch: int, last_record: dict | None):
     "On resume: keep the records of epochs up to `epoch`, adding `last_record` if a crash lost it."
     kept = [r for r in self.metrics() if r.get("epoch", 0) <= epoch]
-    if last_record is not None and not any(r.get("epoch") == last_record["epoch"] for r in kept): kept.append(last_record)
+    if last_record is not None and not any(r.get("epoch") == last_record["epoch"] for r in kept):
+        kept.append(last_record)
     tmp = self.path / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)); os.replace(tmp, self.path / "metrics.jsonl")
 
@@ -245,7 +258,8 @@ def find_runs(*paths: str | Path) -> list[Path]:
         p = Path(p)
         if not p.exists(): raise UserError(f"{p}: no such run folder, grid folder or checkpoint")
         if p.is_file():
-            if p.suffix not in GENERATOR_SUFFIXES: raise UserError(f"{p}: not a weights file (expected {', '.join(GENERATOR_SUFFIXES)})")
+            if p.suffix not in GENERATOR_SUFFIXES:
+                raise UserError(f"{p}: not a weights file (expected {', '.join(GENERATOR_SUFFIXES)})")
             runs.append(p)
         elif is_run(p): runs.append(p)
         elif is_grid(p): runs += sorted(q for q in p.iterdir() if is_run(q))
@@ -268,8 +282,10 @@ def run_folder(path: str | Path) -> Path:
 
 # %% ../nbs/08_runs.ipynb #4c70a3d2
 class TorchRunner:
-    "Runs a PyTorch generator on its device (eval mode, no grad): float32 arrays in, float32 CPU tensors out; under bf16 autocast with "
-    "channels_last when `precision` resolves to bf16 (`core.resolve_precision`: auto is bf16 on CUDA and on CPUs with native bf16)."
+    ("Runs a PyTorch generator on its device (eval mode, no grad): float32 arrays in, float32 CPU tensors out; under "
+     "bf16 autocast with "
+     "channels_last when `precision` resolves to bf16 (`core.resolve_precision`: auto is bf16 on CUDA and on CPUs with "
+     "native bf16).")
     def __init__(self, G: torch.nn.Module, device: str | torch.device | None = None,
                  precision: str = "fp32"):   # auto | fp32 | bf16
         self.device = device if isinstance(device, torch.device) else default_device(device)
@@ -277,29 +293,38 @@ class TorchRunner:
         self.G = G.to(self.device).eval()
         if self.precision == "bf16": self.G = self.G.to(memory_format=torch.channels_last)
     @torch.inference_mode()
-    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None, palette: np.ndarray | None = None) -> torch.Tensor:
+    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None,
+                 palette: np.ndarray | None = None) -> torch.Tensor:
         t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32).to(self.device)
         x = t(x).contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else t(x)
         with autocast(self.device, self.precision):
-            out = self.G(x, hints=t(hints), palette=t(palette)) if hints is not None or palette is not None else self.G(x)
+            out = self.G(x, hints=t(hints),
+                         palette=t(palette)) if hints is not None or palette is not None else self.G(x)
         return out.float().cpu()
 
 class OnnxRunner:
     "Runs an exported generator with onnxruntime (CUDA provider when available and not `device='cpu'`)."
     def __init__(self, model: str | Path | bytes, device: str | None = None):
         try: import onnxruntime as ort
-        except ImportError: raise UserError("running an .onnx generator needs onnxruntime: pip install onnxruntime") from None
+        except ImportError:
+            raise UserError("running an .onnx generator needs onnxruntime: pip install onnxruntime") from None
         providers = ["CPUExecutionProvider"]
-        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers(): providers.insert(0, "CUDAExecutionProvider")
+        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions(); opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers)
-        self.inputs = {i.name: i.shape for i in self.session.get_inputs()}   # "gray", and "hints" / "palette" for a guided generator
+        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                            providers=providers)
+        # "gray", and "hints" / "palette" for a guided generator
+        self.inputs = {i.name: i.shape for i in self.session.get_inputs()}
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
-    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None, palette: np.ndarray | None = None) -> torch.Tensor:
+    def __call__(self, x: np.ndarray, hints: np.ndarray | None = None,
+                 palette: np.ndarray | None = None) -> torch.Tensor:
         x = np.asarray(x, np.float32)
         feed = {self.input_name: x}
-        if "hints" in self.inputs: feed["hints"] = np.zeros((x.shape[0], 3, *x.shape[2:]), np.float32) if hints is None else np.asarray(hints, np.float32)
+        if "hints" in self.inputs:
+            feed["hints"] = np.zeros((x.shape[0], 3, *x.shape[2:]),
+                                     np.float32) if hints is None else np.asarray(hints, np.float32)
         if "palette" in self.inputs:
             k = self.inputs["palette"][1] if isinstance(self.inputs["palette"][1], int) else 8
             pal = np.zeros((1, k, 4), np.float32) if palette is None else np.asarray(palette, np.float32)
@@ -322,35 +347,45 @@ def export_onnx(G: torch.nn.Module,              # the generator (has `.config`)
                 size: int = 256,                 # side of the example input used for tracing
                 meta: dict | None = None,        # written beside it as FILE.json, with the generator's config
                 opset: int = 17):
-    "Export a generator to ONNX with dynamic batch, height and width (a multiple of its downsampling), plus a JSON sidecar."
+    ("Export a generator to ONNX with dynamic batch, height and width (a multiple of its downsampling), plus a JSON "
+     "sidecar.")
     G = G.cpu().eval()
     in_ch, axes = getattr(G, "config", {}).get("in_ch", 1), {0: "batch", 2: "height", 3: "width"}
     args, names, dynamic = (torch.zeros(1, in_ch, size, size),), ["gray"], {"gray": axes, "color": axes}
-    if getattr(G, "use_hints", False): args, names, dynamic = args + (torch.zeros(1, 3, size, size),), names + ["hints"], {**dynamic, "hints": axes}
+    if getattr(G, "use_hints", False):
+        args, names, dynamic = args + (torch.zeros(1, 3, size, size),), names + ["hints"], {**dynamic, "hints": axes}
     if getattr(G, "use_palette", False):
-        args, names, dynamic = args + (torch.zeros(1, G.film.k, 4),), names + ["palette"], {**dynamic, "palette": {0: "batch"}}
+        args, names, dynamic = args + (torch.zeros(1, G.film.k, 4),
+                                       ), names + ["palette"], {**dynamic, "palette": {0: "batch"}}
     module = _GuidedGraph(G) if len(args) > 1 else G
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, path, input_names=names, output_names=["color"],
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     if isinstance(path, (str, Path)):
-        Path(path).with_suffix(".json").write_text(json.dumps({"generator": getattr(G, "config", {}), **(meta or {})}, indent=1))
+        sidecar = {"generator": getattr(G, "config", {}), **(meta or {})}
+        Path(path).with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
     return path
 
 # %% ../nbs/08_runs.ipynb #2b2f82c4
 class LoadedGenerator:
-    "A trained network ready to use (a colorizer or an upscaler): `config`, `meta` (with its `task`), a runner (PyTorch or ONNX), and `predict_rgb`."
-    def __init__(self, runner, config: dict, meta: dict | None = None, source: str | Path = "", module: torch.nn.Module | None = None):
-        self.runner, self.config, self.meta, self.source, self.module = runner, dict(config), dict(meta or {}), str(source), module
-        self.task = self.meta["task"] = model_task(self.config)          # "colorize" or "upscale" (see `models.model_task`)
+    ("A trained network ready to use (a colorizer or an upscaler): `config`, `meta` (with its `task`), a runner "
+     "(PyTorch or ONNX), and `predict_rgb`.")
+    def __init__(self, runner, config: dict, meta: dict | None = None, source: str | Path = "",
+                 module: torch.nn.Module | None = None):
+        self.runner, self.config, self.meta = runner, dict(config), dict(meta or {})
+        self.source, self.module = str(source), module
+        # "colorize" or "upscale" (see `models.model_task`)
+        self.task = self.meta["task"] = model_task(self.config)
         self.in_ch = int(self.config.get("in_ch", self.meta.get("in_ch", 1)))
         self.out_ch = int(self.config.get("out_ch", self.meta.get("out_ch", 3)))
         self.size = int(self.meta.get("size") or 256)
         self.input_mode = self.meta.get("input_mode", "gray")
-        self.multiple = int(self.meta.get("pad_multiple", 2 ** int(self.config.get("depth", 8)) if self.task == "colorize" else 1))
+        self.multiple = int(self.meta.get("pad_multiple",
+                                          2 ** int(self.config.get("depth", 8)) if self.task == "colorize" else 1))
     def __repr__(self) -> str:
-        return f"LoadedGenerator({self.config.get('name')!r}, out_ch={self.out_ch}, size={self.size}, backend={self.backend!r}, source={self.source!r})"
+        return (f"LoadedGenerator({self.config.get('name')!r}, out_ch={self.out_ch}, size={self.size}, "
+                f"backend={self.backend!r}, source={self.source!r})")
     @property
     def device(self) -> torch.device: return self.runner.device
     @property
@@ -358,10 +393,13 @@ class LoadedGenerator:
     @property
     def precision(self) -> str: return getattr(self.runner, "precision", "fp32")   # ONNX runs fp32
     def with_precision(self, precision: str) -> LoadedGenerator:
-        "This generator running in `precision` (auto | fp32 | bf16): itself when it already does or runs ONNX (always fp32), "
-        "else a copy with its own runner around the same module."
-        if self.backend == "onnx" or self.module is None or resolve_precision(precision, self.device) == self.precision: return self
-        return LoadedGenerator(TorchRunner(self.module, self.device, precision), self.config, self.meta, self.source, module=self.module)
+        ("This generator running in `precision` (auto | fp32 | bf16): itself when it already does or runs ONNX (always "
+         "fp32), "
+         "else a copy with its own runner around the same module.")
+        if self.backend == "onnx" or self.module is None or resolve_precision(precision, self.device) == self.precision:
+            return self
+        return LoadedGenerator(TorchRunner(self.module, self.device, precision), self.config, self.meta, self.source,
+                               module=self.module)
 
     @property
     def guidance(self) -> str | None: return self.config.get("guidance")
@@ -378,23 +416,30 @@ def __call__(self: LoadedGenerator, x: torch.Tensor | np.ndarray,
              hints: torch.Tensor | None = None,    # (B or 1, 3, H, W) hint channels (see `guidance`)
              palette: torch.Tensor | None = None,  # (B or 1, K, 4) palette
             ) -> torch.Tensor:
-    "The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if it takes some)."
+    ("The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if "
+     "it takes some).")
     x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().float().cpu()
-    if hints is not None and not self.uses_hints: raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
-    if palette is not None and not self.uses_palette: raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
+    if hints is not None and not self.uses_hints:
+        raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
+    if palette is not None and not self.uses_palette:
+        raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
     hints = None if hints is None else torch.as_tensor(hints).float().cpu().expand(x.shape[0], -1, -1, -1)
     palette = None if palette is None else torch.as_tensor(palette).float().cpu()
     H, W = x.shape[-2:]
     arr = lambda t: None if t is None else t.numpy()
     if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette))    # the UNet pads by itself
-    x, (top, left) = pad_to_multiple(x, self.multiple)                    # the traced graph needs whole multiples: pad as the UNet does
-    if x.shape[-2:] == (H, W): return self.runner(x.numpy(), arr(hints), arr(palette))   # no pad, nothing to crop (an upscaler's size)
+    # the traced graph needs whole multiples: pad as the UNet does
+    x, (top, left) = pad_to_multiple(x, self.multiple)
+    # no pad, nothing to crop (an upscaler's size)
+    if x.shape[-2:] == (H, W): return self.runner(x.numpy(), arr(hints), arr(palette))
     if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
     return self.runner(x.numpy(), arr(hints), arr(palette))[..., top:top + H, left:left + W]
 
 @patch
-def predict_rgb(self: LoadedGenerator, inp: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
-    "RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), with guidance if given."
+def predict_rgb(self: LoadedGenerator, inp: torch.Tensor, hints: torch.Tensor | None = None,
+                palette: torch.Tensor | None = None) -> torch.Tensor:
+    ("RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), "
+     "with guidance if given.")
     return to_rgb(self(inp, hints, palette), inp[:, :1].detach().float().cpu())
 
 # %% ../nbs/08_runs.ipynb #5064614e
@@ -414,29 +459,38 @@ def _read_json(path: Path) -> dict:
     if not path.is_file(): raise UserError(f"{path}: missing (a generator file needs its .json sidecar beside it)")
     try: info = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise UserError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(info, dict) or "generator" not in info: raise UserError(f"{path}: no 'generator' entry (the config written with the weights)")
+    if not isinstance(info, dict) or "generator" not in info:
+        raise UserError(f"{path}: no 'generator' entry (the config written with the weights)")
     return info
 
 def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
     "(config, state, meta) of a `.safetensors` + `.json` pair."
     from safetensors.torch import load_file
     weights, info = path.with_suffix(".safetensors"), _read_json(path.with_suffix(".json"))
-    if not weights.is_file(): raise UserError(f"{weights}: missing (a generator needs both {weights.name} and {weights.with_suffix('.json').name})")
+    if not weights.is_file():
+        raise UserError(f"{weights}: missing (a generator needs both {weights.name} and "
+                        f"{weights.with_suffix('.json').name})")
     try: state = load_file(str(weights))
-    except Exception as e: raise UserError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise UserError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     return dict(info.pop("generator")), state, info
 
 def _weights_file(path: Path) -> Path:
     "The weights file `path` stands for (a run folder's through `Run.weights`)."
     if path.is_dir(): return Run(path).weights()
     if not path.exists(): raise UserError(f"{path}: no such generator file or run folder")
-    if path.suffix not in GENERATOR_SUFFIXES: raise UserError(f"{path}: expected a run folder or a {', '.join(GENERATOR_SUFFIXES)} generator file")
+    if path.suffix not in GENERATOR_SUFFIXES:
+        raise UserError(f"{path}: expected a run folder or a {', '.join(GENERATOR_SUFFIXES)} generator file")
     return path
 
-def load_generator(path: str | Path,                 # run folder, checkpoint .pt, generator .safetensors / .json, or .onnx
+# %% ../nbs/08_runs.ipynb #3a49ca33
+def load_generator(
+                   # run folder, checkpoint .pt, generator .safetensors / .json, or .onnx
+                   path: str | Path,
                    device: str | torch.device | None = "cpu",  # where a PyTorch network runs (None: the best available)
                    backend: str = "torch",           # "torch", or "onnx" (onnxruntime; an .onnx file always uses it)
-                   precision: str = "fp32",          # PyTorch: auto | fp32 | bf16 (bf16 autocast + channels_last); ONNX runs fp32
+                   # PyTorch: auto | fp32 | bf16 (bf16 autocast + channels_last); ONNX runs fp32
+                   precision: str = "fp32",
                   ) -> LoadedGenerator:
     "Load a trained network of any task (a colorizer, an upscaler) from a path of any kind."
     if backend not in ("torch", "onnx"): raise UserError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
@@ -449,8 +503,10 @@ def load_generator(path: str | Path,                 # run folder, checkpoint .p
     G = model_from_state(config, state, path)
     if backend == "onnx":
         buf = io.BytesIO(); export_onnx(G, buf, size=getattr(G, "multiple", 16))
-        return LoadedGenerator(OnnxRunner(buf.getvalue(), None if device is None else str(device)), G.config, meta, path)
-    if G.config["task"] == "upscale": G = G.to(memory_format=torch.channels_last)   # 1.5-2x faster convolutions on the CPU
+        return LoadedGenerator(OnnxRunner(buf.getvalue(), None if device is None else str(device)), G.config, meta,
+                               path)
+    # 1.5-2x faster convolutions on the CPU
+    if G.config["task"] == "upscale": G = G.to(memory_format=torch.channels_last)
     return LoadedGenerator(TorchRunner(G, device, precision), G.config, meta, path, module=G)
 
 # %% ../nbs/08_runs.ipynb #a08c0002
@@ -460,9 +516,11 @@ def _with_sidecar(f: Path) -> list[Path]:
            [f, f.with_suffix(".json")] if f.suffix == ".onnx" else [f]
 
 def checkpoint_files(path: str | Path) -> list[Path]:
-    "The files a generator checkpoint is (or may be) read from: a file and its sidecar, or every weights file of a run folder."
+    ("The files a generator checkpoint is (or may be) read from: a file and its sidecar, or every weights file of a "
+     "run folder.")
     path = Path(path).expanduser()
     if not path.is_dir(): return _with_sidecar(path)
     run = Run(path)
-    weights = [run.path / name for name in WEIGHTS_ORDER] + [f for f in run.checkpoints() if f.relative_to(run.path).as_posix() not in WEIGHTS_ORDER]
+    others = [f for f in run.checkpoints() if f.relative_to(run.path).as_posix() not in WEIGHTS_ORDER]
+    weights = [run.path / name for name in WEIGHTS_ORDER] + others
     return [f for w in weights for f in _with_sidecar(w)]

@@ -28,9 +28,11 @@ from .data import EpochSampler, BadImageError, dataset_splits, load_image, scree
 from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
 from .models import SCALES, PatchDiscriminator, bilinear_up, count_params, create_model, list_models
-from .runs import (LoadedGenerator, Run, TorchRunner, check_out_vs_data, checkpoint_files, export_onnx,
+from .runs import (LoadedGenerator, Run, TorchRunner, check_out_vs_data, checkpoint_files,
+                                     export_onnx,
                                     load_generator)
-from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep, ProgressLog, BaseTrainConfig, Trainer, log_stream, resume_config,
+from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep,
+                                      ProgressLog, BaseTrainConfig, Trainer, log_stream, resume_config,
                                       sample_sheet, trainable)
 
 # %% auto #0
@@ -57,7 +59,8 @@ class Degradation:
     jpeg: float = 0.7                   # probability of JPEG compression
     jpeg_quality: tuple = (35, 95)      # its quality
 
-CLEAN = Degradation(kernels=("bicubic",), tone=0, blur=0, noise=0, jpeg=0)   # the textbook benchmark: bicubic downscaling only
+# the textbook benchmark: bicubic downscaling only
+CLEAN = Degradation(kernels=("bicubic",), tone=0, blur=0, noise=0, jpeg=0)
 
 def downscale(img: Image.Image, scale: int, kernel: str = "bicubic") -> Image.Image:
     "`img` reduced `scale` times (sides floored) with an antialiasing `kernel` of `KERNELS`."
@@ -85,7 +88,8 @@ def degrade(hr: Image.Image,               # a clean crop, mode L or RGB, sides 
             rng: np.random.Generator,      # all random choices come from it
             deg: Degradation = Degradation(),
            ) -> tuple[Image.Image, Image.Image]:
-    "(low-resolution input, high-resolution target) for a clean crop: tone, blur, downscale, noise, JPEG as `deg` draws them."
+    ("(low-resolution input, high-resolution target) for a clean crop: tone, blur, downscale, noise, JPEG as `deg` "
+     "draws them.")
     hr = _maybe_tone(hr, deg, rng)
     lr = hr
     if rng.uniform() < deg.blur: lr = lr.filter(ImageFilter.GaussianBlur(float(rng.uniform(*deg.blur_sigma))))
@@ -102,13 +106,15 @@ def degradation_stages(hr: Image.Image, scale: int = 2, seed: int = 0) -> dict[s
     blurred = toned.filter(ImageFilter.GaussianBlur(0.8))
     small = downscale(blurred, scale, "area")
     noisy = add_noise(small, 4.0, rng)
-    return {"clean": hr, "screentone": toned, "blur": blurred, f"area ÷{scale}": small, "noise": noisy, "JPEG q40": jpeg(noisy, 40)}
+    return {"clean": hr, "screentone": toned, "blur": blurred, f"area ÷{scale}": small, "noise": noisy,
+            "JPEG q40": jpeg(noisy, 40)}
 
 # %% ../nbs/12_superres.ipynb #97b8a502
 class PageCrops:
     "Native-resolution pages (image files, or synthetic pages when `paths` is None) giving seeded square crops."
     def __init__(self, paths: list | None = None, n: int = 0, seed: int = 0, start: int = 0, mode: str = "L"):
-        self.paths, self.n, self.seed, self.start, self.mode = paths, (len(paths) if paths is not None else n), seed, start, mode
+        self.paths, self.n = paths, (len(paths) if paths is not None else n)
+        self.seed, self.start, self.mode = seed, start, mode
     def __len__(self): return self.n
     def page(self, i: int) -> Image.Image:
         "Page `i` (BadImageError for an unreadable file)."
@@ -119,15 +125,19 @@ class PageCrops:
         "A `size`² crop of page `i` (padded with white when smaller): the most detailed of `tries` random ones."
         page = self.page(i)
         if page.width < size or page.height < size:
-            canvas = Image.new(self.mode, (max(size, page.width), max(size, page.height)), "white"); canvas.paste(page); page = canvas
-        boxes = [(int(rng.integers(0, page.width - size + 1)), int(rng.integers(0, page.height - size + 1))) for _ in range(tries)]
+            canvas = Image.new(self.mode, (max(size, page.width), max(size, page.height)), "white")
+            canvas.paste(page)
+            page = canvas
+        boxes = [(int(rng.integers(0, page.width - size + 1)),
+                  int(rng.integers(0, page.height - size + 1))) for _ in range(tries)]
         crops = [page.crop((x, y, x + size, y + size)) for x, y in boxes]
         return max(crops, key=lambda c: float(np.asarray(c, np.float32).std()))
 
 # %% ../nbs/12_superres.ipynb #be198578
 class SRDataset(Dataset):
     "(low-resolution input, high-resolution target) pairs in [-1, 1] from `PageCrops`, degraded by `Degradation`."
-    def __init__(self, crops: PageCrops, scale: int = 2, patch: int = 128, deg: Degradation = Degradation(), seed: int = 0):
+    def __init__(self, crops: PageCrops, scale: int = 2, patch: int = 128, deg: Degradation = Degradation(),
+                 seed: int = 0):
         if patch % scale: raise UserError(f"the patch size {patch} must be a multiple of the scale {scale}")
         if len(crops) == 0: raise UserError("the dataset has no images")
         self.crops, self.scale, self.patch, self.deg, self.seed, self.bad = crops, scale, patch, deg, seed, {}
@@ -140,7 +150,9 @@ class SRDataset(Dataset):
             if j in self.bad: continue
             try: hr = self.crops.crop(j, self.patch, rng); break
             except BadImageError as e: self.bad[j] = str(e)
-        else: raise UserError(f"none of the {len(self.crops)} images could be read; first error: {next(iter(self.bad.values()))}")
+        else:
+            raise UserError(f"none of the {len(self.crops)} images could be read; first error: "
+                            f"{next(iter(self.bad.values()))}")
         lr, hr = degrade(hr, self.scale, rng, self.deg)
         return img2tensor(lr), img2tensor(hr)
 
@@ -158,15 +170,19 @@ def sr_sources(data: str | Path,              # image folder (train/ val/ [test/
 
 class SRData:
     "Train and validation loaders of (input, target) SR pairs (what a trainer's `make_data` returns)."
-    def __init__(self, data: str | Path = "synthetic", scale: int = 2, patch: int = 128, batch_size: int = 16, in_ch: int = 1,
-                 deg: Degradation = Degradation(), seed: int = 0, limit: int | None = None, val_limit: int | None = None,
+    def __init__(self, data: str | Path = "synthetic", scale: int = 2, patch: int = 128, batch_size: int = 16,
+                 in_ch: int = 1,
+                 deg: Degradation = Degradation(), seed: int = 0, limit: int | None = None,
+                     val_limit: int | None = None,
                  num_workers: int = 0, synthetic_n: tuple = (1000, 64, 64)):
         self.sources = sr_sources(data, seed, "L" if in_ch == 1 else "RGB", synthetic_n)
         self.datasets = {s: SRDataset(src, scale, patch, deg, seed) for s, src in self.sources.items()}
         train, val = self.datasets["train"], self.datasets["val"]
         sampler = EpochSampler(train, seed, shuffle=True, limit=limit)
-        self.train_loader = DataLoader(train, batch_size, sampler=sampler, num_workers=num_workers, drop_last=len(sampler) > batch_size)
-        self.val_loader = DataLoader(val, batch_size, sampler=EpochSampler(val, seed, shuffle=False, limit=val_limit), num_workers=num_workers)
+        self.train_loader = DataLoader(train, batch_size, sampler=sampler, num_workers=num_workers,
+                                       drop_last=len(sampler) > batch_size)
+        self.val_loader = DataLoader(val, batch_size, sampler=EpochSampler(val, seed, shuffle=False, limit=val_limit),
+                                     num_workers=num_workers)
 
 # %% ../nbs/12_superres.ipynb #6353b28c
 SR_LOSSES = {"l1": dict(l1_weight=1.0, perceptual_weight=0.0, adv_weight=0.0),
@@ -194,7 +210,8 @@ class SRLoss(nn.Module):
         weights = {"loss_l1": self.l1_weight, "loss_vgg": self.perceptual_weight, "loss_adv": self.adv_weight}
         return {"loss_g": sum(weights[k] * v for k, v in terms.items()), **terms}
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor: return self.adv.d(real_logits, fake_logits)
+    def d_loss(self, real_logits: torch.Tensor,
+               fake_logits: torch.Tensor) -> torch.Tensor: return self.adv.d(real_logits, fake_logits)
 
 # %% ../nbs/12_superres.ipynb #642cc28b
 def _sr_opt(default, help: str, **kw): return field(default=default, metadata={"help": help, **kw})
@@ -203,7 +220,8 @@ def _sr_opt(default, help: str, **kw): return field(default=default, metadata={"
 class SRConfig(BaseTrainConfig):
     "A super-resolution run: the shared training options (SR defaults), plus scale, channels, patch and degradations."
     out: str = _sr_opt("runs/sr", "run folder: config, metrics, samples, checkpoints, generator")
-    arch: str = _sr_opt("compact", "upscaler: " + " | ".join(list_models("upscale")), choices=tuple(list_models("upscale")))
+    arch: str = _sr_opt("compact", "upscaler: " + " | ".join(list_models("upscale")),
+                        choices=tuple(list_models("upscale")))
     loss: str = _sr_opt("l1", "loss preset: " + " | ".join(SR_LOSSES), choices=tuple(SR_LOSSES))
     size: int = _sr_opt(128, "side of the high-resolution training crops (the input is size/scale)")
     epochs: int = _sr_opt(10, "passes over the training images (or --limit of them)")
@@ -213,13 +231,16 @@ class SRConfig(BaseTrainConfig):
     beta2: float = _sr_opt(0.99, "Adam beta2")
     limit: int | None = _sr_opt(2000, "training crops per epoch (a fresh random subset each epoch)", type=int)
     val_limit: int | None = _sr_opt(64, "validation crops per epoch", type=int)
-    gen_options: dict | None = _sr_opt(None, "further upscaler options (`models.create_model`) as JSON, e.g. '{\"n_conv\": 8}' (compact) "
+    gen_options: dict | None = _sr_opt(None,
+                                       "further upscaler options (`models.create_model`) as JSON, e.g. '{\"n_conv\": "
+                                       "8}' (compact) "
                                              "or '{\"n_blocks\": 4, \"growth\": 32}' (rrdb)", type=json.loads)
     pretrained: bool = _sr_opt(True, "load pretrained VGG16 weights for the perceptual loss")
     kind: str = _sr_opt("sr", "what wrote the run folder")
     scale: int = _sr_opt(2, "enlargement factor", choices=SCALES)
     in_ch: int = _sr_opt(1, "1 = gray pages, 3 = RGB", choices=(1, 3))
-    kernels: str = _sr_opt("area,bicubic,bilinear", "downscaling filters drawn per crop (comma-separated: area, bicubic, bilinear)")
+    kernels: str = _sr_opt("area,bicubic,bilinear",
+                           "downscaling filters drawn per crop (comma-separated: area, bicubic, bilinear)")
     tone: float = _sr_opt(0.25, "probability of screentone before downscaling (moiré)")
     blur: float = _sr_opt(0.5, "probability of a slight blur before downscaling")
     noise: float = _sr_opt(0.4, "probability of Gaussian noise")
@@ -227,28 +248,36 @@ class SRConfig(BaseTrainConfig):
 
 def sr_degradation(c: SRConfig) -> Degradation:
     "The `Degradation` a config asks for."
-    return Degradation(kernels=tuple(k.strip() for k in c.kernels.split(",")), tone=c.tone, blur=c.blur, noise=c.noise, jpeg=c.jpeg)
+    return Degradation(kernels=tuple(k.strip() for k in c.kernels.split(",")), tone=c.tone, blur=c.blur, noise=c.noise,
+                       jpeg=c.jpeg)
 
 def sr_data(c: SRConfig) -> SRData:
     "The loaders of an SR run."
-    return SRData(c.data, c.scale, c.size, c.batch_size, c.in_ch, sr_degradation(c), c.seed, c.limit, c.val_limit, c.num_workers)
+    return SRData(c.data, c.scale, c.size, c.batch_size, c.in_ch, sr_degradation(c), c.seed, c.limit, c.val_limit,
+                  c.num_workers)
 
 # %% ../nbs/12_superres.ipynb #bf75f533
 class SRStep(GANStep):
-    "An upscaler, its `SRLoss`, an optional conditional PatchGAN and their optimizers; calling it on (lr, hr) trains one step."
+    ("An upscaler, its `SRLoss`, an optional conditional PatchGAN and their optimizers; calling it on (lr, hr) trains "
+     "one step.")
     def __init__(self, config: SRConfig, setup):
         self.config, self.setup = config, setup
-        self.G = create_model(config.arch, task="upscale", scale=config.scale, in_ch=config.in_ch, width=config.width, **(config.gen_options or {}))
-        given = {k: getattr(config, k) for k in ("l1_weight", "perceptual_weight", "adv_weight") if getattr(config, k) is not None}
-        self.loss = SRLoss(**{**SR_LOSSES[config.loss], **given}, gan_mode=config.gan_mode, pretrained=config.pretrained)
+        self.G = create_model(config.arch, task="upscale", scale=config.scale, in_ch=config.in_ch, width=config.width,
+                              **(config.gen_options or {}))
+        given = {k: getattr(config, k) for k in ("l1_weight", "perceptual_weight",
+                                                 "adv_weight") if getattr(config, k) is not None}
+        self.loss = SRLoss(**{**SR_LOSSES[config.loss], **given}, gan_mode=config.gan_mode,
+                           pretrained=config.pretrained)
         self.D = PatchDiscriminator(config.in_ch, config.in_ch, n_layers=config.d_layers, width=config.d_width,
                                     spectral_norm=config.spectral_norm) if self.loss.uses_discriminator else None
         self.memory_format = torch.channels_last     # 1.4x faster convolutions on CPU too
         for m in (self.G, self.D, self.loss):
             if m is not None: m.to(setup.device, memory_format=self.memory_format)
-        fused, betas = {"fused": True} if config.fused_adam and setup.device.type in ("cpu", "cuda") else {}, (config.beta1, config.beta2)
+        fused = {"fused": True} if config.fused_adam and setup.device.type in ("cpu", "cuda") else {}
+        betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(trainable(self.G), lr=config.lr, betas=betas, **fused)
-        self.opt_d = torch.optim.Adam(trainable(self.D), lr=config.lr_d or config.lr, betas=betas, **fused) if self.D is not None else None
+        self.opt_d = torch.optim.Adam(trainable(self.D), lr=config.lr_d or config.lr, betas=betas,
+                                      **fused) if self.D is not None else None
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=False)
         self.ema = EMA(self.G, config.ema) if config.ema > 0 else None
         self.G_step, self.D_step = self.G, self.D
@@ -288,22 +317,27 @@ class _LumaScores:
     def add(self, name: str, out: torch.Tensor, target: torch.Tensor):
         out, target = luma(out.clamp(-1, 1)), luma(target)
         se = ((out - target) / 2).pow(2).flatten(1)
-        for k, v in {"psnr": psnr(out, target).sum(), "ssim": ssim(out, target).sum(), "se": se.sum(), "px": se.numel(), "n": len(out)}.items():
+        for k, v in {"psnr": psnr(out, target).sum(), "ssim": ssim(out, target).sum(), "se": se.sum(), "px": se.numel(),
+                     "n": len(out)}.items():
             self.sums[(name, k)] = self.sums.get((name, k), 0.0) + float(v)
     def compute(self, name: str, prefix: str = "") -> dict:
         g = lambda k: self.sums[(name, k)]
-        return {f"{prefix}psnr": g("psnr") / g("n"), f"{prefix}psnr_pooled": 10 * math.log10(g("px") / max(g("se"), 1e-12)),
+        return {f"{prefix}psnr": g("psnr") / g("n"),
+                f"{prefix}psnr_pooled": 10 * math.log10(g("px") / max(g("se"), 1e-12)),
                 f"{prefix}ssim": g("ssim") / g("n")}
 
 @torch.no_grad()
-def sr_validate(G: nn.Module, loader, device: torch.device | str = "cpu", limit: int | None = None, samples: int = 0) -> tuple[dict, tuple | None]:
-    "Luminance PSNR (per image, pooled) and SSIM of upscaler `G` and of bicubic on `limit` pairs; the first `samples` (input, output, target)."
+def sr_validate(G: nn.Module, loader, device: torch.device | str = "cpu", limit: int | None = None,
+                samples: int = 0) -> tuple[dict, tuple | None]:
+    ("Luminance PSNR (per image, pooled) and SSIM of upscaler `G` and of bicubic on `limit` pairs; the first `samples` "
+     "(input, output, target).")
     scores, seen, shown, was_training = _LumaScores(), 0, [], G.training
     G.eval()
     for lr, hr in loader:
         if limit is not None: lr, hr = lr[: limit - seen], hr[: limit - seen]
         out = G(lr.to(device)).float().cpu().clamp(-1, 1)
-        scores.add("model", out, hr); scores.add("bicubic", F.interpolate(lr, size=hr.shape[-2:], mode="bicubic").clamp(-1, 1), hr)
+        scores.add("model", out, hr)
+        scores.add("bicubic", F.interpolate(lr, size=hr.shape[-2:], mode="bicubic").clamp(-1, 1), hr)
         if sum(len(s[0]) for s in shown) < samples: shown.append((lr, out, hr))
         seen += len(lr)
         if limit is not None and seen >= limit: break
@@ -317,14 +351,17 @@ def sr_sample_sheet(lr: torch.Tensor, out: torch.Tensor, hr: torch.Tensor) -> Im
 
 # %% ../nbs/12_superres.ipynb #6bb0cb5a
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    "Starts of tiles of length `tile` covering [0, n), neighbours sharing at least `overlap` pixels, the last flush with the end."
+    ("Starts of tiles of length `tile` covering [0, n), neighbours sharing at least `overlap` pixels, the last flush "
+     "with the end.")
     if n <= tile: return [0]
-    if not 0 <= overlap < tile: raise UserError(f"the tile overlap {overlap} must be at least 0 and less than the tile size {tile}")
+    if not 0 <= overlap < tile:
+        raise UserError(f"the tile overlap {overlap} must be at least 0 and less than the tile size {tile}")
     count = math.ceil((n - tile) / (tile - overlap)) + 1
     return [round(k * (n - tile) / (count - 1)) for k in range(count)]
 
 def axis_weights(starts: list[int], tile: int, n: int, scale: int) -> list[np.ndarray]:
-    "Each tile's blending weights along one axis, in output pixels: linear ramps over the overlaps, summing to 1 everywhere."
+    ("Each tile's blending weights along one axis, in output pixels: linear ramps over the overlaps, summing to 1 "
+     "everywhere.")
     ramps = []
     for k, s in enumerate(starts):
         x, w = np.arange(s * scale, min(s + tile, n) * scale) + 0.5, None
@@ -357,7 +394,8 @@ def upscale_tensor(G: Callable,               # (1, C, h, w) in [-1, 1] -> (1, C
                    pad: int = 16,             # input pixels of context around each tile (cropped away)
                    progress: bool = False,    # a tqdm bar over tiles
                   ) -> torch.Tensor:
-    "The page enlarged `scale` times by `G`, tile by tile with context and blended overlaps: (C, H·scale, W·scale) float."
+    ("The page enlarged `scale` times by `G`, tile by tile with context and blended overlaps: (C, H·scale, W·scale) "
+     "float.")
     (H, W), C = x.shape[-2:], x.shape[0]
     ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
     wy, wx = axis_weights(ys, tile, H, scale), axis_weights(xs, tile, W, scale)
@@ -378,35 +416,44 @@ def upscale_array(G: Callable, page: np.ndarray, scale: int, **tiling) -> np.nda
 # %% ../nbs/12_superres.ipynb #d6d6143f
 class Upscaler:
     "A trained upscaler for whole pages: tiled (bounded memory, blended seams), gray or colour."
-    def __init__(self, G,                           # a `runs.LoadedGenerator`, a path `runs.load_generator` accepts, or an upscaler module
+    def __init__(
+                 # a `runs.LoadedGenerator`, a path `runs.load_generator` accepts, or an upscaler module
+                 self, G,
                  device: str | None = "cpu",        # where a PyTorch net runs
                  backend: str = "torch",            # "torch" or "onnx"
                  tile: int = 512, overlap: int = 16, pad: int = 16,   # tiling, in input pixels (see `upscale_tensor`)
                  progress: bool = False,            # a bar over each page's tiles
-                 precision: str = "auto"):          # PyTorch: auto | fp32 | bf16 (`core.resolve_precision`); ONNX runs fp32
+                 # PyTorch: auto | fp32 | bf16 (`core.resolve_precision`); ONNX runs fp32
+                 precision: str = "auto"):
         if isinstance(G, (str, Path)): G = load_generator(G, device, backend, precision)
         elif isinstance(G, nn.Module):
             G = LoadedGenerator(TorchRunner(G, device, precision), G.config, {"pad_multiple": 1}, "module", module=G)
         else: G = G.with_precision(precision)
         if G.task != "upscale": raise UserError(f"{G.source}: not an upscaler")
-        if tile < 8 or not 0 <= overlap < tile or pad < 0: raise UserError(f"tiles of {tile} px with overlap {overlap} and context {pad}: "
-                                                                            "give tile >= 8, 0 <= overlap < tile, pad >= 0")
+        if tile < 8 or not 0 <= overlap < tile or pad < 0:
+            raise UserError(f"tiles of {tile} px with overlap {overlap} and context {pad}: "
+                                                                            "give tile >= 8, 0 <= overlap < tile, pad "
+                                                                            ">= 0")
         self.G, self.scale, self.in_ch = G, int(G.config["scale"]), G.in_ch
         self.tiling = dict(tile=tile, overlap=overlap, pad=pad, progress=progress)
 
     def check_scale(self, scale: float | None) -> float:
         "The output scale asked for (default: the net's); more than the net gives is an error."
         if scale is None: return self.scale
-        if not 1 <= scale <= self.scale: raise UserError(f"--scale {scale}: this upscaler enlarges x{self.scale}; give 1..{self.scale} or a x{scale:g} run")
+        if not 1 <= scale <= self.scale:
+            raise UserError(f"--scale {scale}: this upscaler enlarges x{self.scale}; give 1..{self.scale} or a "
+                            f"x{scale:g} run")
         return scale
 
     def planes(self, arr: np.ndarray) -> np.ndarray:
-        "An HxW(xC) uint8 array through the net (its runner: `LoadedGenerator.__call__` crops to the input size, as colorizers keep it)."
+        ("An HxW(xC) uint8 array through the net (its runner: `LoadedGenerator.__call__` crops to the input size, as "
+         "colorizers keep it).")
         return upscale_array(self.G.runner, arr, self.scale, **self.tiling)
 
     def network(self, page: Image.Image) -> Image.Image:
         "The page enlarged `self.scale` times by the net (mode L stays L, anything else becomes RGB)."
-        page = page if page.mode in ("L", "RGB") else page.convert("L" if page.mode in ("1", "LA", "I", "I;16", "F") else "RGB")
+        if page.mode not in ("L", "RGB"):
+            page = page.convert("L" if page.mode in ("1", "LA", "I", "I;16", "F") else "RGB")
         if self.in_ch == 3: return Image.fromarray(self.planes(np.asarray(page.convert("RGB")))).convert(page.mode)
         if page.mode == "L": return Image.fromarray(self.planes(np.asarray(page)))
         y, cb, cr = page.convert("YCbCr").split()
@@ -420,8 +467,10 @@ class Upscaler:
         if scale == self.scale: return out
         return out.resize((round(page.width * scale), round(page.height * scale)), Image.Resampling.LANCZOS)
 
+# %% ../nbs/12_superres.ipynb #0732d0e1
 def upscale_page(page: Image.Image,          # the page (any mode; L stays L)
-                 upscaler,                   # an `Upscaler`, or what `Upscaler(...)` takes (run folder, checkpoint, .onnx)
+                 # an `Upscaler`, or what `Upscaler(...)` takes (run folder, checkpoint, .onnx)
+                 upscaler,
                  scale: float | None = None, # output scale (default: the net's)
                 ) -> Image.Image:
     "One page enlarged: the call `colorize --upscale` makes before colorizing."
@@ -442,7 +491,9 @@ def upscale_files(jobs: list,                     # from `pages.plan_outputs`
                   progress: bool | None = None,   # a bar over pages (None: on a terminal or in a notebook)
                  ) -> BatchResult:
     "Upscale every job's pages to its destination (`pages.process_files`); `.colorized` counts the upscaled pages."
-    def enlarge(page: Image.Image) -> Image.Image:   # pages are loaded as RGB: one without colour is enlarged (and saved) gray
+    def enlarge(
+                # pages are loaded as RGB: one without colour is enlarged (and saved) gray
+                page: Image.Image) -> Image.Image:
         return upscaler.upscale(page if page.mode == "L" or is_color_page(page) else page.convert("L"), scale)
     return process_files(jobs, PageFunction(enlarge), overwrite, limits, log, progress, desc="upscale", verb="upscaled")
 
@@ -454,15 +505,20 @@ def export_upscaler(checkpoint: str | Path,   # run folder, .pt or .safetensors 
                     out: str | Path,          # the .onnx to write (a .json beside it)
                     overwrite: bool = False,  # replace an existing .onnx/.json (never the checkpoint's own files)
                     opset: int = 17) -> Path:
-    "Write an upscaler as ONNX + JSON sidecar; refuses to write over the checkpoint's files or (without `overwrite`) existing ones."
+    ("Write an upscaler as ONNX + JSON sidecar; refuses to write over the checkpoint's files or (without `overwrite`) "
+     "existing ones.")
     out = Path(out)
     if out.suffix != ".onnx": raise UserError(f"--out {out}: give a file name ending in .onnx")
     own = {Path(f).resolve() for f in checkpoint_files(checkpoint)}
     for f in (out, out.with_suffix(".json")):
-        if f.resolve() in own: raise UserError(f"--out {out} would overwrite {f}, a file of the checkpoint {checkpoint}: choose another --out")
-        if f.exists() and not overwrite: raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
+        if f.resolve() in own:
+            raise UserError(f"--out {out} would overwrite {f}, a file of the checkpoint {checkpoint}: choose another "
+                            "--out")
+        if f.exists() and not overwrite:
+            raise UserError(f"{f} exists: give another --out, or --overwrite to replace it")
     G = Upscaler(checkpoint).G
-    if G.module is None: raise UserError(f"{checkpoint}: already ONNX; export needs PyTorch weights (a run folder, .pt or .safetensors)")
+    if G.module is None:
+        raise UserError(f"{checkpoint}: already ONNX; export needs PyTorch weights (a run folder, .pt or .safetensors)")
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(G.module, out, size=32, meta={**G.meta, "pad_multiple": 1}, opset=opset)
     return out
@@ -470,8 +526,10 @@ def export_upscaler(checkpoint: str | Path,   # run folder, .pt or .safetensors 
 # %% ../nbs/12_superres.ipynb #605f500b
 BASELINES = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
-def eval_pairs(crops: PageCrops, scale: int, limit: int | None = None, deg: Degradation = CLEAN, seed: int = 0) -> list[tuple]:
-    "(input, original) pairs of whole held-out pages (cut to a multiple of `scale`, unreadable ones skipped), reduced by `deg`."
+def eval_pairs(crops: PageCrops, scale: int, limit: int | None = None, deg: Degradation = CLEAN,
+               seed: int = 0) -> list[tuple]:
+    ("(input, original) pairs of whole held-out pages (cut to a multiple of `scale`, unreadable ones skipped), reduced "
+     "by `deg`.")
     pairs = []
     for i in range(len(crops) if limit is None else min(limit, len(crops))):
         try: page = crops.page(i)
@@ -509,11 +567,14 @@ def busiest_box(img: Image.Image, size: int) -> tuple:
     from scipy.ndimage import uniform_filter
     g = np.hypot(*np.gradient(np.asarray(img.convert("L"), np.float32)))
     size = min(size, *img.size)
-    energy = uniform_filter(g, size, mode="constant")[size // 2: img.height - (size - 1) // 2, size // 2: img.width - (size - 1) // 2]
+    energy = uniform_filter(g, size,
+                            mode="constant")[size // 2: img.height - (size - 1) // 2,
+                                             size // 2: img.width - (size - 1) // 2]
     y, x = np.unravel_index(int(np.argmax(energy)), energy.shape)
     return (int(x), int(y), int(x) + size, int(y) + size)
 
-def crop_gallery(pairs: list[tuple], scale: int, upscalers: dict | None = None, size: int = 96, gap: int = 2) -> Image.Image:
+def crop_gallery(pairs: list[tuple], scale: int, upscalers: dict | None = None, size: int = 96,
+                 gap: int = 2) -> Image.Image:
     "Rows of (bicubic | Lanczos | each upscaler | original) crops, one row per pair, a label band on top."
     from PIL import ImageDraw
     methods = upscale_methods(scale, upscalers)
@@ -533,14 +594,18 @@ def crop_gallery(pairs: list[tuple], scale: int, upscalers: dict | None = None, 
 SR_METRICS = ("psnr", "psnr_pooled", "ssim", "baseline_psnr", "baseline_psnr_pooled", "baseline_ssim")
 
 def sr_meta(config: SRConfig, epoch: int = 0, step: int = 0, ema: bool = False, record: dict | None = None) -> dict:
-    "What using an upscaler needs, saved beside its weights: task, scale, channels, crop size, epoch, validation scores."
+    ("What using an upscaler needs, saved beside its weights: task, scale, channels, crop size, epoch, validation "
+     "scores.")
     c = config
-    return {"task": "sr", "scale": c.scale, "in_ch": c.in_ch, "out_ch": c.in_ch, "arch": c.arch, "size": c.size, "pad_multiple": 1,
-            "input_mode": "gray" if c.in_ch == 1 else "rgb", "loss": c.loss, "data": c.data, "epoch": epoch, "step": step, "ema": ema,
+    return {"task": "sr", "scale": c.scale, "in_ch": c.in_ch, "out_ch": c.in_ch, "arch": c.arch, "size": c.size,
+            "pad_multiple": 1,
+            "input_mode": "gray" if c.in_ch == 1 else "rgb", "loss": c.loss, "data": c.data, "epoch": epoch,
+                "step": step, "ema": ema,
             "val": {k: v for k, v in (record or {}).items() if k in SR_METRICS}}
 
 def fit_steps(step: SRStep, loader: DataLoader, steps: int, progress: bool = False) -> list[float]:
-    "Train `step` for `steps` batches (epochs follow one another), the learning rate on a cosine to zero; the L1 losses."
+    ("Train `step` for `steps` batches (epochs follow one another), the learning rate on a cosine to zero; the L1 "
+     "losses.")
     losses, bar = [], tqdm(total=steps, disable=not progress, leave=False)
     step.G.train()
     while len(losses) < steps:
@@ -552,15 +617,19 @@ def fit_steps(step: SRStep, loader: DataLoader, steps: int, progress: bool = Fal
     return losses
 
 # %% ../nbs/12_superres.ipynb #b3e82992
-UPSCALE_EXIT_CODES = ("exit status: 0 every page was upscaled or skipped (output exists); 1 some pages failed (bad images, refused "
-                      "archives): the batch went on and 'N of M pages failed' is on stderr; 2 usage or user error (nothing was upscaled).")
+UPSCALE_EXIT_CODES = ("exit status: 0 every page was upscaled or skipped (output exists); 1 some pages failed (bad "
+                      "images, refused "
+                      "archives): the batch went on and 'N of M pages failed' is on stderr; 2 usage or user error "
+                      "(nothing was upscaled).")
 
 def run_upscale(args) -> int:
     "`mangacolor upscale`: enlarge pages, folders and archives into --out."
-    if Path(args.out).exists() and not Path(args.out).is_dir(): raise UserError(f"--out {args.out} is a file: give a folder for the upscaled pages")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file: give a folder for the upscaled pages")
     jobs = plan_outputs(args.pages, args.out)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
-    up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap, precision=args.precision)
+    up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap,
+                  precision=args.precision)
     scale = up.check_scale(args.scale)
     limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
     res = upscale_files(jobs, up, scale, args.overwrite, limits, log=lambda m: tqdm.write(m, file=sys.stderr))
@@ -571,24 +640,35 @@ def run_upscale(args) -> int:
     return 0
 
 def _add_upscale_command(subparsers):
-    p = subparsers.add_parser("upscale", help="enlarge manga pages, folders and .cbz/.zip archives with a trained upscaler",
-                              description="Enlarge pages with an upscaler run (mangacolor sr-train). Outputs keep names (archives become .cbz) "
-                                          "under --out; inputs are never overwritten; existing outputs are skipped unless --overwrite.",
+    p = subparsers.add_parser("upscale",
+                              help="enlarge manga pages, folders and .cbz/.zip archives with a trained upscaler",
+                              description="Enlarge pages with an upscaler run (mangacolor sr-train). Outputs keep "
+                                          "names (archives become .cbz) "
+                                          "under --out; inputs are never overwritten; existing outputs are skipped "
+                                          "unless --overwrite.",
                               epilog=UPSCALE_EXIT_CODES)
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
-    p.add_argument("--checkpoint", required=True, help="upscaler run folder, .pt, generator .safetensors (+ .json) or exported .onnx")
+    p.add_argument("--checkpoint", required=True,
+                   help="upscaler run folder, .pt, generator .safetensors (+ .json) or exported .onnx")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--scale", type=float, default=None, help="output scale, at most the upscaler's (default: the upscaler's)")
-    p.add_argument("--tile", type=int, default=512, help="tile side in input pixels (memory stays bounded on huge pages)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="output scale, at most the upscaler's (default: the upscaler's)")
+    p.add_argument("--tile", type=int, default=512,
+                   help="tile side in input pixels (memory stays bounded on huge pages)")
     p.add_argument("--overlap", type=int, default=16, help="input pixels neighbouring tiles share and blend")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the upscaler with PyTorch or onnxruntime")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the upscaler with PyTorch or onnxruntime")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, CPUs with AMX or "
+                   help="auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: "
+                        "CUDA, CPUs with AMX or "
                         "AVX-512 BF16), else fp32; the ONNX backend always runs fp32 (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
-    p.add_argument("--max-unzip-mb", type=float, default=4096, help="refuse archives that expand to more than this many MB (default: %(default)s)")
-    p.add_argument("--max-unzip-ratio", type=float, default=200, help="refuse archives whose members expand more than this ratio (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
+    p.add_argument("--max-unzip-mb", type=float, default=4096,
+                   help="refuse archives that expand to more than this many MB (default: %(default)s)")
+    p.add_argument("--max-unzip-ratio", type=float, default=200,
+                   help="refuse archives whose members expand more than this ratio (default: %(default)s)")
     p.set_defaults(func=run_upscale)
 
 # %% ../nbs/12_superres.ipynb #33bf1a48
@@ -601,9 +681,11 @@ def run_sr_export(args) -> int:
 def _add_export_command(subparsers):
     e = subparsers.add_parser("sr-export", help="export an upscaler run as ONNX")
     e.add_argument("--checkpoint", required=True, help="upscaler run folder, .pt or .safetensors (+ .json)")
-    e.add_argument("--out", required=True, help="the .onnx file to write (a .json with the config is written beside it)")
+    e.add_argument("--out", required=True,
+                   help="the .onnx file to write (a .json with the config is written beside it)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing .onnx and its .json (never the checkpoint's own files)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing .onnx and its .json (never the checkpoint's own files)")
     e.set_defaults(func=run_sr_export)
 
 # %% ../nbs/12_superres.ipynb #a791d302
@@ -612,12 +694,14 @@ class SRProgressLog(Callback):
     def epoch(self, t):
         r = t.state.last_record
         if not t.setup.is_main or r is None: return
-        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr_pooled']:.2f} dB (bicubic {r['baseline_psnr_pooled']:.2f}), "
-              f"SSIM {r['ssim']:.4f} ({r['baseline_ssim']:.4f}), loss_g {r['loss_g']:.4f}, {r['images_per_s']:.1f} img/s", file=log_stream())
+        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr_pooled']:.2f} dB (bicubic "
+              f"{r['baseline_psnr_pooled']:.2f}), "
+              f"SSIM {r['ssim']:.4f} ({r['baseline_ssim']:.4f}), loss_g {r['loss_g']:.4f}, {r['images_per_s']:.1f} "
+              "img/s", file=log_stream())
 
 class SRTrainer(Trainer):
-    "`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta`, "
-    "`sample_sheet`, `prepare_config` (no recipe: the config as given) and `best_metric` (pooled luminance PSNR)."
+    ("`train.Trainer` for upscalers (an `SRConfig`): its `make_data`, `make_step`, `validate_epoch`, `meta`, "
+     "`sample_sheet`, `prepare_config` (no recipe: the config as given) and `best_metric` (pooled luminance PSNR).")
     best_metric = "psnr_pooled"
     def __init__(self, config: SRConfig, resume: bool = False, callbacks=()):
         super().__init__(config, resume, callbacks)
@@ -627,7 +711,8 @@ class SRTrainer(Trainer):
     def make_step(self) -> SRStep: return SRStep(self.config, self.setup)
     def validate_epoch(self) -> tuple[dict, tuple | None]:
         c = self.config
-        return sr_validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup.device, c.val_limit, c.samples)
+        return sr_validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup.device, c.val_limit,
+                           c.samples)
     def meta(self) -> dict:
         s = self.state
         return sr_meta(self.config, s.epoch, s.step, self.step_fn.ema is not None, s.last_record)
@@ -635,7 +720,8 @@ class SRTrainer(Trainer):
 
 def start_sr_run(config: SRConfig, resume: bool = False, overwrite: bool = False, callbacks=()) -> SRTrainer:
     "An `SRTrainer` for `config`: a fresh run, or the run in `config.out` continued with its saved settings."
-    if not hasattr(Trainer, "make_step"): raise UserError("this version's train.Trainer has no hooks for other tasks yet (make_step, make_data)")
+    if not hasattr(Trainer, "make_step"):
+        raise UserError("this version's train.Trainer has no hooks for other tasks yet (make_step, make_data)")
     if Run(config.out).prepare(config.kind, resume, overwrite, data=config.data):
         changeable = {k: getattr(config, k) for k in RESUME_CHANGEABLE if hasattr(config, k)}
         config = resume_config(config.out, changeable, SRConfig)
@@ -643,7 +729,8 @@ def start_sr_run(config: SRConfig, resume: bool = False, overwrite: bool = False
         return SRTrainer(config, resume=True, callbacks=callbacks)
     return SRTrainer(config, callbacks=callbacks)
 
-def train_upscaler(config: SRConfig | None = None, resume: bool = False, overwrite: bool = False, callbacks=(), **overrides) -> dict:
+def train_upscaler(config: SRConfig | None = None, resume: bool = False, overwrite: bool = False, callbacks=(),
+                   **overrides) -> dict:
     "Train (or continue) the upscaler run `config` describes; returns the last epoch's record plus `params` and `out`."
     trainer = start_sr_run(dataclasses.replace(config or SRConfig(), **overrides), resume, overwrite, callbacks)
     record = dict(trainer.fit() or {})
@@ -655,15 +742,18 @@ def run_sr_train(args) -> int:
     given = given_options(args, SRConfig)
     record = train_upscaler(SRConfig(**given), args.resume, args.overwrite)
     if record.get("psnr_pooled") is not None:
-        print(f"{record['out']}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (bicubic {record['baseline_psnr_pooled']:.2f}), "
+        print(f"{record['out']}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (bicubic "
+              f"{record['baseline_psnr_pooled']:.2f}), "
               f"SSIM {record['ssim']:.4f}; weights in {Path(record['out']) / 'generator.safetensors'}")
     return 0
 
 def add_commands(subparsers) -> None:
     "Add `sr-train`, `upscale` and `sr-export` to the `mangacolor` parser."
     p = subparsers.add_parser("sr-train", help="train an upscaler (one option per SRConfig field)",
-                              description="Train a super-resolution net on manga-degraded crops. The run folder is a training run's: config.json, "
-                                          "metrics.jsonl, samples/, checkpoints/last.pt + best.pt, generator.safetensors.")
+                              description="Train a super-resolution net on manga-degraded crops. The run folder is a "
+                                          "training run's: config.json, "
+                                          "metrics.jsonl, samples/, checkpoints/last.pt + best.pt, "
+                                          "generator.safetensors.")
     add_config_arguments(p, config_cls=SRConfig)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")

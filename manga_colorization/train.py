@@ -26,12 +26,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2tensor, model_target, resolve_precision,
+from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2tensor, model_target,
+                                     resolve_precision,
                                      rgb_to_gray, rgb_to_lab_norm, seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
 from .guidance import GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
-from .metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics, to_unit
+from .metrics import (LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
+                                        to_unit)
 from .models import PatchDiscriminator, generator_state, make_generator, model_options, save_generator
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 from .synthetic import synth_page
@@ -65,32 +67,37 @@ class BaseTrainConfig:
     epochs: int = _opt(50, "passes over the training images")
     width: int = _opt(64, "generator base channel width")
     seed: int = _opt(42, "seed of weights, data order and sampling")
-    limit: int | None = _opt(None, "training images per epoch (a fresh random subset each epoch); default all", type=int)
+    limit: int | None = _opt(None, "training images per epoch (a fresh random subset each epoch); default all",
+                                   type=int)
     val_limit: int | None = _opt(None, "validation images per epoch; default all", type=int)
     device: str = _opt("auto", "cpu | cuda | cuda:N | mps | auto")
     lr: float = _opt(2e-4, "Adam learning rate of the generator")
     lr_d: float | None = _opt(None, "Adam learning rate of the discriminator; default = --lr", type=float)
     beta1: float = _opt(0.5, "Adam beta1")
     beta2: float = _opt(0.999, "Adam beta2")
-    schedule: str = _opt("constant", "learning-rate schedule: constant | linear (constant, then linear to 0 from --decay-start) | cosine",
-                         choices=("constant", "linear", "cosine"))
+    schedule: str = _opt("constant", "learning-rate schedule: constant | linear (constant, then linear to 0 from "
+                                     "--decay-start) | cosine", choices=("constant", "linear", "cosine"))
     decay_start: float = _opt(0.5, "fraction of training after which the linear schedule starts decaying")
     grad_clip: float = _opt(0.0, "clip each net's gradient norm to this value; 0 = off")
     ema: float = _opt(0.0, "decay of an exponential moving average of G's weights (e.g. 0.999); 0 = off")
     gan_mode: str = _opt("bce", "adversarial loss: " + " | ".join(GAN_MODES), choices=GAN_MODES)
     adv_weight: float | None = _opt(None, "weight of the adversarial term; default from the preset (0.01)", type=float)
     l1_weight: float | None = _opt(None, "weight of L1; default from the preset (1.0)", type=float)
-    perceptual_weight: float | None = _opt(None, "weight of the perceptual mix; default from the preset (0 or 0.1)", type=float)
-    gen_options: dict | None = _opt(None, "further make_generator options as JSON, e.g. '{\"upsample\": \"resize_conv\", \"ext_size\": 128}' "
-                             "(attention_*/ext_* options reach only the variants that have them)", type=json.loads)
+    perceptual_weight: float | None = _opt(None, "weight of the perceptual mix; default from the preset (0 or 0.1)",
+                                                 type=float)
+    gen_options: dict | None = _opt(None, "further make_generator options as JSON, e.g. '{\"upsample\": "
+                                          "\"resize_conv\", \"ext_size\": 128}' (attention_*/ext_* options reach only "
+                                          "the variants that have them)", type=json.loads)
     d_layers: int = _opt(3, "PatchGAN discriminator layers")
     d_width: int = _opt(64, "PatchGAN discriminator base width")
     spectral_norm: bool = _opt(False, "spectral normalisation in the discriminator")
     pretrained: bool = _opt(True, "load pretrained VGG16/Danbooru weights for losses and *_ext generators")
-    precision: str = _opt("auto", "auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: CUDA, "
-                                  "CPUs with AMX or AVX-512 BF16), else fp32; weights, losses, metrics and checkpoints stay fp32; "
-                                  "config.json records the resolved one and a resumed run keeps it", choices=PRECISIONS)
-    amp: bool = _opt(True, "allow bf16 autocast (kept for old commands: --no-amp forces fp32, as --precision fp32 does)")
+    precision: str = _opt("auto", "auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units "
+                                  "(auto: CUDA, CPUs with AMX or AVX-512 BF16), else fp32; weights, losses, metrics "
+                                  "and checkpoints stay fp32; config.json records the resolved one and a resumed run "
+                                  "keeps it", choices=PRECISIONS)
+    amp: bool = _opt(True, "allow bf16 autocast (kept for old commands: --no-amp forces fp32, as --precision fp32 "
+                           "does)")
     channels_last: bool = _opt(True, "channels_last memory format under bf16 and on CUDA")
     cudnn_benchmark: bool = _opt(True, "cuDNN autotuning of conv algorithms on CUDA (fixed input size)")
     compile: bool = _opt(False, "torch.compile the generator and discriminator (CUDA)")
@@ -99,7 +106,8 @@ class BaseTrainConfig:
     ckpt_every: int = _opt(0, "also checkpoint every N optimizer steps (0: only at epoch ends)")
     max_bad_steps: int = _opt(10, "stop after this many non-finite steps in a row")
     samples: int = _opt(4, "validation images in each epoch's sample sheet")
-    init_from: str | None = _opt(None, "start G from this run folder / checkpoint / generator.safetensors (fine-tuning)")
+    init_from: str | None = _opt(None, "start G from this run folder / checkpoint / generator.safetensors "
+                                       "(fine-tuning)")
     tensorboard: bool = _opt(True, "also log to OUT/tensorboard when tensorboard is installed")
     drop_last: bool = _opt(True, "drop each epoch's last partial batch (the seed kept it)")
     kind: str = _opt("train", "what wrote the run folder (train, demo, grid)")
@@ -108,50 +116,74 @@ class BaseTrainConfig:
 def _guidance_arg(value: str) -> str | None:
     "`--guidance` on the command line: none | hints | palette | both."
     if value in ("none", "None", ""): return None
-    if value not in ("hints", "palette", "both"): raise argparse.ArgumentTypeError(f"{value!r}: choose none, hints, palette or both")
+    if value not in ("hints", "palette", "both"):
+        raise argparse.ArgumentTypeError(f"{value!r}: choose none, hints, palette or both")
     return value
 
 @dataclass
-class TrainConfig(BaseTrainConfig):
-    "A colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
-    pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, class-rebalanced; needs out_ch 2 and "
-                                 "gen_options {\"head\": \"classify\"})", choices=PIXEL_LOSSES)
-    depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and cropped back)")
+class _ColorizerFields(BaseTrainConfig):
+    "The colorizer's own fields and its recipe's (`TrainConfig` adds the guidance fields)."
+    pixel_loss: str = _opt("l1", "pixel term: l1 | l2 | huber | classify (cross-entropy over quantized ab, "
+                                 "class-rebalanced; needs out_ch 2 and gen_options {\"head\": \"classify\"})",
+                                 choices=PIXEL_LOSSES)
+    depth: int = _opt(8, "generator down/up levels (any size works: inputs are padded to a multiple of 2**depth and "
+                         "cropped back)")
     input_mode: str = _opt("gray", "what the generator sees: gray | sketch | screentone | mix (see data.make_input)")
     out_ch: int = _opt(3, "3 = predict RGB, 2 = predict Lab chroma", choices=(2, 3))
-    anime_mix: float | None = _opt(None, "a: VGG share of the perceptual mix, 1-a anime; default from the preset", type=float)
+    anime_mix: float | None = _opt(None, "a: VGG share of the perceptual mix, 1-a anime; default from the preset",
+                                         type=float)
     anime_size: int = _opt(224, "input size of the Danbooru ResNet50 in the anime loss")
-    max_pixels: int | None = _opt(None, "skip image files with more pixels than this (decompression-bomb guard; default: PIL's 178956970; 0: no limit)", type=int)
-    best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled MSE, which gray targets cannot game)", choices=METRIC_NAMES)
-    recipe: str = _opt("default", "training recipe: default (ours) | seed (the original code's networks and training: batch 32, no augmentation, "
-                       "bilinear resize, G-then-D steps, last partial batch kept, its layout, discriminator, extractor features and loss "
-                       "formulas, its defects fixed) | best (the recipe study's winner on real art, benchmarks/recipe_study.json); fills those fields unless you give them",
-                       choices=("default", "seed", "best"))
-    seed_defects: bool = _opt(False, "also reproduce the seed's defects: attention on the bottleneck (unscaled), anime loss without gradient, "
-                                     "extractor in train mode, VGG on [-1, 1] through all 31 layers")
-    augment: str = _opt("crop_flip", "training augmentation: crop_flip (random crop of a x1.125 resize, random flip) | none (the seed's)", choices=AUGMENTS)
-    resize_filter: str = _opt("bicubic", "resize of image files: bicubic (PIL, antialiased) | bilinear (cv2 INTER_LINEAR, the seed's)", choices=RESIZE_FILTERS)
-    step_order: str = _opt("d_first", "d_first: D, then G against the updated D (pix2pix) | g_first: G against the old D, then D on the "
-                                      "pre-update fake (the seed's)", choices=("d_first", "g_first"))
-    layout: str = _opt("pix2pix", "G and D layout: pix2pix (no conv bias before a norm, no norm on the outer/inner down blocks, N(0, 0.02) init) | "
-                                  "seed (biases everywhere, every down block normed, PyTorch's init)", choices=("pix2pix", "seed"))
-    d_stride_last: int = _opt(1, "stride of D's last widening conv: 1 (pix2pix: 30x30 grid, 70 px patches at 256²) | 2 (the seed's: 15x15, 94 px)", choices=(1, 2))
-    loss_formulas: str = _opt("ours", "perceptual distances: ours (VGG L1 averaged; anime L1 of the 2048-ch map) | seed (VGG MSE summed; "
-                                      "anime MSE of the 512-d head)", choices=("ours", "seed"))
+    max_pixels: int | None = _opt(None, "skip image files with more pixels than this (decompression-bomb guard; "
+                                        "default: PIL's 178956970; 0: no limit)", type=int)
+    best_metric: str = _opt("psnr_pooled", "validation metric that picks best.pt (psnr_pooled: PSNR of the pooled "
+                                           "MSE, which gray targets cannot game)", choices=METRIC_NAMES)
+    recipe: str = _opt("default", "training recipe: default (ours) | seed (the original code's networks and training: "
+                                  "batch 32, no augmentation, bilinear resize, G-then-D steps, last partial batch "
+                                  "kept, its layout, discriminator, extractor features and loss formulas, its defects "
+                                  "fixed) | best (the recipe study's winner on real art, "
+                                  "benchmarks/recipe_study.json); fills those fields unless you give them",
+                                  choices=("default", "seed", "best"))
+    seed_defects: bool = _opt(False, "also reproduce the seed's defects: attention on the bottleneck (unscaled), "
+                                     "anime loss without gradient, extractor in train mode, VGG on [-1, 1] through "
+                                     "all 31 layers")
+    augment: str = _opt("crop_flip", "training augmentation: crop_flip (random crop of a x1.125 resize, random flip) "
+                                     "| none (the seed's)", choices=AUGMENTS)
+    resize_filter: str = _opt("bicubic", "resize of image files: bicubic (PIL, antialiased) | bilinear (cv2 "
+                                         "INTER_LINEAR, the seed's)", choices=RESIZE_FILTERS)
+    step_order: str = _opt("d_first", "d_first: D, then G against the updated D (pix2pix) | g_first: G against the "
+                                      "old D, then D on the pre-update fake (the seed's)",
+                                      choices=("d_first", "g_first"))
+    layout: str = _opt("pix2pix", "G and D layout: pix2pix (no conv bias before a norm, no norm on the outer/inner "
+                                  "down blocks, N(0, 0.02) init) | seed (biases everywhere, every down block normed, "
+                                  "PyTorch's init)", choices=("pix2pix", "seed"))
+    d_stride_last: int = _opt(1, "stride of D's last widening conv: 1 (pix2pix: 30x30 grid, 70 px patches at 256²) | "
+                                 "2 (the seed's: 15x15, 94 px)", choices=(1, 2))
+    loss_formulas: str = _opt("ours", "perceptual distances: ours (VGG L1 averaged; anime L1 of the 2048-ch map) | "
+                                      "seed (VGG MSE summed; anime MSE of the 512-d head)", choices=("ours", "seed"))
     recipe_applied: bool = _opt(False, "set once the recipe has filled its fields", cli=False)
-    guidance: str | None = _opt(None, "colour guidance the generator takes: none | hints (colour points) | palette (a reference's colours, "
-                                      "FiLM in the decoder) | both; sampled from each target while training", type=_guidance_arg)
-    hue_rotate: float | None = _opt(None, "share of targets whose Lab hue is turned by a random angle, so the gray cannot tell the colour "
-                                          "and guidance must (default: 1 on synthetic data with guidance, else 0)", type=float)
+
+# %% ../nbs/09_train.ipynb #4cda60ac
+@dataclass
+class TrainConfig(_ColorizerFields):
+    "A colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
+    guidance: str | None = _opt(None, "colour guidance the generator takes: none | hints (colour points) | palette (a "
+                                      "reference's colours, FiLM in the decoder) | both; sampled from each target "
+                                      "while training", type=_guidance_arg)
+    hue_rotate: float | None = _opt(None, "share of targets whose Lab hue is turned by a random angle, so the gray "
+                                          "cannot tell the colour and guidance must (default: 1 on synthetic data "
+                                          "with guidance, else 0)", type=float)
     hint_none: float = _opt(0.25, "share of training images without hints (unguided colorization keeps working)")
     hint_mean: float = _opt(8.0, "mean number of hints on the other training images (geometric)")
     hint_max: int = _opt(50, "most hints on one training image")
     hint_patches: str = _opt("1,3,5", "sides of hint patches drawn from, in pixels at the working size")
-    hint_pyramid: bool = _opt(True, "also give every encoder level the hints averaged to its resolution (a hint-guided generator)")
+    hint_pyramid: bool = _opt(True, "also give every encoder level the hints averaged to its resolution (a "
+                                    "hint-guided generator)")
     palette_k: int = _opt(8, "colours in a palette")
     palette_none: float = _opt(0.25, "share of training images without a palette")
-    palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all of it")
-    val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the palette is the target's)")
+    palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all "
+                                    "of it")
+    val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the "
+                              "palette is the target's)")
 
 # %% ../nbs/09_train.ipynb #23f62f9f
 @patch
@@ -166,12 +198,16 @@ def from_dict(cls: BaseTrainConfig, d: dict) -> BaseTrainConfig:
 # %% ../nbs/09_train.ipynb #3732a5c7
 RECIPES: dict[str, dict] = {
     "default": {},
-    "seed": dict(batch_size=32, augment="none", resize_filter="bilinear", step_order="g_first", drop_last=False, layout="seed",
+    "seed": dict(batch_size=32, augment="none", resize_filter="bilinear", step_order="g_first", drop_last=False,
+                 layout="seed",
                  d_stride_last=2, loss_formulas="seed", anime_size=360),
-    "best": dict(out_ch=2, pixel_loss="l1", loss="l1", adv_weight=0.01, input_mode="gray"),   # provisional: the study's base (lab_l1); no recipe met the study's target yet
+    # provisional: the study's base (lab_l1); no recipe met the study's target yet
+    "best": dict(out_ch=2, pixel_loss="l1", loss="l1", adv_weight=0.01, input_mode="gray"),
 }
-SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)   # the seed's extractor features (*_ext generators)
-RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}   # what a recipe adds to `gen_options`
+# the seed's extractor features (*_ext generators)
+SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)
+# what a recipe adds to `gen_options`
+RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}
 
 def _recipe_gen_options(config: TrainConfig) -> dict | None:
     "`gen_options` plus what the recipe and `seed_defects` add to the generator (the user's own options win)."
@@ -180,9 +216,11 @@ def _recipe_gen_options(config: TrainConfig) -> dict | None:
     return {**extra, **(config.gen_options or {})} or config.gen_options
 
 def apply_recipe(config: TrainConfig, given=None) -> TrainConfig:
-    "`config` with its recipe's values in every field not in `given` (None: in every field still at its plain default); only once."
+    ("`config` with its recipe's values in every field not in `given` (None: in every field still at its plain "
+     "default); only once.")
     if config.recipe_applied: return config
-    if config.recipe not in RECIPES: raise UserError(f"unknown recipe {config.recipe!r}; choose one of {', '.join(RECIPES)}")
+    if config.recipe not in RECIPES:
+        raise UserError(f"unknown recipe {config.recipe!r}; choose one of {', '.join(RECIPES)}")
     plain = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     keep = set(given) if given is not None else {k for k in plain if getattr(config, k) != plain[k]}
     values = {k: v for k, v in RECIPES[config.recipe].items() if k not in keep}
@@ -212,7 +250,8 @@ class TrainState:
 def rng_state() -> dict:
     "The RNG states of python, numpy and torch (CPU and CUDA) as tensors and plain values."
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
              "has_gauss": int(has_gauss), "cached": float(cached)}, "torch": torch.get_rng_state()}
     if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -231,12 +270,15 @@ def make_train_loader(dm: SketchDataModule, config: BaseTrainConfig, rank: int =
                       pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     "The training DataLoader over `dm`'s training set, with a resumable `EpochSampler` and the loader's own RNG."
     base = dm.train_loader
-    sampler = EpochSampler(len(base.dataset), seed=config.seed, shuffle=True, num_replicas=world_size, rank=rank, limit=config.limit)
+    sampler = EpochSampler(len(base.dataset), seed=config.seed, shuffle=True, num_replicas=world_size, rank=rank,
+                           limit=config.limit)
     generator = torch.Generator()
     loader = DataLoader(base.dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        collate_fn=base.collate_fn, drop_last=config.drop_last, generator=generator, pin_memory=pin_memory)
+                        collate_fn=base.collate_fn, drop_last=config.drop_last, generator=generator,
+                            pin_memory=pin_memory)
     if len(loader) == 0:
-        raise UserError(f"{config.data}: {len(sampler)} training images per process, fewer than one batch of {config.batch_size}; "
+        raise UserError(f"{config.data}: {len(sampler)} training images per process, fewer than one batch of "
+                        f"{config.batch_size}; "
                         f"lower --batch-size or raise --limit")
     return loader, sampler, generator
 
@@ -253,7 +295,8 @@ class EMA:
     "Exponential moving average of a model's weights (buffers copied)."
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.model = decay, copy.deepcopy(model).eval().requires_grad_(False)
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]   # frozen parts (extractors) are not averaged
+        # frozen parts (extractors) are not averaged
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
     @torch.no_grad()
     def update(self, model: nn.Module):
         "Move the average towards `model`'s current weights."
@@ -265,7 +308,8 @@ class EMA:
 SAMPLE_COLUMNS = ("input", "output", "target")
 
 def sample_sheet(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> Image.Image:
-    "A labelled band, then rows of (input | output | target) tiles from (B,C,H,W) tensors in [-1, 1] (RGB outputs/targets)."
+    ("A labelled band, then rows of (input | output | target) tiles from (B,C,H,W) tensors in [-1, 1] (RGB "
+     "outputs/targets).")
     def rgb(t): return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
     rows = [torch.cat([rgb(inputs)[i], rgb(outputs)[i], rgb(targets)[i]], dim=-1) for i in range(len(inputs))]
     tiles = Image.fromarray(tensor2uint8(torch.cat(rows, dim=-2).float().cpu()))
@@ -313,9 +357,11 @@ class DeviceSetup:
     def autocast(self): return autocast(self.device, self.precision)
 
 def train_precision(config: BaseTrainConfig, device: torch.device) -> str:
-    "The precision a run of `config` trains in on `device`: `config.precision` resolved; `amp=False` (`--no-amp`) forces fp32."
+    ("The precision a run of `config` trains in on `device`: `config.precision` resolved; `amp=False` (`--no-amp`) "
+     "forces fp32.")
     if not config.amp:
-        if config.precision == "bf16": raise UserError("--precision bf16 and --no-amp contradict each other: drop --no-amp (its new spelling "
+        if config.precision == "bf16":
+            raise UserError("--precision bf16 and --no-amp contradict each other: drop --no-amp (its new spelling "
                                                        "is --precision fp32)")
         return "fp32"
     return resolve_precision(config.precision, device)
@@ -327,9 +373,11 @@ def setup_device(config: BaseTrainConfig) -> DeviceSetup:
     if world_size > 1 and device.type == "cuda":   # NCCL needs each process's device set before the group starts
         device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
     precision = train_precision(config, device)
-    if world_size > 1 and not dist.is_initialized(): dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     cuda = device.type == "cuda"
-    if cuda and config.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled(): torch.backends.cudnn.benchmark = True
+    if cuda and config.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True
     channels_last = config.channels_last and (precision == "bf16" or cuda)
     return DeviceSetup(device, rank, world_size, amp=precision == "bf16",
                        memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -340,12 +388,16 @@ def _layout_options(config: TrainConfig) -> dict:
     return dict(conv_bias=True, init="default") if config.layout == "seed" else {}
 
 def build_generator(config: TrainConfig) -> nn.Module:
-    "The generator `config` describes: arch, sizes, layout (the seed's also norms the outer down blocks) and `gen_options` its variant has."
-    options = {**_layout_options(config), **({"outer_norm": True} if config.layout == "seed" else {}), **(config.gen_options or {})}
+    ("The generator `config` describes: arch, sizes, layout (the seed's also norms the outer down blocks) and "
+     "`gen_options` its variant has.")
+    options = {**_layout_options(config), **({"outer_norm": True} if config.layout == "seed" else {}),
+               **(config.gen_options or {})}
     allowed = model_options(config.arch, "colorize")
-    if config.guidance: options.update(guidance=config.guidance, palette_k=config.palette_k,
-                                       **({"hint_pyramid": True} if config.hint_pyramid and config.guidance != "palette" else {}))
-    return make_generator(config.arch, pretrained=config.pretrained, width=config.width, depth=config.depth, in_ch=1, out_ch=config.out_ch,
+    if config.guidance:
+        pyramid = {"hint_pyramid": True} if config.hint_pyramid and config.guidance != "palette" else {}
+        options.update(guidance=config.guidance, palette_k=config.palette_k, **pyramid)
+    return make_generator(config.arch, pretrained=config.pretrained, width=config.width, depth=config.depth, in_ch=1,
+                          out_ch=config.out_ch,
                           **{k: v for k, v in options.items() if k in allowed})
 
 def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
@@ -353,20 +405,26 @@ def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
     if not config.guidance: return None
     hue = config.hue_rotate if config.hue_rotate is not None else float(config.data == "synthetic")
     try: patches = tuple(int(v) for v in str(config.hint_patches).split(","))
-    except ValueError: raise UserError(f"hint_patches: {config.hint_patches!r} is not a comma-separated list of sides, e.g. 1,3,5") from None
-    return GuidanceSampler(config.guidance, hue, config.hint_none, config.hint_mean, config.hint_max, patches, config.palette_k,
+    except ValueError:
+        raise UserError(f"hint_patches: {config.hint_patches!r} is not a comma-separated list of sides, "
+                        "e.g. 1,3,5") from None
+    return GuidanceSampler(config.guidance, hue, config.hint_none, config.hint_mean, config.hint_max, patches,
+                           config.palette_k,
                            config.palette_none, config.palette_crop)
 
 def build_loss(config: TrainConfig) -> nn.Module:
     "The `GeneratorLoss` of `config`: its preset, weights, formulas and (when asked) the seed's defects."
-    weights = {k: getattr(config, k) for k in ("adv_weight", "l1_weight", "perceptual_weight", "anime_mix") if getattr(config, k) is not None}
-    return make_loss(config.loss, pretrained=config.pretrained, gan_mode=config.gan_mode, anime_input_size=config.anime_size,
+    weights = {k: getattr(config, k) for k in ("adv_weight", "l1_weight", "perceptual_weight",
+                                               "anime_mix") if getattr(config, k) is not None}
+    return make_loss(config.loss, pretrained=config.pretrained, gan_mode=config.gan_mode,
+                     anime_input_size=config.anime_size,
                      formulas=config.loss_formulas, seed_defects=config.seed_defects, pixel=config.pixel_loss,
                      ab_bins=(config.gen_options or {}).get("ab_bins", 12), **weights)
 
 def build_discriminator(config: TrainConfig) -> PatchDiscriminator:
     "The PatchGAN of `config`, in its layout and geometry (`d_stride_last=2`: the seed's)."
-    return PatchDiscriminator(in_ch=1, out_ch=config.out_ch, n_layers=config.d_layers, width=config.d_width, spectral_norm=config.spectral_norm,
+    return PatchDiscriminator(in_ch=1, out_ch=config.out_ch, n_layers=config.d_layers, width=config.d_width,
+                              spectral_norm=config.spectral_norm,
                               stride_last=config.d_stride_last, **_layout_options(config))
 
 # %% ../nbs/09_train.ipynb #300bd8d4
@@ -381,7 +439,8 @@ class GANStep:
         fused = {"fused": True} if config.fused_adam and setup.device.type in ("cpu", "cuda") else {}
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(trainable(self.G), lr=config.lr, betas=betas, **fused)
-        self.opt_d = torch.optim.Adam(trainable(self.D), lr=config.lr_d or config.lr, betas=betas, **fused) if self.D is not None else None
+        self.opt_d = torch.optim.Adam(trainable(self.D), lr=config.lr_d or config.lr, betas=betas,
+                                      **fused) if self.D is not None else None
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=False)
         self.ema = EMA(self.G, config.ema) if config.ema > 0 else None
         self.guide = guidance_sampler(config)
@@ -414,12 +473,14 @@ def set_lr(self: GANStep, factor: float):
 # %% ../nbs/09_train.ipynb #5888024f
 @patch
 def finite_update(self: GANStep, loss: torch.Tensor, module: nn.Module, opt) -> bool:
-    "Step `opt` if the loss and gradient norm are finite on every process (clipping when asked); always clear the gradients."
+    ("Step `opt` if the loss and gradient norm are finite on every process (clipping when asked); always clear the "
+     "gradients.")
     params = [p for p in module.parameters() if p.grad is not None]
     clip = self.config.grad_clip
     norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else \
         torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-    ok = all_true(bool(torch.isfinite(loss.detach()).item() and torch.isfinite(norm).item()), self.setup.device, self.setup.distributed)
+    ok = all_true(bool(torch.isfinite(loss.detach()).item() and torch.isfinite(norm).item()), self.setup.device,
+                  self.setup.distributed)
     if ok: opt.step()
     opt.zero_grad(set_to_none=True)
     return ok
@@ -441,8 +502,10 @@ def g_update(self: GANStep, inp, target, fake, allowed: bool = True) -> tuple[di
     "The generator's step against the current D (its loss terms; applied only when `allowed` and finite)."
     if self.D is not None: self.D.requires_grad_(False)                # D's weights get no gradient from G's loss
     with self.setup.autocast():
-        fake_logits = self.D(inp, fake) if self.D is not None else None   # the raw D: no DDP sync for its (absent) grads
-        terms = self.loss(fake, target, fake_logits, gray=inp[:, :1], logits=getattr(getattr(self.G, "final", None), "last_logits", None))
+        # the raw D: no DDP sync for its (absent) grads
+        fake_logits = self.D(inp, fake) if self.D is not None else None
+        terms = self.loss(fake, target, fake_logits, gray=inp[:, :1],
+                          logits=getattr(getattr(self.G, "final", None), "last_logits", None))
     terms["loss_g"].backward()
     ok = self.finite_update(terms["loss_g"], self.G, self.opt_g) if allowed else False
     if not allowed: self.opt_g.zero_grad(set_to_none=True)
@@ -452,10 +515,12 @@ def g_update(self: GANStep, inp, target, fake, allowed: bool = True) -> tuple[di
 # %% ../nbs/09_train.ipynb #2f157397
 @patch
 def __call__(self: GANStep, inp: torch.Tensor, target: torch.Tensor) -> dict:
-    "One D step and one G step on a batch (gray `inp`, RGB `target`) in `step_order`; the loss terms as floats, and whether both were applied."
+    ("One D step and one G step on a batch (gray `inp`, RGB `target`) in `step_order`; the loss terms as floats, and "
+     "whether both were applied.")
     mf, device = self.setup.memory_format, self.setup.device
     guide = {}
-    if self.guide is not None: target, guide = self.guide(target)          # hue turned, guidance sampled from the target (CPU RNG)
+    # hue turned, guidance sampled from the target (CPU RNG)
+    if self.guide is not None: target, guide = self.guide(target)
     inp = inp.to(device, non_blocking=True).contiguous(memory_format=mf)
     target = model_target(target.to(device, non_blocking=True).float(), self.config.out_ch).contiguous(memory_format=mf)
     guide = {k: v.to(device, non_blocking=True) for k, v in guide.items()}
@@ -474,7 +539,8 @@ def state_dict(self: GANStep) -> dict:
     "Weights and optimizer state of the step (tensors and plain values)."
     return {"G": generator_state(self.G), "D": self.D.state_dict() if self.D is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "scaler": self.scaler.state_dict(), "ema": generator_state(self.ema.model) if self.ema is not None else None}
+            "scaler": self.scaler.state_dict(),
+                "ema": generator_state(self.ema.model) if self.ema is not None else None}
 
 def _load_weights(G: nn.Module, state: dict, path):
     "Load `state` into G; only a frozen pretrained extractor may be missing (it is rebuilt from its own weights)."
@@ -505,7 +571,8 @@ def init_from(self: GANStep, path: str | Path):
 # %% ../nbs/09_train.ipynb #5a113739
 @torch.no_grad()
 def predict(G: nn.Module, inp: torch.Tensor, setup: DeviceSetup, guide: dict | None = None) -> torch.Tensor:
-    "RGB predictions in [-1, 1] of generator module `G` for gray inputs (on `setup`'s device), with `guide` (hints, palette) if given."
+    ("RGB predictions in [-1, 1] of generator module `G` for gray inputs (on `setup`'s device), with `guide` (hints, "
+     "palette) if given.")
     inp = inp.to(setup.device).contiguous(memory_format=setup.memory_format)
     guide = {k: v.to(setup.device) for k, v in (guide or {}).items()}
     with setup.autocast(): out = G(inp, **guide)
@@ -520,9 +587,11 @@ def show_hints(inp: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def validate(G: nn.Module, loader, setup: DeviceSetup, limit: int | None = None, samples: int = 0,
              extra_metrics: dict | None = None,
-             guide_fn=None,   # guide_fn(targets, batch_index) -> {"hints": ..., "palette": ...}: the guidance to validate with
+             # guide_fn(targets, batch_index) -> {"hints": ..., "palette": ...}: the guidance to validate with
+             guide_fn=None,
             ) -> tuple[dict, tuple | None]:
-    "Mean validation metrics of `G` (and copy-the-gray) over `limit` images; and the first `samples` (input, output, target) batches."
+    ("Mean validation metrics of `G` (and copy-the-gray) over `limit` images; and the first `samples` (input, output, "
+     "target) batches.")
     meter, seen, shown, extra_metrics = MetricMeter(), 0, [], extra_metrics or {}
     was_training = G.training; G.eval()
     for i, (inp, target) in enumerate(loader):
@@ -534,7 +603,9 @@ def validate(G: nn.Module, loader, setup: DeviceSetup, limit: int | None = None,
             if name == "fid": metric.update(to_unit(tgt), real=True); metric.update(to_unit(out), real=False)
             else: metric.update(to_unit(out), to_unit(tgt))
         room = samples - sum(len(x[0]) for x in shown)
-        if room > 0: shown.append(((show_hints(inp, guide["hints"]) if "hints" in guide else inp)[:room].cpu(), out[:room].cpu(), tgt[:room].cpu()))
+        if room > 0:
+            shown.append(((show_hints(inp, guide["hints"]) if "hints" in guide else inp)[:room].cpu(), out[:room].cpu(),
+                          tgt[:room].cpu()))
         seen += len(inp)
         if exists(limit) and seen >= limit: break
     G.train(was_training)
@@ -561,8 +632,10 @@ class EpochRecord(Callback):
                 t.sample_sheet(*shown).save(t.run.sample_path(s.epoch))
             losses = {k: s.epoch_sums.get(k, 0.0) / max(s.epoch_images, 1) for k in (*LOSS_TERMS, "loss_d")}
             epoch_time = s.train_time - (s.last_record or {}).get("time_s", 0.0)
-            record = {"epoch": s.epoch, "step": s.step, **metrics, **losses, "lr": t.step_fn.opt_g.param_groups[0]["lr"],
-                      "images_per_s": s.epoch_images / max(epoch_time, 1e-9), "time_s": s.train_time, "skipped_steps": s.skipped_steps}
+            record = {"epoch": s.epoch, "step": s.step, **metrics, **losses,
+                      "lr": t.step_fn.opt_g.param_groups[0]["lr"],
+                      "images_per_s": s.epoch_images / max(epoch_time, 1e-9), "time_s": s.train_time,
+                          "skipped_steps": s.skipped_steps}
             improved = _improves(record.get(best_metric), s.best, lower_better=best_metric in LOWER_IS_BETTER)
             if improved: s.best = record[best_metric]
             record["best_" + best_metric] = s.best
@@ -579,14 +652,16 @@ def _improves(value, best, lower_better: bool = False) -> bool:
 
 # %% ../nbs/09_train.ipynb #d9ae1ad4
 class Checkpointer(Callback):
-    "Save `last.pt` (and `best.pt` when the epoch improved) at epoch ends, and every `ckpt_every` steps inside an epoch."
+    ("Save `last.pt` (and `best.pt` when the epoch improved) at epoch ends, and every `ckpt_every` steps inside an "
+     "epoch.")
     def step(self, t):
         every = t.config.ckpt_every
         if every and t.state.step % every == 0 and t.state.batches_done < t.steps_per_epoch: t.save()
     def epoch(self, t): t.save(best=t.improved)
 
 class MetricsLog(Callback):
-    "The run folder's files (rank 0): config.json at the start, metrics.jsonl and the exported generator after every epoch."
+    ("The run folder's files (rank 0): config.json at the start, metrics.jsonl and the exported generator after every "
+     "epoch.")
     def begin(self, t):
         if not t.setup.is_main: return
         t.run.write_config(t.config.to_dict())
@@ -614,7 +689,8 @@ class TensorBoardLog(Callback):
 
 # %% ../nbs/09_train.ipynb #04dad9b2
 def log_stream():
-    "Where training logs go: stdout inside IPython/Jupyter (no red stderr boxes in notebooks), stderr on the command line."
+    ("Where training logs go: stdout inside IPython/Jupyter (no red stderr boxes in notebooks), stderr on the command "
+     "line.")
     try:
         from IPython import get_ipython
         if get_ipython() is not None: return sys.stdout
@@ -626,36 +702,44 @@ class ProgressLog(Callback):
     def epoch(self, t):
         r = t.state.last_record
         if not t.setup.is_main or r is None: return
-        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr_pooled']:.2f} dB (copy-the-gray {r['baseline_psnr_pooled']:.2f}), "
-              f"CIEDE2000 {r['ciede2000']:.2f} ({r['baseline_ciede2000']:.2f}), SSIM {r['ssim']:.3f}, loss_g {r['loss_g']:.3f}, "
+        print(f"epoch {r['epoch']}/{t.config.epochs}: val PSNR {r['psnr_pooled']:.2f} dB (copy-the-gray "
+              f"{r['baseline_psnr_pooled']:.2f}), "
+              f"CIEDE2000 {r['ciede2000']:.2f} ({r['baseline_ciede2000']:.2f}), SSIM {r['ssim']:.3f}, loss_g "
+              f"{r['loss_g']:.3f}, "
               f"{r['images_per_s']:.1f} img/s", file=log_stream())
 
 def default_callbacks(config: BaseTrainConfig) -> list[Callback]:
     "The built-in callbacks, in the order they run."
-    return [EpochRecord(), Checkpointer(), MetricsLog(), *([TensorBoardLog()] if config.tensorboard else []), ProgressLog()]
+    return [EpochRecord(), Checkpointer(), MetricsLog(), *([TensorBoardLog()] if config.tensorboard else []),
+            ProgressLog()]
 
 # %% ../nbs/09_train.ipynb #76dabce4
 class Trainer:
-    "Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from `OUT/checkpoints/last.pt` when `resume`."
+    ("Trains a generator/discriminator pair per `TrainConfig`; `fit()` runs to `config.epochs`, resuming from "
+     "`OUT/checkpoints/last.pt` when `resume`.")
     def __init__(self, config: BaseTrainConfig,   # a `TrainConfig` (a subclass's own config for its task)
                  resume: bool = False,   # continue from OUT/checkpoints/last.pt
                  callbacks=()):          # `cb(trainer, event)`, called after the built-in ones
         config = config if resume else self.prepare_config(config)   # a resumed run keeps its saved (filled) config
         self.setup = setup_device(config)
-        config = dataclasses.replace(config, precision=self.setup.precision)   # config.json records the resolved precision
+        # config.json records the resolved precision
+        config = dataclasses.replace(config, precision=self.setup.precision)
         self.config, self.run, self.out = config, Run(config.out), Path(config.out)
         self.callbacks = default_callbacks(config) + list(callbacks)
         self.dm = self.make_data()
-        self.train_loader, self.sampler, self.loader_generator = make_train_loader(self.dm, config, self.setup.rank, self.setup.world_size,
-                                                                                    pin_memory=self.setup.device.type == "cuda")
+        loaders = make_train_loader(self.dm, config, self.setup.rank, self.setup.world_size,
+                                    pin_memory=self.setup.device.type == "cuda")
+        self.train_loader, self.sampler, self.loader_generator = loaders
         seed_everything(config.seed)                                    # the same initial weights on every rank
         self.step_fn = self.make_step()
-        seed_everything(config.seed + 7919 * self.setup.rank)           # then each rank its own dropout/augmentation stream
+        # then each rank its own dropout/augmentation stream
+        seed_everything(config.seed + 7919 * self.setup.rank)
         self.steps_per_epoch, self.state, self.improved = len(self.train_loader), TrainState(), False
         if resume: self.load(self.run.last_checkpoint)
         elif exists(config.init_from): self.step_fn.init_from(config.init_from)
         self.step_fn.wrap()
-        self.extra_metrics = optional_metrics(self.setup.device) if self.setup.is_main else {}   # LPIPS / FID where present
+        # LPIPS / FID where present
+        self.extra_metrics = optional_metrics(self.setup.device) if self.setup.is_main else {}
 
     # the task hooks: a subclass (e.g. the upscaler's) overrides these seven; only they read the colorizer's fields
     def prepare_config(self, config: TrainConfig) -> TrainConfig:
@@ -666,23 +750,11 @@ class Trainer:
         "The validation metric whose best epoch is `best.pt` (a key of `validate_epoch`'s metrics)."
         return self.config.best_metric
     def make_data(self):
-        "The data module: `.train_loader` (its dataset and collate_fn are used with the trainer's sampler) and `.val_loader`."
+        ("The data module: `.train_loader` (its dataset and collate_fn are used with the trainer's sampler) and "
+         "`.val_loader`.")
         return SketchDataModule(self.config.data, **self._data_options())
     def make_step(self) -> GANStep: return GANStep(self.config, self.setup)
-    def validate_epoch(self) -> tuple[dict, tuple | None]:
-        "This epoch's validation metrics and sample triples (rank 0)."
-        c, sampler = self.config, self.step_fn.guide
-        guide_fn = None if sampler is None else lambda target, i: sampler.fixed(target, c.val_hints, True, seed=c.seed + i)
-        return validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup, c.val_limit, c.samples, self.extra_metrics, guide_fn)
     def sample_sheet(self, *shown) -> Image.Image: return sample_sheet(*shown)
-
-    def _data_options(self) -> dict:
-        c = self.config
-        options = dict(batch_size=c.batch_size, resize=(c.size, c.size), out_ch=3, input_mode=c.input_mode, num_workers=c.num_workers,
-                       seed=c.seed, num_replicas=self.setup.world_size, rank=self.setup.rank, augment=c.augment, resize_filter=c.resize_filter,
-                       max_pixels=c.max_pixels)
-        if c.data == "synthetic": options["synthetic_n"] = (max(1000, c.limit or 0), max(100, c.val_limit or 0), 100)
-        return options
 
     # the parts most code reads
     G = property(lambda self: self.step_fn.G)
@@ -691,13 +763,36 @@ class Trainer:
     step = property(lambda self: self.state.step)
     best = property(lambda self: self.state.best)
 
+# %% ../nbs/09_train.ipynb #19c1d8f1
+@patch
+def validate_epoch(self: Trainer) -> tuple[dict, tuple | None]:
+    "This epoch's validation metrics and sample triples (rank 0)."
+    c, sampler = self.config, self.step_fn.guide
+    def guide_fn(target, i): return sampler.fixed(target, c.val_hints, True, seed=c.seed + i)
+    if sampler is None: guide_fn = None
+    return validate(self.step_fn.inference_generator, self.dm.val_loader, self.setup, c.val_limit, c.samples,
+                    self.extra_metrics, guide_fn)
+
+@patch
+def _data_options(self: Trainer) -> dict:
+    c = self.config
+    options = dict(batch_size=c.batch_size, resize=(c.size, c.size), out_ch=3, input_mode=c.input_mode,
+                   num_workers=c.num_workers,
+                   seed=c.seed, num_replicas=self.setup.world_size, rank=self.setup.rank, augment=c.augment,
+                       resize_filter=c.resize_filter,
+                   max_pixels=c.max_pixels)
+    if c.data == "synthetic": options["synthetic_n"] = (max(1000, c.limit or 0), max(100, c.val_limit or 0), 100)
+    return options
+
 # %% ../nbs/09_train.ipynb #47a33f30
 @patch
 def meta(self: Trainer) -> dict:
     "What using the generator needs (saved beside its weights): working size, input mode, colour space, epoch, metrics."
     c, s = self.config, self.state
-    return {"size": c.size, "input_mode": c.input_mode, "out_ch": c.out_ch, "color_space": "lab" if c.out_ch == 2 else "rgb",
-            "arch": c.arch, "loss": c.loss, "data": c.data, "epoch": s.epoch, "step": s.step, "ema": self.step_fn.ema is not None,
+    return {"size": c.size, "input_mode": c.input_mode, "out_ch": c.out_ch,
+            "color_space": "lab" if c.out_ch == 2 else "rgb",
+            "arch": c.arch, "loss": c.loss, "data": c.data, "epoch": s.epoch, "step": s.step,
+                "ema": self.step_fn.ema is not None,
             **({"guidance": c.guidance, "val_hints": c.val_hints} if c.guidance else {}),
             "val": {k: v for k, v in (s.last_record or {}).items() if k in METRIC_NAMES or k.startswith("baseline_")}}
 
@@ -709,13 +804,16 @@ def state_dict(self: Trainer) -> dict:
         rngs = [None] * self.setup.world_size
         dist.all_gather_object(rngs, rng_state())
     s, G = self.state, self.step_fn.inference_generator
-    return {"format": 2, "config": self.config.to_dict(), "state": dataclasses.asdict(s), "epoch": s.epoch, "step": s.step,
-            "data": {"epoch": s.epoch, "batches_done": s.batches_done, "seed": self.config.seed, "world_size": self.setup.world_size},
+    return {"format": 2, "config": self.config.to_dict(), "state": dataclasses.asdict(s), "epoch": s.epoch,
+            "step": s.step,
+            "data": {"epoch": s.epoch, "batches_done": s.batches_done, "seed": self.config.seed,
+                     "world_size": self.setup.world_size},
             **self.step_fn.state_dict(), "rng": rngs,
             "generator": generator_state(G), "generator_config": self.step_fn.G.config, "meta": self.meta()}
 
 # %% ../nbs/09_train.ipynb #b90d9902
-_STATE_V1 = ("epoch", "step", "skipped_steps", "bad_in_a_row", "best", "train_time", "epoch_sums", "epoch_images", "last_record")
+_STATE_V1 = ("epoch", "step", "skipped_steps", "bad_in_a_row", "best", "train_time", "epoch_sums", "epoch_images",
+             "last_record")
 
 @patch
 def load(self: Trainer, path: str | Path):
@@ -726,7 +824,8 @@ def load(self: Trainer, path: str | Path):
     self.state = TrainState(**{**saved, "epoch_sums": dict(saved["epoch_sums"])})
     rank, world = self.setup.rank, self.setup.world_size
     if len(ckpt["rng"]) == world: set_rng_state(ckpt["rng"][rank])
-    else: seed_everything(self.config.seed + 7919 * rank + self.state.step)   # another world size: order kept, RNG re-seeded
+    # another world size: order kept, RNG re-seeded
+    else: seed_everything(self.config.seed + 7919 * rank + self.state.step)
 
 @patch
 def save(self: Trainer, best: bool = False):
@@ -738,7 +837,8 @@ def save(self: Trainer, best: bool = False):
 # %% ../nbs/09_train.ipynb #548217b1
 @patch
 def train_batch(self: Trainer, inp: torch.Tensor, target: torch.Tensor) -> dict:
-    "One step with the scheduled LR; counts it (a non-finite step is skipped and counted, too many in a row stop the run)."
+    ("One step with the scheduled LR; counts it (a non-finite step is skipped and counted, too many in a row stop the "
+     "run).")
     c, s = self.config, self.state
     self.step_fn.set_lr(lr_factor(c.schedule, s.step, c.epochs * self.steps_per_epoch, c.decay_start))
     terms = self.step_fn(inp, target)
@@ -747,7 +847,8 @@ def train_batch(self: Trainer, inp: torch.Tensor, target: torch.Tensor) -> dict:
     else:
         s.skipped_steps += 1; s.bad_in_a_row += 1
         if s.bad_in_a_row >= c.max_bad_steps:
-            raise NonFiniteLossError(f"{self.out}: the loss or its gradient was not finite for {s.bad_in_a_row} steps in a row "
+            raise NonFiniteLossError(f"{self.out}: the loss or its gradient was not finite for {s.bad_in_a_row} steps "
+                                     "in a row "
                                      f"(epoch {s.epoch + 1}, step {s.step}); weights were not updated by those steps. "
                                      f"Lower --lr, set --grad-clip, or check the data; resume from checkpoints/last.pt")
         terms = {k: 0.0 for k in terms}
@@ -791,33 +892,41 @@ def fit(self: Trainer) -> dict:
     return self.state.last_record
 
 # %% ../nbs/09_train.ipynb #5572909e
-RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "max_pixels", "ckpt_every", "compile", "cudnn_benchmark", "tensorboard", "max_bad_steps", "out")
+RESUME_CHANGEABLE = ("epochs", "device", "num_workers", "max_pixels", "ckpt_every", "compile", "cudnn_benchmark",
+                     "tensorboard", "max_bad_steps", "out")
 
 def setting_conflicts(saved: dict, given: dict) -> dict:
-    "{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a resume may not change "
-    "(`precision='auto'` agrees with any recorded precision: a resumed run keeps the one it recorded)."
+    ("{setting: (saved value, given value)} for each setting of `given` that `saved` holds with another value and a "
+     "resume may not change "
+     "(`precision='auto'` agrees with any recorded precision: a resumed run keeps the one it recorded).")
     return {k: (saved[k], v) for k, v in given.items() if k not in RESUME_CHANGEABLE and k in saved and saved[k] != v
             and not (k == "precision" and v == "auto")}
 
 def recorded_precision(saved: dict, device: str | None = None) -> str:
-    "The precision a saved config trained in: its recorded one; for a run from before `precision` existed, what `amp` meant "
-    "then: bf16 only with amp on CUDA (`device`: the device it resumes on, default its saved one), else fp32."
+    ("The precision a saved config trained in: its recorded one; for a run from before `precision` existed, what `amp` "
+     "meant "
+     "then: bf16 only with amp on CUDA (`device`: the device it resumes on, default its saved one), else fp32.")
     if saved.get("precision") in ("fp32", "bf16"): return saved["precision"]
-    return "bf16" if saved.get("amp", True) and default_device(device or saved.get("device", "auto")).type == "cuda" else "fp32"
+    cuda = default_device(device or saved.get("device", "auto")).type == "cuda"
+    return "bf16" if saved.get("amp", True) and cuda else "fp32"
 
 def resume_config(out: str | Path, given: dict | None = None, config_cls=TrainConfig) -> BaseTrainConfig:
-    "The saved `config_cls` of the run in `out`, with the changeable fields of `given`; conflicting settings are an error."
+    ("The saved `config_cls` of the run in `out`, with the changeable fields of `given`; conflicting settings are an "
+     "error.")
     out, given = Path(out), dict(given or {})
     saved = Run(out).config
-    saved = {**saved, "precision": recorded_precision(saved, given.get("device"))}   # resumes in the precision it trained in
+    # resumes in the precision it trained in
+    saved = {**saved, "precision": recorded_precision(saved, given.get("device"))}
     for k, (was, v) in setting_conflicts(saved, given).items():
         raise UserError(f"{out} was trained with {k}={was!r}, not {v!r}: a resumed run keeps its settings "
                         f"(only {', '.join(RESUME_CHANGEABLE)} may change); drop that option or choose another --out")
     changed = {k: v for k, v in given.items() if k in RESUME_CHANGEABLE}
     return config_cls.from_dict({**saved, **changed, "out": str(out)})
 
-def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(), given: dict | None = None) -> Trainer:
-    "A `Trainer` for `config`: a fresh run, or the previous run in `config.out` continued (with its saved settings; `given` options must agree)."
+def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(),
+              given: dict | None = None) -> Trainer:
+    ("A `Trainer` for `config`: a fresh run, or the previous run in `config.out` continued (with its saved settings; "
+     "`given` options must agree).")
     if Run(config.out).prepare(config.kind, resume, overwrite, data=config.data):
         config = resume_config(config.out, {**{k: getattr(config, k) for k in RESUME_CHANGEABLE}, **(given or {})})
         check_out_vs_data(config.out, config.data)
@@ -833,20 +942,24 @@ def train(config: TrainConfig | None = None, # the run; default `TrainConfig()` 
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     trainer = start_run(config, resume, overwrite, callbacks)
     record = dict(trainer.fit() or {})
-    record.update(params=sum(p.numel() for p in trainer.G.parameters()), best=trainer.best, best_metric=trainer.best_metric,
+    record.update(params=sum(p.numel() for p in trainer.G.parameters()), best=trainer.best,
+                  best_metric=trainer.best_metric,
                   out=str(trainer.config.out))
     return record
 
 # %% ../nbs/09_train.ipynb #20d065b4
 def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",), config_cls=TrainConfig):
-    "One `--option` per field of `config_cls` (a `BaseTrainConfig` subclass; defaults suppressed, so only given options appear in the namespace)."
+    ("One `--option` per field of `config_cls` (a `BaseTrainConfig` subclass; defaults suppressed, so only given "
+     "options appear in the namespace).")
     for f in dataclasses.fields(config_cls):
         if f.name in skip or f.metadata.get("cli") is False: continue
         flag, md = "--" + f.name.replace("_", "-"), f.metadata
         if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{md['help']} (default: {f.default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{md['help']} (default: {f.default})")
         else:
-            parser.add_argument(flag, type=md.get("type") or (str if f.default is None else type(f.default)), choices=md.get("choices"), default=argparse.SUPPRESS,
+            parser.add_argument(flag, type=md.get("type") or (str if f.default is None else type(f.default)),
+                                choices=md.get("choices"), default=argparse.SUPPRESS,
                                 metavar=f.name.upper(), help=f"{md['help']} (default: {f.default})")
 
 def given_options(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
@@ -858,10 +971,12 @@ def run_train(args) -> int:
     given = given_options(args)
     config = apply_recipe(TrainConfig(**given), given)
     trainer = start_run(config, args.resume, args.overwrite, given=given)
-    if trainer.state.epoch or trainer.state.batches_done: print(f"continuing the run in {config.out} at its last checkpoint", file=sys.stderr)
+    if trainer.state.epoch or trainer.state.batches_done:
+        print(f"continuing the run in {config.out} at its last checkpoint", file=sys.stderr)
     record = trainer.fit()
     if record and trainer.setup.is_main:
-        print(f"{config.out}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (copy-the-gray {record['baseline_psnr_pooled']:.2f}), "
+        print(f"{config.out}: epoch {record['epoch']}, val PSNR {record['psnr_pooled']:.2f} dB (copy-the-gray "
+              f"{record['baseline_psnr_pooled']:.2f}), "
               f"CIEDE2000 {record['ciede2000']:.2f} ({record['baseline_ciede2000']:.2f}), SSIM {record['ssim']:.3f}; "
               f"weights in {Path(config.out) / 'generator.safetensors'}")
     return 0
@@ -869,24 +984,29 @@ def run_train(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `mangacolor train` to the CLI."
     p = subparsers.add_parser("train", help="train a colorizer (one option per TrainConfig field)",
-                              description="Train a GAN colorizer. Defaults are our recipe (--recipe seed: the original code's); the run folder gets config.json, metrics.jsonl, "
-                                          "samples/, checkpoints/last.pt + best.pt and generator.safetensors. Multi-GPU: torchrun --nproc-per-node N $(which mangacolor) train ...")
+                              description="Train a GAN colorizer. Defaults are our recipe (--recipe seed: the "
+                                          "original code's); the run folder gets config.json, metrics.jsonl, "
+                                          "samples/, checkpoints/last.pt + best.pt and generator.safetensors. "
+                                          "Multi-GPU: torchrun --nproc-per-node N $(which mangacolor) train ...")
     add_config_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.set_defaults(func=run_train)
 
 # %% ../nbs/09_train.ipynb #b10f09dc
-DEMO_META = {"size": 64, "input_mode": "gray", "out_ch": 2, "color_space": "lab"}   # what `save_demo_generator` writes beside the weights
+# what `save_demo_generator` writes beside the weights
+DEMO_META = {"size": 64, "input_mode": "gray", "out_ch": 2, "color_space": "lab"}
 
 def demo_guided_generator(steps: int = 300,  # L1 steps (about 20 per second on one core)
                           seed: int = 0,
                           size: int = 64,    # training size of the synthetic pages
                          ) -> torch.nn.Module:
-    "A tiny hint-and-palette UNet (width 8) fitted on hue-turned synthetic pages with many hints (Lab chroma out), for demos and tests."
+    ("A tiny hint-and-palette UNet (width 8) fitted on hue-turned synthetic pages with many hints (Lab chroma out), "
+     "for demos and tests.")
     seed_everything(seed)
     G = make_generator("unet", width=8, depth=4, out_ch=2, guidance="both")
-    color = torch.stack([img2tensor(synth_page(seed=9, index=i, size=(2 * size, 2 * size)).color.resize((size, size), Image.BOX))
+    color = torch.stack([img2tensor(synth_page(seed=9, index=i,
+                                               size=(2 * size, 2 * size)).color.resize((size, size), Image.BOX))
                          for i in range(8)])
     sampler = GuidanceSampler("both", hue_rotate=1.0, hint_none=0.1, hint_mean=25, hint_patches=(3, 5, 7))
     opt = torch.optim.Adam(G.parameters(), 3e-3)
@@ -898,6 +1018,7 @@ def demo_guided_generator(steps: int = 300,  # L1 steps (about 20 per second on 
     return G.eval()
 
 def save_demo_generator(folder: str | Path, steps: int = 300, seed: int = 0) -> Path:
-    "Fit `demo_guided_generator` and save it in `folder` (generator.safetensors + generator.json) for `Colorizer(folder)`; returns the folder."
+    ("Fit `demo_guided_generator` and save it in `folder` (generator.safetensors + generator.json) for "
+     "`Colorizer(folder)`; returns the folder.")
     save_generator(demo_guided_generator(steps, seed), folder, DEMO_META)
     return Path(folder)

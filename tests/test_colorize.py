@@ -1,5 +1,6 @@
-"""`colorize`'s contracts that its notebook cannot show: the `mangacolor colorize` / `export` command lines (exit codes, never
-overwriting, archives, real-world files, the progress bar on a terminal) and the ways a `Colorizer` is given its generator."""
+"""`colorize`'s contracts that its notebook cannot show: the `mangacolor colorize` / `export` command lines (exit codes,
+never overwriting, archives, real-world files, the progress bar on a terminal) and the ways a `Colorizer` is given
+its generator."""
 import contextlib
 import io
 import os
@@ -45,7 +46,8 @@ def test_recombine_keeps_luma_and_scales_chroma_into_gamut():
     gray = rng.integers(0, 256, (32, 32), dtype=np.uint8)
     rgb = recombine(gray, rng.normal(0, 0.5, (2, 32, 32)).astype(np.float32))
     assert np.abs(np.asarray(Image.fromarray(rgb).convert("L"), np.int16) - gray).max() <= 1
-    assert np.ptp(rgb.astype(int), axis=2)[gray == 0].max() == 0 and np.ptp(rgb.astype(int), axis=2)[gray == 255].max() == 0
+    assert np.ptp(rgb.astype(int),
+                  axis=2)[gray == 0].max() == 0 and np.ptp(rgb.astype(int), axis=2)[gray == 255].max() == 0
 
 
 def test_generator_given_as_pt_run_folder_loaded_or_module_gives_the_same_page(tiny, tmp_path, page):
@@ -61,7 +63,8 @@ def test_onnx_backend_for_a_run_folder(tiny, page):
     pytest.importorskip("onnxruntime")
     col = Colorizer(tiny[1], device="cpu", backend="onnx")
     assert col.G.backend == "onnx" and col.G.module is None
-    ref = np.asarray(Colorizer(tiny[1], device="cpu", precision="fp32").colorize(page.gray), np.int16)   # ONNX runs fp32
+    # ONNX runs fp32
+    ref = np.asarray(Colorizer(tiny[1], device="cpu", precision="fp32").colorize(page.gray), np.int16)
     assert np.abs(np.asarray(col.colorize(page.gray), np.int16) - ref).max() <= 1
     assert col.G.precision == Colorizer(tiny[1], device="cpu", backend="onnx", precision="bf16").G.precision == "fp32"
 
@@ -77,7 +80,8 @@ def test_device_auto(tiny):
 
 
 def _lying_zip(method, crc_too=False):
-    "A one-member zip whose central directory declares 10 bytes for a 4000-byte member (and, with crc_too, the CRC of those 10)."
+    ("A one-member zip whose central directory declares 10 bytes for a 4000-byte member (and, with crc_too, the CRC of "
+     "those 10).")
     payload = bytes(range(256)) * 15 + bytes(160)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", method) as z: z.writestr("001.png", payload)
@@ -94,16 +98,19 @@ def test_read_member_refuses_member_larger_than_declared(method, crc_too):
     with zipfile.ZipFile(io.BytesIO(_lying_zip(method, crc_too))) as z:
         info = z.infolist()[0]
         assert info.file_size == 10 and check_zip(z, "liar.cbz") == [info]      # the declared sizes pass the bomb check
-        if method == zipfile.ZIP_DEFLATED and crc_too:                            # zipfile stops at the declared size: bounded
+        # zipfile stops at the declared size: bounded
+        if method == zipfile.ZIP_DEFLATED and crc_too:
             assert len(read_member(z, info, "liar.cbz")) == 10
             return
-        with pytest.raises(UserError, match=r"liar.cbz: member '001.png' is larger than it declares"): read_member(z, info, "liar.cbz")
+        with pytest.raises(UserError, match=r"liar.cbz: member '001.png' is larger than it declares"):
+            read_member(z, info, "liar.cbz")
 
 
 def test_lying_archive_in_a_batch_is_reported(tiny, tmp_path):
     (tmp_path / "liar.cbz").write_bytes(_lying_zip(zipfile.ZIP_DEFLATED))
     rc, err = _cli("colorize", tmp_path / "liar.cbz", "--checkpoint", tiny[1], "--out", tmp_path / "out")
-    assert rc == 1 and "1 of 1 pages failed" in err and "is larger than it declares" in err and not (tmp_path / "out/liar.cbz").exists(), err
+    assert rc == 1 and "1 of 1 pages failed" in err and "is larger than it declares" in err, err
+    assert not (tmp_path / "out/liar.cbz").exists()
 
 
 @pytest.mark.parametrize("pages,out", [("book", "book"), ("book/ch1", "book")])
@@ -113,7 +120,8 @@ def test_input_folder_and_out_folder_nested_is_a_clear_error(tiny, tmp_path, pag
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     rc, err = _cli("colorize", tmp_path / pages, "--checkpoint", tiny[1], "--out", tmp_path / out)
     assert rc == 2 and err.count("\n") == 1 and "no images" not in err, err
-    assert str(tmp_path / pages) in err and str(tmp_path / out) in err and "inside" in err and "choose another --out folder" in err, err
+    assert str(tmp_path / pages) in err and str(tmp_path / out) in err and "inside" in err and ("choose another --out "
+                                                                                                "folder") in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before    # nothing written
 
 
@@ -123,7 +131,8 @@ def test_out_folder_inside_the_input_folder_is_never_read_back(tiny, tmp_path):
     for attempt in range(2):        # the second run must not take the first run's outputs for new pages
         rc, err = _cli("colorize", tmp_path / "book", "--checkpoint", tiny[1], "--out", tmp_path / "book" / "colored")
         assert rc == 0, err
-    outputs = sorted(p.relative_to(tmp_path / "book" / "colored") for p in (tmp_path / "book" / "colored").rglob("*.png"))
+    colored = tmp_path / "book" / "colored"
+    outputs = sorted(p.relative_to(colored) for p in colored.rglob("*.png"))
     assert outputs == [Path("book/ch1/p1.png")], outputs
 
 
@@ -132,7 +141,8 @@ def test_progress_bar_on_a_terminal(tiny, tmp_path):
     src = tmp_path / "in"; src.mkdir()
     for i in range(3): synth_page(seed=6, index=i, size=(64, 96)).gray.save(src / f"p{i}.png")
     leader, follower = pty.openpty()
-    r = subprocess.run(["mangacolor", "colorize", str(src), "--checkpoint", str(tiny[1]), "--out", str(tmp_path / "out"), "--device", "cpu"],
+    r = subprocess.run(["mangacolor", "colorize", str(src), "--checkpoint", str(tiny[1]), "--out",
+                        str(tmp_path / "out"), "--device", "cpu"],
                        stdout=subprocess.PIPE, stderr=follower, text=True, timeout=300, check=False)
     os.close(follower)
     err = b""
@@ -148,7 +158,8 @@ def test_progress_bar_on_a_terminal(tiny, tmp_path):
 
 def _cli(*argv):
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): rc = cli_main([str(a) for a in argv])
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli_main([str(a) for a in argv])
     return rc, err.getvalue()
 
 
@@ -189,10 +200,12 @@ def test_exit_code_matches_failed_count_and_is_documented(tiny, tmp_path, capsys
     assert "bad1.png" in err and "bad2.jpg" in err and (tmp_path / "out/in/good.png").exists()
     (src / "bad1.png").unlink(); (src / "bad2.jpg").unlink()
     rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
-    assert rc == 0 and "failed" not in err, err                                 # nothing failed (the page is skipped): 0
+    # nothing failed (the page is skipped): 0
+    assert rc == 0 and "failed" not in err, err
     with pytest.raises(SystemExit) as e: cli_main(["colorize", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert e.value.code == 0 and "exit status: 0" in text and "1 some pages failed" in text and "N of M pages failed' is on stderr" in text
+    assert e.value.code == 0 and "exit status: 0" in text and "1 some pages failed" in text and ("N of M pages failed' "
+                                                                                                 "is on stderr") in text
     assert "2 usage or user error" in text
 
 
@@ -203,19 +216,24 @@ def test_export_refuses_existing_files_and_checkpoint_files(tiny, tmp_path):
     save_generator(G, run, {"size": 64})
     torch.save({"generator": G.state_dict(), "generator_config": G.config, "meta": {"size": 64}}, tmp_path / "last.pt")
     cfg = (run / "generator.json").read_bytes()
-    for ckpt in (run, run / "generator.safetensors", run / "generator.json"):     # the sidecar would be the checkpoint's own .json
+    # the sidecar would be the checkpoint's own .json
+    for ckpt in (run, run / "generator.safetensors", run / "generator.json"):
         rc, err = _cli("export", "--onnx", "--checkpoint", ckpt, "--out", run / "generator.onnx", "--overwrite")
         assert rc == 2 and "a file of the checkpoint" in err and err.count("\n") == 1, err
     rc, err = _cli("export", "--onnx", "--checkpoint", tmp_path / "last.pt", "--out", tmp_path / "last.onnx")
     assert rc == 0, err
-    (tmp_path / "link.onnx").symlink_to(tmp_path / "last.pt")                  # the .onnx path itself is the checkpoint (via a link)
-    rc, err = _cli("export", "--onnx", "--checkpoint", tmp_path / "last.pt", "--out", tmp_path / "link.onnx", "--overwrite")
+    # the .onnx path itself is the checkpoint (via a link)
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "last.pt")
+    rc, err = _cli("export", "--onnx", "--checkpoint", tmp_path / "last.pt", "--out", tmp_path / "link.onnx",
+                   "--overwrite")
     assert rc == 2 and "a file of the checkpoint" in err, err
     assert (run / "generator.json").read_bytes() == cfg and not (run / "generator.onnx").exists()
     onnx_bytes = (tmp_path / "last.onnx").read_bytes()
     rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "last.onnx")
-    assert rc == 2 and "exists" in err and "--overwrite" in err and (tmp_path / "last.onnx").read_bytes() == onnx_bytes, err
-    (tmp_path / "only.json").write_text("{}")                                    # an existing sidecar alone is refused too
+    assert rc == 2 and "exists" in err and "--overwrite" in err, err
+    assert (tmp_path / "last.onnx").read_bytes() == onnx_bytes
+    # an existing sidecar alone is refused too
+    (tmp_path / "only.json").write_text("{}")
     rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "only.onnx")
     assert rc == 2 and "only.json exists" in err and (tmp_path / "only.json").read_text() == "{}", err
     rc, err = _cli("export", "--onnx", "--checkpoint", run, "--out", tmp_path / "last.onnx", "--overwrite")
@@ -234,7 +252,8 @@ def test_onnx_attention_variant_dynamic_shapes():
 
 
 def test_cli_real_world_formats(tiny, tmp_path):
-    "CMYK JPEG, palette PNG with transparency, 16-bit gray PNG, a truncated JPEG: decoded by data.load_image; the bad one is counted."
+    ("CMYK JPEG, palette PNG with transparency, 16-bit gray PNG, a truncated JPEG: decoded by data.load_image; the bad "
+     "one is counted.")
     src = tmp_path / "in"; src.mkdir()
     gray = synth_page(seed=4, index=0, size=(96, 128)).gray
     gray.convert("RGB").convert("CMYK").save(src / "cmyk.jpg", quality=90)
@@ -248,7 +267,7 @@ def test_cli_real_world_formats(tiny, tmp_path):
         assert out.mode == "RGB" and out.size == gray.size
 
 
-# --- issue 11: hostile inputs, round two -------------------------------------------------------------------------------------
+# --- issue 11: hostile inputs, round two --------------------------------------------------------------------------
 
 @pytest.fixture
 def umask027():
@@ -266,7 +285,8 @@ def test_written_pages_and_archives_get_the_modes_open_gives(tiny, tmp_path, uma
     "Issue 11.3: outputs are written atomically but with the umask's mode (0666 & ~umask), not mkstemp's 0600."
     src = tmp_path / "in"; src.mkdir()
     synth_page(seed=7, index=0, size=(64, 96)).gray.save(src / "p.png")
-    with zipfile.ZipFile(src / "v.cbz", "w") as z: z.writestr("01.png", _png(synth_page(seed=7, index=1, size=(64, 96)).gray))
+    with zipfile.ZipFile(src / "v.cbz", "w") as z:
+        z.writestr("01.png", _png(synth_page(seed=7, index=1, size=(64, 96)).gray))
     rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
     assert rc == 0, err
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").rglob("*") if p.is_file()}
@@ -274,12 +294,14 @@ def test_written_pages_and_archives_get_the_modes_open_gives(tiny, tmp_path, uma
 
 
 def test_run_writers_get_the_modes_open_gives(tiny, tmp_path, umask027):
-    "Issue 11.3, checked where colorize reads from: `runs.atomic_save` and the `Run` writers already give 0666 & ~umask."
+    ("Issue 11.3, checked where colorize reads from: `runs.atomic_save` and the `Run` writers already give 0666 & "
+     "~umask.")
     from manga_colorization.runs import Run, atomic_save
     atomic_save({"a": 1}, tmp_path / "x.pt")
     run = Run(tmp_path / "run"); run.write_config({}); run.append_metrics({"epoch": 1}); run.sync_metrics(1, None)
     run.save_checkpoint({"a": 1}, best=True)
-    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in tmp_path.rglob("*") if p.is_file()}
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777)
+             for p in tmp_path.rglob("*") if p.is_file()}
     assert set(modes.values()) == {"0o640"}, modes
 
 
@@ -290,7 +312,8 @@ def test_saved_generator_gets_the_mode_open_gives(tiny, tmp_path, umask027):
 
 
 COMICINFO = ('<?xml version="1.0" encoding="utf-8"?>\n'
-             '<ComicInfo xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+             '<ComicInfo xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
              '  <Title>Vol &amp; 1</Title>\n  <Pages>\n'
              '    <Page Image="0" Type="FrontCover" ImageSize="11" ImageWidth="1" ImageHeight="2" />\n'
              "    <Page Image='1' ImageSize='22' Key='k'/>\n"
@@ -301,13 +324,15 @@ COMICINFO = ('<?xml version="1.0" encoding="utf-8"?>\n'
 
 def _cbz_with_metadata(path: Path, pages: dict[str, bytes]):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.comicbook+zip")          # ZipInfo defaults to ZIP_STORED
+        # ZipInfo defaults to ZIP_STORED
+        z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.comicbook+zip")
         z.writestr("ComicInfo.xml", COMICINFO)
         for name, data in pages.items(): z.writestr(name, data)
 
 
 def _check_comicinfo_v2(xml: bytes):
-    "The ComicInfo v2.0 schema's rules for what we touch: a ComicInfo root, Pages/Page with an int Image, long ImageSize, int sizes."
+    ("The ComicInfo v2.0 schema's rules for what we touch: a ComicInfo root, Pages/Page with an int Image, long "
+     "ImageSize, int sizes.")
     import xml.etree.ElementTree as ET
     root = ET.fromstring(xml)
     assert root.tag == "ComicInfo"
@@ -319,15 +344,18 @@ def _check_comicinfo_v2(xml: bytes):
 
 
 def test_cbz_metadata_mimetype_renames_and_gray_pages(tiny, tmp_path):
-    "Issue 11.4: ComicInfo page sizes follow the re-encoded pages, mimetype stays first and stored, renames are said, blank pages stay gray."
+    ("Issue 11.4: ComicInfo page sizes follow the re-encoded pages, mimetype stays first and stored, renames are said, "
+     "blank pages stay gray.")
     pg = lambda i: synth_page(seed=8, index=i, size=(64, 96)).gray
-    pages = {"02.png": _png(pg(0)), "01.png": _png(pg(1)), "../../03.png": _png(pg(2)), "/abs/04.png": _png(Image.new("L", (64, 96), 255))}
+    pages = {"02.png": _png(pg(0)), "01.png": _png(pg(1)), "../../03.png": _png(pg(2)),
+             "/abs/04.png": _png(Image.new("L", (64, 96), 255))}
     _cbz_with_metadata(tmp_path / "v.cbz", pages)
     rc, err = _cli("colorize", tmp_path / "v.cbz", "--checkpoint", tiny[1], "--out", tmp_path / "out")
     assert rc == 0, err
     with zipfile.ZipFile(tmp_path / "out/v.cbz") as z:
         assert z.namelist() == ["mimetype", "ComicInfo.xml", "02.png", "01.png", "03.png", "abs/04.png"]
-        assert z.infolist()[0].compress_type == zipfile.ZIP_STORED and z.read("mimetype") == b"application/vnd.comicbook+zip"
+        assert z.infolist()[0].compress_type == zipfile.ZIP_STORED
+        assert z.read("mimetype") == b"application/vnd.comicbook+zip"
         xml = z.read("ComicInfo.xml")
         order = ["01.png", "02.png", "03.png", "abs/04.png"]                      # reader order: names sorted naturally
         sizes = {i: z.getinfo(n).file_size for i, n in enumerate(order)}
@@ -339,15 +367,18 @@ def test_cbz_metadata_mimetype_renames_and_gray_pages(tiny, tmp_path):
     assert "ImageSize" not in got[2] and got[2]["DoublePage"] == "true" and int(got[3]["ImageSize"]) == sizes[3], got
     unsized = lambda x: re.sub(rb"(ImageSize|ImageWidth|ImageHeight)=(['\"])\d+\2", rb"\1=\2\2", x)
     assert unsized(xml) == unsized(COMICINFO.encode())                            # everything else byte for byte
-    assert modes == {"01.png": "RGB", "02.png": "RGB", "03.png": "RGB", "abs/04.png": "L"}, modes   # no colour added: still gray
+    # no colour added: still gray
+    assert modes == {"01.png": "RGB", "02.png": "RGB", "03.png": "RGB", "abs/04.png": "L"}, modes
     lines = [l for l in err.splitlines() if "'../../03.png'" in l]
     assert len(lines) == 1 and "03.png" in lines[0] and "'/abs/04.png'" in lines[0] and "v.cbz" in lines[0], err
 
 
 def test_gray_page_without_added_colour_stays_gray_and_help_says_the_format(tiny, tmp_path, capsys):
-    "Issue 11.4: a page the model leaves neutral is written as gray (mode L), not RGB of three equal channels; --help says so."
+    ("Issue 11.4: a page the model leaves neutral is written as gray (mode L), not RGB of three equal channels; --help "
+     "says so.")
     src = tmp_path / "in"; src.mkdir()
-    Image.new("L", (64, 96), 255).save(src / "blank.png"); synth_page(seed=9, index=0, size=(64, 96)).gray.save(src / "p.png")
+    Image.new("L", (64, 96), 255).save(src / "blank.png")
+    synth_page(seed=9, index=0, size=(64, 96)).gray.save(src / "p.png")
     rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "out")
     assert rc == 0, err
     assert Image.open(tmp_path / "out/in/blank.png").mode == "L" and Image.open(tmp_path / "out/in/p.png").mode == "RGB"
@@ -357,7 +388,8 @@ def test_gray_page_without_added_colour_stays_gray_and_help_says_the_format(tiny
 
 
 def test_skipped_files_in_a_folder_are_said(tiny, tmp_path):
-    "Issue 11.5: a .gif, a dangling link and a link loop in an input folder are each said in one summary line with a count."
+    ("Issue 11.5: a .gif, a dangling link and a link loop in an input folder are each said in one summary line with a "
+     "count.")
     src = tmp_path / "in"; (src / "ch1").mkdir(parents=True)
     synth_page(seed=10, index=0, size=(64, 96)).gray.save(src / "ch1" / "p.png")
     Image.new("L", (8, 8)).save(src / "a.gif"); Image.new("L", (8, 8)).save(src / "b.gif")
@@ -368,14 +400,16 @@ def test_skipped_files_in_a_folder_are_said(tiny, tmp_path):
     lines = err.splitlines()
     for words in (("2 file(s)", ".gif"), ("1 broken link", "gone.png"), ("1 link loop", "loop")):
         assert sum(all(w in l for w in words) for l in lines) == 1, (words, err)
-    assert [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file()] == [Path("in/ch1/p.png")]
+    written = [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert written == [Path("in/ch1/p.png")]
 
 
 def test_max_pixels_option(tiny, tmp_path):
     "Issue 11.6: --max-pixels N sets the decompression-bomb limit (the message names the option, not a Python global)."
     src = tmp_path / "in"; src.mkdir()
     synth_page(seed=11, index=0, size=(64, 96)).gray.save(src / "p.png")
-    with zipfile.ZipFile(src / "v.cbz", "w") as z: z.writestr("01.png", _png(synth_page(seed=11, index=1, size=(64, 96)).gray))
+    with zipfile.ZipFile(src / "v.cbz", "w") as z:
+        z.writestr("01.png", _png(synth_page(seed=11, index=1, size=(64, 96)).gray))
     rc, err = _cli("colorize", src, "--checkpoint", tiny[1], "--out", tmp_path / "o1", "--max-pixels", 5000)
     assert rc == 1 and "2 of 2 pages failed" in err and "--max-pixels" in err and "MAX_IMAGE_PIXELS" not in err, err
     assert "p.png" in err and "v.cbz:01.png" in err, err
@@ -383,32 +417,39 @@ def test_max_pixels_option(tiny, tmp_path):
     assert rc == 0, err
 
 
-# ---- --precision ------------------------------------------------------------------------------------------------------------
+# ---- --precision -------------------------------------------------------------------------------------------------
 
 def test_precision_auto_resolves_and_bf16_page_stays_within_a_few_levels(tmp_path, page):
-    "Colorizer(precision=...): auto resolves per device; a bf16 page differs from the fp32 one by a few gray levels at most on average."
+    ("Colorizer(precision=...): auto resolves per device; a bf16 page differs from the fp32 one by a few gray levels "
+     "at most on average.")
     from manga_colorization.train import save_demo_generator
-    run = save_demo_generator(tmp_path / "demo", steps=150)             # a fitted model: a random one's chroma is ~0 and shows nothing
+    # a fitted model: a random one's chroma is ~0 and shows nothing
+    run = save_demo_generator(tmp_path / "demo", steps=150)
     fp32 = Colorizer(run, device="cpu", precision="fp32")
     assert fp32.G.precision == "fp32" and Colorizer(run, device="cpu").G.precision == resolve_precision("auto", "cpu")
     if not bf16_supported("cpu"): pytest.skip("this CPU has no native bf16 (neither AVX-512 BF16 nor AMX)")
     loaded = load_generator(run)
     bf16 = Colorizer(loaded, device="cpu", precision="bf16")
-    assert bf16.G.precision == "bf16" and loaded.precision == "fp32"                # the caller's generator is left as it was
+    # the caller's generator is left as it was
+    assert bf16.G.precision == "bf16" and loaded.precision == "fp32"
     a, b = (np.asarray(c.colorize(page.gray), np.int16) for c in (fp32, bf16))
     diff = np.abs(a - b)
-    print(f"bf16 vs fp32 page: mean abs diff {diff.mean():.3f} levels, max {diff.max()}, 99.9th percentile {np.percentile(diff, 99.9)}")
+    print(f"bf16 vs fp32 page: mean abs diff {diff.mean():.3f} levels, max {diff.max()}, 99.9th percentile "
+          f"{np.percentile(diff, 99.9)}")
     assert diff.mean() <= 2 and diff.max() <= 32, (diff.mean(), diff.max())
-    raw = [np.asarray(Colorizer(run, device="cpu", precision=p, raw=True).colorize(page.gray), np.int16) for p in ("fp32", "bf16")]
+    raw = [np.asarray(Colorizer(run, device="cpu", precision=p, raw=True).colorize(page.gray),
+                      np.int16) for p in ("fp32", "bf16")]
     assert np.abs(raw[0] - raw[1]).mean() <= 2                                            # the network's own RGB too
 
 
 def test_upscaler_precision(tmp_path):
-    "Upscaler(precision=...): bf16 (channels_last, autocast) gives float32 out, within a few levels of fp32; ONNX ignores it."
+    ("Upscaler(precision=...): bf16 (channels_last, autocast) gives float32 out, within a few levels of fp32; ONNX "
+     "ignores it.")
     from manga_colorization.models import create_model
     from manga_colorization.superres import Upscaler
     torch.manual_seed(0)
-    U = create_model("compact", scale=2, width=8).eval(); torch.nn.init.normal_(U.tail.weight, std=0.05)   # not just the bilinear skip
+    # not just the bilinear skip
+    U = create_model("compact", scale=2, width=8).eval(); torch.nn.init.normal_(U.tail.weight, std=0.05)
     save_generator(U, tmp_path / "u", {"scale": 2})
     gray = synth_page(seed=1, index=0, size=(96, 80)).color.convert("L")
     up32 = Upscaler(tmp_path / "u", precision="fp32")
@@ -422,7 +463,8 @@ def test_upscaler_precision(tmp_path):
 
 
 def test_precision_flag_and_bf16_without_bf16_units(tiny, tmp_path, monkeypatch, capsys, page):
-    "colorize / upscale --precision: in the help (with the ONNX note); bf16 where the device has none is one clear error line."
+    ("colorize / upscale --precision: in the help (with the ONNX note); bf16 where the device has none is one clear "
+     "error line.")
     import manga_colorization.core as core
     for command in ("colorize", "upscale"):
         out = io.StringIO()
@@ -431,9 +473,11 @@ def test_precision_flag_and_bf16_without_bf16_units(tiny, tmp_path, monkeypatch,
         assert "--precision {auto,fp32,bf16}" in text and "ONNX backend always runs fp32" in text, command
     page.gray.save(tmp_path / "p.png")
     monkeypatch.setattr(core, "bf16_supported", lambda device: False)
-    rc = cli_main(["colorize", str(tmp_path / "p.png"), "--checkpoint", str(tiny[1]), "--out", str(tmp_path / "out"), "--device", "cpu",
+    rc = cli_main(["colorize", str(tmp_path / "p.png"), "--checkpoint", str(tiny[1]), "--out", str(tmp_path / "out"),
+                   "--device", "cpu",
                    "--precision", "bf16"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "no bf16 support" in err and "--precision fp32" in err, err
     assert not (tmp_path / "out" / "p.png").exists()
-    assert Colorizer(tiny[1], device="cpu").G.precision == "fp32"                          # auto falls back to fp32 there
+    # auto falls back to fp32 there
+    assert Colorizer(tiny[1], device="cpu").G.precision == "fp32"

@@ -57,8 +57,8 @@ def test_every_variant_trains_a_guided_step(arch, guidance):
 @pytest.mark.parametrize("arch", list_models("colorize"))
 def test_study_hint_generators_train_and_do_not_depend_on_the_batch(arch, tmp_path):
     ("The guided study's hints model (GroupNorm, hints spread over the gray as input and as the base of the output): "
-     "every variant ")
-    "trains a hinted step, and in use an image's output is its own, as in ONNX at any size."
+     "every variant "
+     "trains a hinted step, and in use an image's output is its own, as in ONNX at any size.")
     cfg = TrainConfig(**{**TINY, "arch": arch, "guidance": "hints", "hue_rotate": 1.0, "hint_none": 0.0,
                          "gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True,
                                          **({"ext_size": 32} if "ext" in arch else {})}})

@@ -166,11 +166,20 @@ def test_no_python_in_strings():
 
 def test_lines_at_most_120_characters():
     ("Every package line is at most 120 characters, but the first line of nbdev's generated `__all__` (the notebooks, "
-     "tests and ")
-    "benchmarks are checked by `ruff` in CI at 120 without exception)."
+     "tests and "
+     "benchmarks are checked by `ruff` in CI at 120 without exception).")
     long = [f"{_name(p)}:{i}" for p in MODULES for i, line in enumerate(p.read_text().splitlines(), 1)
             if len(line) > 120 and not line.startswith("__all__ = [")]
     assert not long, long
+
+
+def test_no_docstring_split_in_two_statements():
+    "A docstring continued as a second string statement is a no-op that silently cuts the docstring: write one string."
+    split = [f"{m}.{n.name}" for m, t in _trees().items() for n in ast.walk(t)
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(n.body) > 1
+             and all(isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)
+                     for b in n.body[:2])]
+    assert not split, split
 
 
 def test_one_registry_and_one_loader():
@@ -189,8 +198,8 @@ def test_one_registry_and_one_loader():
 
 def test_plain_install_requirements_cover_the_package_imports():
     ("Every third-party module the package imports at module level is a distribution in settings.ini's `requirements` "
-     "(a plain ")
-    "`pip install -e .` must be enough for `mangacolor demo`; dev extras are not there)."
+     "(a plain "
+     "`pip install -e .` must be enough for `mangacolor demo`; dev extras are not there).")
     import configparser
     from importlib.metadata import packages_distributions
     cfg = configparser.ConfigParser(); cfg.read(ROOT / "settings.ini")

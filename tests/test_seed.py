@@ -44,7 +44,8 @@ def _ours_to_reference(ours: dict, ref: torch.nn.Module, depth: int, keys=None) 
 def _config(**kw):
     # the original trained in fp32: compared exactly
     return apply_recipe(TrainConfig(recipe="seed", seed_defects=True, arch="unet_att_ext", loss="perceptual_anime",
-                                    size=64, width=8, depth=5, d_width=8, device="cpu", pretrained=False, fused_adam=False,
+                                    size=64, width=8, depth=5, d_width=8, device="cpu", pretrained=False,
+                                        fused_adam=False,
                                     precision="fp32", **kw))
 
 
@@ -85,8 +86,8 @@ def _noise_only(key: str, state: dict) -> bool:
 
 def _max_diff(step, G, D, noise_only: bool = False) -> float:
     ("Largest difference between our weights (and BatchNorm statistics) and the reference's: over the tensors that "
-     "matter, or (`noise_only`) ")
-    ("over the biases whose gradient is float noise (Adam turns noise of either sign into steps of up to lr, whatever "
+     "matter, or (`noise_only`) "
+     "over the biases whose gradient is float noise (Adam turns noise of either sign into steps of up to lr, whatever "
      "the machine's summation order).")
     ours_g, ours_d, ref_g, ref_d = step.G.state_dict(), step.D.state_dict(), G.state_dict(), D.state_dict()
     diffs = [(v.float() - ours_g[_seed_key(k, 5)].float()).abs().max().item() for k, v in ref_g.items()

@@ -1,6 +1,7 @@
-"""Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data; --overwrite keeps
-foreign files), the demo (shrunk), --init-from, best.pt, the CUDA path's numerics (bf16 autocast + channels_last) forced on the CPU,
---precision: resolved and recorded, bf16 drift against fp32, exact resume within bf16, a clear error without bf16."""
+"""Training: exact resume after SIGKILL, DDP on gloo with 2 processes, NaN handling, run folders (apart from the data;
+--overwrite keeps foreign files), the demo (shrunk), --init-from, best.pt, the CUDA path's numerics (bf16 autocast +
+channels_last) forced on the CPU, --precision: resolved and recorded, bf16 drift against fp32, exact resume within
+bf16, a clear error without bf16."""
 import dataclasses
 import json
 import math
@@ -42,7 +43,8 @@ def _env():
 def _start(tmp_path, cfg, sleep=0.0, resume=False):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    return subprocess.Popen([sys.executable, str(script), json.dumps(cfg), str(sleep), "1" if resume else "0"], env=_env(),
+    return subprocess.Popen([sys.executable, str(script), json.dumps(cfg), str(sleep), "1" if resume else "0"],
+                            env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -85,21 +87,24 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
     lines = [json.loads(l) for l in (Path(killed["out"]) / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [1, 2]
     ref_lines = [json.loads(l) for l in (Path(ref["out"]) / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["psnr"] == ref_lines[-1]["psnr"] and lines[-1]["loss_g"] == pytest.approx(ref_lines[-1]["loss_g"], rel=1e-9)
+    assert lines[-1]["psnr"] == ref_lines[-1]["psnr"]
+    assert lines[-1]["loss_g"] == pytest.approx(ref_lines[-1]["loss_g"], rel=1e-9)
 
 
 def test_ddp_gloo_two_processes_identical_weights(tmp_path):
     cfg = {**TINY, "out": str(tmp_path / "ddp"), "epochs": 1, "limit": 16}
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script),
                           json.dumps(cfg), "0", "0"], env=_env(), capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     g0, g1 = (torch.load(tmp_path / "ddp" / f"G_rank{r}.pt", weights_only=True) for r in (0, 1))
     params = [k for k in g0 if "running_" not in k and "num_batches" not in k]
     assert params and all(torch.equal(g0[k], g1[k]) for k in params)
     state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
-    assert state["step"] == 2 and state["data"]["world_size"] == 2 and len(state["rng"]) == 2   # 16 images / (2 ranks x 4)
+    # 16 images / (2 ranks x 4)
+    assert state["step"] == 2 and state["data"]["world_size"] == 2 and len(state["rng"]) == 2
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1                 # rank 0 alone writes
 
 
@@ -109,15 +114,17 @@ def _nan_hook(trainer, steps):
 
 
 def test_nan_steps_skipped_then_run_stops(tmp_path):
-    t = _nan_hook(Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "a"), "epochs": 1, "limit": 16, "max_bad_steps": 3})), {2, 3})
+    config = {**TINY, "epochs": 1, "limit": 16, "max_bad_steps": 3}
+    t = _nan_hook(Trainer(TrainConfig(**{**config, "out": str(tmp_path / "a")})), {2, 3})
     rec = t.fit()
     assert rec["skipped_steps"] == 2
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
-    t = _nan_hook(Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "b"), "epochs": 1, "limit": 16, "max_bad_steps": 3})), {1, 2, 3, 4})
+    t = _nan_hook(Trainer(TrainConfig(**{**config, "out": str(tmp_path / "b")})), {1, 2, 3, 4})
     before = {k: v.clone() for k, v in t.G.state_dict().items()}
     with pytest.raises(UserError, match="not finite for 3 steps in a row"):
         t.fit()
-    assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items() if "running" not in k and "num_batches" not in k)
+    assert all(torch.equal(before[k], v) for k, v in t.G.state_dict().items()
+               if "running" not in k and "num_batches" not in k)
 
 
 def test_run_folder_rules_and_extension(tmp_path):
@@ -127,11 +134,13 @@ def test_run_folder_rules_and_extension(tmp_path):
         Run(tmp_path / "mine").prepare()
     r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 1, "limit": 8}))
     assert r["epoch"] == 1 and r["params"] > 0
-    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 2, "limit": 8}))        # same kind: continued
+    # same kind: continued
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "epochs": 2, "limit": 8}))
     assert r["epoch"] == 2 and r["step"] == 4
     assert [json.loads(l)["epoch"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     keys = set(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]))
-    assert {"epoch", "step", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim", "loss_g", "loss_adv",
+    assert {"epoch", "step", "psnr", "ssim", "colorfulness", "delta_e", "baseline_psnr", "baseline_ssim", "loss_g",
+            "loss_adv",
             "loss_l1", "loss_vgg", "loss_anime", "loss_d", "images_per_s", "time_s"} <= keys
 
 
@@ -150,12 +159,14 @@ def test_demo_cli_shrunk(tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "copy-the-gray" in out.stdout
     names = {p.name for p in (tmp_path / "demo").iterdir()}
-    assert {"checkpoints", "samples", "metrics.jsonl", "generator.safetensors", "generator.json", "page_colorized.png", "demo.json"} <= names
+    assert {"checkpoints", "samples", "metrics.jsonl", "generator.safetensors", "generator.json", "page_colorized.png",
+            "demo.json"} <= names
     assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
 
 
 def test_optional_metrics_plumbing(tmp_path):
-    "LPIPS/FID weights are absent here: a stand-in torchmetrics object under the name 'lpips' checks they reach the record."
+    ("LPIPS/FID weights are absent here: a stand-in torchmetrics object under the name 'lpips' checks they reach the "
+     "record.")
     from torchmetrics.image import StructuralSimilarityIndexMeasure
     t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "x"), "epochs": 1, "limit": 8}))
     t.extra_metrics = {"lpips": StructuralSimilarityIndexMeasure(data_range=1.0)}
@@ -164,16 +175,21 @@ def test_optional_metrics_plumbing(tmp_path):
 
 
 def test_frozen_nets_stay_frozen_and_out_of_the_optimizer(tmp_path):
-    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "f"), "arch": "unet_ext", "loss": "perceptual_anime", "epochs": 1,
+    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "f"), "arch": "unet_ext", "loss": "perceptual_anime",
+                               "epochs": 1,
                                "limit": 4, "anime_size": 32, "gen_options": {"ext_size": 32}}))
     optimised = {id(p) for g in t.step_fn.opt_g.param_groups for p in g["params"]}
     assert not any(id(p) in optimised for p in t.G.extractor.parameters())
     assert not any(id(p) in optimised for p in t.step_fn.loss.parameters())
     frozen = {k: v.clone() for k, v in t.G.extractor.state_dict().items()}
     t.fit()
-    def leaves(m): return [x for x in m.modules() if not list(x.children())]     # the layers whose behaviour depends on the mode
-    assert not any(x.training for x in leaves(t.G.extractor) + leaves(t.step_fn.loss.anime.extractor) + leaves(t.step_fn.loss.vgg.extractor))
-    assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())   # BatchNorm stats did not drift
+    def leaves(
+               # the layers whose behaviour depends on the mode
+               m): return [x for x in m.modules() if not list(x.children())]
+    frozen = leaves(t.G.extractor) + leaves(t.step_fn.loss.anime.extractor) + leaves(t.step_fn.loss.vgg.extractor)
+    assert not any(x.training for x in frozen)
+    # BatchNorm stats did not drift
+    assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())
     assert t.state.last_record["loss_anime"] > 0 and t.state.last_record["loss_vgg"] > 0
 
 
@@ -240,13 +256,15 @@ def test_init_from_starts_g_only(tmp_path):
     assert all(torch.equal(g_a[k], v) for k, v in b.G.state_dict().items())
     assert all(torch.equal(fresh.D.state_dict()[k], v) for k, v in b.D.state_dict().items())          # D fresh
     assert not all(torch.equal(a.D.state_dict()[k], v) for k, v in b.D.state_dict().items())
-    assert b.step_fn.opt_g.state_dict()["state"] == {} and b.step_fn.opt_d.state_dict()["state"] == {}    # optimizers fresh
+    # optimizers fresh
+    assert b.step_fn.opt_g.state_dict()["state"] == {} and b.step_fn.opt_d.state_dict()["state"] == {}
     assert b.step_fn.opt_g.param_groups[0]["lr"] == 1e-3
     assert b.state == type(b.state)()                              # counters fresh
     rec = b.fit()
     assert (rec["epoch"], rec["step"]) == (1, 2)
     # from a checkpoint file too
-    c = Trainer(dataclasses.replace(cfg_b, out=str(tmp_path / "c"), init_from=str(tmp_path / "a" / "checkpoints" / "last.pt")))
+    c = Trainer(dataclasses.replace(cfg_b, out=str(tmp_path / "c"),
+                                    init_from=str(tmp_path / "a" / "checkpoints" / "last.pt")))
     assert all(torch.equal(g_a[k], v) for k, v in c.G.state_dict().items())
 
 
@@ -258,7 +276,7 @@ def test_init_from_mismatched_architecture(tmp_path, change):
     assert "\n" not in str(e.value) and str(tmp_path / "a") in str(e.value)
 
 
-# ---- best.pt ----------------------------------------------------------------------------------------------------------
+# ---- best.pt -----------------------------------------------------------------------------------------------------
 
 def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
     psnrs = iter([10.0, 30.0, 20.0])                              # epoch 2 is the best, epoch 3 worse
@@ -272,7 +290,8 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
     train(TrainConfig(**{**TINY, "out": str(out), "epochs": 3, "limit": 8, "best_metric": "psnr"}))
     best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
     assert (best["epoch"], last["epoch"]) == (2, 3)
-    assert best["state"]["best"] == 30.0 and best["state"]["last_record"]["psnr"] == 30.0 and last["state"]["last_record"]["psnr"] == 20.0
+    assert best["state"]["best"] == 30.0 and best["state"]["last_record"]["psnr"] == 30.0
+    assert last["state"]["last_record"]["psnr"] == 20.0
     assert not all(torch.equal(best["G"][k], v) for k, v in last["G"].items())
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(records, key=lambda r: r["psnr"])["epoch"] == best["epoch"]
@@ -282,16 +301,21 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("arch", list_models("colorize"))
 def test_bf16_autocast_channels_last_numerics(tmp_path, arch):
-    "What CUDA runs (bf16 autocast, channels_last), forced on the CPU for every generator with the perceptual_anime loss."
+    ("What CUDA runs (bf16 autocast, channels_last), forced on the CPU for every generator with the perceptual_anime "
+     "loss.")
     import manga_colorization.train as tr
-    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / arch), "arch": arch, "loss": "perceptual_anime", "depth": 4,
+    t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / arch), "arch": arch, "loss": "perceptual_anime",
+                               "depth": 4,
                                "epochs": 1, "limit": 8, "anime_size": 32, "gen_options": {"ext_size": 32}}))
-    t.setup.amp, t.setup.memory_format = True, torch.channels_last   # autocast follows the device type: bf16 on the CPU here
+    # autocast follows the device type: bf16 on the CPU here
+    t.setup.amp, t.setup.memory_format = True, torch.channels_last
     for m in (t.G, t.D, t.step_fn.loss): m.to(memory_format=torch.channels_last)
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in t.G.parameters())
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in t.G.parameters())
     inp, target = next(iter(t.train_loader))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert t.G(inp.contiguous(memory_format=torch.channels_last)).dtype == torch.bfloat16     # autocast really applies
+        # autocast really applies
+        assert t.G(inp.contiguous(memory_format=torch.channels_last)).dtype == torch.bfloat16
     for _ in range(2):
         losses = t.step_fn(inp, target)
         assert losses.pop("ok") and losses and all(math.isfinite(v) for v in losses.values()), losses
@@ -335,12 +359,14 @@ def test_depth_help_and_any_size(tmp_path):
     import dataclasses as dc
     help_ = next(f for f in dc.fields(TrainConfig) if f.name == "depth").metadata["help"]
     assert "padded" in help_ and "must be divisible" not in help_
-    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "odd"), "size": 36, "depth": 4, "epochs": 1, "limit": 4, "val_limit": 2}))
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "odd"), "size": 36, "depth": 4, "epochs": 1, "limit": 4,
+                             "val_limit": 2}))
     assert r["epoch"] == 1 and math.isfinite(r["psnr"])
 
 
 def test_seed_recipe_resumes_exactly_with_a_partial_last_batch(tmp_path):
-    "--recipe seed (G first, last partial batch kept, no augmentation): interrupted after a checkpoint and resumed, the same weights."
+    ("--recipe seed (G first, last partial batch kept, no augmentation): interrupted after a checkpoint and resumed, "
+     "the same weights.")
     class Stop(Exception): pass
     def stop_after(n):
         def cb(t, event):
@@ -348,9 +374,11 @@ def test_seed_recipe_resumes_exactly_with_a_partial_last_batch(tmp_path):
         return cb
     cfg = {**TINY, "recipe": "seed", "limit": 10, "ckpt_every": 2, "batch_size": 4}     # 10 images: batches of 4, 4, 2
     a = Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "a")}))
-    assert (a.config.step_order, a.config.drop_last, a.config.augment, a.steps_per_epoch) == ("g_first", False, "none", 3)
+    assert (a.config.step_order, a.config.drop_last, a.config.augment,
+            a.steps_per_epoch) == ("g_first", False, "none", 3)
     a.fit()
-    with pytest.raises(Stop): Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
+    with pytest.raises(Stop):
+        Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
     Trainer(TrainConfig.from_dict(json.loads((tmp_path / "b" / "config.json").read_text())), resume=True).fit()
     sa, sb = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True) for r in ("a", "b"))
     assert sa["step"] == sb["step"] == 6
@@ -359,11 +387,13 @@ def test_seed_recipe_resumes_exactly_with_a_partial_last_batch(tmp_path):
 
 
 def test_classification_recipe_trains_and_loads(tmp_path):
-    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "cls"), "epochs": 1, "limit": 8, "out_ch": 2, "pixel_loss": "classify",
+    r = train(TrainConfig(**{**TINY, "out": str(tmp_path / "cls"), "epochs": 1, "limit": 8, "out_ch": 2,
+                             "pixel_loss": "classify",
                              "gen_options": {"head": "classify", "ab_bins": 8}}))
     assert math.isfinite(r["loss_l1"]) and r["loss_l1"] > 0
     G = load_generator(tmp_path / "cls")
-    assert G.config["head"] == "classify" and G.config["ab_bins"] == 8 and G(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+    assert G.config["head"] == "classify" and G.config["ab_bins"] == 8
+    assert G(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
 
 
 def test_best_recipe_fills_only_what_is_not_given():
@@ -374,9 +404,10 @@ def test_best_recipe_fills_only_what_is_not_given():
     assert dataclasses.replace(apply_recipe(TrainConfig()), recipe_applied=False) == TrainConfig()
 
 
-# ---- --precision auto | fp32 | bf16 --------------------------------------------------------------------------------------------
+# ---- --precision auto | fp32 | bf16 ------------------------------------------------------------------------------
 
-BF16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no native bf16 (neither AVX-512 BF16 nor AMX): "
+BF16 = pytest.mark.skipif(not bf16_supported("cpu"),
+                          reason="this CPU has no native bf16 (neither AVX-512 BF16 nor AMX): "
                                                             "bf16 would be emulated, and auto picks fp32 here")
 
 
@@ -385,7 +416,8 @@ def _floats(state: dict) -> set:
 
 
 def test_precision_is_resolved_and_recorded(tmp_path):
-    "config.json records the resolved precision (fp32 / bf16), never 'auto'; auto on resume keeps it; another explicit one is refused."
+    ("config.json records the resolved precision (fp32 / bf16), never 'auto'; auto on resume keeps it; another "
+     "explicit one is refused.")
     for p in ("fp32", "auto", *(("bf16",) if bf16_supported("cpu") else ())):
         out = tmp_path / p
         t = Trainer(TrainConfig(**{**TINY, "out": str(out), "precision": p, "epochs": 1, "limit": 4, "val_limit": 2}))
@@ -397,17 +429,20 @@ def test_precision_is_resolved_and_recorded(tmp_path):
         assert resume_config(out, {"precision": "auto"}).precision == want
         with pytest.raises(UserError, match="was trained with precision="):
             resume_config(out, {"precision": {"fp32": "bf16", "bf16": "fp32"}[want]})
-    old = json.loads((tmp_path / "fp32" / "config.json").read_text())        # a run from before --precision: amp on the CPU meant fp32
+    # a run from before --precision: amp on the CPU meant fp32
+    old = json.loads((tmp_path / "fp32" / "config.json").read_text())
     del old["precision"]
     (tmp_path / "fp32" / "config.json").write_text(json.dumps(old))
     assert resume_config(tmp_path / "fp32", {"precision": "auto"}).precision == "fp32"
-    assert Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "noamp"), "amp": False})).config.precision == "fp32"   # --no-amp: fp32
+    # --no-amp: fp32
+    assert Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "noamp"), "amp": False})).config.precision == "fp32"
 
 
 @BF16
 def test_bf16_training_stays_close_to_fp32(tmp_path):
-    "Same seed, same batches: bf16 and fp32 loss curves agree within 10% after a few steps; weights, optimizer moments and "
-    "checkpoint tensors stay fp32."
+    ("Same seed, same batches: bf16 and fp32 loss curves agree within 10% after a few steps; weights, optimizer "
+     "moments and "
+     "checkpoint tensors stay fp32.")
     curves, trainers = {}, {}
     for p in ("fp32", "bf16"):
         t = trainers[p] = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / p), "precision": p, "limit": 48}))
@@ -418,7 +453,8 @@ def test_bf16_training_stays_close_to_fp32(tmp_path):
         a, b = (torch.tensor([r[key] for r in curves[p]]) for p in ("fp32", "bf16"))
         rel = ((a - b).abs() / a.abs())
         print(key, "fp32", a.tolist(), "\nbf16", b.tolist(), "\nrelative difference", rel.tolist())
-        assert rel[0] < 0.02 and rel.max() < 0.10, (key, rel.tolist())          # the same first step; then drift stays bounded
+        # the same first step; then drift stays bounded
+        assert rel[0] < 0.02 and rel.max() < 0.10, (key, rel.tolist())
     assert curves["bf16"][-1]["loss_l1"] < curves["bf16"][0]["loss_l1"]        # bf16 learns
     t = trainers["bf16"]
     assert _floats(t.G.state_dict()) == _floats(t.D.state_dict()) == {torch.float32}
@@ -430,7 +466,8 @@ def test_bf16_training_stays_close_to_fp32(tmp_path):
 
 @BF16
 def test_bf16_resume_is_exact(tmp_path):
-    "The exact-resume check in bf16: interrupted after a checkpoint and resumed, the same weights as an uninterrupted bf16 run."
+    ("The exact-resume check in bf16: interrupted after a checkpoint and resumed, the same weights as an uninterrupted "
+     "bf16 run.")
     class Stop(Exception): pass
     def stop_after(n):
         def cb(t, event):
@@ -440,11 +477,13 @@ def test_bf16_resume_is_exact(tmp_path):
     a = Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "a")}))
     assert a.setup.precision == "bf16" and a.setup.memory_format == torch.channels_last
     a.fit()
-    with pytest.raises(Stop): Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
+    with pytest.raises(Stop):
+        Trainer(TrainConfig(**{**cfg, "out": str(tmp_path / "b")}), callbacks=[stop_after(5)]).fit()
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 4
     with pytest.raises(UserError, match="was trained with precision='bf16'"):            # a resume may not change it
         resume_config(tmp_path / "b", {"precision": "fp32"})
-    r = train(TrainConfig(**{**cfg, "out": str(tmp_path / "b"), "precision": "auto"}), resume=True)   # resumes in the recorded bf16
+    # resumes in the recorded bf16
+    r = train(TrainConfig(**{**cfg, "out": str(tmp_path / "b"), "precision": "auto"}), resume=True)
     assert r["step"] == 8 and json.loads((tmp_path / "b" / "config.json").read_text())["precision"] == "bf16"
     sa, sb = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt") for r in ("a", "b"))
     assert sa["step"] == sb["step"] == 8
@@ -457,11 +496,13 @@ def test_bf16_without_bf16_units_is_one_clear_error(tmp_path, monkeypatch, capsy
     import manga_colorization.core as core
     from manga_colorization.cli import main
     monkeypatch.setattr(core, "bf16_supported", lambda device: False)
-    args = ["--out", str(tmp_path / "x"), "--device", "cpu", "--size", "32", "--width", "8", "--depth", "3", "--epochs", "1",
+    args = ["--out", str(tmp_path / "x"), "--device", "cpu", "--size", "32", "--width", "8", "--depth", "3", "--epochs",
+            "1",
             "--limit", "4", "--val-limit", "2", "--batch-size", "4", "--no-pretrained", "--no-tensorboard"]
     assert main(["train", *args, "--precision", "bf16"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no bf16 support" in err and "--precision fp32" in err, err
     assert resolve_precision("auto", "cpu") == "fp32"
-    assert main(["sr-train", "--out", str(tmp_path / "sr"), "--device", "cpu", "--precision", "bf16"]) == 2   # sr-train alike
+    # sr-train alike
+    assert main(["sr-train", "--out", str(tmp_path / "sr"), "--device", "cpu", "--precision", "bf16"]) == 2
     assert "no bf16 support" in capsys.readouterr().err

@@ -27,9 +27,12 @@ __all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'GUIDED_RUNS', 'HINT_COU
            'curve_figure', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000006
-GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples": 6, "ckpt_every": 64}   # the demo's recipe and budget
-GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}   # chosen on the real val/ split (see the selection above)
-HINTS_GEN = {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}}   # the hints-only model's generator (see above)
+# the demo's recipe and budget
+GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples": 6, "ckpt_every": 64}
+# chosen on the real val/ split (see the selection above)
+GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}
+# the hints-only model's generator (see above)
+HINTS_GEN = {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}}
 GUIDED_RUNS: dict[str, dict] = {
     "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN},
     "real_guided": {"data": "real", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
@@ -39,12 +42,15 @@ GUIDED_RUNS: dict[str, dict] = {
 }
 HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)
 
-def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = False, precision: str = "auto") -> TrainConfig:
+def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = False,
+                  precision: str = "auto") -> TrainConfig:
     "The `TrainConfig` of run `name` in study folder `out` (`real`: the real-art dataset root), trained in `precision`."
-    if name not in GUIDED_RUNS: raise UserError(f"unknown guided-study run {name!r}; choose one of {', '.join(GUIDED_RUNS)}")
+    if name not in GUIDED_RUNS:
+        raise UserError(f"unknown guided-study run {name!r}; choose one of {', '.join(GUIDED_RUNS)}")
     spec = dict(GUIDED_RUNS[name])
     spec["data"] = str(Path(real).expanduser()) if spec["data"] == "real" else "synthetic"
-    return TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name), "precision": precision})
+    return TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name),
+                          "precision": precision})
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000009
 @torch.no_grad()
@@ -54,7 +60,8 @@ def guided_metrics(G,                      # a `runs.LoadedGenerator`
                    palette: bool = False,  # give the target's palette
                    seed: int = 0, batch_size: int = 32) -> dict:
     "Mean metrics of `G` and copy-the-gray over `ds` with `hints` hints and (or not) the target's palette per image."
-    if (hints or palette) and not G.guidance: raise UserError(f"{G.source}: an unguided generator takes no hints or palette")
+    if (hints or palette) and not G.guidance:
+        raise UserError(f"{G.source}: an unguided generator takes no hints or palette")
     sampler = GuidanceSampler(G.guidance, palette_k=G.palette_k) if G.guidance else None
     meter = MetricMeter()
     for i, (inp, target) in enumerate(DataLoader(ds, batch_size=batch_size)):
@@ -62,25 +69,32 @@ def guided_metrics(G,                      # a `runs.LoadedGenerator`
         if not hints: guide.pop("hints", None)
         if not palette: guide.pop("palette", None)
         if "hints" in guide and not G.uses_hints: raise UserError(f"{G.source}: takes no hints (guidance {G.guidance})")
-        if "palette" in guide and not G.uses_palette: raise UserError(f"{G.source}: takes no palette (guidance {G.guidance})")
+        if "palette" in guide and not G.uses_palette:
+            raise UserError(f"{G.source}: takes no palette (guidance {G.guidance})")
         meter.update(image_metrics(G.predict_rgb(inp, **guide), target.float(), inp[:, :1]))
     return {**meter.compute(), "images": meter.count}
 
 def curve(G, ds, counts=HINT_COUNTS, seed: int = 0) -> list[dict]:
-    "Rows of `summarize`d metrics: each hint count without a palette, then the palette alone and with 10 hints (a guided `G`); one row unguided."
+    ("Rows of `summarize`d metrics: each hint count without a palette, then the palette alone and with 10 hints (a "
+     "guided `G`); one row unguided.")
     if not G.guidance: return [{"hints": 0, "palette": False, **summarize(guided_metrics(G, ds, seed=seed))}]
     cases = [(n, False) for n in counts if G.uses_hints or n == 0] + ([(0, True), (10, True)] if G.uses_palette else [])
-    return [{"hints": n, "palette": p, **summarize(guided_metrics(G, ds, n, p, seed))} for n, p in cases if G.uses_hints or n == 0]
+    return [{"hints": n, "palette": p, **summarize(guided_metrics(G, ds, n, p, seed))}
+            for n, p in cases if G.uses_hints or n == 0]
 
 # %% ../../nbs/18b_guided_study.ipynb #7832da34
 class HintSpread(torch.nn.Module):
-    "A 'generator' without weights: the chroma of the hints spread over the gray (`models.spread_hints`); none without hints."
-    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None, palette: torch.Tensor | None = None) -> torch.Tensor:
+    ("A 'generator' without weights: the chroma of the hints spread over the gray (`models.spread_hints`); none "
+     "without hints.")
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None,
+                palette: torch.Tensor | None = None) -> torch.Tensor:
         return spread_hints(hints, x[:, :1])[:, :2] if hints is not None else x.new_zeros(x.shape[0], 2, *x.shape[-2:])
 
 def spread_only() -> LoadedGenerator:
-    "`HintSpread` as a `runs.LoadedGenerator` on the CPU (hints in, Lab chroma out), to measure like a trained generator."
-    return LoadedGenerator(TorchRunner(HintSpread(), "cpu"), {"name": "spread_only", "guidance": "hints", "out_ch": 2, "in_ch": 1, "depth": 0},
+    ("`HintSpread` as a `runs.LoadedGenerator` on the CPU (hints in, Lab chroma out), to measure like a trained "
+     "generator.")
+    return LoadedGenerator(TorchRunner(HintSpread(), "cpu"),
+                           {"name": "spread_only", "guidance": "hints", "out_ch": 2, "in_ch": 1, "depth": 0},
                            {"size": 64, "out_ch": 2, "color_space": "lab"}, source="spread_only (no network)")
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000011
@@ -88,30 +102,39 @@ def _row(rows: list[dict], hints: int, palette: bool) -> dict | None:
     return next((r for r in rows if r["hints"] == hints and r["palette"] == palette), None)
 
 def model_targets(g: list[dict], u: list[dict]) -> dict:
-    "The issue's targets for one guided model's rows `g` beside the unguided model's `u`: each with its numbers and whether it holds."
+    ("The issue's targets for one guided model's rows `g` beside the unguided model's `u`: each with its numbers and "
+     "whether it holds.")
     h10, pal, base = _row(g, 10, False), _row(g, 0, True), _row(u, 0, False)
     out = {}
     if h10:
-        out["hints10_ciede2000_below_gray"] = {"value": h10["ciede2000"], "gray": h10["baseline_ciede2000"], "met": h10["ciede2000"] < h10["baseline_ciede2000"]}
+        out["hints10_ciede2000_below_gray"] = {"value": h10["ciede2000"], "gray": h10["baseline_ciede2000"],
+                                               "met": h10["ciede2000"] < h10["baseline_ciede2000"]}
         out["hints10_psnr_3db_over_unguided"] = {"value": h10["psnr_pooled"], "unguided": base["psnr_pooled"],
-                                                 "gain_db": h10["psnr_pooled"] - base["psnr_pooled"], "met": h10["psnr_pooled"] - base["psnr_pooled"] >= 3}
-    if pal: out["palette_ciede2000_below_unguided"] = {"value": pal["ciede2000"], "unguided": base["ciede2000"], "met": pal["ciede2000"] < base["ciede2000"]}
+                                                 "gain_db": h10["psnr_pooled"] - base["psnr_pooled"],
+                                                     "met": h10["psnr_pooled"] - base["psnr_pooled"] >= 3}
+    if pal:
+        out["palette_ciede2000_below_unguided"] = {"value": pal["ciede2000"], "unguided": base["ciede2000"],
+                                                   "met": pal["ciede2000"] < base["ciede2000"]}
     return out
 
 def targets(curves: dict, source: str = "real_test") -> dict:
     "The targets on the real held-out split for every guided real model: {model: {target: {..., 'met'}}}."
     rows = curves.get(source, {})
     u = rows.get("real_unguided")
-    return {name: model_targets(g, u) for name, g in rows.items() if u and name.startswith("real_") and name != "real_unguided"}
+    return {name: model_targets(g, u) for name, g in rows.items()
+            if u and name.startswith("real_") and name != "real_unguided"}
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000014
 def eval_sources(real: Path, size: int, quick: bool = False) -> dict:
-    "{'synthetic_val': the synthetic validation images, 'real_test': REAL/test, 'real_cross': REAL/cross (when present)} as datasets."
+    ("{'synthetic_val': the synthetic validation images, 'real_test': REAL/test, 'real_cross': REAL/cross (when "
+     "present)} as datasets.")
     limit = 16 if quick else None
-    dm = SketchDataModule("synthetic", resize=(size, size), out_ch=3, input_mode="gray", batch_size=8, seed=0, num_workers=0,
+    dm = SketchDataModule("synthetic", resize=(size, size), out_ch=3, input_mode="gray", batch_size=8, seed=0,
+                          num_workers=0,
                           synthetic_n=(8, 16, 8) if quick else (1000, 100, 100))
     sources = {"synthetic_val": dm.val_loader.dataset, "real_test": eval_dataset(real / "test", size, limit)}
-    if (real / "val").is_dir(): sources["real_val"] = eval_dataset(real / "val", size, limit)   # the split recipes are chosen on
+    # the split recipes are chosen on
+    if (real / "val").is_dir(): sources["real_val"] = eval_dataset(real / "val", size, limit)
     if (real / "cross").is_dir(): sources["real_cross"] = eval_dataset(real / "cross", size, limit)
     return sources
 
@@ -119,9 +142,11 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
                      out: str | Path = "runs/guided",   # one run folder per run, and guided.json
                      quick: bool = False,               # CI-sized: tiny networks and data
                      runs=None,                         # names (list or comma-separated) of `GUIDED_RUNS`; default all
-                     json_path: str | Path | None = None,  # also write the results here (e.g. benchmarks/guidance_curve.json)
+                     # also write the results here (e.g. benchmarks/guidance_curve.json)
+                     json_path: str | Path | None = None,
                      log=print,
-                     precision: str = "auto",          # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
+                     # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
+                     precision: str = "auto",
                     ) -> dict:
     "Train (resumably) and measure the runs; returns and writes {base, runs, curves, targets}."
     t0, out, real = time.perf_counter(), Path(out), Path(real).expanduser()
@@ -130,13 +155,16 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
     names = [n.strip() for n in runs.split(",")] if isinstance(runs, str) else list(runs or GUIDED_RUNS)
     for n in names: guided_config(n, out, real)                          # unknown names fail before any training
     summary = {"about": "Guided colorization (issue 14): nbs/23_guided_study.ipynb", "quick": quick, "real": str(real),
-               "base": {**GUIDED_BASE, **(STUDY_QUICK if quick else {})}, "threads": torch.get_num_threads(), "runs": {}, "curves": {}}
+               "base": {**GUIDED_BASE, **(STUDY_QUICK if quick else {})}, "threads": torch.get_num_threads(),
+                   "runs": {}, "curves": {}}
     for i, name in enumerate(names):
         config = guided_config(name, out, real, quick, precision)
         log(f"guided study: run {name} ({i + 1}/{len(names)}) in {config.out}")
         status, last = train_recipe(config), (Run(config.out).metrics() or [{}])[-1]
-        summary["runs"][name] = {"spec": GUIDED_RUNS[name], "status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"),
-                                 "images_seen": config.epochs * config.limit, "precision": recorded_precision(Run(config.out).config)}
+        summary["runs"][name] = {"spec": GUIDED_RUNS[name], "status": status, "train_time_s": last.get("time_s"),
+                                 "epochs": last.get("epoch"),
+                                 "images_seen": config.epochs * config.limit,
+                                     "precision": recorded_precision(Run(config.out).config)}
     sources = eval_sources(real, summary["base"]["size"], quick)
     for source, ds in sources.items():
         for name in names:
@@ -147,25 +175,31 @@ def run_guided_study(real: str | Path,                 # the real-art dataset ro
         summary["curves"][source]["spread_only"] = curve(spread_only(), ds)
     summary.update(targets=targets(summary["curves"]), wall_time_s=round(time.perf_counter() - t0, 1))
     for path in filter(None, (out / "guided.json", json_path)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True); Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return summary
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000016
 def curve_table(summary: dict, source: str = "real_test") -> str:
-    "A markdown table of one source: each model and guidance, pooled PSNR, SSIM, CIEDE2000 and colourfulness ratio, beside copy-the-gray."
-    lines = ["| model | hints | palette | PSNR pooled | SSIM | CIEDE2000 | colourfulness ratio |", "|---|---:|---|---:|---:|---:|---:|"]
+    ("A markdown table of one source: each model and guidance, pooled PSNR, SSIM, CIEDE2000 and colourfulness ratio, "
+     "beside copy-the-gray.")
+    lines = ["| model | hints | palette | PSNR pooled | SSIM | CIEDE2000 | colourfulness ratio |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     rows = summary["curves"].get(source, {})
     for name, rs in rows.items():
         for r in rs:
-            lines.append(f"| {name} | {r['hints']} | {'target' if r['palette'] else '–'} | {r['psnr_pooled']:.2f} | {r['ssim']:.3f} | "
+            lines.append(f"| {name} | {r['hints']} | {'target' if r['palette'] else '–'} | {r['psnr_pooled']:.2f} | "
+                         f"{r['ssim']:.3f} | "
                          f"{r['ciede2000']:.2f} | {r['colorfulness_ratio']:.2f} |")
     if rows:
         r = next(iter(rows.values()))[0]
-        lines.append(f"| copy-the-gray | – | – | {r['baseline_psnr_pooled']:.2f} | {r['baseline_ssim']:.3f} | {r['baseline_ciede2000']:.2f} | 0 |")
+        lines.append(f"| copy-the-gray | – | – | {r['baseline_psnr_pooled']:.2f} | {r['baseline_ssim']:.3f} | "
+                     f"{r['baseline_ciede2000']:.2f} | 0 |")
     return "\n".join(lines)
 
 def curve_figure(summary: dict, path: str | Path | None = None):
-    "PSNR and CIEDE2000 against the number of hints, per source: the guided model with and without the palette, the unguided model and copy-the-gray."
+    ("PSNR and CIEDE2000 against the number of hints, per source: the guided model with and without the palette, the "
+     "unguided model and copy-the-gray.")
     import matplotlib.pyplot as plt
     sources = list(summary["curves"])
     fig, axes = plt.subplots(2, len(sources), figsize=(4.2 * len(sources), 6.4), squeeze=False)
@@ -174,12 +208,17 @@ def curve_figure(summary: dict, path: str | Path | None = None):
             hints = [r for r in rows if not r["palette"]]
             for i, key in enumerate(("psnr_pooled", "ciede2000")):
                 ax = axes[i, j]
-                if len(hints) > 1: ax.plot([r["hints"] + 0.5 for r in hints], [r[key] for r in hints], "o--" if name == "spread_only" else "o-",
+                if len(hints) > 1:
+                    ax.plot([r["hints"] + 0.5 for r in hints], [r[key] for r in hints],
+                            "o--" if name == "spread_only" else "o-",
                                            color="tab:gray" if name == "spread_only" else None, label=f"{name}")
-                else: ax.axhline(hints[0][key], ls="--", color="tab:gray" if "synthetic" in name else "k", label=f"{name} (no guidance)")
+                else:
+                    ax.axhline(hints[0][key], ls="--", color="tab:gray" if "synthetic" in name else "k",
+                               label=f"{name} (no guidance)")
                 pal = _row(rows, 0, True)
                 if pal: ax.plot([0.5], [pal[key]], "s", label=f"{name}: palette only")
-                if name == next(iter(summary["curves"][source])): ax.axhline(rows[0]["baseline_" + key], ls=":", color="r", label="copy-the-gray")
+                if name == next(iter(summary["curves"][source])):
+                    ax.axhline(rows[0]["baseline_" + key], ls=":", color="r", label="copy-the-gray")
                 ax.set_xscale("log"); ax.set_xlabel("hints per image (+0.5)"); ax.set_ylabel(key); ax.set_title(source)
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
@@ -190,18 +229,25 @@ def curve_figure(summary: dict, path: str | Path | None = None):
 def run_cli(args) -> int:
     "The `mangacolor guided-study` command."
     if args.threads: torch.set_num_threads(args.threads)
-    summary = run_guided_study(args.data, args.out, quick=args.quick, runs=args.runs, json_path=args.json, precision=args.precision)
+    summary = run_guided_study(args.data, args.out, quick=args.quick, runs=args.runs, json_path=args.json,
+                               precision=args.precision)
     for source in summary["curves"]: print(f"\n{source}\n" + curve_table(summary, source))
     for model, ts in summary["targets"].items():
-        for name, t in ts.items(): print(f"{model} target {name}: {'met' if t['met'] else 'NOT met'} ({json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in t.items()})})")
+        for name, t in ts.items():
+            print(f"{model} target {name}: {'met' if t['met'] else 'NOT met'} "
+                  f"({json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in t.items()})})")
     print(f"results in {Path(args.out) / 'guided.json'}" + (f" and {args.json}" if args.json else ""))
     return 0
 
 def add_commands(subparsers) -> None:
     "Add `mangacolor guided-study` to the CLI."
-    p = subparsers.add_parser("guided-study", help="train colorizers with and without hints/palettes and measure quality against the number of hints",
-                              description=f"Train the runs {', '.join(GUIDED_RUNS)} (the demo's recipe; resumable: finished runs are skipped) and "
-                                          "measure each on synthetic validation images and on DATA/test, DATA/val and DATA/cross (when there) "
+    p = subparsers.add_parser("guided-study",
+                              help="train colorizers with and without hints/palettes and measure quality against the "
+                                   "number of hints",
+                              description=f"Train the runs {', '.join(GUIDED_RUNS)} (the demo's recipe; resumable: "
+                                          "finished runs are skipped) and "
+                                          "measure each on synthetic validation images and on DATA/test, DATA/val and "
+                                          "DATA/cross (when there) "
                                           "with 0-50 hints and with the target's palette, beside copy-the-gray.")
     p.add_argument("--data", required=True, help="real-art dataset root with train/ and test/ (mangacolor realart all)")
     p.add_argument("--out", default="runs/guided", help="study folder (default: %(default)s)")
@@ -210,6 +256,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/guidance_curve.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a resumed run keeps its "
+                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a "
+                        "resumed run keeps its "
                         "recorded one; measuring runs fp32) (default: %(default)s)")
     p.set_defaults(func=run_cli)

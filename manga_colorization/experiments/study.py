@@ -19,7 +19,8 @@ from ..core import PRECISIONS, UserError
 from ..data import ColorizationDataset, FileSource, ImageCache, find_images
 from ..metrics import MetricMeter, image_metrics
 from ..runs import Run, load_generator
-from ..train import TrainConfig, apply_recipe, recorded_precision, sample_sheet, setting_conflicts, train
+from ..train import (TrainConfig, apply_recipe, recorded_precision, sample_sheet, setting_conflicts,
+                                      train)
 
 # %% auto #0
 __all__ = ['STUDY_BASE', 'STUDY_QUICK', 'EVAL_LIMIT', 'STUDY_RECIPES', 'EVAL_KEYS', 'SUMMARY_KEYS', 'recipe_config',
@@ -28,31 +29,40 @@ __all__ = ['STUDY_BASE', 'STUDY_QUICK', 'EVAL_LIMIT', 'STUDY_RECIPES', 'EVAL_KEY
            'run_study', 'study_table', 'study_verdict', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18a_recipe_study.ipynb #85f9584b
-STUDY_BASE = dict(size=128, width=24, depth=6, out_ch=2, batch_size=8, epochs=5, limit=512, val_limit=64, samples=4, d_width=16, d_layers=2,
-                  lr=5e-4, schedule="linear", decay_start=0.5, loss="l1", arch="unet", input_mode="gray", seed=0, device="cpu",
+STUDY_BASE = dict(size=128, width=24, depth=6, out_ch=2, batch_size=8, epochs=5, limit=512, val_limit=64, samples=4,
+                  d_width=16, d_layers=2,
+                  lr=5e-4, schedule="linear", decay_start=0.5, loss="l1", arch="unet", input_mode="gray", seed=0,
+                      device="cpu",
                   pretrained=False, tensorboard=False, num_workers=0)
-STUDY_QUICK = dict(size=32, width=8, depth=3, batch_size=4, epochs=1, limit=8, val_limit=8, samples=2, d_width=8, d_layers=2)
+STUDY_QUICK = dict(size=32, width=8, depth=3, batch_size=4, epochs=1, limit=8, val_limit=8, samples=2, d_width=8,
+                   d_layers=2)
 EVAL_LIMIT = {"full": None, "quick": 16}      # evaluation images per source (None: all)
 
 # %% ../../nbs/18a_recipe_study.ipynb #71b54d48
 STUDY_RECIPES: dict[str, dict] = {
     "lab_l1": {},                                                          # the base: the demo's recipe at 128²
-    "classify": {"pixel_loss": "classify", "gen_options": {"head": "classify"}},   # Zhang et al.: CE over ab bins, rebalanced, annealed mean
-    "classify_shrink": {"same_weights_as": "classify", "decode": "shrink"},  # ours: chroma × confidence of the ab distribution
+    # Zhang et al.: CE over ab bins, rebalanced, annealed mean
+    "classify": {"pixel_loss": "classify", "gen_options": {"head": "classify"}},
+    # ours: chroma × confidence of the ab distribution
+    "classify_shrink": {"same_weights_as": "classify", "decode": "shrink"},
     "rgb": {"out_ch": 3},                                                  # RGB output instead of Lab chroma
     "l2": {"pixel_loss": "l2"},
     "huber": {"pixel_loss": "huber"},
     "adv_0": {"adv_weight": 0.0},
     "adv_0.1": {"adv_weight": 0.1},
     "resize_conv": {"gen_options": {"upsample": "resize_conv"}},
-    "mix_input": {"input_mode": "mix"},                                    # trained on gray / sketch / screentone inputs; evaluated on gray
+    # trained on gray / sketch / screentone inputs; evaluated on gray
+    "mix_input": {"input_mode": "mix"},
 }
 EVAL_KEYS = ("same_weights_as", "decode")    # recipe keys that change evaluation, not training
 
-def recipe_config(name: str, out: str | Path, data: str | Path, quick: bool = False, precision: str = "auto") -> TrainConfig:
-    "The `TrainConfig` of recipe `name`: the base (tiny when `quick`), its changes, its run folder OUT/<name>, its training `precision`."
+def recipe_config(name: str, out: str | Path, data: str | Path, quick: bool = False,
+                  precision: str = "auto") -> TrainConfig:
+    ("The `TrainConfig` of recipe `name`: the base (tiny when `quick`), its changes, its run folder OUT/<name>, its "
+     "training `precision`.")
     changes = {k: v for k, v in STUDY_RECIPES[name].items() if k not in EVAL_KEYS}
-    return TrainConfig(**{**STUDY_BASE, **(STUDY_QUICK if quick else {}), **changes, "data": str(data), "out": str(Path(out) / name),
+    return TrainConfig(**{**STUDY_BASE, **(STUDY_QUICK if quick else {}), **changes, "data": str(data),
+                          "out": str(Path(out) / name),
                           "precision": precision})
 
 # %% ../../nbs/18a_recipe_study.ipynb #19ae3f78
@@ -61,17 +71,20 @@ def trained_recipes(names) -> list[str]:
     return [n for n in names if "same_weights_as" not in STUDY_RECIPES[n]]
 
 def check_same_settings(config: TrainConfig, run: Run) -> None:
-    "Fail (one line) when `run` was trained with other settings than `config` asks for: a changed recipe must not reuse an old run."
+    ("Fail (one line) when `run` was trained with other settings than `config` asks for: a changed recipe must not "
+     "reuse an old run.")
     saved = run.config
     if not saved: return
     want = json.loads(json.dumps(dataclasses.asdict(apply_recipe(config)), default=str))   # as config.json stores it
     diff = setting_conflicts(saved, want)
     if diff:
-        raise UserError(f"{run.path} was trained with other settings ({'; '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in diff.items())}): "
+        raise UserError(f"{run.path} was trained with other settings "
+                        f"({'; '.join(f'{k}: {a!r}, now {b!r}' for k, (a, b) in diff.items())}): "
                         "move it away (or delete it) to train the recipe as it is now, or choose another --out")
 
 def train_recipe(config: TrainConfig) -> str:
-    "Train (or finish) the run `config` describes: 'done' when it had finished, else 'resumed' or 'trained'; a run of other settings fails."
+    ("Train (or finish) the run `config` describes: 'done' when it had finished, else 'resumed' or 'trained'; a run of "
+     "other settings fails.")
     run = Run(config.out)
     check_same_settings(config, run)
     if run.status(config.epochs) == "done": return "done"
@@ -81,12 +94,14 @@ def train_recipe(config: TrainConfig) -> str:
 
 # %% ../../nbs/18a_recipe_study.ipynb #17edc00e
 def eval_dataset(folder: str | Path, size: int, limit: int | None = None, cache: bool = True) -> ColorizationDataset:
-    "Every image under `folder` (sorted; the first `limit`) as (gray input, RGB target) pairs at `size`², no augmentation (resized once into the image cache)."
+    ("Every image under `folder` (sorted; the first `limit`) as (gray input, RGB target) pairs at `size`², no "
+     "augmentation (resized once into the image cache).")
     folder = Path(folder).expanduser()
     if not folder.is_dir(): raise UserError(f"evaluation folder {folder} does not exist")
     paths = find_images(folder)[:limit]
     if not paths: raise UserError(f"no images found in {folder}")
-    return ColorizationDataset(FileSource(paths, cache=ImageCache() if cache else None), (size, size), "gray", out_ch=3, train=False)
+    return ColorizationDataset(FileSource(paths, cache=ImageCache() if cache else None), (size, size), "gray", out_ch=3,
+                               train=False)
 
 @torch.no_grad()
 def evaluate(G, ds: ColorizationDataset, batch_size: int = 16) -> tuple[dict, dict]:
@@ -99,7 +114,8 @@ def evaluate(G, ds: ColorizationDataset, batch_size: int = 16) -> tuple[dict, di
 
 # %% ../../nbs/18a_recipe_study.ipynb #4d53660d
 def pick_images(per_image: dict, n: int = 4, gray_chroma: float = 4.0) -> dict[str, list[int]]:
-    "Indices of the `n` best and `n` worst images by CIEDE2000 among the colour targets (all images when none has colour)."
+    ("Indices of the `n` best and `n` worst images by CIEDE2000 among the colour targets (all images when none has "
+     "colour).")
     color = per_image["target_chroma"] >= gray_chroma
     order = [i for i in torch.argsort(per_image["ciede2000"]).tolist() if color[i] or not color.any()]
     return {"best": order[:n], "worst": order[::-1][:n]}
@@ -123,12 +139,14 @@ def load_recipe_generator(out: str | Path, name: str):
 SUMMARY_KEYS = ("psnr_pooled", "ssim", "ciede2000", "ciede2000_color", "psnr_pooled_color", "colorfulness_ratio")
 
 def summarize(metrics: dict) -> dict:
-    "The study's figures of one evaluation: each of `SUMMARY_KEYS` beside copy-the-gray, the image and gray-target counts."
+    ("The study's figures of one evaluation: each of `SUMMARY_KEYS` beside copy-the-gray, the image and gray-target "
+     "counts.")
     keep = [k for key in SUMMARY_KEYS for k in (key, "baseline_" + key)] + ["gray_targets", "color_targets", "images"]
     return {k: metrics[k] for k in keep if k in metrics}
 
 def evaluate_recipe(out: Path, name: str, sources: dict, size: int, limit: int | None = None) -> dict:
-    "Recipe `name` on each `{source: folder}`: its summary, and its best/worst galleries under OUT/gallery (cached in OUT/evals)."
+    ("Recipe `name` on each `{source: folder}`: its summary, and its best/worst galleries under OUT/gallery (cached in "
+     "OUT/evals).")
     cache, G = out / "evals" / f"{name}.json", load_recipe_generator(out, name)
     if cache.is_file() and cache.stat().st_mtime > Path(G.source).stat().st_mtime: return json.loads(cache.read_text())
     res = {}
@@ -148,7 +166,8 @@ def beats_gray(r: dict) -> bool:
     return r["ciede2000"] < r["baseline_ciede2000"] and r["psnr_pooled"] > r["baseline_psnr_pooled"]
 
 def winner(results: dict, source: str) -> dict:
-    "The best recipe on `source` and whether it beats copy-the-gray and meets the target (colourfulness ratio ≥ 0.5 too)."
+    ("The best recipe on `source` and whether it beats copy-the-gray and meets the target (colourfulness ratio ≥ 0.5 "
+     "too).")
     rows = {n: r[source] for n, r in results.items() if source in r}
     ok = [n for n in rows if beats_gray(rows[n])]
     best = min(ok or rows, key=lambda n: rows[n]["ciede2000"])
@@ -157,52 +176,68 @@ def winner(results: dict, source: str) -> dict:
 
 # %% ../../nbs/18a_recipe_study.ipynb #a665d262
 def _check_recipes(recipes) -> list[str]:
-    "The recipe names to run (all by default; a comma-separated string or a list), checked, in `STUDY_RECIPES` order; a reused run's recipe comes along."
-    names = list(STUDY_RECIPES) if not recipes else [r.strip() for r in recipes.split(",")] if isinstance(recipes, str) else list(recipes)
-    if bad := [n for n in names if n not in STUDY_RECIPES]: raise UserError(f"unknown recipe {bad[0]!r}; choose from {', '.join(STUDY_RECIPES)}")
+    ("The recipe names to run (all by default; a comma-separated string or a list), checked, in `STUDY_RECIPES` order; "
+     "a reused run's recipe comes along.")
+    if not recipes: names = list(STUDY_RECIPES)
+    else: names = [r.strip() for r in recipes.split(",")] if isinstance(recipes, str) else list(recipes)
+    if bad := [n for n in names if n not in STUDY_RECIPES]:
+        raise UserError(f"unknown recipe {bad[0]!r}; choose from {', '.join(STUDY_RECIPES)}")
     needed = [STUDY_RECIPES[n]["same_weights_as"] for n in names if "same_weights_as" in STUDY_RECIPES[n]]
     return [n for n in STUDY_RECIPES if n in needed + names]
 
 def _sources(data: Path, cross: Path | None) -> dict[str, Path]:
     "{'in_domain': DATA/test, 'cross_domain': CROSS}, checked."
-    if not (data / "test").is_dir(): raise UserError(f"{data}: no test/ folder (the held-out in-domain split); build it with mangacolor realart all")
+    if not (data / "test").is_dir():
+        raise UserError(f"{data}: no test/ folder (the held-out in-domain split); build it with mangacolor realart all")
     if cross is not None and not cross.is_dir(): raise UserError(f"cross-domain folder {cross} does not exist")
     return {"in_domain": data / "test", **({"cross_domain": cross} if cross is not None else {})}
 
 def _train_one(name: str, out: Path, data: Path, quick: bool, precision: str = "auto") -> dict:
-    "Train (or finish, or skip) recipe `name`: its status, training time, epochs, images seen and the precision it trained in."
+    ("Train (or finish, or skip) recipe `name`: its status, training time, epochs, images seen and the precision it "
+     "trained in.")
     config = recipe_config(name, out, data, quick, precision)
     status, last = train_recipe(config), (Run(config.out).metrics() or [{}])[-1]
-    return {"status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"), "images_seen": config.epochs * config.limit,
+    return {"status": status, "train_time_s": last.get("time_s"), "epochs": last.get("epoch"),
+            "images_seen": config.epochs * config.limit,
             "precision": recorded_precision(Run(config.out).config)}
 
 def _write(summary: dict, paths) -> None:
     "Write the study's JSON to each of `paths` (None skipped)."
     for path in filter(None, paths):
-        Path(path).parent.mkdir(parents=True, exist_ok=True); Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
 
 # %% ../../nbs/18a_recipe_study.ipynb #987dc46c
-def run_study(data: str | Path,                 # dataset root: train/, val/ (selection), test/ (held-out in-domain report split)
+def run_study(
+              # dataset root: train/, val/ (selection), test/ (held-out in-domain report split)
+              data: str | Path,
               cross: str | Path | None = None,  # a folder of cross-domain images, evaluated only (e.g. DATA/cross)
               out: str | Path = "runs/study",   # study folder: one run per recipe, evals/, gallery/, study.json
-              quick: bool = False,              # CI-sized: tiny networks, 1 epoch of 8 images, 16 evaluation images per source
+              # CI-sized: tiny networks, 1 epoch of 8 images, 16 evaluation images per source
+              quick: bool = False,
               recipes=None,                     # names (list or comma-separated) of `STUDY_RECIPES` to run; default all
               json_path: str | Path | None = None, # also write the results here (e.g. benchmarks/recipe_study.json)
               log=print,
-              precision: str = "auto") -> dict:    # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
-    "Train and evaluate the recipes one after the other, writing the results so far after each; returns the results, winners and budget."
+              # training precision of new runs: auto | fp32 | bf16 (a resumed run keeps its own)
+              precision: str = "auto") -> dict:
+    ("Train and evaluate the recipes one after the other, writing the results so far after each; returns the results, "
+     "winners and budget.")
     t0, out, data = time.perf_counter(), Path(out), Path(data).expanduser()
     names, sources = _check_recipes(recipes), _sources(data, Path(cross).expanduser() if cross else None)
     summary = {"about": "Recipe study (issue 13): nbs/22_recipe_study.ipynb", "quick": quick, "data": str(data),
-               "sources": {k: str(v) for k, v in sources.items()}, "base": {**STUDY_BASE, **(STUDY_QUICK if quick else {})},
+               "sources": {k: str(v) for k, v in sources.items()},
+                   "base": {**STUDY_BASE, **(STUDY_QUICK if quick else {})},
                "threads": torch.get_num_threads(), "recipes": {}, "complete": False}
     info = {}
     for i, name in enumerate(names):
         log(f"study: recipe {name} ({i + 1}/{len(names)}) in {out / name}")
         if name in trained_recipes([name]): info[name] = _train_one(name, out, data, quick, precision)
-        evals = evaluate_recipe(out, name, sources, (STUDY_QUICK if quick else STUDY_BASE)["size"], EVAL_LIMIT["quick" if quick else "full"])
-        summary["recipes"][name] = {"changes": STUDY_RECIPES[name], **info[STUDY_RECIPES[name].get("same_weights_as", name)], **evals}
-        summary.update(winners={s: winner(summary["recipes"], s) for s in sources}, wall_time_s=round(time.perf_counter() - t0, 1),
+        evals = evaluate_recipe(out, name, sources, (STUDY_QUICK if quick else STUDY_BASE)["size"],
+                                EVAL_LIMIT["quick" if quick else "full"])
+        summary["recipes"][name] = {"changes": STUDY_RECIPES[name],
+                                    **info[STUDY_RECIPES[name].get("same_weights_as", name)], **evals}
+        summary.update(winners={s: winner(summary["recipes"], s) for s in sources},
+                       wall_time_s=round(time.perf_counter() - t0, 1),
                        complete=i == len(names) - 1)
         _write(summary, (out / "study.json", json_path))
     return summary
@@ -214,26 +249,34 @@ def _cell(r: dict, key: str, fmt: str) -> str:
     return f"{v:{fmt}}" + (f" ({b:{fmt}})" if b is not None and key != "colorfulness_ratio" else "")
 
 def study_table(summary: dict) -> str:
-    "A markdown table: one row per recipe and source, pooled PSNR, SSIM, CIEDE2000 (all, colour targets), colourfulness ratio, gray targets."
-    lines = ["| recipe | source | PSNR pooled (gray) | SSIM (gray) | CIEDE2000 (gray) | CIEDE2000 colour targets (gray) | colourfulness ratio | gray targets | beats gray |",
+    ("A markdown table: one row per recipe and source, pooled PSNR, SSIM, CIEDE2000 (all, colour targets), "
+     "colourfulness ratio, gray targets.")
+    lines = ["| recipe | source | PSNR pooled (gray) | SSIM (gray) | CIEDE2000 (gray) | CIEDE2000 colour targets "
+             "(gray) | colourfulness ratio | gray targets | beats gray |",
              "|---|---|---|---|---|---|---|---|---|"]
     for source in summary["sources"]:
         for name, rec in summary["recipes"].items():
             r = rec.get(source)
             if r is None: continue
-            lines.append(f"| {name} | {source} | {_cell(r, 'psnr_pooled', '.2f')} | {_cell(r, 'ssim', '.3f')} | {_cell(r, 'ciede2000', '.2f')} | "
-                         f"{_cell(r, 'ciede2000_color', '.2f')} | {_cell(r, 'colorfulness_ratio', '.2f')} | {r.get('gray_targets', 0)}/{r.get('images', 0)} | {'✓' if beats_gray(r) else ''} |")
+            lines.append(f"| {name} | {source} | {_cell(r, 'psnr_pooled', '.2f')} | {_cell(r, 'ssim', '.3f')} | "
+                         f"{_cell(r, 'ciede2000', '.2f')} | "
+                         f"{_cell(r, 'ciede2000_color', '.2f')} | {_cell(r, 'colorfulness_ratio', '.2f')} | "
+                         f"{r.get('gray_targets', 0)}/{r.get('images', 0)} | {'✓' if beats_gray(r) else ''} |")
     return "\n".join(lines)
 
 # %% ../../nbs/18a_recipe_study.ipynb #b4ea0b3f
 def study_verdict(summary: dict) -> str:
-    "One line per source: the best recipe's CIEDE2000 and pooled PSNR beside copy-the-gray, and whether any recipe beats it."
-    lines = [] if summary.get("complete", True) else [f"(partial: {len(summary['recipes'])} of {len(STUDY_RECIPES)} recipes so far)"]
+    ("One line per source: the best recipe's CIEDE2000 and pooled PSNR beside copy-the-gray, and whether any recipe "
+     "beats it.")
+    partial = f"(partial: {len(summary['recipes'])} of {len(STUDY_RECIPES)} recipes so far)"
+    lines = [] if summary.get("complete", True) else [partial]
     for source, w in summary["winners"].items():
         r = summary["recipes"][w["recipe"]][source]
         verdict = "beats copy-the-gray" if w["beats_gray"] else "no recipe beats copy-the-gray"
-        lines.append(f"{source}: {verdict}; best {w['recipe']}: CIEDE2000 {r['ciede2000']:.2f} vs {r['baseline_ciede2000']:.2f}, "
-                     f"pooled PSNR {r['psnr_pooled']:.2f} vs {r['baseline_psnr_pooled']:.2f} dB, colourfulness ratio {r['colorfulness_ratio']:.2f}"
+        lines.append(f"{source}: {verdict}; best {w['recipe']}: CIEDE2000 {r['ciede2000']:.2f} vs "
+                     f"{r['baseline_ciede2000']:.2f}, "
+                     f"pooled PSNR {r['psnr_pooled']:.2f} vs {r['baseline_psnr_pooled']:.2f} dB, colourfulness ratio "
+                     f"{r['colorfulness_ratio']:.2f}"
                      + ("" if not w["beats_gray"] else f" (target {'met' if w['target_met'] else 'not met'})"))
     return "\n".join(lines)
 
@@ -249,10 +292,14 @@ def run_cli(args) -> int:
 
 def add_commands(subparsers) -> None:
     "Add `mangacolor study` to the CLI."
-    p = subparsers.add_parser("study", help="train and compare colorization recipes on a dataset (the real-art recipe study)",
-                              description="Train every recipe of the study (equal images seen, equal seed) into OUT/<recipe>, evaluate each "
-                                          "best generator on DATA/test and the --cross folder beside copy-the-gray, write OUT/study.json and "
-                                          "OUT/gallery/. Rerunning resumes: finished runs are skipped, interrupted ones continue.")
+    p = subparsers.add_parser("study",
+                              help="train and compare colorization recipes on a dataset (the real-art recipe study)",
+                              description="Train every recipe of the study (equal images seen, equal seed) into "
+                                          "OUT/<recipe>, evaluate each "
+                                          "best generator on DATA/test and the --cross folder beside copy-the-gray, "
+                                          "write OUT/study.json and "
+                                          "OUT/gallery/. Rerunning resumes: finished runs are skipped, interrupted "
+                                          "ones continue.")
     p.add_argument("--data", required=True, help="dataset root with train/, val/ and test/ (mangacolor realart all)")
     p.add_argument("--cross", help="folder of cross-domain images, evaluated only (e.g. DATA/cross)")
     p.add_argument("--out", default="runs/study", help="study folder (default: %(default)s)")
@@ -261,6 +308,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/recipe_study.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a resumed run keeps its "
+                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a "
+                        "resumed run keeps its "
                         "recorded one; evaluation runs fp32) (default: %(default)s)")
     p.set_defaults(func=run_cli)
