@@ -491,9 +491,8 @@ def upscale_files(jobs: list,                     # from `pages.plan_outputs`
                   progress: bool | None = None,   # a bar over pages (None: on a terminal or in a notebook)
                  ) -> BatchResult:
     "Upscale every job's pages to its destination (`pages.process_files`); `.colorized` counts the upscaled pages."
-    def enlarge(
-                # pages are loaded as RGB: one without colour is enlarged (and saved) gray
-                page: Image.Image) -> Image.Image:
+    # pages are loaded as RGB: one without colour is enlarged (and saved) gray
+    def enlarge(page: Image.Image) -> Image.Image:
         return upscaler.upscale(page if page.mode == "L" or is_color_page(page) else page.convert("L"), scale)
     return process_files(jobs, PageFunction(enlarge), overwrite, limits, log, progress, desc="upscale", verb="upscaled")
 

@@ -18,11 +18,23 @@ def test_quick_bench_writes_every_section(tmp_path):
     r = run("--quick", "--json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert {"machine", "data", "inference", "train", "levers", "superres", "targets"} <= set(result)
+    assert {"machine", "data", "inference", "train", "levers", "precision", "superres", "targets"} <= set(result)
     assert result["machine"]["cores"] >= 1 and result["quick"] is True
-    for row in result["train"]:
-        assert row["fast_images_per_s"] > 0 and row["plain_images_per_s"] > 0
-        assert set(row["fast"]["seconds"]) == {"median", "min", "max", "n"}
+    for row in result["train"]:                        # side by side with the real peer, pix2pix's reference step
+        assert row["library_images_per_s"] > 0 and row["peer_images_per_s"] > 0 and row["ratio"] > 0
+        assert row["peer"].startswith("pix2pix reference step") and "100*L1" in row["peer"]
+        assert set(row["library"]["seconds"]) == {"median", "min", "max", "n"} == set(row["peer_step"]["seconds"])
+    assert any("pix2pix" in t["target"] for t in result["targets"])
+    precision = result["precision"]                    # fp32 vs bf16: the default UNet's training step, and a page
+    assert set(precision) == {"train_step", "page"}
+    for p in precision.values():
+        assert p["fp32_s"] > 0
+        if result["machine"]["cpu_bf16"]:
+            assert set(p) == {"fp32_s", "bf16_s", "ratio"} and p["bf16_s"] > 0
+            assert abs(p["ratio"] - p["fp32_s"] / p["bf16_s"]) < 0.01 * p["ratio"]
+        else:
+            assert p == {"fp32_s": p["fp32_s"], "bf16_s": None, "ratio": None, "skipped": "no bf16 units"}
+    assert set(result["machine"]["cpu_bf16_flags"]) <= {"amx_bf16", "amx_tile", "avx512_bf16"}
     modes = {r["mode"] for r in result["inference"]}
     assert {"full-res", "raw", "network only", "whole-page network"} <= modes
     assert {r["cache"] for r in result["data"]} == {False, True}
@@ -30,6 +42,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert all(r["output_mp_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in result["superres"])
     assert "| upscaler | backend |" in r.stdout
     assert "| arch | loss |" in r.stdout and "| cache | workers |" in r.stdout
+    assert "images/s (pix2pix)" in r.stdout and "| fp32 vs bf16 autocast + channels_last |" in r.stdout
 
     again = run("--quick", "--json", str(out), "--sections", "data")
     assert again.returncode == 2 and "exists" in again.stderr and again.stderr.count("\n") == 1

@@ -139,9 +139,8 @@ def test_plots(tmp_path):
 
 def test_colorize_page_through_colorizer(tmp_path, monkeypatch):
     loaded, real = [], gallery.Colorizer
-    def colorizer(
-                  # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
-                  path, device=None):
+    # a tinted gray copy instead of weights on disk; colour detection off (the page is noise)
+    def colorizer(path, device=None):
         loaded.append(path)
         return real(LoadedGenerator(TorchRunner(GrayCopy(0.5), "cpu"), {}, {"size": 16}), color_threshold=None)
     monkeypatch.setattr(gallery, "Colorizer", colorizer)

@@ -176,18 +176,16 @@ def test_optional_metrics_plumbing(tmp_path):
 
 def test_frozen_nets_stay_frozen_and_out_of_the_optimizer(tmp_path):
     t = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "f"), "arch": "unet_ext", "loss": "perceptual_anime",
-                               "epochs": 1,
-                               "limit": 4, "anime_size": 32, "gen_options": {"ext_size": 32}}))
+                               "epochs": 1, "limit": 4, "anime_size": 32, "gen_options": {"ext_size": 32}}))
     optimised = {id(p) for g in t.step_fn.opt_g.param_groups for p in g["params"]}
     assert not any(id(p) in optimised for p in t.G.extractor.parameters())
     assert not any(id(p) in optimised for p in t.step_fn.loss.parameters())
     frozen = {k: v.clone() for k, v in t.G.extractor.state_dict().items()}
     t.fit()
-    def leaves(
-               # the layers whose behaviour depends on the mode
-               m): return [x for x in m.modules() if not list(x.children())]
-    frozen = leaves(t.G.extractor) + leaves(t.step_fn.loss.anime.extractor) + leaves(t.step_fn.loss.vgg.extractor)
-    assert not any(x.training for x in frozen)
+    # the layers whose behaviour depends on the mode
+    def leaves(m): return [x for x in m.modules() if not list(x.children())]
+    layers = leaves(t.G.extractor) + leaves(t.step_fn.loss.anime.extractor) + leaves(t.step_fn.loss.vgg.extractor)
+    assert not any(x.training for x in layers)
     # BatchNorm stats did not drift
     assert all(torch.equal(frozen[k], v) for k, v in t.G.extractor.state_dict().items())
     assert t.state.last_record["loss_anime"] > 0 and t.state.last_record["loss_vgg"] > 0

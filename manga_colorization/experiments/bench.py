@@ -5,7 +5,6 @@
 # %% ../../nbs/18c_bench.ipynb #e3ac8aaa
 from __future__ import annotations
 
-import copy
 import json
 import os
 import platform
@@ -23,27 +22,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from torchvision.models import vgg16
 
-from ..core import UserError, seed_everything
+from ..core import (UserError, autocast, bf16_supported, cpu_flags, precision_memory_format,
+                                     resolve_precision, seed_everything)
 from ..synthetic import synth_page, write_ascp
 from ..data import SketchDataModule
-from ..pretrained import DANBOORU_MEAN, DANBOORU_STD, danbooru_resnet50
 from ..models import create_model, make_generator, save_generator
-from ..losses import LOSSES
 from ..runs import TorchRunner
 from ..colorize import Colorizer, to_working
 # `train`, `superres` and `experiments.grid` are imported where they are used: this module is also the fresh process
 # of the page measurements (`_run_child`), whose peak RSS their imports would inflate (torchmetrics: 80 MiB).
 
 # %% auto #0
-__all__ = ['PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'machine_info', 'summarize', 'PeakMemory',
-           'measure', 'PlainVGGLoss', 'PlainAnimeLoss', 'plain_step', 'library_step', 'train_steps', 'copy_module',
-           'measure_pair', 'flop_rates', 'bench_train', 'device_levers', 'bench_levers', 'measure_page_memory',
-           'bench_page', 'bench_inference', 'bench_data', 'bench_superres', 'check_targets', 'run_bench',
-           'bench_markdown', 'run_bench_command', 'add_commands']
+__all__ = ['BF16_FLAGS', 'PEAK_BF16_TFLOPS', 'LEVERS', 'CUDA_LEVERS', 'SECTIONS', 'QUICK', 'FULL', 'PEER_GOAL', 'machine_info',
+           'summarize', 'PeakMemory', 'measure', 'library_step', 'train_pair', 'measure_pair', 'flop_rates',
+           'bench_train', 'device_levers', 'bench_levers', 'measure_page_memory', 'bench_page', 'bench_inference',
+           'bench_data', 'bench_superres', 'bench_precision', 'check_targets', 'run_bench', 'bench_markdown',
+           'run_bench_command', 'add_commands']
 
 # %% ../../nbs/18c_bench.ipynb #203cbe2b
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")     # the CPU flags of native bf16 units (AMX, AVX-512 BF16)
+
 def machine_info() -> dict:
     "CPU model, cores, memory, Python/torch versions and the accelerator, for the JSON header."
     cpu = platform.processor() or "unknown"
@@ -57,7 +56,8 @@ def machine_info() -> dict:
                 memory_gb=None if mem_gb is None else round(mem_gb, 1), python=platform.python_version(), platform=platform.platform(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-                device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+                device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                cpu_bf16_flags=sorted(set(BF16_FLAGS) & cpu_flags()), cpu_bf16=bf16_supported("cpu"))
     try:
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__
@@ -142,64 +142,89 @@ def measure(fn,                     # the work: called with no arguments
             t0 = time.perf_counter(); fn(); _sync(device); times.append(time.perf_counter() - t0)
     return dict(seconds=summarize(times), peak_mb=round(mem.peak_mb, 1))
 
-# %% ../../nbs/18c_bench.ipynb #6575ccb0
-_VGG_TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15}
-
-class PlainVGGLoss(nn.Module):
-    "Baseline VGG16 perceptual loss: all 31 layers run, weights trainable, target features with a graph."
-    def __init__(self, layers=("relu1_2", "relu2_2", "relu3_3")):
-        super().__init__()
-        self.net, self.taps = vgg16(weights=None).features, {_VGG_TAPS[l] for l in layers}
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x, feats = ((x + 1) / 2 - self.mean) / self.std, []
-        for i, layer in enumerate(self.net):
-            x = layer(x)
-            if i in self.taps: feats.append(x)
-        return feats
-
-    def forward(self, output, target):
-        return torch.stack([F.l1_loss(a, b) for a, b in zip(self.features(output), self.features(target))]).mean()
-
-class PlainAnimeLoss(nn.Module):
-    "Baseline anime loss: the Danbooru ResNet50 body with trainable weights, output and target in separate calls with graphs."
-    def __init__(self, input_size: int = 224):
-        super().__init__()
-        self.body, self.input_size = danbooru_resnet50(pretrained=False)[0], input_size
-        self.register_buffer("mean", torch.tensor(DANBOORU_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(DANBOORU_STD).view(1, 3, 1, 1))
-
-    def features(self, x):
-        x = F.interpolate(((x + 1) / 2 - self.mean) / self.std, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
-        return self.body(x)
-
-    def forward(self, output, target): return F.l1_loss(self.features(output), self.features(target))
-
 # %% ../../nbs/18c_bench.ipynb #7bf77e48
-def plain_step(G, D, vgg, anime, preset: dict, opt_g, opt_d):
-    "A training step (D then G) written the plain way, for the side-by-side baseline; returns `step(inp, target)`."
+class _UnetBlock(nn.Module):
+    "pix2pix's `UnetSkipConnectionBlock` with BatchNorm (convs without bias): down, inner block, up; input concatenated."
+    def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None, submodule: nn.Module | None = None,
+                 outermost: bool = False, innermost: bool = False, use_dropout: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        down = nn.Conv2d(input_nc or outer_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=False)
+        if outermost:
+            layers = [down, submodule, nn.ReLU(True), nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1), nn.Tanh()]
+        elif innermost:
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False), nn.BatchNorm2d(outer_nc)]
+        else:
+            layers = [nn.LeakyReLU(0.2, True), down, nn.BatchNorm2d(inner_nc), submodule, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=False), nn.BatchNorm2d(outer_nc)]
+            layers += [nn.Dropout(0.5)] if use_dropout else []
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x): return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+def _pix2pix_unet(input_nc: int = 1, output_nc: int = 3, num_downs: int = 8, ngf: int = 64) -> nn.Module:
+    "pix2pix's `UnetGenerator` (`unet_256` at its defaults) with dropout, as pix2pix trains it."
+    if num_downs < 5:
+        raise UserError(f"pix2pix's UnetGenerator has at least 5 downs, not {num_downs}: bench with --depth >= 5")
+    block = _UnetBlock(ngf * 8, ngf * 8, innermost=True)
+    for _ in range(num_downs - 5): block = _UnetBlock(ngf * 8, ngf * 8, submodule=block, use_dropout=True)
+    for outer in (4, 2, 1): block = _UnetBlock(ngf * outer, ngf * outer * 2, submodule=block)
+    return _UnetBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True)
+
+def _pix2pix_patchgan(input_nc: int = 4, ndf: int = 64, n_layers: int = 3) -> nn.Module:
+    "pix2pix's `NLayerDiscriminator` with BatchNorm: 4×4 convs, stride 2 but the last two, one logit per patch."
+    layers, mult = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], 1
+    for n in range(1, n_layers + 1):
+        prev, mult = mult, min(2 ** n, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2 if n < n_layers else 1, 1, bias=False),
+                   nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
+    return nn.Sequential(*layers, nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+
+def _pix2pix_init(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    "pix2pix's `init_weights(net, 'normal', 0.02)`."
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d): nn.init.normal_(m.weight, 1.0, gain); nn.init.zeros_(m.bias)
+    return net
+
+def _pix2pix_step(G: nn.Module, D: nn.Module, lr: float = 2e-4, beta1: float = 0.5, lambda_l1: float = 100.0):
+    "pix2pix's `optimize_parameters` on G and D with its Adams: `step(real_A, real_B) -> (loss_G, loss_D)` tensors."
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
     bce = nn.BCEWithLogitsLoss()
-    w_perc, a = preset.get("perceptual_weight", 0.0), preset.get("anime_mix", 1.0)
-    def step(inp, target):
-        fake = G(inp)
-        opt_d.zero_grad(set_to_none=False)
-        real_logits, fake_logits = D(inp, target), D(inp, fake.detach())
-        loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
-        loss_d.backward(); opt_d.step()
-        opt_g.zero_grad(set_to_none=False)
-        logits = D(inp, fake)
-        loss_g = 0.01 * bce(logits, torch.ones_like(logits)) + F.l1_loss(fake, target)
-        if w_perc > 0:
-            perc = a * vgg(fake, target) if vgg is not None else 0.0
-            if anime is not None: perc = perc + (1 - a) * anime(fake, target)
-            loss_g = loss_g + w_perc * perc
-        loss_g.backward(); opt_g.step()
-        return loss_g.item()
+    gan = lambda logits, real: bce(logits, torch.tensor(1.0 if real else 0.0, device=logits.device).expand_as(logits))
+    def step(real_A, real_B):
+        fake_B = G(real_A)                                            # forward()
+        D.requires_grad_(True); opt_d.zero_grad()                     # backward_D()
+        loss_D = 0.5 * (gan(D(torch.cat((real_A, fake_B), 1).detach()), False)
+                        + gan(D(torch.cat((real_A, real_B), 1)), True))
+        loss_D.backward(); opt_d.step()
+        D.requires_grad_(False); opt_g.zero_grad()                    # backward_G()
+        loss_G = gan(D(torch.cat((real_A, fake_B), 1)), True) + lambda_l1 * F.l1_loss(fake_B, real_B)
+        loss_G.backward(); opt_g.step()
+        return loss_G.detach(), loss_D.detach()
     return step
 
+_PIX2PIX = ("pix2pix reference step (junyanz/pytorch-CycleGAN-and-pix2pix): UnetGenerator + "
+            "NLayerDiscriminator(n_layers=3), Adam(2e-4, betas=(0.5, 0.999)), GAN + 100*L1, fp32")
+
+def _pix2pix_peer(width: int = 64, depth: int = 8, device: str | torch.device = "cpu", seed: int = 0):
+    "pix2pix's step on fresh networks in its init (G: `num_downs` `depth`, `ngf` `width`; D: `ndf` 64): `step(gray, rgb)`."
+    seed_everything(seed)
+    G = _pix2pix_init(_pix2pix_unet(1, 3, depth, width)).to(device).train()
+    D = _pix2pix_init(_pix2pix_patchgan(4, 64, 3)).to(device).train()
+    return _pix2pix_step(G, D)
+
 # %% ../../nbs/18c_bench.ipynb #807912bc
+def _fp32(config: dict) -> dict:
+    "`config` with fp32 training where `TrainConfig` has a precision (pix2pix's published step has no autocast)."
+    from dataclasses import fields
+    from manga_colorization.train import TrainConfig
+    return {"precision": "fp32", **config} if "precision" in {f.name for f in fields(TrainConfig)} else config
+
 def library_step(arch: str = "unet",      # generator name
                  loss: str = "l1",        # loss preset
                  size: int = 256,         # square image size
@@ -210,51 +235,38 @@ def library_step(arch: str = "unet",      # generator name
                  gen_options: dict | None = None,  # further `make_generator` options (e.g. ext_size)
                  config: dict | None = None,       # further `TrainConfig` fields (e.g. {"fused_adam": False})
                 ) -> tuple:
-    "(step, trainer, batch): `Trainer.train_batch` on one fixed synthetic batch, as training runs it."
+    "(step, trainer, batch): `Trainer.train_batch` on one fixed synthetic batch, as training runs it (fp32 unless `config`)."
     from manga_colorization.train import TrainConfig, Trainer
     tmp = tempfile.mkdtemp(prefix="mangacolor-bench-")
     cfg = TrainConfig(**{**dict(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch, width=width, depth=depth,
                                 limit=batch, val_limit=batch, device=device, seed=seed, pretrained=False, tensorboard=False,
-                                gen_options=gen_options, kind="bench"), **(config or {})})
+                                gen_options=gen_options, kind="bench"), **_fp32(config or {})})
     trainer = Trainer(cfg)
     inp, target = next(iter(trainer.train_loader))
     return (lambda: trainer.train_batch(inp, target)), trainer, (inp, target)
 
-def train_steps(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
-                device: str = "cpu", seed: int = 0, gen_options: dict | None = None) -> tuple:
-    "(fast, plain, batch): the library's `Trainer.train_batch` and the plain baseline on identical models and one fixed batch."
-    fast, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
-    dev, c = trainer.setup.device, trainer.config
-    G, D = copy_module(trainer.G, dev), copy_module(trainer.D, dev)
-    preset = LOSSES[loss]
-    uses_vgg = preset.get("perceptual_weight", 0) > 0 and preset.get("anime_mix", 1.0) > 0
-    uses_anime = preset.get("perceptual_weight", 0) > 0 and preset.get("anime_mix", 1.0) < 1
-    vgg = PlainVGGLoss().to(dev) if uses_vgg else None
-    anime = PlainAnimeLoss().to(dev) if uses_anime else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-    plain = plain_step(G, D, vgg, anime, preset, opt_g, opt_d)
-    x, y = inp.to(dev), target.to(dev)
-    return fast, (lambda: plain(x, y)), int(inp.shape[0])
-
-def copy_module(module: nn.Module, device) -> nn.Module:
-    "A deep copy of `module` on `device`, in training mode."
-    return copy.deepcopy(module).to(device).train()
+def train_pair(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
+               device: str = "cpu", seed: int = 0, gen_options: dict | None = None, peer=None) -> tuple:
+    "(library, peer, images): the library's `Trainer.train_batch` and pix2pix's step (`peer`, or a new one) on one batch."
+    library, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
+    dev = trainer.setup.device
+    peer = peer or _pix2pix_peer(width, depth, dev, seed)
+    a, b = inp[:, :1].to(dev), target.to(dev).float()           # the gray page (guidance channels aside) and its colour
+    return library, (lambda: peer(a, b)), int(inp.shape[0])
 
 # %% ../../nbs/18c_bench.ipynb #0927140b
-def measure_pair(fast, plain, warmup: int = 1, repeat: int = 3, device="cpu") -> tuple[dict, dict]:
-    "Time two callables alternately (fast, plain, fast, plain, ...) after warm-up; peak memory of each measured separately."
+def measure_pair(first, second, warmup: int = 1, repeat: int = 3, device="cpu") -> tuple[dict, dict]:
+    "Time two callables alternately (first, second, first, ...) after warm-up; the peak memory of each measured apart."
     device = torch.device(device)
-    for _ in range(warmup): fast(); plain()
-    times = {"fast": [], "plain": []}
-    peaks = {"fast": 0.0, "plain": 0.0}
+    for _ in range(warmup): first(); second()
+    times, peaks = ([], []), [0.0, 0.0]
     for _ in range(repeat):
-        for name, fn in (("fast", fast), ("plain", plain)):
+        for k, fn in enumerate((first, second)):
             with PeakMemory(device) as mem:
                 _sync(device); t0 = time.perf_counter(); fn(); _sync(device)
-                times[name].append(time.perf_counter() - t0)
-            peaks[name] = max(peaks[name], mem.peak_mb)
-    return tuple(dict(seconds=summarize(times[k]), peak_mb=round(peaks[k], 1)) for k in ("fast", "plain"))
+                times[k].append(time.perf_counter() - t0)
+            peaks[k] = max(peaks[k], mem.peak_mb)
+    return tuple(dict(seconds=summarize(times[k]), peak_mb=round(peaks[k], 1)) for k in (0, 1))
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense bf16 peaks, for MFU
 
@@ -272,20 +284,23 @@ def flop_rates(arch: str, loss: str, size: int, width: int, depth: int, images_p
 def bench_train(archs=("unet", "unet_att", "unet_ext", "unet_att_ext"), losses=("l1", "perceptual", "perceptual_anime"),
                 size: int = 256, batch: int = 2, width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3,
                 device: str = "cpu", gen_options: dict | None = None, progress: bool = True) -> list[dict]:
-    "Images/s and peak memory of one full iteration (D + G step) for each arch × loss: library step vs plain baseline."
-    rows = []
+    "Images/s and peak memory of one iteration (D + G step) for each arch × loss, side by side with pix2pix's step."
+    rows, peer = [], _pix2pix_peer(width, depth, device)          # one peer, trained on, timed beside every row
     for arch in archs:
         for loss in losses:
-            fast, plain, n = train_steps(arch, loss, size, batch, width, depth, device, gen_options=gen_options)
-            f, p = measure_pair(fast, plain, warmup, repeat, device)
-            row = dict(arch=arch, loss=loss, size=size, batch=n,
-                       fast_images_per_s=round(n / f["seconds"]["median"], 3), plain_images_per_s=round(n / p["seconds"]["median"], 3),
-                       speedup=round(p["seconds"]["median"] / f["seconds"]["median"], 3), fast=f, plain=p)
-            row.update(flop_rates(arch, loss, size, width, depth, row["fast_images_per_s"], device))
+            library, peer_fn, n = train_pair(arch, loss, size, batch, width, depth, device, gen_options=gen_options,
+                                             peer=peer)
+            ours, theirs = measure_pair(library, peer_fn, warmup, repeat, device)
+            s_ours, s_peer = ours["seconds"]["median"], theirs["seconds"]["median"]
+            row = dict(arch=arch, loss=loss, size=size, batch=n, peer=_PIX2PIX,
+                       library_images_per_s=round(n / s_ours, 3), peer_images_per_s=round(n / s_peer, 3),
+                       ratio=round(s_peer / s_ours, 3), library=ours, peer_step=theirs)
+            row.update(flop_rates(arch, loss, size, width, depth, row["library_images_per_s"], device))
             rows.append(row)
-            if progress: print(f"train {arch:>13} {loss:>16}: {row['fast_images_per_s']:.3g} img/s vs plain {row['plain_images_per_s']:.3g} "
-                               f"(x{row['speedup']:.2f}), peak {f['peak_mb']:.0f} vs {p['peak_mb']:.0f} MiB", flush=True)
-            del fast, plain
+            if progress: print(f"train {arch:>13} {loss:>16}: {row['library_images_per_s']:.3g} img/s vs pix2pix "
+                               f"{row['peer_images_per_s']:.3g} (ours/pix2pix x{row['ratio']:.2f}), "
+                               f"peak {ours['peak_mb']:.0f} vs {theirs['peak_mb']:.0f} MiB", flush=True)
+            del library, peer_fn
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #d34de586
@@ -583,28 +598,97 @@ def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list
             if progress: print(f"{arch} {backend}: {min(r['seconds']):.2f} s, {rows[-1]['output_mp_per_s']} output MP/s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr)
     return rows
 
-# %% ../../nbs/18c_bench.ipynb #3380bbaf
-SECTIONS = ("data", "inference", "train", "levers", "superres")   # run in this order: the loader first, while the process is fresh
+# %% ../../nbs/18c_bench.ipynb #prec0code1
+_NO_BF16 = "no bf16 units"
 
-QUICK = dict(train=dict(archs=("unet", "unet_att"), losses=("l1", "perceptual"), size=32, batch=2, width=8, depth=4, warmup=1, repeat=2),
+def _fp32_vs_bf16(fp32, bf16, warmup: int, repeat: int, device) -> dict:
+    "{fp32_s, bf16_s, ratio}: median seconds of the two callables timed alternately (fp32 alone and `skipped` without bf16)."
+    if bf16 is None:
+        m = measure(fp32, warmup, repeat, device)
+        return dict(fp32_s=round(m["seconds"]["median"], 4), bf16_s=None, ratio=None, skipped=_NO_BF16)
+    a, b = measure_pair(fp32, bf16, warmup, repeat, device)
+    f, h = a["seconds"]["median"], b["seconds"]["median"]
+    return dict(fp32_s=round(f, 4), bf16_s=round(h, 4), ratio=round(f / h, 3))
+
+def _precision_train_step(size: int, batch: int, warmup: int, repeat: int, device, bf16: bool) -> dict:
+    "The library's step of the default UNet in fp32, and the same `GANStep` in bf16 autocast + channels_last (same weights)."
+    from manga_colorization.train import DeviceSetup, GANStep
+    _, trainer, (inp, target) = library_step("unet", "l1", size, batch, device=device)     # width 64, depth 8: the default
+    fp32, fast = trainer.step_fn, None
+    if bf16:
+        p = resolve_precision("bf16", trainer.setup.device)
+        setup = DeviceSetup(trainer.setup.device, amp=p == "bf16", memory_format=precision_memory_format(p))
+        fast = GANStep(trainer.config, setup)
+        fast.G.load_state_dict(fp32.G.state_dict()); fast.D.load_state_dict(fp32.D.state_dict()); fast.wrap()
+    bf16_step = None if fast is None else (lambda: fast(inp, target))
+    return _fp32_vs_bf16(lambda: fp32(inp, target), bf16_step, warmup, repeat, device)
+
+def _colorizer(run: Path, device, working_size: int) -> Colorizer:
+    "A PyTorch `Colorizer` of `run` in fp32 (where `Colorizer` takes a precision, its `auto` could pick bf16)."
+    import inspect
+    fp32 = {"precision": "fp32"} if "precision" in inspect.signature(Colorizer).parameters else {}
+    return Colorizer(run, device=device, working_size=working_size, **fp32)
+
+class _Autocast(nn.Module):
+    "A network run in channels_last under bf16 autocast (the page's own arithmetic around it stays fp32)."
+    def __init__(self, net: nn.Module, device):
+        super().__init__()
+        self.net, self.device = net.to(memory_format=precision_memory_format("bf16")), device
+    def forward(self, *args, **kwargs):
+        with autocast(self.device, "bf16"): return self.net(*args, **kwargs)
+
+def _precision_page(page_size: tuple, working_size: int, width: int, depth: int, warmup: int, repeat: int, device,
+                    bf16: bool) -> dict:
+    "A page colorized in fp32, and by a second `Colorizer` of the run whose network runs channels_last under bf16 autocast."
+    _, run = _inference_run("unet", width, depth, working_size)
+    page = synth_page(0, 0, size=page_size).gray
+    col32, col16 = _colorizer(run, device, working_size), _colorizer(run, device, working_size)
+    col16.G.runner.G = _Autocast(col16.G.runner.G, device)        # `TorchRunner` returns its output as fp32
+    bf16_page = (lambda: col16.colorize(page)) if bf16 else None
+    return _fp32_vs_bf16(lambda: col32.colorize(page), bf16_page, warmup, repeat, device)
+
+def bench_precision(size: int = 128, batch: int = 4,               # the training step: the default UNet at size², batch
+                    page_size: tuple = (1654, 2339),               # the colorized page (width, height)
+                    working_size: int = 512,
+                    page_width: int = 64, page_depth: int = 8,     # the page's generator (default: the default UNet)
+                    warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> dict:
+    "fp32 against bf16 autocast + channels_last side by side: {train_step, page} of {fp32_s, bf16_s, ratio} (or `skipped`)."
+    bf16 = bf16_supported(device)
+    out = dict(train_step=_precision_train_step(size, batch, warmup, repeat, device, bf16),
+               page=_precision_page(tuple(page_size), working_size, page_width, page_depth, warmup, repeat, device,
+                                    bf16))
+    if progress:
+        for k, r in out.items():
+            bf = f"bf16 {r['bf16_s']:.3g} s (x{r['ratio']:.2f})" if r["ratio"] else f"bf16 skipped: {r['skipped']}"
+            print(f"precision {k}: fp32 {r['fp32_s']:.3g} s, {bf}", flush=True)
+    return out
+
+# %% ../../nbs/18c_bench.ipynb #3380bbaf
+SECTIONS = ("data", "inference", "train", "levers", "precision", "superres")   # run in this order: the loader first
+
+QUICK = dict(train=dict(archs=("unet", "unet_att"), losses=("l1", "perceptual"), size=32, batch=2, width=8, depth=5,
+                        warmup=1, repeat=2),
              levers=dict(size=32, width=8, depth=4, warmup=1, repeat=2),
              inference=dict(width=8, depth=4, page_size=(400, 566), working_sizes=(64,), batches=(1, 2), warmup=1, repeat=2),
              data=dict(n=12, size=32, batch=4, workers=(0,), repeat=1),
-             superres=dict(page_size=(160, 120), memory_output=(400, 600), repeat=1, tile=128, options={"width": 8}))
+             superres=dict(page_size=(160, 120), memory_output=(400, 600), repeat=1, tile=128, options={"width": 8}),
+             precision=dict(size=128, batch=4, page_size=(400, 566), working_size=64, page_width=8, page_depth=4,
+                            warmup=1, repeat=1))
 FULL = dict(train=dict(size=256, batch=2, warmup=1, repeat=3),
             levers=dict(size=256, batch=2, warmup=1, repeat=5),
             inference=dict(),
             data=dict(repeat=3),
-            superres=dict())
+            superres=dict(),
+            precision=dict(size=128, batch=4, warmup=1, repeat=3))
+
+PEER_GOAL = 0.95   # ours/pix2pix images/s from here is "the same speed" side by side (two runs differ by a few %)
 
 def _train_targets(train: dict) -> list[dict]:
-    "The training-step speed-up targets."
-    out = []
-    for loss, goal in (("perceptual", 1.5), ("l1", 1.0)):
-        if ("unet", loss) in train:
-            v = train[("unet", loss)]["speedup"]
-            out.append(dict(target=f"training step, unet + {loss}: >= {goal}x the plain baseline", value=v, holds=v >= goal))
-    return out
+    "The training-step target: the library's unet + l1 step at least as fast as pix2pix's reference step, side by side."
+    row = train.get(("unet", "l1"))
+    if row is None or "ratio" not in row: return []          # a JSON of before the peer (a plain baseline): no target
+    return [dict(target=f"training step, unet + l1: >= {PEER_GOAL}x pix2pix's reference step (images/s, side by side)",
+                 value=row["ratio"], holds=row["ratio"] >= PEER_GOAL)]
 
 def _data_targets(data: list[dict], train: dict) -> list[dict]:
     "The loader targets: the cache's gain, and keeping up with the training step."
@@ -614,7 +698,7 @@ def _data_targets(data: list[dict], train: dict) -> list[dict]:
     ratio = on["images_per_s"]["median"] / off["images_per_s"]["median"]
     out = [dict(target="loader with cache: >= 5x the uncached images/s", value=round(ratio, 2), holds=ratio >= 5)]
     if ("unet", "l1") in train:
-        need = train[("unet", "l1")]["fast_images_per_s"]
+        need = train[("unet", "l1")]["library_images_per_s"]
         out.append(dict(target="loader with cache: above the training step's consumption (unet + l1)",
                         value=f"{on['images_per_s']['median']:.0f} vs {need:.2f} img/s", holds=on["images_per_s"]["median"] > need))
     return out
@@ -666,7 +750,7 @@ def run_bench(quick: bool = False,                 # tiny models and inputs: a s
     result = dict(command=command, quick=quick, machine=machine_info(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     t0 = time.perf_counter()
     for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train), ("levers", bench_levers),
-                     ("superres", bench_superres)):
+                     ("precision", bench_precision), ("superres", bench_superres)):
         if name not in sections: continue
         kwargs = {**preset[name], **((overrides or {}).get(name) or {})}
         if name != "data": kwargs["device"] = device
@@ -692,18 +776,37 @@ def _superres_markdown(rows: list[dict]) -> list[str]:
     return head + [f"| {r['arch']} x{r['scale']} | {r['backend']} | {r['page']} | {r['threads']} | {_fmt(r['seconds'])} | "
                    f"{r['output_mp_per_s']:.3g} | {r['peak_rss_mb']} ({r['memory_page']}) |" for r in rows] + [""]
 
+def _train_markdown(rows: list[dict]) -> list[str]:
+    "The training table's lines: against pix2pix's step, or (a JSON of before the peer) against the plain baseline."
+    if not rows: return []
+    if "ratio" not in rows[0]:
+        head = ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | GFLOP/s (library) | heap growth MiB (library / plain) |",
+                "|---|---|---|---:|---:|---:|---:|---:|"]
+        return head + [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | {r['plain_images_per_s']:.3g} | "
+                       f"×{r['speedup']:.2f} | {_rate(r)} | {r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in rows] + [""]
+    head = [f"Peer: {rows[0]['peer']}, same sizes and batch, timed alternately in one process.", "",
+            "| arch | loss | size × batch | images/s (library) | images/s (pix2pix) | ours / pix2pix | GFLOP/s (library) "
+            "| heap growth MiB (library / pix2pix) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    return head + [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['library_images_per_s']:.3g} | "
+                   f"{r['peer_images_per_s']:.3g} | ×{r['ratio']:.2f} | {_rate(r)} | "
+                   f"{r['library']['peak_mb']:.0f} / {r['peer_step']['peak_mb']:.0f} |" for r in rows] + [""]
+
+def _precision_markdown(p: dict | None) -> list[str]:
+    "The fp32-against-bf16 table's lines (none without the section)."
+    if not p: return []
+    what = {"train_step": "training step, default UNet, 128² × 4", "page": "colorized page"}
+    cell = lambda r: "skipped: " + r["skipped"] if r.get("skipped") else f"{r['bf16_s']:.3g} | ×{r['ratio']:.2f}"
+    return (["| fp32 vs bf16 autocast + channels_last | fp32 s | bf16 s | fp32 / bf16 |", "|---|---:|---:|---:|"]
+            + [f"| {what.get(k, k)} | {r['fp32_s']:.3g} | {cell(r)} |" for k, r in p.items()] + [""])
+
 def bench_markdown(result: dict) -> str:
     "Markdown tables of a bench result (as written to the README's Performance section)."
     m = result["machine"]
     lines = [f"Machine: {m['cpu']}, {m['usable_cores']} cores, torch {m['torch']}, device {m['device']}, "
-             f"OMP_NUM_THREADS={m.get('omp_num_threads')}. Command: `{result.get('command') or 'mangacolor bench'}`.", ""]
-    if result.get("train"):
-        lines += ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | GFLOP/s (library) | heap growth MiB (library / plain) |",
-                  "|---|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | {r['plain_images_per_s']:.3g} | "
-                  f"×{r['speedup']:.2f} | {_rate(r)} | "
-                  f"{r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in result["train"]]
-        lines.append("")
+             f"OMP_NUM_THREADS={m.get('omp_num_threads')}"
+             + (f", CPU bf16 flags: {', '.join(m['cpu_bf16_flags']) or 'none'}" if "cpu_bf16_flags" in m else "")
+             + f". Command: `{result.get('command') or 'mangacolor bench'}`.", ""]
+    lines += _train_markdown(result.get("train") or [])
     if result.get("levers"):
         lines += ["| lever (alone) | step | images/s with | without | speed-up |", "|---|---|---:|---:|---:|"]
         lines += [f"| {r['lever']} | {r['arch']} + {r['loss']}, {r['size']}² × {r['batch']} | {r['on_images_per_s']:.3g} | {r['off_images_per_s']:.3g} | ×{r['speedup']:.2f} |"
@@ -719,6 +822,7 @@ def bench_markdown(result: dict) -> str:
         lines += ["| cache | workers | images/s median (min–max) |", "|---|---:|---|"]
         lines += [f"| {'on' if r['cache'] else 'off'} | {r['workers']} | {_fmt(r['images_per_s'])} |" for r in result["data"]]
         lines.append("")
+    lines += _precision_markdown(result.get("precision"))
     lines += _superres_markdown(result.get("superres") or [])
     if result.get("targets"):
         lines += ["| target | measured | holds |", "|---|---|---|"]
@@ -733,7 +837,7 @@ def run_bench_command(args) -> int:
     if args.losses: overrides["train"]["losses"] = tuple(args.losses)
     for key in ("size", "batch", "repeat"):
         if getattr(args, key) is not None: overrides["train"][key] = overrides["levers"][key] = getattr(args, key)
-    if args.repeat is not None: overrides["inference"]["repeat"] = args.repeat
+    if args.repeat is not None: overrides["inference"]["repeat"] = overrides["precision"]["repeat"] = args.repeat
     if args.page_size: overrides["inference"]["page_size"] = tuple(args.page_size)
     if args.data_n is not None: overrides["data"]["n"] = args.data_n
     json_path = args.json
@@ -747,9 +851,12 @@ def run_bench_command(args) -> int:
 
 def add_commands(subparsers) -> None:
     "Add `mangacolor bench`."
-    p = subparsers.add_parser("bench", help="speed and memory benchmarks, side by side with a plain baseline",
+    p = subparsers.add_parser("bench", help="speed and memory benchmarks, each side by side with its baseline",
                               description="Data loading (cache, workers), page inference (full-res, raw, network alone, whole-page network; "
-                                          "torch/onnx), the training step (library vs plain baseline, every arch x loss), single levers, and upscaling (output MP/s, peak memory).")
+                                          "torch/onnx), the training step (library vs pix2pix's reference step, "
+                                          "side by side, every arch x loss), single levers, fp32 vs bf16 (training "
+                                          "step of the default UNet at 128² x 4, a page), "
+                                          "and upscaling (output MP/s, peak memory).")
     p.add_argument("--quick", action="store_true", help="tiny models and inputs: a smoke test in seconds")
     p.add_argument("--json", help="write the full result (machine info, every figure as median/min/max) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
