@@ -52,8 +52,10 @@ def machine_info() -> dict:
     except OSError: pass
     try: mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError): mem_gb = None
-    info = dict(cpu=cpu, cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                memory_gb=None if mem_gb is None else round(mem_gb, 1), python=platform.python_version(), platform=platform.platform(),
+    info = dict(cpu=cpu, cores=os.cpu_count(),
+                usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                memory_gb=None if mem_gb is None else round(mem_gb, 1), python=platform.python_version(),
+                    platform=platform.platform(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                 device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -83,7 +85,8 @@ def _heap_reader():
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
         class MallInfo2(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
         libc.mallinfo2.restype = MallInfo2
     except (OSError, AttributeError):
         return None
@@ -95,7 +98,8 @@ def _heap_reader():
 _HEAP_MB = _heap_reader()
 
 class PeakMemory:
-    "Context manager: peak memory growth (MiB) during the block: malloc'd bytes in use (else RSS) sampled on CPU, the allocator's peak on CUDA."
+    ("Context manager: peak memory growth (MiB) during the block: malloc'd bytes in use (else RSS) sampled on CPU, the "
+     "allocator's peak on CUDA.")
     def __init__(self, device: str | torch.device = "cpu", interval: float = 0.001):
         self.device, self.interval = torch.device(device), interval
         self.read = _HEAP_MB or _rss_mb
@@ -144,7 +148,8 @@ def measure(fn,                     # the work: called with no arguments
 
 # %% ../../nbs/18c_bench.ipynb #7bf77e48
 class _UnetBlock(nn.Module):
-    "pix2pix's `UnetSkipConnectionBlock` with BatchNorm (convs without bias): down, inner block, up; input concatenated."
+    ("pix2pix's `UnetSkipConnectionBlock` with BatchNorm (convs without bias): down, inner block, up; input "
+     "concatenated.")
     def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None, submodule: nn.Module | None = None,
                  outermost: bool = False, innermost: bool = False, use_dropout: bool = False):
         super().__init__()
@@ -212,7 +217,8 @@ _PIX2PIX = ("pix2pix reference step (junyanz/pytorch-CycleGAN-and-pix2pix): Unet
             "NLayerDiscriminator(n_layers=3), Adam(2e-4, betas=(0.5, 0.999)), GAN + 100*L1, fp32")
 
 def _pix2pix_peer(width: int = 64, depth: int = 8, device: str | torch.device = "cpu", seed: int = 0):
-    "pix2pix's step on fresh networks in its init (G: `num_downs` `depth`, `ngf` `width`; D: `ndf` 64): `step(gray, rgb)`."
+    ("pix2pix's step on fresh networks in its init (G: `num_downs` `depth`, `ngf` `width`; D: `ndf` 64): `step(gray, "
+     "rgb)`.")
     seed_everything(seed)
     G = _pix2pix_init(_pix2pix_unet(1, 3, depth, width)).to(device).train()
     D = _pix2pix_init(_pix2pix_patchgan(4, 64, 3)).to(device).train()
@@ -235,11 +241,14 @@ def library_step(arch: str = "unet",      # generator name
                  gen_options: dict | None = None,  # further `make_generator` options (e.g. ext_size)
                  config: dict | None = None,       # further `TrainConfig` fields (e.g. {"fused_adam": False})
                 ) -> tuple:
-    "(step, trainer, batch): `Trainer.train_batch` on one fixed synthetic batch, as training runs it (fp32 unless `config`)."
+    ("(step, trainer, batch): `Trainer.train_batch` on one fixed synthetic batch, as training runs it (fp32 unless "
+     "`config`).")
     from manga_colorization.train import TrainConfig, Trainer
     tmp = tempfile.mkdtemp(prefix="mangacolor-bench-")
-    cfg = TrainConfig(**{**dict(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch, width=width, depth=depth,
-                                limit=batch, val_limit=batch, device=device, seed=seed, pretrained=False, tensorboard=False,
+    cfg = TrainConfig(**{**dict(data="synthetic", out=tmp, arch=arch, loss=loss, size=size, batch_size=batch,
+                                width=width, depth=depth,
+                                limit=batch, val_limit=batch, device=device, seed=seed, pretrained=False,
+                                    tensorboard=False,
                                 gen_options=gen_options, kind="bench"), **_fp32(config or {})})
     trainer = Trainer(cfg)
     inp, target = next(iter(trainer.train_loader))
@@ -247,7 +256,8 @@ def library_step(arch: str = "unet",      # generator name
 
 def train_pair(arch: str = "unet", loss: str = "l1", size: int = 256, batch: int = 2, width: int = 64, depth: int = 8,
                device: str = "cpu", seed: int = 0, gen_options: dict | None = None, peer=None) -> tuple:
-    "(library, peer, images): the library's `Trainer.train_batch` and pix2pix's step (`peer`, or a new one) on one batch."
+    ("(library, peer, images): the library's `Trainer.train_batch` and pix2pix's step (`peer`, or a new one) on one "
+     "batch.")
     library, trainer, (inp, target) = library_step(arch, loss, size, batch, width, depth, device, seed, gen_options)
     dev = trainer.setup.device
     peer = peer or _pix2pix_peer(width, depth, dev, seed)
@@ -268,10 +278,12 @@ def measure_pair(first, second, warmup: int = 1, repeat: int = 3, device="cpu") 
             peaks[k] = max(peaks[k], mem.peak_mb)
     return tuple(dict(seconds=summarize(times[k]), peak_mb=round(peaks[k], 1)) for k in (0, 1))
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense bf16 peaks, for MFU
+# dense bf16 peaks, for MFU
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 def flop_rates(arch: str, loss: str, size: int, width: int, depth: int, images_per_s: float, device="cpu") -> dict:
-    "Achieved GFLOP/s of a training step (FLOPs counted by `grid.train_step_flops`) and, on a known GPU, the model FLOPs utilisation."
+    ("Achieved GFLOP/s of a training step (FLOPs counted by `grid.train_step_flops`) and, on a known GPU, the model "
+     "FLOPs utilisation.")
     from manga_colorization.experiments.grid import train_step_flops
     flops = train_step_flops(arch, loss, size, width, depth)
     out = dict(gflop_per_image=round(flops / 1e9, 2), achieved_gflops=round(flops * images_per_s / 1e9, 1), mfu=None)
@@ -304,7 +316,8 @@ def bench_train(archs=("unet", "unet_att", "unet_ext", "unet_att_ext"), losses=(
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #d34de586
-LEVERS = {"fused Adam": ({}, {"fused_adam": False})}      # lever -> (TrainConfig fields with it, without it), every device
+# lever -> (TrainConfig fields with it, without it), every device
+LEVERS = {"fused Adam": ({}, {"fused_adam": False})}
 CUDA_LEVERS = {"bf16 autocast": ({}, {"amp": False}),       # the GPU path's levers: measured only where CUDA is
                "channels_last": ({}, {"channels_last": False}),
                "cuDNN benchmark": ({}, {"cudnn_benchmark": False}),
@@ -316,11 +329,14 @@ def device_levers(device: str = "cpu") -> dict:
 
 def bench_levers(levers=None,                  # names from `device_levers(device)`; default all of them
                  arch: str = "unet", loss: str = "perceptual", size: int = 256, batch: int = 2,
-                 width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
+                 width: int = 64, depth: int = 8, warmup: int = 1, repeat: int = 3, device: str = "cpu",
+                     progress: bool = True) -> list[dict]:
     "Speed-up of each library lever alone: `Trainer.train_batch` with it vs without it, timed alternately."
     table = device_levers(device)
     unknown = set(levers or ()) - set(table)
-    if unknown: raise UserError(f"lever(s) {', '.join(sorted(unknown))} do not apply on {device}: choose from {', '.join(table)}")
+    if unknown:
+        raise UserError(f"lever(s) {', '.join(sorted(unknown))} do not apply on {device}: choose from "
+                        f"{', '.join(table)}")
     rows = []
     for lever in (levers or tuple(table)):
         with_it, without = table[lever]
@@ -328,8 +344,10 @@ def bench_levers(levers=None,                  # names from `device_levers(devic
         off, _, _ = library_step(arch, loss, size, batch, width, depth, device, config=without)
         a, b = measure_pair(on, off, warmup + 2 * ("compile" in str(with_it)), repeat, device)   # compile: more warm-up
         n = int(batch_on[0].shape[0])
-        rows.append(dict(lever=lever, arch=arch, loss=loss, size=size, batch=n, on_images_per_s=round(n / a["seconds"]["median"], 3),
-                         off_images_per_s=round(n / b["seconds"]["median"], 3), speedup=round(b["seconds"]["median"] / a["seconds"]["median"], 3)))
+        rows.append(dict(lever=lever, arch=arch, loss=loss, size=size, batch=n,
+                         on_images_per_s=round(n / a["seconds"]["median"], 3),
+                         off_images_per_s=round(n / b["seconds"]["median"], 3),
+                             speedup=round(b["seconds"]["median"] / a["seconds"]["median"], 3)))
         if progress: print(f"lever {lever}: x{rows[-1]['speedup']:.3f}", flush=True)
     return rows
 
@@ -375,7 +393,8 @@ def _page_memory_child(W: int, H: int, strip_pixels: int, checkpoint: str, worki
 
 def measure_page_memory(checkpoint: str | Path, W: int = 10_000, H: int = 14_000, strip_pixels: int = 1 << 21,
                         working_size: int = 256) -> str:
-    "Colorize a synthetic W×H gray page in a fresh CPU process; returns its line: time, peak RSS and RSS above the loaded model."
+    ("Colorize a synthetic W×H gray page in a fresh CPU process; returns its line: time, peak RSS and RSS above the "
+     "loaded model.")
     return _run_child("page-memory", [W, H, strip_pixels, checkpoint, working_size])
 
 # %% ../../nbs/18c_bench.ipynb #8c05da84
@@ -428,7 +447,8 @@ def bench_page(checkpoint: str | Path,    # generator checkpoint or run folder
                repeats: int = 2,          # best of
                threads: int = 1,          # torch CPU threads
               ) -> dict:
-    "Seconds per page (best of `repeats`), network and page-size parts, and peak RSS, measured on CPU in a fresh process."
+    ("Seconds per page (best of `repeats`), network and page-size parts, and peak RSS, measured on CPU in a fresh "
+     "process.")
     argv = [checkpoint, working_size, int(raw), int(whole_page), page[0], page[1], repeats, threads]
     return json.loads(_run_child("page", argv, threads).splitlines()[-1])
 
@@ -450,12 +470,14 @@ def _inference_run(arch: str, width: int, depth: int, size: int) -> tuple[nn.Mod
     save_generator(G, run, {"size": size, "input_mode": "gray", "out_ch": 3})
     return G, run
 
-def _time_colorizer(col, page, mode: str, backend: str, batches: tuple, warmup: int, repeat: int, device: str) -> list[dict]:
+def _time_colorizer(col, page, mode: str, backend: str, batches: tuple, warmup: int, repeat: int,
+                    device: str) -> list[dict]:
     "Seconds per page of `Colorizer.colorize_batch` for each batch size."
     rows = []
     for b in batches:
         m = measure(lambda: col.colorize_batch([page] * b), warmup, repeat, device)
-        rows.append(dict(mode=mode, backend=backend, working_size=col.size, batch=b, seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
+        rows.append(dict(mode=mode, backend=backend, working_size=col.size, batch=b,
+                         seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
     return rows
 
 def _time_network(col, backend: str, batches: tuple, warmup: int, repeat: int, device: str) -> list[dict]:
@@ -464,22 +486,26 @@ def _time_network(col, backend: str, batches: tuple, warmup: int, repeat: int, d
     for b in batches:
         canvas = np.ones((b, 1, col.size, col.size), np.float32)
         m = measure(lambda: col.G(canvas), warmup, repeat, device)
-        rows.append(dict(mode="network only", backend=backend, working_size=col.size, batch=b, seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
+        rows.append(dict(mode="network only", backend=backend, working_size=col.size, batch=b,
+                         seconds_per_page=_per_page(m["seconds"], b), peak_mb=m["peak_mb"]))
     return rows
 
 def _time_whole_page(G: nn.Module, page, repeat: int, device: str) -> dict:
-    "Seconds for the network run on the whole page, padded to its multiple: what a colorizer without a working size does."
+    ("Seconds for the network run on the whole page, padded to its multiple: what a colorizer without a working size "
+     "does.")
     mult = 2 ** G.config.get("depth", 8)
     x = _padded(page, mult)
     runner = TorchRunner(G, device)
     m = measure(lambda: runner(x), 0 if repeat == 1 else 1, max(1, min(repeat, 2)), device)
-    return dict(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"], peak_mb=m["peak_mb"])
+    return dict(mode="whole-page network", backend="torch", working_size=None, batch=1, seconds_per_page=m["seconds"],
+                peak_mb=m["peak_mb"])
 
 def _add_fresh_rss(rows: list[dict], run: Path, page_size: tuple, working_size: int):
     "Add each batch-1 torch path's peak RSS, measured alone in a fresh process (`bench_page`)."
     for row in rows:
         if row["backend"] != "torch" or row["batch"] != 1 or row["mode"] == "network only": continue
-        r = bench_page(run, row["working_size"] or working_size, raw=row["mode"] == "raw", whole_page=row["mode"] == "whole-page network",
+        r = bench_page(run, row["working_size"] or working_size, raw=row["mode"] == "raw",
+                       whole_page=row["mode"] == "whole-page network",
                        page=page_size, repeats=1, threads=torch.get_num_threads())
         row["peak_rss_mb"] = r["peak_rss_mb"]
 
@@ -493,11 +519,14 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
                     page_size: tuple = (1654, 2339),                         # (width, height) of the page
                     working_sizes: tuple = (256, 512),
                     batches: tuple = (1, 8),                                 # pages per `colorize_batch` call
-                    backends: tuple = ("torch", "onnx"),                     # onnx is skipped when onnxruntime is missing
+                    # onnx is skipped when onnxruntime is missing
+                    backends: tuple = ("torch", "onnx"),
                     whole_page: bool = True,                                 # also time the network on the whole page
-                    rss: bool = True,                                        # also measure each batch-1 torch path's peak RSS in a fresh process
+                    # also measure each batch-1 torch path's peak RSS in a fresh process
+                    rss: bool = True,
                     warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> list[dict]:
-    "Seconds per page of `Colorizer` (full-res and raw, per backend and batch) and of the whole-page network, with peak memory."
+    ("Seconds per page of `Colorizer` (full-res and raw, per backend and batch) and of the whole-page network, with "
+     "peak memory.")
     G, run = _inference_run(arch, width, depth, working_sizes[0])
     page, rows = synth_page(0, 0, size=page_size).gray, []
     report = _print_rows if progress else (lambda new: None)
@@ -505,7 +534,8 @@ def bench_inference(arch: str = "unet", width: int = 64, depth: int = 8,     # g
         for ws in working_sizes:
             for raw in ((False, True) if backend == "torch" else (False,)):
                 col = Colorizer(run, device=device, backend=backend, working_size=ws, raw=raw)
-                new = _time_colorizer(col, page, "raw" if raw else "full-res", backend, batches if backend == "torch" else (1,), warmup, repeat, device)
+                new = _time_colorizer(col, page, "raw" if raw else "full-res", backend,
+                                      batches if backend == "torch" else (1,), warmup, repeat, device)
                 if not raw: new += _time_network(col, backend, batches, warmup, repeat, device)
                 rows += new; report(new)
     if whole_page: rows.append(_time_whole_page(G, page, repeat, device)); report(rows[-1:])
@@ -538,7 +568,8 @@ def bench_data(n: int = 64,                 # ASCP pairs written for the test
                 t0 = time.perf_counter(); one_pass(); times.append(time.perf_counter() - t0)
             s = summarize([images / t for t in times])
             rows.append(dict(cache=cache, workers=w, images=images, images_per_s=s))
-            if progress: print(f"data cache={'on ' if cache else 'off'} workers={w}: {s['median']:.1f} img/s", flush=True)
+            if progress:
+                print(f"data cache={'on ' if cache else 'off'} workers={w}: {s['median']:.1f} img/s", flush=True)
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #23ec3d3a
@@ -569,7 +600,8 @@ def _superres_child(run: str, backend: str, W: int, H: int, mW: int, mH: int, re
 def _sr_run(arch: str, scale: int, options: dict) -> Path:
     "An untrained upscaler saved as a run folder (speed does not depend on the weights)."
     run = Path(tempfile.mkdtemp(prefix="bench-sr-")) / arch
-    save_generator(create_model(arch, scale=scale, **options), run, {"task": "upscale", "scale": scale, "pad_multiple": 1})
+    save_generator(create_model(arch, scale=scale, **options), run,
+                   {"task": "upscale", "scale": scale, "pad_multiple": 1})
     return run
 
 def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list_models("upscale")`
@@ -580,7 +612,8 @@ def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list
                    threads: int = 2, repeat: int = 2, tile: int = 512,
                    options: dict | None = None,      # upscaler options, e.g. {"width": 8} (quick)
                    device: str = "cpu", progress: bool = True) -> list[dict]:
-    "Output MP/s of each upscaler and backend on `page_size` (fresh process, `threads` threads) and peak RSS on a `memory_output` page."
+    ("Output MP/s of each upscaler and backend on `page_size` (fresh process, `threads` threads) and peak RSS on a "
+     "`memory_output` page.")
     if device != "cpu": print("bench_superres: upscalers are timed on the CPU", file=sys.stderr)
     backends = [b for b in backends if b != "onnx" or _has_onnxruntime()]
     mem_in = (memory_output[0] // scale, memory_output[1] // scale)
@@ -591,18 +624,22 @@ def bench_superres(archs=("compact", "rrdb"),        # upscalers of `models.list
             argv = [run, backend, *page_size, *mem_in, repeat, tile, threads]
             r = json.loads(_run_child("superres", argv, threads).splitlines()[-1])
             out_mp = page_size[0] * page_size[1] * scale * scale / 1e6
-            rows.append(dict(arch=arch, backend=backend, scale=scale, threads=threads, page=f"{page_size[0]}x{page_size[1]}",
+            rows.append(dict(arch=arch, backend=backend, scale=scale, threads=threads,
+                             page=f"{page_size[0]}x{page_size[1]}",
                              seconds=summarize(r["seconds"]), output_mp_per_s=round(out_mp / min(r["seconds"]), 3),
                              memory_page=f"{memory_output[0]}x{memory_output[1]}", peak_rss_mb=r["peak_rss_mb"],
                              peak_above_model_mb=r["peak_above_model_mb"]))
-            if progress: print(f"{arch} {backend}: {min(r['seconds']):.2f} s, {rows[-1]['output_mp_per_s']} output MP/s, peak RSS {r['peak_rss_mb']} MB", file=sys.stderr)
+            if progress:
+                print(f"{arch} {backend}: {min(r['seconds']):.2f} s, {rows[-1]['output_mp_per_s']} output MP/s, peak "
+                      f"RSS {r['peak_rss_mb']} MB", file=sys.stderr)
     return rows
 
 # %% ../../nbs/18c_bench.ipynb #prec0code1
 _NO_BF16 = "no bf16 units"
 
 def _fp32_vs_bf16(fp32, bf16, warmup: int, repeat: int, device) -> dict:
-    "{fp32_s, bf16_s, ratio}: median seconds of the two callables timed alternately (fp32 alone and `skipped` without bf16)."
+    ("{fp32_s, bf16_s, ratio}: median seconds of the two callables timed alternately (fp32 alone and `skipped` without "
+     "bf16).")
     if bf16 is None:
         m = measure(fp32, warmup, repeat, device)
         return dict(fp32_s=round(m["seconds"]["median"], 4), bf16_s=None, ratio=None, skipped=_NO_BF16)
@@ -611,9 +648,11 @@ def _fp32_vs_bf16(fp32, bf16, warmup: int, repeat: int, device) -> dict:
     return dict(fp32_s=round(f, 4), bf16_s=round(h, 4), ratio=round(f / h, 3))
 
 def _precision_train_step(size: int, batch: int, warmup: int, repeat: int, device, bf16: bool) -> dict:
-    "The library's step of the default UNet in fp32, and the same `GANStep` in bf16 autocast + channels_last (same weights)."
+    ("The library's step of the default UNet in fp32, and the same `GANStep` in bf16 autocast + channels_last (same "
+     "weights).")
     from manga_colorization.train import DeviceSetup, GANStep
-    _, trainer, (inp, target) = library_step("unet", "l1", size, batch, device=device)     # width 64, depth 8: the default
+    # width 64, depth 8: the default
+    _, trainer, (inp, target) = library_step("unet", "l1", size, batch, device=device)
     fp32, fast = trainer.step_fn, None
     if bf16:
         p = resolve_precision("bf16", trainer.setup.device)
@@ -639,7 +678,8 @@ class _Autocast(nn.Module):
 
 def _precision_page(page_size: tuple, working_size: int, width: int, depth: int, warmup: int, repeat: int, device,
                     bf16: bool) -> dict:
-    "A page colorized in fp32, and by a second `Colorizer` of the run whose network runs channels_last under bf16 autocast."
+    ("A page colorized in fp32, and by a second `Colorizer` of the run whose network runs channels_last under bf16 "
+     "autocast.")
     _, run = _inference_run("unet", width, depth, working_size)
     page = synth_page(0, 0, size=page_size).gray
     col32, col16 = _colorizer(run, device, working_size), _colorizer(run, device, working_size)
@@ -652,7 +692,8 @@ def bench_precision(size: int = 128, batch: int = 4,               # the trainin
                     working_size: int = 512,
                     page_width: int = 64, page_depth: int = 8,     # the page's generator (default: the default UNet)
                     warmup: int = 1, repeat: int = 3, device: str = "cpu", progress: bool = True) -> dict:
-    "fp32 against bf16 autocast + channels_last side by side: {train_step, page} of {fp32_s, bf16_s, ratio} (or `skipped`)."
+    ("fp32 against bf16 autocast + channels_last side by side: {train_step, page} of {fp32_s, bf16_s, ratio} (or "
+     "`skipped`).")
     bf16 = bf16_supported(device)
     out = dict(train_step=_precision_train_step(size, batch, warmup, repeat, device, bf16),
                page=_precision_page(tuple(page_size), working_size, page_width, page_depth, warmup, repeat, device,
@@ -669,7 +710,8 @@ SECTIONS = ("data", "inference", "train", "levers", "precision", "superres")   #
 QUICK = dict(train=dict(archs=("unet", "unet_att"), losses=("l1", "perceptual"), size=32, batch=2, width=8, depth=5,
                         warmup=1, repeat=2),
              levers=dict(size=32, width=8, depth=4, warmup=1, repeat=2),
-             inference=dict(width=8, depth=4, page_size=(400, 566), working_sizes=(64,), batches=(1, 2), warmup=1, repeat=2),
+             inference=dict(width=8, depth=4, page_size=(400, 566), working_sizes=(64,), batches=(1, 2), warmup=1,
+                            repeat=2),
              data=dict(n=12, size=32, batch=4, workers=(0,), repeat=1),
              superres=dict(page_size=(160, 120), memory_output=(400, 600), repeat=1, tile=128, options={"width": 8}),
              precision=dict(size=128, batch=4, page_size=(400, 566), working_size=64, page_width=8, page_depth=4,
@@ -700,32 +742,39 @@ def _data_targets(data: list[dict], train: dict) -> list[dict]:
     if ("unet", "l1") in train:
         need = train[("unet", "l1")]["library_images_per_s"]
         out.append(dict(target="loader with cache: above the training step's consumption (unet + l1)",
-                        value=f"{on['images_per_s']['median']:.0f} vs {need:.2f} img/s", holds=on["images_per_s"]["median"] > need))
+                        value=f"{on['images_per_s']['median']:.0f} vs {need:.2f} img/s",
+                            holds=on["images_per_s"]["median"] > need))
     return out
 
 def _inference_targets(inf: list[dict]) -> list[dict]:
     "The page targets: seconds per A4 page at working size 512, and the gain over the whole-page network."
-    full = [r for r in inf if r["mode"] == "full-res" and r["backend"] == "torch" and r["batch"] == 1 and r["working_size"] == 512]
+    full = [r for r in inf
+            if r["mode"] == "full-res" and r["backend"] == "torch" and r["batch"] == 1 and r["working_size"] == 512]
     whole = [r for r in inf if r["mode"] == "whole-page network"]
     if not full: return []
     s = full[0]["seconds_per_page"]["median"]
-    out = [dict(target="1654x2339 page at working size 512, full resolution: < 1.5 s on CPU", value=round(s, 3), holds=s < 1.5)]
+    out = [dict(target="1654x2339 page at working size 512, full resolution: < 1.5 s on CPU", value=round(s, 3),
+                holds=s < 1.5)]
     if whole:
         ratio = whole[0]["seconds_per_page"]["median"] / s
-        out.append(dict(target="... and >= 5x faster than the network on the whole page", value=round(ratio, 1), holds=ratio >= 5))
+        out.append(dict(target="... and >= 5x faster than the network on the whole page", value=round(ratio, 1),
+                        holds=ratio >= 5))
     return out
 
 def _superres_targets(rows: list[dict]) -> list[dict]:
     "The upscaling target: the compact net enlarges a 1654x2339 page x2 in under 10 s on 2 cores (PyTorch)."
-    hit = [r for r in rows if r["arch"] == "compact" and r["backend"] == "torch" and r["page"] == "1654x2339" and r["scale"] == 2]
+    hit = [r for r in rows
+           if r["arch"] == "compact" and r["backend"] == "torch" and r["page"] == "1654x2339" and r["scale"] == 2]
     if not hit: return []
     s = hit[0]["seconds"]["min"]
-    return [dict(target=f"1654x2339 page upscaled x2 by the compact net: < 10 s on {hit[0]['threads']} threads", value=round(s, 2), holds=s < 10)]
+    return [dict(target=f"1654x2339 page upscaled x2 by the compact net: < 10 s on {hit[0]['threads']} threads",
+                 value=round(s, 2), holds=s < 10)]
 
 def check_targets(result: dict) -> list[dict]:
     "The issue's targets, each with the measured value and whether it holds."
     train = {(r["arch"], r["loss"]): r for r in result.get("train", [])}
-    return (_train_targets(train) + _data_targets(result.get("data", []), train) + _inference_targets(result.get("inference", []))
+    return (_train_targets(train) + _data_targets(result.get("data", []),
+                                                  train) + _inference_targets(result.get("inference", []))
             + _superres_targets(result.get("superres", [])))
 
 # %% ../../nbs/18c_bench.ipynb #f99c515f
@@ -738,18 +787,22 @@ def _write_json(result: dict, json_path: str | Path):
 
 def run_bench(quick: bool = False,                 # tiny models and inputs: a smoke test in seconds
               sections=SECTIONS,
-              json_path: str | Path | None = None,  # write the result here (never over an input; parent folders created)
+              # write the result here (never over an input; parent folders created)
+              json_path: str | Path | None = None,
               device: str = "cpu",
               overrides: dict | None = None,       # per-section keyword overrides, e.g. {"train": {"batch": 4}}
               command: str | None = None,          # the command line, recorded in the JSON
               progress: bool = True) -> dict:
-    "Run the chosen benchmark sections and return (and optionally write) one JSON-able result with machine info and targets."
+    ("Run the chosen benchmark sections and return (and optionally write) one JSON-able result with machine info and "
+     "targets.")
     unknown = set(sections) - set(SECTIONS)
-    if unknown: raise UserError(f"unknown bench section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+    if unknown:
+        raise UserError(f"unknown bench section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
     preset = QUICK if quick else FULL
     result = dict(command=command, quick=quick, machine=machine_info(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     t0 = time.perf_counter()
-    for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train), ("levers", bench_levers),
+    for name, fn in (("data", bench_data), ("inference", bench_inference), ("train", bench_train),
+                     ("levers", bench_levers),
                      ("precision", bench_precision), ("superres", bench_superres)):
         if name not in sections: continue
         kwargs = {**preset[name], **((overrides or {}).get(name) or {})}
@@ -771,22 +824,26 @@ def _rate(row: dict) -> str:
 def _superres_markdown(rows: list[dict]) -> list[str]:
     "The upscaling table's lines (none without rows)."
     if not rows: return []
-    head = ["| upscaler | backend | page (input) | threads | s/page median (min–max) | output MP/s | peak RSS MiB (output page) |",
+    head = ["| upscaler | backend | page (input) | threads | s/page median (min–max) | output MP/s | peak RSS MiB "
+            "(output page) |",
             "|---|---|---|---:|---|---:|---:|"]
-    return head + [f"| {r['arch']} x{r['scale']} | {r['backend']} | {r['page']} | {r['threads']} | {_fmt(r['seconds'])} | "
+    return head + [f"| {r['arch']} x{r['scale']} | {r['backend']} | {r['page']} | {r['threads']} | "
+                   f"{_fmt(r['seconds'])} | "
                    f"{r['output_mp_per_s']:.3g} | {r['peak_rss_mb']} ({r['memory_page']}) |" for r in rows] + [""]
 
 def _train_markdown(rows: list[dict]) -> list[str]:
     "The training table's lines: against pix2pix's step, or (a JSON of before the peer) against the plain baseline."
     if not rows: return []
     if "ratio" not in rows[0]:
-        head = ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | GFLOP/s (library) | heap growth MiB (library / plain) |",
+        head = ["| arch | loss | size × batch | images/s (library) | images/s (plain) | speed-up | GFLOP/s (library) "
+                "| heap growth MiB (library / plain) |",
                 "|---|---|---|---:|---:|---:|---:|---:|"]
-        return head + [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | {r['plain_images_per_s']:.3g} | "
-                       f"×{r['speedup']:.2f} | {_rate(r)} | {r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in rows] + [""]
+        return head + [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['fast_images_per_s']:.3g} | "
+                       f"{r['plain_images_per_s']:.3g} | ×{r['speedup']:.2f} | {_rate(r)} | "
+                       f"{r['fast']['peak_mb']:.0f} / {r['plain']['peak_mb']:.0f} |" for r in rows] + [""]
     head = [f"Peer: {rows[0]['peer']}, same sizes and batch, timed alternately in one process.", "",
-            "| arch | loss | size × batch | images/s (library) | images/s (pix2pix) | ours / pix2pix | GFLOP/s (library) "
-            "| heap growth MiB (library / pix2pix) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+            "| arch | loss | size × batch | images/s (library) | images/s (pix2pix) | ours / pix2pix "
+            "| GFLOP/s (library) | heap growth MiB (library / pix2pix) |", "|---|---|---|---:|---:|---:|---:|---:|"]
     return head + [f"| {r['arch']} | {r['loss']} | {r['size']}² × {r['batch']} | {r['library_images_per_s']:.3g} | "
                    f"{r['peer_images_per_s']:.3g} | ×{r['ratio']:.2f} | {_rate(r)} | "
                    f"{r['library']['peak_mb']:.0f} / {r['peer_step']['peak_mb']:.0f} |" for r in rows] + [""]
@@ -809,18 +866,22 @@ def bench_markdown(result: dict) -> str:
     lines += _train_markdown(result.get("train") or [])
     if result.get("levers"):
         lines += ["| lever (alone) | step | images/s with | without | speed-up |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['lever']} | {r['arch']} + {r['loss']}, {r['size']}² × {r['batch']} | {r['on_images_per_s']:.3g} | {r['off_images_per_s']:.3g} | ×{r['speedup']:.2f} |"
+        lines += [f"| {r['lever']} | {r['arch']} + {r['loss']}, {r['size']}² × {r['batch']} | "
+                  f"{r['on_images_per_s']:.3g} | {r['off_images_per_s']:.3g} | ×{r['speedup']:.2f} |"
                   for r in result["levers"]]
         lines.append("")
     if result.get("inference"):
-        lines += ["| mode | backend | working size | batch | s/page median (min–max) | heap growth MiB | peak RSS MiB (fresh process) |",
+        lines += ["| mode | backend | working size | batch | s/page median (min–max) | heap growth MiB | peak RSS MiB "
+                  "(fresh process) |",
                   "|---|---|---:|---:|---|---:|---:|"]
-        lines += [f"| {r['mode']} | {r['backend']} | {r['working_size'] or '—'} | {r['batch']} | {_fmt(r['seconds_per_page'])} | {r['peak_mb']:.0f} | "
+        lines += [f"| {r['mode']} | {r['backend']} | {r['working_size'] or '—'} | {r['batch']} | "
+                  f"{_fmt(r['seconds_per_page'])} | {r['peak_mb']:.0f} | "
                   f"{r.get('peak_rss_mb', '—')} |" for r in result["inference"]]
         lines.append("")
     if result.get("data"):
         lines += ["| cache | workers | images/s median (min–max) |", "|---|---:|---|"]
-        lines += [f"| {'on' if r['cache'] else 'off'} | {r['workers']} | {_fmt(r['images_per_s'])} |" for r in result["data"]]
+        lines += [f"| {'on' if r['cache'] else 'off'} | {r['workers']} | {_fmt(r['images_per_s'])} |"
+                  for r in result["data"]]
         lines.append("")
     lines += _precision_markdown(result.get("precision"))
     lines += _superres_markdown(result.get("superres") or [])
@@ -852,7 +913,8 @@ def run_bench_command(args) -> int:
 def add_commands(subparsers) -> None:
     "Add `mangacolor bench`."
     p = subparsers.add_parser("bench", help="speed and memory benchmarks, each side by side with its baseline",
-                              description="Data loading (cache, workers), page inference (full-res, raw, network alone, whole-page network; "
+                              description="Data loading (cache, workers), page inference (full-res, raw, network "
+                                          "alone, whole-page network; "
                                           "torch/onnx), the training step (library vs pix2pix's reference step, "
                                           "side by side, every arch x loss), single levers, fp32 vs bf16 (training "
                                           "step of the default UNet at 128² x 4, a page), "
@@ -860,7 +922,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="tiny models and inputs: a smoke test in seconds")
     p.add_argument("--json", help="write the full result (machine info, every figure as median/min/max) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS), help="what to measure (default: all)")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS),
+                   help="what to measure (default: all)")
     p.add_argument("--archs", nargs="+", help="generators to time (default: all four)")
     p.add_argument("--losses", nargs="+", help="loss presets to time (default: all three)")
     p.add_argument("--size", type=int, help="training image size (default 256)")
