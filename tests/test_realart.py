@@ -152,3 +152,113 @@ def test_cli_refuses_a_foreign_folder(built, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "not a realart dataset" in err and err.count("\n") == 1
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+# ---- the colour set (issue 23): its own sources, the colour rule, no leakage, its own split list, --drop-gray ----
+TUX, UNITS = realart.COLOUR_SOURCES[1], realart.COLOUR_SOURCES[2]
+GRAY_CLIP = {"palette.png", "wide.png"}          # all white / gray LA in the fake openclipart tree
+
+
+def _fake_colour_packages(cache: Path) -> None:
+    "Fake unpacked trees of Tux Paint's stamps and Wesnoth's unit sprites beside the fake openclipart + portraits."
+    tux = cache / "unpacked" / TUX.package
+    tux.mkdir(parents=True)
+    (tux / ".version").write_text("2022.06.04-test\n")
+    rng = np.random.default_rng(1)
+    for name in ("animals/cat.png", "animals/cow.png", "food/pie.png", "food/fig.png", "cat0/ant.png"):
+        _png(tux / TUX.root / name, Image.fromarray(rng.integers(0, 255, (10, 9, 3), dtype=np.uint8)))
+    _png(tux / TUX.root / "nature/rock.png", Image.new("LA", (9, 9), (120, 255)))       # gray: dropped, counted
+    units = cache / "unpacked" / UNITS.package / UNITS.root
+    for name in ("humans/knight.png", "humans/knight-defend.png", "humans/knight-attack-1.png", "elves/mage.png",
+                 "elves/mage-die2.png", "elves/scout.png", "orcs/grunt.png"):
+        _png(units / name, Image.fromarray(rng.integers(0, 255, (8, 8, 4), dtype=np.uint8), "RGBA"))
+
+
+@pytest.fixture(scope="module")
+def colour(built):
+    tmp, *_ = built
+    _fake_colour_packages(tmp / "cache")
+    summary = realart.build(tmp / "cache", tmp / "out" / "colour", tmp / "colour.json", write_split=True,
+                            bench="colour", base_split=tmp / "split.json", store_root=tmp / "out", **PARAMS)
+    return tmp, summary, json.loads((tmp / "colour.json").read_text())
+
+
+def test_colour_sources_counts_and_licences(colour):
+    _, summary, record = colour
+    src = record["sources"]
+    assert (src["openclipart"]["gray"], src["openclipart"]["kept"]) == (len(GRAY_CLIP), N_GOOD - len(GRAY_CLIP))
+    assert (src["tuxpaint"]["found"], src["tuxpaint"]["gray"], src["tuxpaint"]["kept"]) == (6, 1, 5)
+    assert (src["wesnoth-units"]["found"], src["wesnoth-units"]["frames"], src["wesnoth-units"]["kept"]) == (7, 2, 5)
+    assert src["wesnoth"]["kept"] == 3 and src["tuxpaint"]["licence"] == "GPL-2+"
+    assert src["openclipart"]["licence"] == "public domain" and src["tuxpaint"]["version"] == "2022.06.04-test"
+    assert record["packages"] == {CLIP.package: "1:0.18-test", TUX.package: "2022.06.04-test",
+                                  WES.package: "1:1.16-test"}
+    assert record["colour"]["gray_below"] == realart.GRAY_CHROMA and "no_leakage" in record
+    names = {Path(f["path"]).name for f in record["files"]}
+    assert not names & (GRAY_CLIP | {"rock.png", "knight-attack-1.png", "mage-die2.png"})
+    assert all(f["chroma"] >= realart.GRAY_CHROMA for f in record["files"])
+    assert summary["dropped"]["tuxpaint"]["gray"] == 1 and summary["skipped"]["wesnoth-units"]["frames"] == 2
+    assert summary["licences"]["wesnoth-units"] == "wesnoth-1.16-data 1:1.16-test, GPL-2+"
+    assert sum(summary["splits"].values()) == len(record["files"]) == 8 + 5 + 5 + 3
+
+
+def test_colour_set_never_leaks_the_default_held_out(colour):
+    tmp, _, record = colour
+    base = json.loads((tmp / "split.json").read_text())       # (another test edits the fixture's copy)
+    before = {f["sha256"]: f["split"] for f in base["files"]}
+    for f in record["files"]:          # openclipart and the portraits keep today's split (cross stays cross)
+        if f["sha256"] in before: assert f["split"] == before[f["sha256"]], f
+    held = {s for s, split in before.items() if split != "train"}
+    assert not [f for f in record["files"] if f["split"] == "train" and f["sha256"] in held]
+    ant = {f["path"].split("/")[-3]: f["split"] for f in record["files"] if f["path"].endswith("cat0/ant.png")}
+    assert ant["png"] == ant["stamps"]           # tuxpaint's ant.png follows openclipart's ant family
+    knights = {f["split"] for f in record["files"] if "/knight" in f["path"]}
+    assert len(knights) == 1                     # a unit's sprites stay on one side
+
+
+def test_colour_split_round_trip_and_leak_check(colour, tmp_path):
+    tmp, _, record = colour
+    again = tmp_path / "colour.json"
+    kw = {"bench": "colour", "base_split": tmp / "split.json", "store_root": tmp / "out"}
+    realart.build(tmp / "cache", tmp_path / "c1", again, write_split=True, **kw, **PARAMS)
+    assert json.loads(again.read_text()) == record                        # build twice → the same list
+    summary = realart.build(tmp / "cache", tmp_path / "c2", again, **kw)  # checked against it
+    assert summary["splits"] == colour[1]["splits"]
+    found = sorted(p.relative_to(tmp_path / "c2").as_posix() for p in (tmp_path / "c2").rglob("*.png")
+                   if ".rendered" not in p.parts)
+    assert "cross/wesnoth/humans/p0.png" in found and any(p.split("/")[1] == "tuxpaint" for p in found)
+    base = json.loads((tmp / "split.json").read_text())
+    held = next(f for f in base["files"] if f["split"] == "test")
+    leaky = {**record, "files": [{**f, "split": "train"} if f["sha256"] == held["sha256"] else f
+                                 for f in record["files"]]}
+    again.write_text(json.dumps(leaky))
+    with pytest.raises(realart.RealArtError, match="held out by the base benchmark"):
+        realart.build(tmp / "cache", tmp_path / "c3", again, **kw)
+
+
+def test_colour_cli_writes_out_colour(colour, tmp_path, capsys):
+    tmp, summary, _ = colour
+    rc = realart.main(["build", "--set", "colour", "--cache", str(tmp / "cache"), "--out", str(tmp_path / "ds"),
+                       "--split-list", str(tmp / "colour.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "tuxpaint (tuxpaint-stamps-default 2022.06.04-test, GPL-2+)" in out and "gray=1" in out
+    assert json.loads((tmp_path / "ds" / "colour" / realart.MANIFEST).read_text())["set"] == "colour"
+    dm = SketchDataModule(tmp_path / "ds" / "colour", batch_size=2, resize=8, num_workers=0, cache=False, pairs=False)
+    assert {s: len(v) for s, v in dm.sources.items()} == {s: summary["splits"][s] for s in ("train", "val", "test")}
+    realart.check_out(tmp_path / "ds")          # a root holding only colour/ (a realart build) is no foreign folder
+
+
+def test_drop_gray_is_recorded(built, tmp_path, capsys):
+    tmp, *_ = built
+    record = json.loads((tmp / "split.json").read_text())
+    gray_train = sum(f["split"] == "train" and Path(f["path"]).name in GRAY_CLIP for f in record["files"])
+    rc = realart.main(["build", "--drop-gray", "--cache", str(tmp / "cache"), "--out", str(tmp_path),
+                       "--split-list", str(tmp / "split.json")])
+    assert rc == 0 and f"--drop-gray: {gray_train} gray train target(s) left out" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / realart.MANIFEST).read_text())
+    assert (manifest["drop_gray"], manifest["gray_dropped_from_train"]) == (True, gray_train)
+    train = {p.name for p in (tmp_path / "train").rglob("*.png")}
+    assert not train & GRAY_CLIP and len(train) == sum(f["split"] == "train" for f in record["files"]) - gray_train
+    assert json.loads((tmp / "split.json").read_text()) == record              # the split list does not change
+    plain = realart.build(tmp / "cache", tmp_path, tmp / "split.json")        # without the flag: all of train again
+    assert plain["gray_dropped_from_train"] is None and plain["splits"]["train"] == len(train) + gray_train

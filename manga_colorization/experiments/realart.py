@@ -22,30 +22,42 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..core import UserError
+from ..core import rgb_to_lab
+from ..metrics import GRAY_CHROMA
 
 # %% auto #0
-__all__ = ['DESCRIPTION', 'SPLIT_LIST', 'DEFAULTS', 'SPLIT_PARAMS', 'SPLITS', 'MANIFEST', 'SOURCES', 'RealArtError', 'Source',
-           'cache_root', 'find_deb', 'download', 'deb_version', 'unpack', 'installed_version', 'fetch', 'sha256_file',
-           'scan', 'pixel_limit', 'header_size', 'flatten_on_white', 'render', 'render_all', 'survey', 'family',
-           'assign_splits', 'split_record', 'write_split_list', 'read_split_list', 'verify', 'materialize', 'check_out',
-           'check_params', 'build', 'summarize', 'print_summary', 'add_realart_arguments', 'run_realart',
-           'add_commands', 'main']
+__all__ = ['DESCRIPTION', 'SPLIT_LIST', 'COLOUR_SPLIT_LIST', 'DEFAULTS', 'SPLIT_PARAMS', 'SPLITS', 'MANIFEST', 'CHROMA_SIDE',
+           'INK_L', 'SOURCES', 'COLOUR_SOURCES', 'SETS', 'COLOUR_RULE', 'RealArtError', 'Source', 'BenchSet',
+           'bench_set', 'cache_root', 'find_deb', 'download', 'deb_version', 'unpack', 'installed_version', 'fetch',
+           'sha256_file', 'scan', 'pixel_limit', 'header_size', 'flatten_on_white', 'render', 'render_all',
+           'file_chroma', 'measure_chroma', 'is_gray', 'drop_gray_train', 'survey', 'family', 'unit_family',
+           'assign_splits', 'split_record', 'write_split_list', 'read_split_list', 'verify', 'pins', 'check_leakage',
+           'materialize', 'check_out', 'check_params', 'build', 'summarize', 'print_summary', 'add_realart_arguments',
+           'run_realart', 'add_commands', 'main']
 
 # %% ../../nbs/17_realart.ipynb #d83cf042
 DESCRIPTION = ("A real-art benchmark anyone can rebuild offline (issue 13): Debian's openclipart PNGs (train / val for "
                "model selection / test, held out for reporting) and Wesnoth's painted portraits (held out entirely: "
                "the cross-domain test), as folders `SketchDataModule` reads: OUT/train, OUT/val, OUT/test (in-domain) "
                "and OUT/cross (cross-domain, not a split SketchDataModule loads; evaluate it as a folder). "
-               "Near-duplicate name families (`x_01.png`, `x_02.png`, `x.png`) stay on one side.")
+               "Near-duplicate name families (`x_01.png`, `x_02.png`, `x.png`) stay on one side. "
+               "`--set colour` builds a second, colour-only benchmark into OUT/colour with its own split list "
+               "(issue 23): the colour subset of openclipart (keeping today's split), Tux Paint's stamps and "
+               "Wesnoth's unit art, with the colour Wesnoth portraits as its cross set. `--drop-gray` leaves the "
+               "already-gray targets out of train.")
 
 SPLIT_LIST = Path(str(files("manga_colorization.experiments") / "realart_split.json"))   # installed with the package
+COLOUR_SPLIT_LIST = Path(str(files("manga_colorization.experiments") / "realart_colour_split.json"))
 DEFAULTS = {"seed": 0, "heldout": 0.1, "val": 0.05, "max_pixels": 40_000_000, "max_side": 512}
 SPLIT_PARAMS = ("seed", "heldout", "val", "max_pixels")
 SPLITS = ("train", "val", "test", "cross")   # folders of OUT: in-domain train / selection / report; cross-domain
 MANIFEST = "realart.json"                             # written into the dataset folder: marks it as ours
+CHROMA_SIDE = 128   # the colour criterion measures an image shrunk to this longer side (the studies' 128² scale)
+INK_L = 95.0        # ... over its drawn pixels: Lab lightness L* below this (the white background left out)
 
 
 class RealArtError(UserError):
@@ -59,10 +71,46 @@ class Source:
     package: str
     root: str           # the images' folder inside the package
     heldout_only: bool  # True: every image goes to the cross-domain split (OUT/cross)
+    licence: str = ""   # as the package's /usr/share/doc/PACKAGE/copyright states it
+    skip_numbered: bool = False   # skip files whose name holds a digit (animation frames), counted as `frames`
+    unit_family: bool = False     # name family = the name's first word before '-' (a unit's sprites stay together)
 
 
-SOURCES = (Source("openclipart", "openclipart-png", "usr/share/openclipart/png", False),
-           Source("wesnoth", "wesnoth-1.16-data", "usr/share/games/wesnoth/1.16/data/core/images/portraits", True))
+_WESNOTH = "usr/share/games/wesnoth/1.16/data/core/images"
+SOURCES = (Source("openclipart", "openclipart-png", "usr/share/openclipart/png", False, "public domain"),
+           Source("wesnoth", "wesnoth-1.16-data", f"{_WESNOTH}/portraits", True, "GPL-2+"))
+COLOUR_SOURCES = (SOURCES[0],
+                  Source("tuxpaint", "tuxpaint-stamps-default", "usr/share/tuxpaint/stamps", False, "GPL-2+"),
+                  Source("wesnoth-units", "wesnoth-1.16-data", f"{_WESNOTH}/units", False, "GPL-2+",
+                         skip_numbered=True, unit_family=True),
+                  SOURCES[1])
+
+# %% ../../nbs/17_realart.ipynb #db7ca704
+@dataclass(frozen=True)
+class BenchSet:
+    "A benchmark this machinery builds: its sources, its committed split list, its folder and its rules."
+    name: str
+    sources: tuple
+    split_list: Path
+    subdir: str = ""            # written to OUT/<subdir> ("": OUT itself)
+    colour_only: bool = False   # gray files (see `file_chroma`) are dropped from every split, counted as `gray`
+    base: Path | None = None    # another benchmark's split list: its val/test/cross files never land in this train
+    by_source: bool = False     # OUT/<split>/<source>/... (sources may share folder names)
+
+
+SETS = {"default": BenchSet("default", SOURCES, SPLIT_LIST),
+        "colour": BenchSet("colour", COLOUR_SOURCES, COLOUR_SPLIT_LIST, "colour", colour_only=True, base=SPLIT_LIST,
+                           by_source=True)}
+COLOUR_RULE = {"measure": f"mean Lab chroma C*ab of the drawn pixels (L* < {INK_L:g}) of the image on white, "
+                          f"box-shrunk to {CHROMA_SIDE} px on its longer side; gray below metrics.GRAY_CHROMA",
+               "gray_below": GRAY_CHROMA, "side": CHROMA_SIDE, "ink_below_L": INK_L}
+
+
+def bench_set(name: str | BenchSet) -> BenchSet:
+    "The benchmark set of that name (one-line error for an unknown one)."
+    if isinstance(name, BenchSet): return name
+    if name not in SETS: raise RealArtError(f"unknown --set {name!r}: choose from {', '.join(SETS)}")
+    return SETS[name]
 
 
 def cache_root(cache: str | os.PathLike | None = None) -> Path:
@@ -129,13 +177,13 @@ def installed_version(cache: Path, package: str, missing_ok: bool = False) -> st
     raise RealArtError(f"{package} is not unpacked in {cache / 'unpacked'}: run `mangacolor realart fetch` first")
 
 # %% ../../nbs/17_realart.ipynb #a0a18f16
-def fetch(cache: Path) -> dict[str, str]:
-    "Download and unpack every source package into `cache` (skipping what is done); `{package: version}`."
+def fetch(cache: Path, sources: tuple = SOURCES) -> dict[str, str]:
+    "Download and unpack every package of `sources` into `cache` (skipping what is done); `{package: version}`."
     versions = {}
-    for src in SOURCES:
-        deb = download(src.package, cache / "debs")
-        versions[src.package] = deb_version(deb)
-        unpack(deb, cache / "unpacked" / src.package, versions[src.package])
+    for package in dict.fromkeys(s.package for s in sources):
+        deb = download(package, cache / "debs")
+        versions[package] = deb_version(deb)
+        unpack(deb, cache / "unpacked" / package, versions[package])
     return versions
 
 # %% ../../nbs/17_realart.ipynb #f6cc6af5
@@ -223,11 +271,43 @@ def render_all(entries: list[dict], store: Path, params: dict, jobs: int = 1) ->
     else: errors = [_render_one(w) for w in work]
     return {e["path"]: err for e, err in zip(entries, errors) if err}
 
+# %% ../../nbs/17_realart.ipynb #8889db02
+def file_chroma(path: Path, side: int = CHROMA_SIDE) -> float:
+    ("Mean Lab chroma C*ab of an image file's drawn pixels (L* < `INK_L`: the white background left out; 0 when there "
+     "are none), on white, box-shrunk to at most `side` px on its longer side; rounded to 3 decimals.")
+    with Image.open(path) as img:
+        small = flatten_on_white(img)
+    small.thumbnail((side, side), Image.BOX)
+    lab = rgb_to_lab(torch.from_numpy(np.asarray(small, np.float32) / 255).permute(2, 0, 1)[None])[0]
+    ink = lab[0] < INK_L
+    return round(float(torch.hypot(lab[1], lab[2])[ink].mean()), 3) if ink.any() else 0.0
+
+def measure_chroma(entries: list[dict], store: Path, jobs: int = 1) -> None:
+    "Set each entry's `chroma`, measured on its rendered image in `store`, where it is not known yet."
+    todo = [e for e in entries if e.get("chroma") is None]
+    paths = [store / f"{e['sha256']}.png" for e in todo]
+    if jobs > 1 and len(paths) > 64:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs) as pool: values = list(pool.map(file_chroma, paths, chunksize=32))
+    else: values = [file_chroma(p) for p in paths]
+    for e, c in zip(todo, values): e["chroma"] = c
+
+def is_gray(entry: dict) -> bool:
+    "True when an entry's image is already gray: its drawn pixels' mean Lab chroma is below `metrics.GRAY_CHROMA`."
+    return entry["chroma"] < GRAY_CHROMA
+
+def drop_gray_train(kept: list[dict], store: Path, jobs: int = 1) -> tuple[list[dict], int]:
+    "The entries without the gray train targets (the other splits untouched), and how many were dropped."
+    train = [e for e in kept if e["split"] == "train"]
+    measure_chroma(train, store, jobs)
+    return [e for e in kept if e["split"] != "train" or not is_gray(e)], sum(map(is_gray, train))
+
 # %% ../../nbs/17_realart.ipynb #17995d9f
-def survey(entries: list[dict], max_pixels: int) -> tuple[list[dict], dict]:
+def survey(entries: list[dict], max_pixels: int, seen: set | None = None) -> tuple[list[dict], dict]:
     ("Hash every file and read its header: the kept entries (with sha256, size) and the counts dropped (duplicate, too "
-     "large, unreadable).")
-    kept, seen, counts = [], set(), {"duplicates": 0, "too_large": 0, "unreadable": 0}
+     "large, unreadable). `seen`: the hashes kept so far, shared across sources (a file met again is a duplicate).")
+    kept, counts = [], {"duplicates": 0, "too_large": 0, "unreadable": 0}
+    seen = set() if seen is None else seen
     for e in entries:
         e["sha256"] = sha256_file(e["file"])
         if e["sha256"] in seen: counts["duplicates"] += 1; continue
@@ -246,36 +326,59 @@ def family(path: str) -> str:
     stem = _NUMBERED.sub("", Path(path).stem.lower())
     return stem or Path(path).stem.lower()
 
+def unit_family(path: str) -> str:
+    "The family of a unit's sprite: the name's first word before '-' (`bowman-ne-bow-defend.png` → 'bowman')."
+    return family(Path(path).stem.lower().split("-")[0])
+
 def _families(pool: list[dict]) -> list[list[dict]]:
-    "The entries grouped by name family, in a fixed order (each family's smallest sha256)."
+    "The entries grouped by name family (an entry's own `family`, else its name's), in a fixed order (smallest sha256)."
     groups: dict[str, list[dict]] = {}
-    for e in pool: groups.setdefault(family(e["path"]), []).append(e)
+    for e in pool: groups.setdefault(e.get("family") or family(e["path"]), []).append(e)
     return sorted(groups.values(), key=lambda g: min(e["sha256"] for e in g))
 
+# %% ../../nbs/17_realart.ipynb #186054dd
+_HELD = ("test", "val", "train")   # most held-out first: a family with pinned members takes the first of theirs
+
 def assign_splits(entries: list[dict], seed: int, heldout: float, val: float = 0.0) -> None:
-    ("Set each entry's split: held-out-only sources → cross; the rest by whole name families in a seeded order → test "
-     "(`heldout` share), val (`val` share), train.")
+    ("Set each entry's split: held-out-only sources → cross; the rest by whole name families → test (`heldout` share), "
+     "val (`val` share), train. A family with a `pinned` member (a split another benchmark gave that file) takes its "
+     "most held-out pin; the other families follow a seeded order.")
     for e in entries:
         if e["heldout_only"]: e["split"] = "cross"
     pool = [e for e in entries if not e["heldout_only"]]
-    groups = _families(pool)
     quota = {"test": round(heldout * len(pool)), "val": round(val * len(pool))}
+    groups = []
+    for g in _families(pool):
+        pins = [e["pinned"] for e in g if e.get("pinned")]
+        if not pins: groups.append(g); continue
+        split = min(pins, key=_HELD.index)
+        for e in g: e["split"] = split
+        if split != "train": quota[split] -= len(g)
     for i in np.random.default_rng(seed).permutation(len(groups)).tolist():
         split = next((s for s in ("test", "val") if quota[s] > 0), "train")
         for e in groups[i]: e["split"] = split
         if split != "train": quota[split] -= len(groups[i])
 
-def split_record(entries: list[dict], versions: dict, counts: dict, params: dict) -> dict:
-    "The committed split list: parameters, package versions, per-source counts and one row per kept file."
+def split_record(entries: list[dict], versions: dict, counts: dict, params: dict,
+                 bench: BenchSet | None = None) -> dict:
+    "The committed split list: parameters, package versions, per-source counts and licences, one row per kept file."
+    bench = bench or SETS["default"]
     files = sorted(entries, key=lambda e: e["path"])
-    return {"about": "Real-art benchmark split (issue 13); rebuild with `mangacolor realart all`",
-            "params": {k: params[k] for k in DEFAULTS},
-            "packages": {s.package: versions[s.package] for s in SOURCES},
-            "sources": {s.name: {"package": s.package, "root": s.root,
-                                 "splits": ["cross"] if s.heldout_only else ["train", "val", "test"],
-                                 **counts[s.name]} for s in SOURCES},
-            "files": [{"path": e["path"], "sha256": e["sha256"], "split": e["split"],
-                       "size": e["size"]} for e in files]}
+    cmd = "mangacolor realart all" + ("" if bench.name == "default" else f" --set {bench.name}")
+    record = {"about": f"Real-art benchmark split ({bench.name} set; issues 13, 23); rebuild with `{cmd}`",
+              "params": {k: params[k] for k in DEFAULTS},
+              "packages": {s.package: versions[s.package] for s in bench.sources},
+              "sources": {s.name: {"package": s.package, "version": versions[s.package], "licence": s.licence,
+                                   "root": s.root, "splits": ["cross"] if s.heldout_only else ["train", "val", "test"],
+                                   **counts[s.name]} for s in bench.sources}}
+    if bench.colour_only: record["colour"] = COLOUR_RULE
+    if bench.base: record["no_leakage"] = (f"a file {bench.base.name} holds out (val, test, cross) never lies in train "
+                                           "here: its files keep their split (its cross files: cross, else test), "
+                                           "and a name family follows its most held-out file")
+    extra = ("chroma",) if bench.colour_only else ()
+    record["files"] = [{"path": e["path"], "sha256": e["sha256"], "split": e["split"], "size": e["size"],
+                        **{k: e[k] for k in extra}} for e in files]
+    return record
 
 def write_split_list(record: dict, path: Path) -> None:
     "Write the split list as JSON with one file per line (diffs stay readable)."
@@ -292,8 +395,8 @@ def read_split_list(path: Path) -> dict | None:
         raise RealArtError(f"{path}: not valid JSON ({e}); rerun with --write-split to remake it") from None
 
 def verify(record: dict, versions: dict, params: dict, hashes: dict, where: Path) -> None:
-    ("Check that the unpacked packages, parameters and files are those of the split list; one-line error on the first "
-     "difference.")
+    ("Check that the unpacked packages, parameters, colour rule and files are those of the split list; one-line error "
+     "on the first difference.")
     again = f"; rerun with --write-split for a new split (results then are not comparable with {where.name})"
     for pkg, v in record["packages"].items():
         if versions.get(pkg) != v:
@@ -302,6 +405,9 @@ def verify(record: dict, versions: dict, params: dict, hashes: dict, where: Path
         if params[k] != record["params"].get(k):
             raise RealArtError(f"{where}: --{k.replace('_', '-')} is {record['params'].get(k)} there but {params[k]} "
                                f"here{again}")
+    rule, keys = record.get("colour"), ("gray_below", "side", "ink_below_L")
+    if rule and {k: rule.get(k) for k in keys} != {k: COLOUR_RULE[k] for k in keys}:
+        raise RealArtError(f"{where}: its colour rule ({rule.get('measure')}) is not this package's{again}")
     bad = [f for f in record["files"] if hashes.get(f["path"]) != f["sha256"]]
     if bad:
         f = bad[0]
@@ -309,15 +415,27 @@ def verify(record: dict, versions: dict, params: dict, hashes: dict, where: Path
         raise RealArtError(f"{where}: {len(bad)} file(s) differ from the unpacked packages, first {f['path']} "
                            f"(sha256 {f['sha256'][:12]} there, {here} here){again}")
 
+def pins(base: dict | None) -> dict[str, str]:
+    "`{sha256: split}` of another benchmark's split list, its cross files pinned to test (held out either way)."
+    return {f["sha256"]: "test" if f["split"] == "cross" else f["split"] for f in (base or {}).get("files", [])}
+
+def check_leakage(record: dict, base: dict | None, where: Path) -> None:
+    "One-line error when a file that `base` holds out (val, test, cross) lies in this split list's train split."
+    held = {f["sha256"] for f in (base or {}).get("files", []) if f["split"] != "train"}
+    bad = [f["path"] for f in record["files"] if f["split"] == "train" and f["sha256"] in held]
+    if bad: raise RealArtError(f"{where}: {len(bad)} train file(s) are held out by the base benchmark, first {bad[0]}")
+
 # %% ../../nbs/17_realart.ipynb #a9111663
-def materialize(out: Path, entries: list[dict], store: Path, manifest: dict) -> None:
-    ("Hard-link (or copy) each rendered image to OUT/<split>/<path under its source root>, unless OUT already holds "
-     "this exact set.")
+def materialize(out: Path, entries: list[dict], store: Path, manifest: dict, bench: BenchSet | None = None) -> None:
+    ("Hard-link (or copy) each rendered image to OUT/<split>/[<source>/]<path under its source root>, unless OUT "
+     "already holds this exact set.")
+    bench = bench or SETS["default"]
     if (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text()) == manifest: return
     for split in SPLITS: shutil.rmtree(out / split, ignore_errors=True)
-    roots = {s.name: s.root for s in SOURCES}
+    roots = {s.name: s.root for s in bench.sources}
     for e in entries:
-        dst = out / e["split"] / Path(e["path"]).relative_to(roots[e["source"]]).with_suffix(".png")
+        rel = Path(e["path"]).relative_to(roots[e["source"]]).with_suffix(".png")
+        dst = out / e["split"] / (Path(e["source"]) / rel if bench.by_source else rel)
         dst.parent.mkdir(parents=True, exist_ok=True)
         try: os.link(store / f"{e['sha256']}.png", dst)
         except OSError: shutil.copyfile(store / f"{e['sha256']}.png", dst)
@@ -325,10 +443,10 @@ def materialize(out: Path, entries: list[dict], store: Path, manifest: dict) -> 
 
 def check_out(out: Path) -> None:
     ("Refuse a dataset folder that holds anything but a previous realart build (its train/, val/, test/, cross/ get "
-     "replaced).")
+     "replaced; another set's build inside it, such as colour/, is kept).")
     if out.is_file(): raise RealArtError(f"{out} is a file, not a folder: give another --out")
     if not out.is_dir() or (out / MANIFEST).is_file(): return
-    if any(not p.name.startswith(".") for p in out.iterdir()):
+    if any(not p.name.startswith(".") and not (p / MANIFEST).is_file() for p in out.iterdir()):
         raise RealArtError(f"{out} is a non-empty folder that is not a realart dataset (no {MANIFEST}): give another "
                            "--out")
 
@@ -340,29 +458,47 @@ def check_params(params: dict) -> None:
     for k in ("max_pixels", "max_side"):
         if params[k] < 1: raise RealArtError(f"--{k.replace('_', '-')} must be at least 1, got {params[k]}")
 
-def _collect(cache: Path) -> tuple[list[dict], dict]:
-    "Every source's PNG entries (marked held-out-only or not) and per-source symlink counts."
+# %% ../../nbs/17_realart.ipynb #cd076f85
+def _is_frame(src: Source, path: str) -> bool:
+    "True for a file the source skips as an animation frame (a digit in its name, where the source says so)."
+    return src.skip_numbered and re.search(r"\d", Path(path).stem) is not None
+
+def _collect(cache: Path, sources: tuple = SOURCES) -> tuple[list[dict], dict]:
+    ("Every source's PNG entries (marked held-out-only or not; animation frames skipped where the source says so) and "
+     "per-source counts of what was skipped.")
     entries, counts = [], {}
-    for src in SOURCES:
+    for src in sources:
         files, links = scan(cache, src)
-        for f in files: f["heldout_only"] = src.heldout_only
+        frames = sum(_is_frame(src, f["path"]) for f in files)
+        files = [f for f in files if not _is_frame(src, f["path"])]
+        for f in files:
+            f["heldout_only"] = src.heldout_only
+            if src.unit_family: f["family"] = unit_family(f["path"])
         entries += files
-        counts[src.name] = {"found": len(files) + links, "symlinks": links}
+        counts[src.name] = {"found": len(files) + frames + links, "symlinks": links}
+        if src.skip_numbered: counts[src.name]["frames"] = frames
     return entries, counts
 
-def _new_split(entries: list[dict], counts: dict, params: dict, store: Path, jobs: int) -> list[dict]:
-    "Survey, render and split every entry from scratch; the kept ones (counts updated in place)."
-    kept = []
-    for src in SOURCES:
-        mine, dropped = survey([e for e in entries if e["source"] == src.name], params["max_pixels"])
+def _new_split(entries: list[dict], counts: dict, params: dict, store: Path, jobs: int,
+               bench: BenchSet | None = None, pinned: dict | None = None) -> list[dict]:
+    ("Survey, render (and, for a colour set, measure) every entry from scratch and split; the kept ones (counts "
+     "updated in place).")
+    bench, kept, seen = bench or SETS["default"], [], set()
+    for src in bench.sources:
+        mine, dropped = survey([e for e in entries if e["source"] == src.name], params["max_pixels"], seen)
         bad = render_all(mine, store, params, jobs)
         dropped["unreadable"] += len(bad)
-        kept += [e for e in mine if e["path"] not in bad]
-        counts[src.name].update(dropped, kept=sum(e["path"] not in bad for e in mine))
+        mine = [e for e in mine if e["path"] not in bad]
+        if bench.colour_only:
+            measure_chroma(mine, store, jobs)
+            dropped["gray"] = sum(map(is_gray, mine))
+            mine = [e for e in mine if not is_gray(e)]
+        for e in mine: e["pinned"] = (pinned or {}).get(e["sha256"])
+        kept += mine
+        counts[src.name].update(dropped, kept=len(mine))
     assign_splits(kept, params["seed"], params["heldout"], params["val"])
     return kept
 
-# %% ../../nbs/17_realart.ipynb #2da1759c
 def _listed_split(record: dict, entries: list[dict], versions: dict, params: dict, store: Path, where: Path,
                   jobs: int) -> list[dict]:
     "The split list's entries, after checking them against the unpacked files, rendered."
@@ -376,37 +512,60 @@ def _listed_split(record: dict, entries: list[dict], versions: dict, params: dic
                            f"{next(iter(bad.values()))}")
     return kept
 
-def build(cache: Path, out: Path, split_path: Path = SPLIT_LIST, write_split: bool = False, jobs: int = 1,
-          **overrides) -> dict:
-    ("Write the dataset folder OUT (train/, val/, test/, cross/) from the unpacked packages, checked against (or "
-     "making) the split list.")
-    t0 = time.time()
+# %% ../../nbs/17_realart.ipynb #2da1759c
+def _base_record(bench: BenchSet, base_split: Path | None) -> dict | None:
+    "The split list of the benchmark this one must not leak into (None when there is none)."
+    path = Path(base_split) if base_split else bench.base
+    if path is None: return None
+    record = read_split_list(path)
+    if record is None: raise RealArtError(f"{path}: the base split list (no leakage into train) is missing")
+    return record
+
+def build(cache: Path, out: Path, split_path: Path | None = None, write_split: bool = False, jobs: int = 1,
+          bench: str | BenchSet = "default", drop_gray: bool = False, base_split: Path | None = None,
+          store_root: Path | None = None, **overrides) -> dict:
+    ("Write the dataset folder OUT (train/, val/, test/, cross/) of a benchmark set from the unpacked packages, "
+     "checked against (or making) its split list; `drop_gray`: leave the gray train targets out (recorded).")
+    t0, bench = time.time(), bench_set(bench)
+    split_path = Path(split_path) if split_path else bench.split_list
     check_out(out)
     record = None if write_split else read_split_list(split_path)
     params = {**DEFAULTS, **(record["params"] if record else {}),
               **{k: v for k, v in overrides.items() if v is not None}}
     check_params(params)
-    versions = {s.package: installed_version(cache, s.package) for s in SOURCES}
-    entries, counts = _collect(cache)
-    store = out / ".rendered" / str(params["max_side"])
+    base = _base_record(bench, base_split)
+    versions = {s.package: installed_version(cache, s.package) for s in bench.sources}
+    entries, counts = _collect(cache, bench.sources)
+    store = (store_root or out) / ".rendered" / str(params["max_side"])
     if record is None:
-        kept = _new_split(entries, counts, params, store, jobs)
-        record = split_record(kept, versions, counts, params)
+        kept = _new_split(entries, counts, params, store, jobs, bench, pins(base))
+        record = split_record(kept, versions, counts, params, bench)
+        check_leakage(record, base, split_path)
         write_split_list(record, split_path)
-    else: kept = _listed_split(record, entries, versions, params, store, split_path, jobs)
+    else:
+        check_leakage(record, base, split_path)
+        kept = _listed_split(record, entries, versions, params, store, split_path, jobs)
+    kept, gray = drop_gray_train(kept, store, jobs) if drop_gray else (kept, None)
     manifest = {k: record[k] for k in ("params", "packages", "sources")} | {"max_side": params["max_side"],
-                "files_sha256": hashlib.sha256(json.dumps(record["files"]).encode()).hexdigest()}
-    materialize(out, kept, store, manifest)
-    return summarize(kept, record, out, time.time() - t0)
+                "files_sha256": hashlib.sha256(json.dumps(record["files"]).encode()).hexdigest(),
+                "set": bench.name, "drop_gray": drop_gray, "gray_dropped_from_train": gray}
+    materialize(out, kept, store, manifest, bench)
+    return summarize(kept, record, out, time.time() - t0, bench, gray)
 
-def summarize(kept: list[dict], record: dict, out: Path, seconds: float) -> dict:
-    "Counts per split and per source, the dropped counts and the wall time."
+# %% ../../nbs/17_realart.ipynb #6312e891
+def summarize(kept: list[dict], record: dict, out: Path, seconds: float, bench: BenchSet | None = None,
+              gray_dropped: int | None = None) -> dict:
+    ("Counts per split and per source, the dropped and skipped counts, each source's package, version and licence, "
+     "the gray train targets dropped (None: kept) and the wall time.")
+    bench = bench or SETS["default"]
     def count(source, split): return sum(e["source"] == source and e["split"] == split for e in kept)
-    per = {s.name: {split: n for split in SPLITS if (n := count(s.name, split))} for s in SOURCES}
-    return {"out": str(out), "splits": {s: sum(e["split"] == s for e in kept) for s in SPLITS}, "per_source": per,
-            "dropped": {n: {k: c[k] for k in ("too_large", "unreadable")} for n, c in record["sources"].items()},
-            "skipped": {n: {k: c[k] for k in ("symlinks", "duplicates")} for n, c in record["sources"].items()},
-            "seconds": round(seconds, 1)}
+    def pick(keys): return {n: {k: c[k] for k in keys if k in c} for n, c in record["sources"].items()}
+    per = {s.name: {split: n for split in SPLITS if (n := count(s.name, split))} for s in bench.sources}
+    return {"out": str(out), "set": bench.name, "splits": {s: sum(e["split"] == s for e in kept) for s in SPLITS},
+            "per_source": per, "dropped": pick(("too_large", "unreadable", "gray")),
+            "skipped": pick(("symlinks", "duplicates", "frames")),
+            "licences": {s.name: f"{s.package} {record['packages'][s.package]}, {s.licence}" for s in bench.sources},
+            "gray_dropped_from_train": gray_dropped, "seconds": round(seconds, 1)}
 
 def _kv(d: dict) -> str:
     "`k=v k=v` of a dict."
@@ -416,8 +575,10 @@ def print_summary(s: dict) -> None:
     "Print the build summary in a few lines."
     print(f"dataset: {s['out']}  ({_kv(s['splits'])}; test: in-domain report split, cross: cross-domain)")
     for name, splits in s["per_source"].items():
-        print(f"  {name}: {_kv(splits)}  dropped: {_kv(s['dropped'][name])}  skipped (same file): "
-              f"{_kv(s['skipped'][name])}")
+        print(f"  {name} ({s['licences'][name]}): {_kv(splits)}  dropped: {_kv(s['dropped'][name])}  "
+              f"skipped (same file or frame): {_kv(s['skipped'][name])}")
+    if s["gray_dropped_from_train"] is not None:
+        print(f"--drop-gray: {s['gray_dropped_from_train']} gray train target(s) left out")
     print(f"wall time: {s['seconds']:.1f} s")
 
 # %% ../../nbs/17_realart.ipynb #3d4f81ad
@@ -425,13 +586,19 @@ def add_realart_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     "The options of `mangacolor realart`: fetch | build | all."
     p.add_argument("action", choices=("fetch", "build", "all"),
                    help="fetch: download + unpack; build: write the dataset; all: both")
+    p.add_argument("--set", dest="bench", choices=tuple(SETS), default="default",
+                   help="default: today's benchmark (openclipart + Wesnoth portraits) in OUT; colour: the colour-only "
+                   "benchmark (openclipart's colour files, Tux Paint stamps, Wesnoth units; colour portraits as cross) "
+                   "in OUT/colour, with its own split list (default: %(default)s)")
     p.add_argument("--cache", help="folder of the .debs and unpacked trees "
                    "(default: $MANGACOLOR_CACHE/realart or ~/.cache/manga_colorization/realart)")
-    p.add_argument("--out", help="dataset folder to write (default: CACHE/dataset)")
-    p.add_argument("--split-list", default=str(SPLIT_LIST), help="the split list to check against (or write) "
-                   "(default: the one installed with the package)")
+    p.add_argument("--out", help="dataset folder to write (default: CACHE/dataset; --set colour writes OUT/colour)")
+    p.add_argument("--split-list", help="the split list to check against (or write) "
+                   "(default: the set's list installed with the package)")
     p.add_argument("--write-split", action="store_true",
                    help="make a new split list instead of checking the existing one")
+    p.add_argument("--drop-gray", action="store_true", help="leave the already-gray targets (mean Lab chroma below "
+                   f"{GRAY_CHROMA}) out of train; recorded in the dataset's {MANIFEST} and the summary")
     p.add_argument("--max-pixels", type=int,
                    help=f"drop images with more pixels (default: the split list's, else {DEFAULTS['max_pixels']})")
     p.add_argument("--max-side", type=int, help=f"longest side of the written images (default: {DEFAULTS['max_side']})")
@@ -445,18 +612,22 @@ def add_realart_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def run_realart(args) -> int:
     "The `mangacolor realart` command: fetch the packages, build the dataset, or both."
-    cache = cache_root(args.cache)
-    out = Path(args.out).expanduser() if args.out else cache / "dataset"
+    cache, bench = cache_root(args.cache), bench_set(getattr(args, "bench", "default"))
+    root = Path(args.out).expanduser() if args.out else cache / "dataset"
     if args.action in ("fetch", "all"):
         t0 = time.time()
-        versions = fetch(cache)
+        versions = fetch(cache, bench.sources)
         print("fetched: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f" into {cache} in "
                                                                                  f"{time.time() - t0:.1f} s")
     if args.action in ("build", "all"):
-        print_summary(build(cache, out, Path(args.split_list), args.write_split, args.jobs, max_pixels=args.max_pixels,
+        check_out(root)
+        split = Path(args.split_list) if args.split_list else None
+        print_summary(build(cache, root / bench.subdir if bench.subdir else root, split, args.write_split, args.jobs,
+                            bench, getattr(args, "drop_gray", False), store_root=root, max_pixels=args.max_pixels,
                             max_side=args.max_side, seed=args.seed, heldout=args.heldout, val=args.val))
     return 0
 
+# %% ../../nbs/17_realart.ipynb #3c54a149
 def add_commands(subparsers) -> None:
     "Add `mangacolor realart` to the CLI."
     p = subparsers.add_parser("realart",
