@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ..core import img2tensor, rgb_to_gray
-from ..guidance import transfer_colors
+from ..core import img2tensor, rgb_to_gray, rgb_to_lab
+from ..metrics import ciede2000_lab, to_unit
+from ..guidance import augmented_reference, transfer_colors
 from ..metrics import MetricMeter, image_metrics
 from ..runs import LoadedGenerator, load_generator
 from ..synthetic import synth_character
@@ -19,33 +20,50 @@ from ..synthetic import synth_character
 __all__ = ['character_pairs', 'reference_study']
 
 # %% ../../nbs/18d_reference_study.ipynb #rs000006
-def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor]:
-    "(references, targets), each (n, 3, size, size) RGB in [-1, 1]: another drawing of the same character as reference."
+def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ("(references, targets, masks): (n, 3, size, size) RGB in [-1, 1], another drawing of the same character as "
+     "reference; (n, 1, size, size) True on the target's character (the part whose colours the reference shares).")
     refs = torch.stack([img2tensor(synth_character(seed, c, 0, size).color) for c in range(n)])
-    targets = torch.stack([img2tensor(synth_character(seed, c, 1, size).color) for c in range(n)])
-    return refs, targets
+    drawn = [synth_character(seed, c, 1, size) for c in range(n)]
+    masks = torch.stack([img2tensor(d.mask)[:1] > 0 for d in drawn])
+    return refs, torch.stack([img2tensor(d.color) for d in drawn]), masks
 
-def _row(output: torch.Tensor, target: torch.Tensor, gray: torch.Tensor) -> dict:
-    "CIEDE2000 and pooled PSNR of one row (and copy-the-gray's, for the ratio)."
+def _row(output: torch.Tensor, target: torch.Tensor, gray: torch.Tensor, mask: torch.Tensor) -> dict:
+    ("CIEDE2000 (mean) and pooled PSNR of one row over the whole pictures (the house metrics) and over the characters "
+     "alone.")
     meter = MetricMeter(); meter.update(image_metrics(output, target, gray))
     m = meter.compute()
-    return {"ciede2000": round(m["ciede2000"], 3), "psnr_pooled": round(m["psnr_pooled"], 3)}
+    de = ciede2000_lab(rgb_to_lab(to_unit(output)), rgb_to_lab(to_unit(target)))[:, None]
+    se = (to_unit(output) - to_unit(target)).pow(2).mean(1, keepdim=True)
+    return {"ciede2000": round(m["ciede2000"], 3), "psnr_pooled": round(m["psnr_pooled"], 3),
+            "ciede2000_character": round(float(de[mask].mean()), 3),
+            "psnr_pooled_character": round(float(10 * torch.log10(1 / se[mask].mean())), 3)}
 
 def reference_study(generator: str | Path | LoadedGenerator,  # a reference model (run folder, checkpoint, ...)
                     n: int = 32, size: int = 64, seed: int = 2026,
                     samples: int = 4000,                      # the transfer baseline's reference samples
                    ) -> dict:
-    ("The rows of the study: copy-the-gray, `transfer_colors` (remap off, as measured best on another drawing), the "
-     "reference model with its reference and without one; CIEDE2000 and pooled PSNR, ratios to copy-the-gray.")
+    ("The rows of the study for two references of each target: another drawing of its character, and its augmented "
+     "self (`augmented_reference`, seeded: what the model trains on); see `_rows`.")
     G = generator if isinstance(generator, LoadedGenerator) else load_generator(generator, device="cpu")
-    refs, targets = character_pairs(n, size, seed)
+    refs, targets, masks = character_pairs(n, size, seed)
+    augmented = augmented_reference(targets, torch.Generator().manual_seed(seed))
+    sources = {"other drawing of the same character": _rows(G, refs, targets, masks, samples),
+               "augmented self": _rows(G, augmented, targets, masks, samples)}
+    return {"pairs": n, "size": size, "seed": seed, "targets": "synth_character(seed, c, 1, size), c < pairs; the "
+            "other drawing: synth_character(seed, c, 0, size)", "sources": sources}
+
+def _rows(G: LoadedGenerator, refs: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, samples: int) -> dict:
+    ("Copy-the-gray, `transfer_colors` (remap off, as measured best on another drawing), the reference model with its "
+     "reference and without one: CIEDE2000 and pooled PSNR (whole pictures, characters alone), ratios to the gray's.")
     gray = rgb_to_gray(targets)
     outputs = {"copy-the-gray": gray.expand(-1, 3, -1, -1),
                "transfer_colors (remap=False)": transfer_colors(gray, refs, samples=samples, remap=False),
                "reference model, with the reference": G.predict_rgb(gray, reference=refs),
                "reference model, no reference": G.predict_rgb(gray)}
-    rows = {name: _row(out, targets, gray) for name, out in outputs.items()}
-    base = rows["copy-the-gray"]["ciede2000"]
-    for r in rows.values(): r["ciede2000_vs_gray"] = round(r["ciede2000"] / base, 3)
-    return {"pairs": n, "size": size, "seed": seed, "source": "synthetic same-character pairs (synth_character: "
-            "drawing 0 as reference, drawing 1 as target)", "rows": rows}
+    rows = {name: _row(out, targets, gray, masks) for name, out in outputs.items()}
+    base = rows["copy-the-gray"]
+    for r in rows.values():
+        r["ciede2000_vs_gray"] = round(r["ciede2000"] / base["ciede2000"], 3)
+        r["ciede2000_character_vs_gray"] = round(r["ciede2000_character"] / base["ciede2000_character"], 3)
+    return rows
