@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,15 +23,17 @@ from .core import PRECISIONS, UserError, rgb_to_ycbcr
 from .data import load_image, make_input
 from .guidance import (HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints,
                                          read_hints, reference_palette)
-from .pages import BatchResult, Job, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
+from .pages import (BatchResult, Job, PageSource, ZipLimits, color_fraction, is_color_page,
+                                      plan_outputs, process_files)
 from .panels import bubble_mask, find_panels
 from .runs import LoadedGenerator, TorchRunner, checkpoint_files, export_onnx, load_generator
 from .superres import Upscaler
 
 # %% auto #0
-__all__ = ['COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'rgb_chroma', 'guided_coefficients', 'neutral_weight',
-           'recombine', 'chroma_to_page', 'as_generator', 'as_image', 'region_canvas', 'run_network', 'Colorizer',
-           'PageColorizer', 'colorize_files', 'colorizer_from_args', 'run_colorize', 'run_export', 'add_commands']
+__all__ = ['MAX_REFERENCES', 'COLORIZE_EXIT_CODES', 'working_geometry', 'to_working', 'rgb_chroma', 'guided_coefficients',
+           'neutral_weight', 'recombine', 'chroma_to_page', 'as_generator', 'as_image', 'region_canvas', 'run_network',
+           'Colorizer', 'reference_canvas', 'PageColorizer', 'colorize_files', 'colorizer_from_args', 'run_colorize',
+           'run_export', 'add_commands']
 
 # %% ../nbs/13_colorize.ipynb #2f537f80
 def working_geometry(W: int,        # page (or panel) width in pixels
@@ -210,6 +213,7 @@ def run_network(G: LoadedGenerator,          # the generator
                 batch_size: int = 4,         # canvases per network call
                 hints: list | None = None,   # per canvas: (3, side, side) hint channels, or None
                 palettes: list | None = None,  # per canvas: (1, K, 4) palette, or None
+                reference: torch.Tensor | None = None,  # (1, 3, Hr, Wr) one reference canvas for every canvas
                ) -> list[torch.Tensor]:
     ("RGB in [-1, 1] (3, h, w) for every canvas, cropped to its content; the network sees `batch_size` canvases at a "
      "time, with their guidance.")
@@ -223,6 +227,7 @@ def run_network(G: LoadedGenerator,          # the generator
         if palettes is not None and any(p is not None for p in palettes[i:j]):
             none = torch.zeros(1, G.palette_k, 4)
             guide["palette"] = torch.cat([p if p is not None else none for p in palettes[i:j]])
+        if reference is not None: guide["reference"] = reference
         rgb = G.predict_rgb(x, **guide)
         results += [rgb[k, :, :h, :w] for k, (h, w) in enumerate(shapes[i:j])]
     return results
@@ -319,6 +324,64 @@ def _region_hints(points: list[HintPoint], scale: tuple[float, float], box: tupl
     pts = [HintPoint(p.x * scale[0], p.y * scale[1], p.color, p.radius * (scale[0] + scale[1]) / 2) for p in points]
     return hint_map(pts, box, small.shape, canvas.shape)
 
+# %% ../nbs/13_colorize.ipynb #ref0col01
+MAX_REFERENCES = 8    # most reference pictures one call takes (they share one canvas)
+
+def _reference_picture(ref, max_pixels: int | None = None) -> Image.Image:
+    "One reference as an RGB PIL image, checked: an image (not a palette .json), within `max_pixels`, in colour."
+    name = f"reference {ref}" if isinstance(ref, (str, Path)) else "the reference picture"
+    if isinstance(ref, (str, Path)):
+        if str(ref).lower().endswith(".json"):
+            raise UserError(f"reference {ref}: a palette .json has no places to match; this generator takes a picture")
+        img = load_image(ref, max_pixels)                     # a `BadImageError` (one line) when it is not an image
+    elif isinstance(ref, (Image.Image, np.ndarray)):
+        img = as_image(ref).convert("RGB")
+        if max_pixels and img.width * img.height > max_pixels:
+            raise UserError(f"{name}: {img.width}x{img.height} is over the limit of {max_pixels} pixels")
+    else: raise UserError(f"reference: expected a picture (path, PIL image, uint8 array), not {type(ref).__name__}")
+    if color_fraction(img) < 0.001: raise UserError(f"{name} is gray: it has no colour to give")
+    return img
+
+def reference_canvas(references,                # a picture (path, PIL image, uint8 array) or a list of them
+                     size: int = 256,           # each picture fits in size x size
+                     max_pixels: int | None = None,  # refuse pictures with more pixels (see `data.load_image`)
+                    ) -> torch.Tensor:
+    ("(1, 3, H, W) RGB in [-1, 1]: one reference picture fitted in `size`, or several (at most `MAX_REFERENCES`) tiled "
+     "in a near-square grid of `size` cells on paper white: one canvas the correspondence searches.")
+    refs = list(references) if isinstance(references, (list, tuple)) else [references]
+    if not refs: raise UserError("reference: none given")
+    if len(refs) > MAX_REFERENCES:
+        raise UserError(f"{len(refs)} references: at most {MAX_REFERENCES} (they share one canvas); keep the closest")
+    pics = [_reference_picture(r, max_pixels) for r in refs]
+    for p in pics: p.thumbnail((size, size), Image.BICUBIC)
+    cols = math.ceil(math.sqrt(len(pics)))
+    canvas = pics[0] if len(pics) == 1 else Image.new("RGB", (cols * size, math.ceil(len(pics) / cols) * size),
+                                                      "white")
+    for i, p in enumerate(pics if len(pics) > 1 else []):
+        canvas.paste(p, ((i % cols) * size + (size - p.width) // 2, (i // cols) * size + (size - p.height) // 2))
+    return torch.from_numpy(np.asarray(canvas, np.float32) / 127.5 - 1).permute(2, 0, 1)[None].contiguous()
+
+@patch
+def _palette_or_reference(self: Colorizer, palette, palettes, reference) -> tuple:
+    "(palette, reference): a palette generator given one reference picture (and no palette) takes it as its palette."
+    if reference is None or self.G.uses_reference or not self.G.uses_palette: return palette, reference
+    if palette is None and palettes is None and not isinstance(reference, (list, tuple)): return reference, None
+    return palette, reference
+
+@patch
+def reference_tensor(self: Colorizer, reference, max_pixels: int | None = None) -> torch.Tensor | None:
+    ("The (1, 3, H, W) reference canvas of `reference` (pictures, see `reference_canvas`, or a tensor), checked "
+     "against the generator (trained with --guidance reference or reference_hints); None for None.")
+    if reference is None: return None
+    if not self.G.uses_reference:
+        raise UserError(f"{Path(self.G.source).name or 'this generator'} was trained without a reference (guidance: "
+                        f"{self.G.guidance}); train one with --guidance reference")
+    if torch.is_tensor(reference):
+        if reference.dim() != 4 or reference.shape[:2] != (1, 3):
+            raise UserError(f"reference: expected a (1, 3, H, W) RGB tensor, got {tuple(reference.shape)}")
+        return reference.float()
+    return reference_canvas(reference, self.size, max_pixels)
+
 # %% ../nbs/13_colorize.ipynb #5c652174
 @patch
 def page_jobs(self: Colorizer, pages: list[Image.Image]) -> tuple[list, list]:
@@ -339,15 +402,17 @@ def colorize_batch(self: Colorizer, images: list,
                     palette=None,                # one palette for every page (see `colorize`)
                     # or one per page (None entries: that page's hint file's palette, if any)
                     palettes: list | None = None,
+                    reference=None,              # one reference for every page (see `colorize`)
                    ) -> list[Image.Image]:
     ("Colorize several pages (PIL images, uint8 arrays or paths), with their guidance; the network sees them in shared "
      "batches.")
+    palette, reference = self._palette_or_reference(palette, palettes, reference)
     hints = list(hints) if hints is not None else [None] * len(images)
     palettes = list(palettes) if palettes is not None else [palette] * len(images)
     if len(hints) != len(images) or len(palettes) != len(images):
         raise UserError(f"colorize_batch: {len(hints)} hint entries and {len(palettes)} palettes for {len(images)} "
                         "pages")
-    guides = [self.guidance(h, p) for h, p in zip(hints, palettes)]
+    guides, reference = [self.guidance(h, p) for h, p in zip(hints, palettes)], self.reference_tensor(reference)
     pages = [as_image(im) for im in images]
     sizes = [p.size for p in pages]
     # colour is painted at the new resolution
@@ -360,7 +425,7 @@ def colorize_batch(self: Colorizer, images: list,
         return _region_hints(guides[i][0].points, scale, box, small, canvas)
     maps = [region_map(i, gray, box, small, canvas) for (i, gray, box), (small, canvas) in zip(jobs, works)]
     rgbs = run_network(self.G, [canvas for _, canvas in works], [small.shape for small, _ in works], self.batch_size,
-                       maps, [guides[i][1] for i, _, _ in jobs])
+                       maps, [guides[i][1] for i, _, _ in jobs], reference)
     for (i, gray, box), (small, _), rgb in zip(jobs, works, rgbs): self.paint(results[i], gray, box, small, rgb)
     return results
 
@@ -373,10 +438,14 @@ def colorize(self: Colorizer, image,
               # a reference: picture (path or PIL image), palette .json, list of colours ('#d03030' or (r, g, b)), or a
               # (1, K, 4) tensor
               palette=None,
+              # a colour reference for a reference-guided generator: a picture (path, PIL image, uint8 array), a list
+              # of them (tiled on one canvas, see `reference_canvas`) or a (1, 3, H, W) tensor; a palette
+              # generator takes one picture as its palette
+              reference=None,
              ) -> Image.Image:
     ("Colorize one page (PIL image, uint8 array or path) and return it as an RGB PIL image of the same size; with "
-     "hints and a palette for a guided generator.")
-    return self.colorize_batch([image], [hints], palette)[0]
+     "hints, a palette or a reference for a guided generator.")
+    return self.colorize_batch([image], [hints], palette, reference=reference)[0]
 
 @patch
 def __call__(self: Colorizer, *args, **kwargs):
@@ -390,9 +459,11 @@ class PageColorizer:
                  # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside images
                  hints: str | Path | None = None,
                  palette=None,                      # one reference palette for every page (see `Colorizer.colorize`)
-                 log: Callable[[str], None] = print):  # where ignored hint files are said (once per kind)
+                 log: Callable[[str], None] = print,  # where ignored hint files are said (once per kind)
+                 reference=None):                   # one colour reference for every page (see `Colorizer.colorize`)
         self.colorizer, self.hints, self.log, self.said = colorizer, hints, log, set()
         self.palette = None if palette is None else colorizer.guidance(None, palette)[1]   # checked and read once
+        self.reference = colorizer.reference_tensor(reference)                              # likewise
 
     def page_hints(self, page: PageSource) -> Hints | None:
         ("The hints of a page (its hint file, see `guidance.hints_path`), less what the generator cannot take (said "
@@ -419,7 +490,7 @@ class PageColorizer:
         c, hints = self.colorizer, self.page_hints(page)
         if c.is_color(image): return None if c.upscaler is None else c.upscaler.upscale(image)
         gray = image.convert("L"); del image   # a 10,000 x 14,000 page: 140 MB as gray, 420 MB as RGB
-        return c.colorize(gray) if hints is None and self.palette is None else c.colorize(gray, hints, self.palette)
+        return c.colorize(gray, hints, self.palette, self.reference)
 
 def colorize_files(jobs: list[Job],              # from `pages.plan_outputs`
                    colorizer: Colorizer,
@@ -432,9 +503,10 @@ def colorize_files(jobs: list[Job],              # from `pages.plan_outputs`
                    # a hint file for every page, or a folder of STEM.hints.json; None: PAGE.hints.json beside each image
                    hints: str | Path | None = None,
                    palette=None,                 # one reference palette for every page (see `Colorizer.colorize`)
+                   reference=None,               # one colour reference for every page (see `Colorizer.colorize`)
                   ) -> BatchResult:
     "Colorize every job's pages to its destination (`pages.process_files`); a bad page is said and counted."
-    page_fn = PageColorizer(colorizer, hints, palette, log).colorize_page
+    page_fn = PageColorizer(colorizer, hints, palette, log, reference).colorize_page
     return process_files(jobs, page_fn, overwrite, limits, log, progress, max_pixels, desc="colorize", verb="colorized")
 
 # %% ../nbs/13_colorize.ipynb #6855f87a
@@ -476,9 +548,11 @@ def _add_colorize_options(p: argparse.ArgumentParser):
                    help="colour hints for a generator trained with --guidance: one hint file for every page, or a "
                         "folder of STEM.hints.json "
                         "(default: PAGE.hints.json beside each image, when there)")
-    p.add_argument("--reference", metavar="IMG|palette.json", default=None,
-                   help="a reference picture (or a palette .json) whose colours guide every page, e.g. a chapter's "
-                        "cover (generators trained with --guidance palette or both)")
+    p.add_argument("--reference", metavar="IMG|palette.json", action="append", default=None,
+                   help="a colour reference for every page. A generator trained with --guidance reference or "
+                        "reference_hints matches its colours to places: a coloured page or character sheet; give it "
+                        f"up to {MAX_REFERENCES} times (tiled on one canvas). A palette generator (--guidance palette "
+                        "or both) takes one picture (or palette .json) as its palette, e.g. a chapter's cover")
 
 # %% ../nbs/13_colorize.ipynb #b618d367
 def colorizer_from_args(args) -> Colorizer:
@@ -488,6 +562,17 @@ def colorizer_from_args(args) -> Colorizer:
                      raw=args.raw, panels=args.panels, keep_white=args.keep_white, white_threshold=args.white_threshold,
                      black_threshold=args.black_threshold, batch_size=args.batch_size,
                      color_threshold=None if args.color_threshold < 0 else args.color_threshold, upscaler=args.upscale)
+
+def _reference_args(colorizer: Colorizer, args) -> dict:
+    ("`--reference` for `colorize_files`: the reference canvas of a reference-guided generator (checked once: each bad "
+     "picture is one line), else the palette picture of a palette generator (one).")
+    refs = args.reference or []
+    if not refs: return {}
+    if colorizer.G.uses_reference: return dict(reference=colorizer.reference_tensor(refs, args.max_pixels))
+    if len(refs) > 1:
+        raise UserError(f"--reference given {len(refs)} times: {args.checkpoint} takes one palette picture (guidance: "
+                        f"{colorizer.G.guidance}); several pictures need a generator trained with --guidance reference")
+    return dict(palette=refs[0])
 
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
@@ -504,7 +589,7 @@ def run_colorize(args) -> int:
     if args.hints is not None and not Path(args.hints).exists():
         raise UserError(f"--hints {args.hints}: no such file or folder")
     res = colorize_files(jobs, colorizer, overwrite=args.overwrite, limits=limits, log=log, max_pixels=args.max_pixels,
-                         hints=args.hints, palette=args.reference)
+                         hints=args.hints, **_reference_args(colorizer, args))
     print(f"{res} -> {args.out}")
     if res.failed:
         print(f"mangacolor colorize: {res.failed} of {res.total} pages failed", file=sys.stderr)

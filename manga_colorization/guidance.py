@@ -22,22 +22,30 @@ from .core import AB_SCALE, UserError, lab_to_rgb, rgb_to_lab, rgb_to_lab_norm, 
 from .data import load_image
 
 # %% auto #0
-__all__ = ['GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES', 'HINTS_SUFFIX', 'DEFAULT_RADIUS', 'PAPER_WHITE', 'guidance_parts',
-           'hue_rotate', 'kmeans_palette', 'lab_points', 'palette_of', 'palette_rgb', 'sample_hints', 'GuidanceSampler',
-           'parse_color', 'color_hex', 'HintPoint', 'Hints', 'parse_hints', 'read_hints', 'as_hints', 'write_hints',
-           'rgb255_to_lab', 'hint_map', 'palette_tensor', 'reference_palette', 'hints_path', 'reference_warp',
-           'augmented_reference', 'transfer_colors']
+__all__ = ['GUIDANCES', 'REFERENCE_GUIDANCES', 'HINT_CHANNELS', 'PALETTE_FEATURES', 'HINTS_SUFFIX', 'DEFAULT_RADIUS',
+           'PAPER_WHITE', 'guidance_parts', 'uses_reference', 'hue_rotate', 'kmeans_palette', 'lab_points',
+           'palette_of', 'palette_rgb', 'sample_hints', 'GuidanceSampler', 'parse_color', 'color_hex', 'HintPoint',
+           'Hints', 'parse_hints', 'read_hints', 'as_hints', 'write_hints', 'rgb255_to_lab', 'hint_map',
+           'palette_tensor', 'reference_palette', 'hints_path', 'reference_warp', 'augmented_reference',
+           'transfer_colors', 'transfer_chroma']
 
 # %% ../nbs/03_guidance.ipynb #g1dance0cd01
-GUIDANCES = (None, "hints", "palette", "both")
+GUIDANCES = (None, "hints", "palette", "both", "reference", "reference_hints")
+REFERENCE_GUIDANCES = ("reference", "reference_hints")   # a colour reference picture (+ hints: a hint wins where it is)
 HINT_CHANNELS = 3           # ab/110 at hinted pixels + the hint mask
 PALETTE_FEATURES = 4        # per palette colour: L/100, a/110, b/110, weight
 
 def guidance_parts(guidance: str | None) -> tuple[bool, bool]:
     "(uses hints, uses a palette) of a `guidance` value, checked."
     if guidance not in GUIDANCES:
-        raise UserError(f"unknown guidance {guidance!r}; choose one of hints, palette, both (or none)")
-    return guidance in ("hints", "both"), guidance in ("palette", "both")
+        raise UserError(f"unknown guidance {guidance!r}; choose one of hints, palette, both, reference, "
+                        "reference_hints (or none)")
+    return guidance in ("hints", "both", "reference_hints"), guidance in ("palette", "both")
+
+def uses_reference(guidance: str | None) -> bool:
+    "Whether a `guidance` value (checked) takes a colour reference picture (correspondence, not a palette)."
+    guidance_parts(guidance)
+    return guidance in REFERENCE_GUIDANCES
 
 
 # %% ../nbs/03_guidance.ipynb #a0000006
@@ -134,7 +142,7 @@ def sample_hints(ab: torch.Tensor,                # (B, 2, H, W) target chroma a
 @dataclass
 class GuidanceSampler:
     "Guidance sampled from RGB targets for training (see the fields) and for measuring (`fixed`)."
-    guidance: str | None = "hints"        # None | "hints" | "palette" | "both"
+    guidance: str | None = "hints"        # one of `GUIDANCES`
     hue_rotate: float = 0.0               # probability of rotating a target's Lab hue by a uniform random angle
     hint_none: float = 0.25               # share of images without hints
     hint_mean: float = 8.0                # mean number of hints of the others (geometric)
@@ -144,10 +152,12 @@ class GuidanceSampler:
     palette_none: float = 0.25            # share of images without a palette
     # share of palettes taken from a random crop of the image (25-100% of each side)
     palette_crop: float = 0.5
+    reference_none: float = 0.1           # share of images without a reference (all paper: the model still colours)
 
     def __post_init__(self):
         self.hints, self.palette = guidance_parts(self.guidance)
-        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop"):
+        self.reference = uses_reference(self.guidance)
+        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop", "reference_none"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.hint_mean < 1 or self.hint_max < 1:
@@ -179,6 +189,7 @@ class GuidanceSampler:
         if self.palette:
             pal = palette_of(self._crops(rgb, generator), self.palette_k, generator=generator)
             guide["palette"] = pal * (torch.rand(B, generator=generator) >= self.palette_none).view(B, 1, 1)
+        if self.reference: guide["reference"] = self._references(rgb, generator)
         return rgb.contiguous(), guide
 
 # %% ../nbs/03_guidance.ipynb #cee7f121
@@ -196,9 +207,16 @@ def _crops(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Te
     return out
 
 @patch
+def _references(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Tensor:
+    "Augmented-self references (`augmented_reference`) of a batch; with probability `reference_none` all paper (none)."
+    ref = augmented_reference(rgb, generator)
+    none = torch.rand(rgb.shape[0], generator=generator) < self.reference_none
+    return torch.where(none.view(-1, 1, 1, 1), torch.full_like(ref, PAPER_WHITE), ref)
+
+@patch
 def fixed(self: GuidanceSampler, rgb: torch.Tensor, hints: int = 10, palette: bool = True, seed: int = 0) -> dict:
-    ("Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), from "
-     "`seed`.")
+    ("Deterministic guidance to measure with: exactly `hints` hints per image, the image's own palette (or none), its "
+     "augmented-self reference (a reference guidance), from `seed`.")
     g = torch.Generator().manual_seed(seed)
     guide = {}
     if self.hints:
@@ -206,6 +224,7 @@ def fixed(self: GuidanceSampler, rgb: torch.Tensor, hints: int = 10, palette: bo
     if self.palette:
         pal = palette_of(rgb.float(), self.palette_k, generator=g)
         guide["palette"] = pal if palette else torch.zeros_like(pal)
+    if self.reference: guide["reference"] = augmented_reference(rgb.float(), g)
     return guide
 
 # %% ../nbs/03_guidance.ipynb #a0000019
@@ -496,6 +515,27 @@ def _reference_lists(references, n: int) -> list[list[torch.Tensor]]:
         out.append(refs)
     return out
 
+def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "(Lab lightness (B, 1, H, W) in [0, 1], Lab chroma (B, 2, H, W), match distance (B, 1, H, W)) of `transfer_colors`."
+    gray = gray[:, :1].float()
+    B, _, H, W = gray.shape
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    L = _lightness(gray.expand(-1, 3, -1, -1))[:, :1]
+    scale = torch.tensor([weight, 1 - weight]).sqrt().to(gray)
+    ab, dist = gray.new_zeros(B, 2, H, W), gray.new_zeros(B, 1, H, W)
+    for i, refs in enumerate(_reference_lists(references, B)):
+        feats, chroma = _reference_samples([r.float().cpu() for r in refs], L[i].cpu(), samples, remap, generator)
+        feats, chroma = feats.to(gray), chroma.to(gray)
+        pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
+        k = min(neighbours, len(feats))
+        near = [torch.cdist(part, feats * scale).topk(k, largest=False) for part in pixels.split(chunk)]
+        best = torch.cat([n.indices for n in near])
+        ab[i] = chroma[best].mean(1).T.reshape(2, H, W)
+        dist[i] = torch.cat([n.values for n in near]).mean(1).reshape(1, H, W)
+    if median > 1: ab = _median(ab, median)
+    return L, ab, dist
+
 def transfer_colors(gray: torch.Tensor,                  # (B, 1, H, W) gray pages in [-1, 1]
                     references,                          # (B, 3, H', W') RGB in [-1, 1], or a list: one entry per image
                     samples: int = 4000,                 # reference pixels compared with each gray pixel
@@ -507,18 +547,14 @@ def transfer_colors(gray: torch.Tensor,                  # (B, 1, H, W) gray pag
                     generator: torch.Generator | None = None,  # for the jittered samples; default seeded (0)
                    ) -> torch.Tensor:
     "(B, 3, H, W) RGB in [-1, 1]: the gray's lightness, the chroma of its best-matching reference pixels (Welsh 2002)."
-    gray = gray[:, :1].float()
-    B, _, H, W = gray.shape
-    generator = torch.Generator().manual_seed(0) if generator is None else generator
-    L = _lightness(gray.expand(-1, 3, -1, -1))[:, :1]
-    scale = torch.tensor([weight, 1 - weight]).sqrt()
-    ab = gray.new_zeros(B, 2, H, W)
-    for i, refs in enumerate(_reference_lists(references, B)):
-        feats, chroma = _reference_samples(refs, L[i], samples, remap, generator)
-        pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
-        k = min(neighbours, len(feats))
-        best = torch.cat([torch.cdist(part, feats * scale).topk(k, largest=False).indices
-                          for part in pixels.split(chunk)])
-        ab[i] = chroma[best].mean(1).T.reshape(2, H, W)
-    if median > 1: ab = _median(ab, median)
+    L, ab, _ = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator)
     return (lab_to_rgb(torch.cat([L * 100, ab], 1)) * 2 - 1).clamp(-1, 1)
+
+def transfer_chroma(gray: torch.Tensor, references, samples: int = 1500, weight: float = 0.5, median: int = 5,
+                    remap: bool = False, neighbours: int = 1, chunk: int = 8192,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    ("(chroma ab/110 (B, 2, H, W), match distance (B, 1, H, W)) of `transfer_colors` (same options; `remap` off: "
+     "better on another drawing's reference): what a reference-guided generator takes as input and residual base.")
+    _, ab, dist = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator)
+    return ab / AB_SCALE, dist
+

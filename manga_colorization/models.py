@@ -21,21 +21,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .core import UserError
-from .guidance import HINT_CHANNELS, PALETTE_FEATURES, guidance_parts
+from .core import UserError, rgb_to_gray, rgb_to_lab_norm
+from .guidance import (HINT_CHANNELS, PALETTE_FEATURES, PAPER_WHITE, guidance_parts,
+                                         transfer_chroma, uses_reference)
 from .pretrained import DanbooruFeatures
 
 # %% auto #0
-__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'SPREAD_SIGMAS', 'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS',
-           'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE',
-           'SEED_META', 'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention',
-           'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'PaletteFiLM',
-           'UNetGenerator', 'spread_hints', 'ModelEntry', 'register_model', 'list_models', 'model_options',
-           'create_model', 'model_task', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'make_generator',
-           'PatchDiscriminator', 'patchgan', 'receptive_field', 'count_params', 'forward_gflops', 'model_table',
-           'markdown_table', 'conv3', 'bilinear_up', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact',
-           'rrdb', 'generator_state', 'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state',
-           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
+__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'REFERENCE_DEFAULTS', 'REFERENCE_CHANNELS', 'SPREAD_SIGMAS',
+           'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS', 'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS',
+           'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv',
+           'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins',
+           'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'ModelEntry',
+           'register_model', 'list_models', 'model_options', 'create_model', 'model_task', 'unet', 'unet_att',
+           'unet_ext', 'unet_att_ext', 'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field',
+           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'CompactUpscaler',
+           'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact', 'rrdb', 'generator_state', 'save_generator',
+           'strip_wrappers', 'model_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
+           'load_seed_checkpoint']
 
 # %% ../nbs/05_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -284,6 +286,39 @@ class PaletteFiLM(nn.Module):
             films.append((out[:, i:i + c, None, None], out[:, i + c:i + 2 * c, None, None])); i += 2 * c
         return films
 
+# %% ../nbs/05_models.ipynb #ref0mod01
+# a reference-guided generator's options (`guidance="reference"` or "reference_hints"), recorded when changed
+REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh 2002) as 3 inputs: ab + sureness
+                          reference_residual=False,   # ... and as the base the network's chroma is added to
+                          reference_at=(4, 8),        # dense correspondence at these downsampling factors ((): none)
+                          reference_samples=1500,     # reference pixels the transfer compares each page pixel with
+                          reference_dim=32)           # channels of the correspondence's queries and keys
+REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
+
+def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
+    "Set a generator's reference attributes from options like `REFERENCE_DEFAULTS`, checked; its extra input channels."
+    o, G.out_ch = {**REFERENCE_DEFAULTS, **(options or {})}, out_ch
+    G.use_reference = uses_reference(guidance)
+    G.reference_transfer = bool(o["reference_transfer"] and G.use_reference)
+    G.reference_residual = bool(o["reference_residual"] and G.use_reference)
+    G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
+    if G.reference_residual and (out_ch != 2 or head != "tanh"):
+        raise UserError("reference_residual needs a Lab-chroma generator with the tanh head (out_ch=2, head='tanh'), "
+                        f"got out_ch={out_ch}, head={head!r}")
+    factors = tuple(int(f) for f in (o["reference_at"] or ())) if G.use_reference else ()
+    G.reference_levels = tuple(sorted({_attention_level(f, depth) for f in factors}))
+    # "a hint wins where it is": a reference + hints generator's chroma is the hint's at a hinted pixel
+    G.hint_override = G.use_reference and G.use_hints and out_ch == 2 and head == "tanh"
+    return REFERENCE_CHANNELS * G.reference_transfer
+
+def _reference_modules(G: nn.Module, at: list) -> list:
+    "Queries and keys (1x1 convs) of each correspondence level; the level channels `at` with what it adds."
+    d = G.reference_dim
+    G.ref_query = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.reference_levels})
+    G.ref_key = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.reference_levels})
+    return [c + REFERENCE_CHANNELS * (lv in G.reference_levels) for lv, c in enumerate(at)]
+
+
 # %% ../nbs/05_models.ipynb #66e5cf9c
 class UNetGenerator(nn.Module):
     "pix2pix-style UNet colorizer, (B, in_ch, H, W) in [-1, 1] → (B, out_ch, H, W) in [-1, 1] for any H, W."
@@ -296,28 +331,26 @@ class UNetGenerator(nn.Module):
                  upsample: str = "transposed",    # "transposed" (seed) or "resize_conv"
                  dropout: float = 0.5,            # dropout in the first `dropout_blocks` up blocks
                  dropout_blocks: int = 3,
-                 # self-attention at 1/attention_at of the input (a power of 2, <= 2**depth), or None
-                 attention_at: int | None = None,
+                 attention_at: int | None = None, # self-attention at 1/attention_at (a power of 2 <= 2**depth) or None
                  heads: int = 1,                  # attention heads
                  # frozen feature extractor returning (spatial 2048-ch map, pooled 512-d)
                  extractor: nn.Module | None = None,
                  ext_spatial: bool = False,       # also fuse the extractor's projected spatial map at level 5
                  ext_channels: tuple[int, int] = (2048, 512), # (spatial, pooled) channels of the extractor
                  conv_bias: bool = False,         # keep the conv bias before norms (the seed's layout)
-                 # norm also on the outermost and innermost down blocks (the seed's layout)
-                 outer_norm: bool = False,
+                 outer_norm: bool = False,        # norm also on the outermost and innermost down blocks (the seed's)
                  init: str = "pix2pix",           # 'pix2pix': N(0, 0.02) | 'default': PyTorch's (the seed's)
                  attention_scaled: bool = True,   # scaled dot-product attention (False: the seed's unscaled)
                  # see `final_layer`
                  head: str = "tanh", ab_bins: int = 12, decode: str = "annealed", temperature: float = 0.38,
-                 # None | "hints" (3 more input channels) | "palette" (FiLM in the decoder) | "both"
+                 # None | "hints" (3 more input channels) | "palette" (FiLM in the decoder) | "both" | "reference"
+                 # (a colour reference picture: transfer + dense correspondence) | "reference_hints"
                  guidance: str | None = None,
                  palette_k: int = 8,              # colours in a palette
                  hint_pyramid: bool = False,      # also give every encoder level the hints averaged to its resolution
-                 # also give the input the hints spread over the image (see `spread_hints`)
-                 hint_spread: bool = False,
-                 # add the spread hints' chroma to the output: the network learns the correction
-                 hint_residual: bool = False):
+                 hint_spread: bool = False,       # also give the input the hints spread over the image (`spread_hints`)
+                 hint_residual: bool = False,     # add the spread hints' chroma to the output (the net: a correction)
+                 reference_options: dict | None = None):  # a reference guidance's (`REFERENCE_DEFAULTS`)
         super().__init__()
         self.use_hints, self.use_palette = guidance_parts(guidance)
         self.hint_pyramid = bool(hint_pyramid and self.use_hints)
@@ -329,13 +362,15 @@ class UNetGenerator(nn.Module):
         self.widths, self.depth = tuple(widths), len(widths)
         if self.depth < 2: raise UserError(f"UNet depth must be at least 2, got {self.depth}")
         self.attention_level = _attention_level(attention_at, self.depth)
+        ref_in = _reference_setup(self, guidance, reference_options, out_ch, head, self.depth)
         self.fuse_level = min(5, self.depth) if extractor is not None and ext_spatial else None
         at = _level_channels(self.widths, ext_channels[1] if extractor is not None else 0, self.fuse_level)
-        self.downs = _encoder(in_ch + HINT_CHANNELS * (self.use_hints + self.hint_spread), self.widths, norm, down_act,
-                              outer_norm, conv_bias,
+        self.in_ch, self.enc_in = in_ch, in_ch + HINT_CHANNELS * (self.use_hints + self.hint_spread) + ref_in
+        self.downs = _encoder(self.enc_in, self.widths, norm, down_act, outer_norm, conv_bias,
                               HINT_CHANNELS * self.hint_pyramid)
-        self.ups = _decoder(self.widths, at, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
-        self.final = final_layer(at[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
+        dec = _reference_modules(self, at)
+        self.ups = _decoder(self.widths, dec, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
+        self.final = final_layer(dec[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
         self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads,
                                                                          scaled=attention_scaled)
         self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
@@ -361,38 +396,62 @@ def multiple(self: UNetGenerator) -> int:
 def forward(self: UNetGenerator, x: torch.Tensor,               # (B, in_ch, H, W) in [-1, 1]
             hints: torch.Tensor | None = None,    # (B, 3, H, W): ab/110 at hinted pixels + mask; None = no hints
             palette: torch.Tensor | None = None,  # (B, K, 4): L/100, a/110, b/110, weight; None = no palette
+            reference: torch.Tensor | None = None,  # (B or 1, 3, Hr, Wr) RGB in [-1, 1], any size; None = none
            ) -> torch.Tensor:
     "(B, out_ch, H, W) for any H, W: padded to the multiple, through `forward_padded`, cropped back."
     H, W = x.shape[-2:]
     x, (top, left) = self.pad(x)
     # no hints in the pad
     if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
-    return self.forward_padded(x, hints, palette)[..., top:top + H, left:left + W]
+    return self.forward_padded(x, hints, palette, reference)[..., top:top + H, left:left + W]
 
 @patch
 def forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None = None,
-                   palette: torch.Tensor | None = None) -> torch.Tensor:
+                   palette: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
     ("The network on an input whose height and width are multiples of `self.multiple` (no padding: the part to export "
      "to ONNX).")
     with torch.no_grad(): ext = None if self.extractor is None else self.extractor(x if x.shape[1] == 3 else x[:, :1])
     films, hints = _films(self, x, palette), _hint_input(self, x, hints)
     spread = spread_hints(hints, x) if self.hint_spread or self.hint_residual else None
-    skips, h = [], x if hints is None else torch.cat([x, hints, *([spread] if self.hint_spread else [])], 1)
-    pyramid = _hint_levels(hints, self.depth - 1) if self.hint_pyramid else None
-    for i, down in enumerate(self.downs):
-        if i and pyramid is not None: h = torch.cat([h, pyramid[i - 1]], 1)
-        h = down(h); skips.append(h)
-    h = _fuse(self, skips.pop(), self.depth, ext)
+    ref = _reference_guide(self, x, reference)
+    h = torch.cat([x, *([] if hints is None else [hints]), *([spread] if self.hint_spread else []),
+                   *([ref["transfer"]] if self.reference_transfer else [])], 1)
+    skips = _encode(self, h, _hint_levels(hints, self.depth - 1) if self.hint_pyramid else None)
+    corr = _correspondence(self, skips, ref)
+    h = _fuse(self, skips.pop(), self.depth, ext, corr)
     for j, up in enumerate(self.ups):
         h = up(h)
         if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
-        h = _fuse(self, h, self.depth - 1 - j, ext)
+        h = _fuse(self, h, self.depth - 1 - j, ext, corr)
         h = torch.cat([h, skips.pop()], 1)
-    return self.final(h) if not self.hint_residual else (self.final(h) + spread[:, :2]).clamp(-1, 1)
+    return _output(self, self.final(h), hints, spread, ref)
+
+def _encode(G: UNetGenerator, h: torch.Tensor, pyramid: list | None = None, levels: int | None = None) -> list:
+    ("The down blocks' outputs (the skips) for encoder input `h`, the first `levels` of them; a hint pyramid's levels "
+     "join from d2 on (zeros when `pyramid` is None).")
+    skips = []
+    for i, down in enumerate(G.downs[:levels]):
+        if i and G.hint_pyramid:
+            h = torch.cat([h, pyramid[i - 1] if pyramid is not None else h.new_zeros(len(h), HINT_CHANNELS,
+                                                                                         *h.shape[-2:])], 1)
+        h = down(h); skips.append(h)
+    return skips
+
+def _output(G: UNetGenerator, out: torch.Tensor, hints, spread, ref) -> torch.Tensor:
+    ("The head's output on its residual base (the spread hints, the reference transfer, or the spread over the "
+     "transfer); with reference + hints a hinted pixel takes its hint's chroma.")
+    if G.reference_residual:
+        base = ref["base"] if spread is None or not G.hint_residual else \
+            spread[:, :2] + (1 - spread[:, 2:]) * ref["base"]
+        out = (out + base).clamp(-1, 1)
+    elif G.hint_residual: out = (out + spread[:, :2]).clamp(-1, 1)
+    if G.hint_override: out = torch.where(hints[:, 2:] > 0, hints[:, :2].to(out), out)
+    return out
 
 # %% ../nbs/05_models.ipynb #017ba6c6
-def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
-    "Concatenate extractor features belonging to `level`, then apply attention if it sits there."
+def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext, corr: dict | None = None) -> torch.Tensor:
+    ("Concatenate extractor features belonging to `level`, then apply attention if it sits there, then the reference "
+     "correspondence of that level (`corr`).")
     if ext is not None:
         spatial, pooled = ext
         if level == G.depth: h = torch.cat([h, pooled[:, :, None, None].expand(-1, -1, *h.shape[-2:]).to(h)], 1)
@@ -402,6 +461,7 @@ def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext) -> torch.Tensor:
                 s = F.interpolate(s, size=h.shape[-2:], mode="bilinear", align_corners=False)
             h = torch.cat([h, s], 1)
     if level == G.attention_level: h = G.attention(h)
+    if corr and level in corr: h = torch.cat([h, corr[level].to(h)], 1)
     return h
 
 def _hint_input(G: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor | None:
@@ -427,6 +487,56 @@ def _hint_levels(hints: torch.Tensor, n: int) -> list[torch.Tensor]:
         ab, mask = F.avg_pool2d(ab, 2), F.avg_pool2d(mask, 2)
         levels.append(torch.cat([ab / mask.clamp(min=1e-6), (mask > 0).to(ab)], 1))
     return levels
+
+# %% ../nbs/05_models.ipynb #ref0mod02
+def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor | None) -> dict | None:
+    ("A reference at the input's (padded) size, checked: its RGB, gray, chroma and whether it shows anything "
+     "(`present`: not all paper); the transfer (input + residual base). None for a generator without a reference.")
+    if not G.use_reference:
+        if reference is not None:
+            raise UserError("this generator was not trained with a reference (guidance 'reference' or "
+                            "'reference_hints'); it cannot use one")
+        return None
+    B, _, H, W = x.shape
+    if reference is None: rgb = x.new_full((B, 3, H, W), PAPER_WHITE)
+    else:
+        if reference.dim() != 4 or reference.shape[1] != 3 or reference.shape[0] not in (1, B):
+            raise UserError(f"reference must be (batch or 1, 3, H, W) RGB in [-1, 1], got {tuple(reference.shape)}")
+        rgb = reference.to(x.device, torch.float32)
+        if rgb.shape[-2:] != (H, W):
+            rgb = F.interpolate(rgb, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+        rgb = rgb.clamp(-1, 1).expand(B, -1, -1, -1)
+    present = (rgb < PAPER_WHITE - 1e-3).flatten(1).any(1).float().view(B, 1, 1, 1)
+    ref = dict(rgb=rgb, present=present, gray=rgb_to_gray(rgb).to(x), ab=rgb_to_lab_norm(rgb)[:, 1:] * present)
+    if G.reference_transfer or G.reference_residual:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            ab, dist = transfer_chroma(x[:, :1].float(), rgb, samples=G.reference_samples, remap=False)
+        ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
+        ref.update(base=ab.to(x), transfer=torch.cat([ab, sure], 1).to(x))
+    return ref
+
+@torch.no_grad()
+def _max_attention(q: torch.Tensor, k: torch.Tensor, elements: int = 1 << 22) -> torch.Tensor:
+    "(B, 1, N) the largest attention weight of each query of (B, 1, N, d) `q` over keys `k`, in chunks of queries."
+    n, scale = max(1, elements // k.shape[2]), q.shape[-1] ** -0.5
+    parts = [(p @ k.transpose(-1, -2)).float() * scale for p in q.split(n, 2)]
+    return torch.cat([(s.amax(-1) - s.logsumexp(-1)).exp() for s in parts], 2).to(q)
+
+def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
+    ("{level: (B, 3, h, w)}: at each correspondence level the page's features (its skip) attend to the same encoder's "
+     "features of the reference's gray; the attended reference chroma (pooled to the level) and the largest weight.")
+    if ref is None or not G.reference_levels: return {}
+    h = torch.cat([ref["gray"].expand(-1, G.in_ch, -1, -1),
+                   ref["gray"].new_zeros(len(ref["gray"]), G.enc_in - G.in_ch, *ref["gray"].shape[-2:])], 1)
+    feats, out = _encode(G, h, None, max(G.reference_levels)), {}
+    for lv in G.reference_levels:
+        q, k = G.ref_query[str(lv)](skips[lv - 1]), G.ref_key[str(lv)](feats[lv - 1])
+        B, d, hh, ww = q.shape
+        q, k = q.flatten(2).transpose(1, 2)[:, None], k.flatten(2).transpose(1, 2)[:, None]
+        v = F.avg_pool2d(ref["ab"], 2 ** lv).to(q).flatten(2).transpose(1, 2)[:, None]
+        att = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, 2, hh, ww)
+        out[lv] = torch.cat([att, _max_attention(q, k).reshape(B, 1, hh, ww)], 1) * ref["present"].to(q)
+    return out
 
 # %% ../nbs/05_models.ipynb #041cbc8a
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -586,7 +696,7 @@ def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", nor
     if norm not in NORMS: raise UserError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if upsample not in UPSAMPLERS:
         raise UserError(f"unknown upsample {upsample!r}; choose one of {', '.join(UPSAMPLERS)}")
-    lay = {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS, **layout}
+    lay = {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS, **REFERENCE_DEFAULTS, **layout}
     extractor = DanbooruFeatures(pretrained=pretrained, input_size=ext_size, head=lay["ext_head"],
                                  antialias=lay["ext_antialias"],
                                  follow_train=lay["ext_train_mode"]) if name.endswith("_ext") else None
@@ -594,16 +704,17 @@ def _unet(name, width=64, depth=8, in_ch=1, out_ch=3, upsample="transposed", nor
                       attention_at=attention_at, heads=heads, extractor=extractor, ext_spatial=ext_spatial,
                           conv_bias=lay["conv_bias"],
                       outer_norm=lay["outer_norm"], init=lay["init"], attention_scaled=lay["attention_scaled"],
-                      **{k: lay[k] for k in HEAD_DEFAULTS})
+                      reference_options={k: lay[k] for k in REFERENCE_DEFAULTS}, **{k: lay[k] for k in HEAD_DEFAULTS})
     G.config = dict(name=name, task="colorize", width=width, depth=depth, in_ch=in_ch, out_ch=out_ch, upsample=upsample,
                     norm=norm, dropout=dropout)
     if "att" in name: G.config.update(attention_at=attention_at, heads=heads)
     if name.endswith("_ext"): G.config.update(pretrained=pretrained, ext_size=ext_size, ext_spatial=ext_spatial)
-    G.config.update({k: v for k, v in layout.items() if v != {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS}[k]})
+    plain = {**SEED_LAYOUT_DEFAULTS, **HEAD_DEFAULTS, **REFERENCE_DEFAULTS}
+    G.config.update({k: list(v) if isinstance(v, tuple) else v for k, v in layout.items() if v != plain[k]})
     return G
 
 _COMMON_OPTIONS = ("width", "depth", "in_ch", "out_ch", "upsample", "norm", "dropout", "conv_bias", "outer_norm",
-                   "init", *HEAD_DEFAULTS)
+                   "init", *HEAD_DEFAULTS, *REFERENCE_DEFAULTS)
 _ATT_OPTIONS = ("attention_at", "heads", "attention_scaled")
 _EXT_OPTIONS = ("pretrained", "ext_size", "ext_spatial", "ext_head", "ext_antialias", "ext_train_mode")
 

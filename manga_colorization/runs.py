@@ -22,6 +22,7 @@ from .core import UserError, autocast, default_device, resolve_precision, to_rgb
 from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, guidance_parts, is_seed_state,
                                        load_seed_checkpoint, model_from_state,
                                        model_task, pad_to_multiple, save_generator)
+from .guidance import uses_reference
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RUN_DIRS', 'RUN_MARKERS', 'WEIGHTS_ORDER', 'GENERATOR_SUFFIXES', 'atomic_save', 'load_checkpoint', 'Run',
@@ -294,12 +295,12 @@ class TorchRunner:
         if self.precision == "bf16": self.G = self.G.to(memory_format=torch.channels_last)
     @torch.inference_mode()
     def __call__(self, x: np.ndarray, hints: np.ndarray | None = None,
-                 palette: np.ndarray | None = None) -> torch.Tensor:
+                 palette: np.ndarray | None = None, reference: np.ndarray | None = None) -> torch.Tensor:
         t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32).to(self.device)
         x = t(x).contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else t(x)
-        with autocast(self.device, self.precision):
-            out = self.G(x, hints=t(hints),
-                         palette=t(palette)) if hints is not None or palette is not None else self.G(x)
+        guide = {k: t(v) for k, v in (("hints", hints), ("palette", palette), ("reference", reference))
+                 if v is not None}
+        with autocast(self.device, self.precision): out = self.G(x, **guide)
         return out.float().cpu()
 
 class OnnxRunner:
@@ -319,7 +320,9 @@ class OnnxRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
     def __call__(self, x: np.ndarray, hints: np.ndarray | None = None,
-                 palette: np.ndarray | None = None) -> torch.Tensor:
+                 palette: np.ndarray | None = None, reference: np.ndarray | None = None) -> torch.Tensor:
+        if reference is not None:
+            raise UserError("an ONNX generator takes no reference (reference-guided generators are not exported)")
         x = np.asarray(x, np.float32)
         feed = {self.input_name: x}
         if "hints" in self.inputs:
@@ -350,6 +353,9 @@ def export_onnx(G: torch.nn.Module,              # the generator (has `.config`)
     ("Export a generator to ONNX with dynamic batch, height and width (a multiple of its downsampling), plus a JSON "
      "sidecar.")
     G = G.cpu().eval()
+    if getattr(G, "use_reference", False):
+        raise UserError("a reference-guided generator is not exported to ONNX: its example-based colour transfer "
+                        "(per-image sampling, nearest neighbours, a median) runs in PyTorch; use --backend torch")
     in_ch, axes = getattr(G, "config", {}).get("in_ch", 1), {0: "batch", 2: "height", 3: "width"}
     args, names, dynamic = (torch.zeros(1, in_ch, size, size),), ["gray"], {"gray": axes, "color": axes}
     if getattr(G, "use_hints", False):
@@ -408,6 +414,8 @@ class LoadedGenerator:
     @property
     def uses_palette(self) -> bool: return guidance_parts(self.guidance)[1]
     @property
+    def uses_reference(self) -> bool: return uses_reference(self.guidance)
+    @property
     def palette_k(self) -> int: return int(self.config.get("palette_k", 8))
 
 # %% ../nbs/08_runs.ipynb #7f8c5b32
@@ -415,6 +423,7 @@ class LoadedGenerator:
 def __call__(self: LoadedGenerator, x: torch.Tensor | np.ndarray,
              hints: torch.Tensor | None = None,    # (B or 1, 3, H, W) hint channels (see `guidance`)
              palette: torch.Tensor | None = None,  # (B or 1, K, 4) palette
+             reference: torch.Tensor | None = None,  # (B or 1, 3, Hr, Wr) RGB reference in [-1, 1], any size
             ) -> torch.Tensor:
     ("The raw output (B, out_ch, H, W) on the CPU for input (B, in_ch, H, W) in [-1, 1] of any size (with guidance, if "
      "it takes some).")
@@ -423,24 +432,27 @@ def __call__(self: LoadedGenerator, x: torch.Tensor | np.ndarray,
         raise UserError(f"{self.source or 'this generator'}: not trained with hints (guidance: {self.guidance})")
     if palette is not None and not self.uses_palette:
         raise UserError(f"{self.source or 'this generator'}: not trained with a palette (guidance: {self.guidance})")
+    if reference is not None and not self.uses_reference:
+        raise UserError(f"{self.source or 'this generator'}: not trained with a reference (guidance: {self.guidance})")
+    reference = None if reference is None else torch.as_tensor(reference).float().cpu().numpy()
     hints = None if hints is None else torch.as_tensor(hints).float().cpu().expand(x.shape[0], -1, -1, -1)
     palette = None if palette is None else torch.as_tensor(palette).float().cpu()
     H, W = x.shape[-2:]
     arr = lambda t: None if t is None else t.numpy()
-    if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette))    # the UNet pads by itself
+    if self.backend == "torch": return self.runner(x.numpy(), arr(hints), arr(palette), reference)    # pads itself
     # the traced graph needs whole multiples: pad as the UNet does
     x, (top, left) = pad_to_multiple(x, self.multiple)
     # no pad, nothing to crop (an upscaler's size)
-    if x.shape[-2:] == (H, W): return self.runner(x.numpy(), arr(hints), arr(palette))
+    if x.shape[-2:] == (H, W): return self.runner(x.numpy(), arr(hints), arr(palette), reference)
     if hints is not None: hints = F.pad(hints, (left, x.shape[-1] - W - left, top, x.shape[-2] - H - top))
-    return self.runner(x.numpy(), arr(hints), arr(palette))[..., top:top + H, left:left + W]
+    return self.runner(x.numpy(), arr(hints), arr(palette), reference)[..., top:top + H, left:left + W]
 
 @patch
 def predict_rgb(self: LoadedGenerator, inp: torch.Tensor, hints: torch.Tensor | None = None,
-                palette: torch.Tensor | None = None) -> torch.Tensor:
+                palette: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
     ("RGB in [-1, 1] (B,3,H,W) for the network input `inp` (B,in_ch,H,W) in [-1, 1] (the gray is its first channel), "
      "with guidance if given.")
-    return to_rgb(self(inp, hints, palette), inp[:, :1].detach().float().cpu())
+    return to_rgb(self(inp, hints, palette, reference), inp[:, :1].detach().float().cpu())
 
 # %% ../nbs/08_runs.ipynb #5064614e
 def _read_pt(path: Path) -> tuple[dict, dict, dict]:

@@ -30,7 +30,7 @@ from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2
                                      resolve_precision,
                                      rgb_to_gray, rgb_to_lab_norm, seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
-from .guidance import GuidanceSampler
+from .guidance import GUIDANCES, GuidanceSampler, uses_reference
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import (LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
                                         to_unit)
@@ -39,15 +39,15 @@ from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 from .synthetic import synth_page
 
 # %% auto #0
-__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'DEMO_META',
-           'BaseTrainConfig', 'TrainConfig', 'apply_recipe', 'TrainState', 'rng_state', 'set_rng_state',
-           'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env', 'all_true', 'trainable',
-           'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device', 'build_generator',
-           'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate',
-           'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
-           'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision', 'resume_config', 'start_run',
-           'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands', 'demo_guided_generator',
-           'save_demo_generator']
+__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'REFERENCE_GEN_OPTIONS', 'REFERENCE_HINT_OPTIONS',
+           'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'DEMO_META', 'BaseTrainConfig', 'TrainConfig', 'apply_recipe',
+           'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet',
+           'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device',
+           'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict',
+           'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog',
+           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision',
+           'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands',
+           'demo_guided_generator', 'save_demo_generator']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -114,10 +114,11 @@ class BaseTrainConfig:
 
 # %% ../nbs/09_train.ipynb #e09b6eb6
 def _guidance_arg(value: str) -> str | None:
-    "`--guidance` on the command line: none | hints | palette | both."
+    "`--guidance` on the command line: none | hints | palette | both | reference | reference_hints."
     if value in ("none", "None", ""): return None
-    if value not in ("hints", "palette", "both"):
-        raise argparse.ArgumentTypeError(f"{value!r}: choose none, hints, palette or both")
+    if value not in GUIDANCES:
+        raise argparse.ArgumentTypeError(f"{value!r}: choose none, hints, palette or both (or reference, "
+                                         "reference_hints)")
     return value
 
 @dataclass
@@ -167,8 +168,10 @@ class _ColorizerFields(BaseTrainConfig):
 class TrainConfig(_ColorizerFields):
     "A colorizer's training run (defaults: our recipe; `recipe='seed'`: the original code's, see `apply_recipe`)."
     guidance: str | None = _opt(None, "colour guidance the generator takes: none | hints (colour points) | palette (a "
-                                      "reference's colours, FiLM in the decoder) | both; sampled from each target "
-                                      "while training", type=_guidance_arg)
+                                      "reference's colours, FiLM in the decoder) | both | reference (a colour "
+                                      "reference picture: where its colours go, by correspondence; trained on "
+                                      "augmented-self references) | reference_hints (+ hints); sampled from each "
+                                      "target while training", type=_guidance_arg)
     hue_rotate: float | None = _opt(None, "share of targets whose Lab hue is turned by a random angle, so the gray "
                                           "cannot tell the colour and guidance must (default: 1 on synthetic data "
                                           "with guidance, else 0)", type=float)
@@ -182,6 +185,7 @@ class TrainConfig(_ColorizerFields):
     palette_none: float = _opt(0.25, "share of training images without a palette")
     palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all "
                                     "of it")
+    reference_none: float = _opt(0.1, "share of training images without a reference (a reference guidance)")
     val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the "
                               "palette is the target's)")
 
@@ -208,11 +212,19 @@ RECIPES: dict[str, dict] = {
 SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)
 # what a recipe adds to `gen_options`
 RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}
+# a reference-guided run's generator (the user's --gen-options win; `out_ch` 2 unless given): GroupNorm, the
+# example-based transfer as input and residual base; with hints also their spread (input and residual)
+REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_residual=True)
+REFERENCE_HINT_OPTIONS = dict(hint_spread=True, hint_residual=True)
 
-def _recipe_gen_options(config: TrainConfig) -> dict | None:
-    "`gen_options` plus what the recipe and `seed_defects` add to the generator (the user's own options win)."
+def _recipe_gen_options(config: TrainConfig, out_ch: int | None = None) -> dict | None:
+    ("`gen_options` plus what the recipe, `seed_defects` and a reference guidance add (the user's own options win; "
+     "the residuals only on Lab chroma, `out_ch` 2).")
     extra = dict(RECIPE_GEN_OPTIONS.get(config.recipe, {}))
     if config.seed_defects: extra.update(attention_at=2 ** config.depth, attention_scaled=False, ext_train_mode=True)
+    if uses_reference(config.guidance):
+        extra.update(REFERENCE_GEN_OPTIONS, **(REFERENCE_HINT_OPTIONS if config.guidance == "reference_hints" else {}))
+        if (out_ch or config.out_ch) != 2: extra.update(reference_residual=False, hint_residual=False)
     return {**extra, **(config.gen_options or {})} or config.gen_options
 
 def apply_recipe(config: TrainConfig, given=None) -> TrainConfig:
@@ -224,7 +236,10 @@ def apply_recipe(config: TrainConfig, given=None) -> TrainConfig:
     plain = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     keep = set(given) if given is not None else {k for k in plain if getattr(config, k) != plain[k]}
     values = {k: v for k, v in RECIPES[config.recipe].items() if k not in keep}
-    return dataclasses.replace(config, **values, gen_options=_recipe_gen_options(config), recipe_applied=True)
+    # the reference model's residual base is Lab chroma
+    if uses_reference(config.guidance) and "out_ch" not in keep: values["out_ch"] = 2
+    return dataclasses.replace(config, **values, gen_options=_recipe_gen_options(config, values.get("out_ch")),
+                               recipe_applied=True)
 
 # %% ../nbs/09_train.ipynb #785dc37f
 @dataclass
@@ -410,7 +425,7 @@ def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
                         "e.g. 1,3,5") from None
     return GuidanceSampler(config.guidance, hue, config.hint_none, config.hint_mean, config.hint_max, patches,
                            config.palette_k,
-                           config.palette_none, config.palette_crop)
+                           config.palette_none, config.palette_crop, getattr(config, "reference_none", 0.1))
 
 def build_loss(config: TrainConfig) -> nn.Module:
     "The `GeneratorLoss` of `config`: its preset, weights, formulas and (when asked) the seed's defects."
