@@ -33,10 +33,10 @@ __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'SPREAD_SI
            'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'ModelEntry', 'register_model', 'list_models',
            'model_options', 'create_model', 'model_task', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext',
            'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field', 'count_params', 'forward_gflops',
-           'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps', 'lanczos_up', 'CompactUpscaler',
-           'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact', 'rrdb', 'generator_state', 'save_generator',
-           'strip_wrappers', 'model_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
-           'load_seed_checkpoint']
+           'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps', 'lanczos_kernel', 'lanczos_up',
+           'Skip', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact', 'rrdb', 'generator_state',
+           'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state', 'seed_generator_options',
+           'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/05_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -741,14 +741,31 @@ def lanczos_taps(scale: int, a: int = 3) -> torch.Tensor:
     w = torch.sinc(d) * torch.sinc(d / a)
     return (w / w.sum(1, keepdim=True)).float()
 
-def lanczos_up(x: torch.Tensor, scale: int, a: int = 3) -> torch.Tensor:
+def lanczos_kernel(scale: int, channels: int, a: int = 3) -> torch.Tensor:
+    "The (channels·scale², 1, 2a+1, 2a+1) depthwise kernel of `lanczos_up`: one 2-D Lanczos filter per output phase."
+    t = lanczos_taps(scale, a)
+    k = torch.einsum("pi,qj->pqij", t, t).reshape(scale * scale, 1, 2 * a + 1, 2 * a + 1)
+    return k.repeat(channels, 1, 1, 1)
+
+def lanczos_up(x: torch.Tensor, scale: int, a: int = 3, kernel: torch.Tensor | None = None) -> torch.Tensor:
     ("The input enlarged `scale` times with a separable Lanczos-`a` filter (edges replicated): one fixed convolution "
      "to scale² phases and a pixel shuffle, so it exports to ONNX and tiles like the nets.")
-    t = lanczos_taps(scale, a).to(x.device, x.dtype)
-    k = torch.einsum("pi,qj->pqij", t, t).reshape(scale * scale, 1, 2 * a + 1, 2 * a + 1).repeat(x.shape[1], 1, 1, 1)
-    return F.pixel_shuffle(F.conv2d(F.pad(x, (a,) * 4, mode="replicate"), k, groups=x.shape[1]), scale)
+    k = lanczos_kernel(scale, x.shape[1], a) if kernel is None else kernel
+    return F.pixel_shuffle(F.conv2d(F.pad(x, (a,) * 4, mode="replicate"), k.to(x.dtype), groups=k.shape[0] // scale**2),
+                           scale)
 
-SKIPS = {"bilinear": bilinear_up, "lanczos": lanczos_up}   # what an upscaler adds its output to
+class Skip(nn.Module):
+    ("The fixed upsample an upscaler adds its output to: 'bilinear' or 'lanczos' (its kernel a non-persistent buffer: "
+     "no weights in files, a constant in ONNX).")
+    def __init__(self, kind: str, scale: int, channels: int):
+        super().__init__()
+        self.kind, self.scale = kind, scale
+        if kind == "lanczos": self.register_buffer("kernel", lanczos_kernel(scale, channels), persistent=False)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "lanczos": return lanczos_up(x, self.scale, kernel=self.kernel)
+        return bilinear_up(x, self.scale)
+
+SKIPS = ("bilinear", "lanczos")   # what an upscaler may add its output to
 
 class CompactUpscaler(nn.Module):
     ("Conv(in→width) + PReLU, `n_conv` × [conv + PReLU], conv(width→in·scale²), pixel shuffle; plus the `skip` "
@@ -757,16 +774,16 @@ class CompactUpscaler(nn.Module):
                  in_ch: int = 1,         # 1 gray, 3 RGB
                  width: int = 32,        # channels of the body
                  n_conv: int = 4,        # body convolutions after the first
-                 skip: str = "bilinear"):   # the upsample the output is added to: a key of `SKIPS`
+                 skip: str = "bilinear"):   # the upsample the output is added to: one of `SKIPS`
         super().__init__()
-        self.skip = SKIPS[skip]
+        self.skip = Skip(skip, scale, in_ch)
         layers = [conv3(in_ch, width), nn.PReLU(width)]
         for _ in range(n_conv): layers += [conv3(width, width), nn.PReLU(width)]
         self.body, self.tail = nn.Sequential(*layers), conv3(width, in_ch * scale * scale)
         self.shuffle, self.scale = nn.PixelShuffle(scale), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.tail(self.body(x))) + self.skip(x, self.scale)
+        return self.shuffle(self.tail(self.body(x))) + self.skip(x)
 
 # %% ../nbs/05_models.ipynb #64feda02
 class DenseBlock(nn.Module):
@@ -796,9 +813,9 @@ class RRDBUpscaler(nn.Module):
                  width: int = 32,        # feature channels
                  growth: int = 16,       # channels each dense conv adds
                  n_blocks: int = 2,      # RRDBs
-                 skip: str = "bilinear"):   # the upsample the output is added to: a key of `SKIPS`
+                 skip: str = "bilinear"):   # the upsample the output is added to: one of `SKIPS`
         super().__init__()
-        self.skip = SKIPS[skip]
+        self.skip = Skip(skip, scale, in_ch)
         self.head = conv3(in_ch, width)
         self.body = nn.Sequential(*(RRDB(width, growth) for _ in range(n_blocks)), conv3(width, width))
         self.up = nn.Sequential(conv3(width, width), nn.LeakyReLU(0.2, inplace=True))
@@ -806,7 +823,7 @@ class RRDBUpscaler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.head(x)
-        return self.shuffle(self.tail(self.up(f + self.body(f)))) + self.skip(x, self.scale)
+        return self.shuffle(self.tail(self.up(f + self.body(f)))) + self.skip(x)
 
 # %% ../nbs/05_models.ipynb #e7a4c6f3
 SCALES = (2, 3, 4)
