@@ -29,15 +29,15 @@ from .pretrained import DanbooruFeatures
 # %% auto #0
 __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'REFERENCE_DEFAULTS', 'REFERENCE_CHANNELS', 'SPREAD_SIGMAS',
            'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS', 'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS',
-           'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv',
+           'SKIPS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv',
            'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins',
            'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'ModelEntry',
            'register_model', 'list_models', 'model_options', 'create_model', 'model_task', 'unet', 'unet_att',
            'unet_ext', 'unet_att_ext', 'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field',
-           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'CompactUpscaler',
-           'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact', 'rrdb', 'generator_state', 'save_generator',
-           'strip_wrappers', 'model_from_state', 'is_seed_state', 'seed_generator_options', 'fold_seed_layout',
-           'load_seed_checkpoint']
+           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps',
+           'lanczos_kernel', 'lanczos_up', 'Skip', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact',
+           'rrdb', 'generator_state', 'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state',
+           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/05_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -844,21 +844,56 @@ def bilinear_up(x: torch.Tensor, scale: int) -> torch.Tensor:
     "The input enlarged `scale` times, bilinear: what both upscalers add their output to."
     return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
 
+def lanczos_taps(scale: int, a: int = 3) -> torch.Tensor:
+    ("Lanczos-`a` weights (scale, 2a+1) of the input pixels at offsets -a..a for each of the `scale` output phases "
+     "(pixel centres, as `align_corners=False`), each row summing to 1.")
+    d = (torch.arange(scale, dtype=torch.float64)[:, None] + 0.5) / scale - 0.5 - torch.arange(-a, a + 1)
+    w = torch.sinc(d) * torch.sinc(d / a)
+    return (w / w.sum(1, keepdim=True)).float()
+
+def lanczos_kernel(scale: int, channels: int, a: int = 3) -> torch.Tensor:
+    "The (channels·scale², 1, 2a+1, 2a+1) depthwise kernel of `lanczos_up`: one 2-D Lanczos filter per output phase."
+    t = lanczos_taps(scale, a)
+    k = torch.einsum("pi,qj->pqij", t, t).reshape(scale * scale, 1, 2 * a + 1, 2 * a + 1)
+    return k.repeat(channels, 1, 1, 1)
+
+def lanczos_up(x: torch.Tensor, scale: int, a: int = 3, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    ("The input enlarged `scale` times with a separable Lanczos-`a` filter (edges replicated): one fixed convolution "
+     "to scale² phases and a pixel shuffle, so it exports to ONNX and tiles like the nets.")
+    k = lanczos_kernel(scale, x.shape[1], a) if kernel is None else kernel
+    return F.pixel_shuffle(F.conv2d(F.pad(x, (a,) * 4, mode="replicate"), k.to(x.dtype), groups=k.shape[0] // scale**2),
+                           scale)
+
+class Skip(nn.Module):
+    ("The fixed upsample an upscaler adds its output to: 'bilinear' or 'lanczos' (its kernel a non-persistent buffer: "
+     "no weights in files, a constant in ONNX).")
+    def __init__(self, kind: str, scale: int, channels: int):
+        super().__init__()
+        self.kind, self.scale = kind, scale
+        if kind == "lanczos": self.register_buffer("kernel", lanczos_kernel(scale, channels), persistent=False)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "lanczos": return lanczos_up(x, self.scale, kernel=self.kernel)
+        return bilinear_up(x, self.scale)
+
+SKIPS = ("bilinear", "lanczos")   # what an upscaler may add its output to
+
 class CompactUpscaler(nn.Module):
-    ("Conv(in→width) + PReLU, `n_conv` × [conv + PReLU], conv(width→in·scale²), pixel shuffle; plus the bilinear "
-     "upsample.")
+    ("Conv(in→width) + PReLU, `n_conv` × [conv + PReLU], conv(width→in·scale²), pixel shuffle; plus the `skip` "
+     "upsample (bilinear or Lanczos).")
     def __init__(self, scale: int = 2,   # enlargement factor
                  in_ch: int = 1,         # 1 gray, 3 RGB
                  width: int = 32,        # channels of the body
-                 n_conv: int = 4):       # body convolutions after the first
+                 n_conv: int = 4,        # body convolutions after the first
+                 skip: str = "bilinear"):   # the upsample the output is added to: one of `SKIPS`
         super().__init__()
+        self.skip = Skip(skip, scale, in_ch)
         layers = [conv3(in_ch, width), nn.PReLU(width)]
         for _ in range(n_conv): layers += [conv3(width, width), nn.PReLU(width)]
         self.body, self.tail = nn.Sequential(*layers), conv3(width, in_ch * scale * scale)
         self.shuffle, self.scale = nn.PixelShuffle(scale), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.tail(self.body(x))) + bilinear_up(x, self.scale)
+        return self.shuffle(self.tail(self.body(x))) + self.skip(x)
 
 # %% ../nbs/05_models.ipynb #64feda02
 class DenseBlock(nn.Module):
@@ -882,13 +917,15 @@ class RRDB(nn.Module):
 
 class RRDBUpscaler(nn.Module):
     ("head conv → [RRDB × n_blocks → conv] + skip → conv, LeakyReLU, conv(→in·scale²), pixel shuffle; plus the "
-     "bilinear upsample.")
+     "`skip` upsample (bilinear or Lanczos).")
     def __init__(self, scale: int = 2,   # enlargement factor
                  in_ch: int = 1,         # 1 gray, 3 RGB
                  width: int = 32,        # feature channels
                  growth: int = 16,       # channels each dense conv adds
-                 n_blocks: int = 2):     # RRDBs
+                 n_blocks: int = 2,      # RRDBs
+                 skip: str = "bilinear"):   # the upsample the output is added to: one of `SKIPS`
         super().__init__()
+        self.skip = Skip(skip, scale, in_ch)
         self.head = conv3(in_ch, width)
         self.body = nn.Sequential(*(RRDB(width, growth) for _ in range(n_blocks)), conv3(width, width))
         self.up = nn.Sequential(conv3(width, width), nn.LeakyReLU(0.2, inplace=True))
@@ -896,7 +933,7 @@ class RRDBUpscaler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.head(x)
-        return self.shuffle(self.tail(self.up(f + self.body(f)))) + bilinear_up(x, self.scale)
+        return self.shuffle(self.tail(self.up(f + self.body(f)))) + self.skip(x)
 
 # %% ../nbs/05_models.ipynb #e7a4c6f3
 SCALES = (2, 3, 4)
@@ -906,6 +943,8 @@ def _upscaler(cls: type[nn.Module], name: str, options: dict) -> nn.Module:
     if options["scale"] not in SCALES:
         raise UserError(f"scale {options['scale']!r} is not one of {', '.join(map(str, SCALES))}")
     if options["in_ch"] not in (1, 3): raise UserError(f"in_ch must be 1 (gray) or 3 (RGB), got {options['in_ch']!r}")
+    if options["skip"] not in SKIPS:
+        raise UserError(f"skip {options['skip']!r} is not one of {', '.join(SKIPS)}")
     if options.pop("out_ch", None) not in (None, options["in_ch"]):
         raise UserError(f"an upscaler's out_ch is its in_ch ({options['in_ch']})")
     G = cls(**options)
@@ -915,17 +954,20 @@ def _upscaler(cls: type[nn.Module], name: str, options: dict) -> nn.Module:
 
 @register_model("upscale")
 def compact(scale: int = 2, in_ch: int = 1, width: int = 32, n_conv: int = 4,
-            out_ch: int | None = None) -> CompactUpscaler:
-    "The compact upscaler (`CompactUpscaler`), untrained: bilinear (`out_ch`: recorded in `.config`, always `in_ch`)."
+            out_ch: int | None = None, skip: str = "bilinear") -> CompactUpscaler:
+    ("The compact upscaler (`CompactUpscaler`), untrained: its `skip` upsample (`out_ch`: recorded in `.config`, "
+     "always `in_ch`; `skip` defaults to bilinear, the layout of files saved before it existed).")
     return _upscaler(CompactUpscaler, "compact",
-                     dict(scale=scale, in_ch=in_ch, width=width, n_conv=n_conv, out_ch=out_ch))
+                     dict(scale=scale, in_ch=in_ch, width=width, n_conv=n_conv, out_ch=out_ch, skip=skip))
 
 @register_model("upscale")
 def rrdb(scale: int = 2, in_ch: int = 1, width: int = 32, growth: int = 16, n_blocks: int = 2,
-         out_ch: int | None = None) -> RRDBUpscaler:
-    "The RRDB-lite upscaler (`RRDBUpscaler`), untrained: bilinear (`out_ch`: recorded in `.config`, always `in_ch`)."
+         out_ch: int | None = None, skip: str = "bilinear") -> RRDBUpscaler:
+    ("The RRDB-lite upscaler (`RRDBUpscaler`), untrained: its `skip` upsample (`out_ch`: recorded in `.config`, "
+     "always `in_ch`; `skip` defaults to bilinear, the layout of files saved before it existed).")
     return _upscaler(RRDBUpscaler, "rrdb",
-                     dict(scale=scale, in_ch=in_ch, width=width, growth=growth, n_blocks=n_blocks, out_ch=out_ch))
+                     dict(scale=scale, in_ch=in_ch, width=width, growth=growth, n_blocks=n_blocks, out_ch=out_ch,
+                          skip=skip))
 
 # %% ../nbs/05_models.ipynb #f0869171
 GENERATOR_FILE, CONFIG_FILE = "generator.safetensors", "generator.json"

@@ -231,6 +231,8 @@ class SRConfig(BaseTrainConfig):
     beta2: float = _sr_opt(0.99, "Adam beta2")
     limit: int | None = _sr_opt(2000, "training crops per epoch (a fresh random subset each epoch)", type=int)
     val_limit: int | None = _sr_opt(64, "validation crops per epoch", type=int)
+    skip: str = _sr_opt("lanczos", "what the upscaler adds its output to: lanczos | bilinear (runs saved without "
+                        "this setting: bilinear)", choices=("lanczos", "bilinear"))
     gen_options: dict | None = _sr_opt(None,
                                        "further upscaler options (`models.create_model`) as JSON, e.g. '{\"n_conv\": "
                                        "8}' (compact) "
@@ -239,12 +241,17 @@ class SRConfig(BaseTrainConfig):
     kind: str = _sr_opt("sr", "what wrote the run folder")
     scale: int = _sr_opt(2, "enlargement factor", choices=SCALES)
     in_ch: int = _sr_opt(1, "1 = gray pages, 3 = RGB", choices=(1, 3))
-    kernels: str = _sr_opt("area,bicubic,bilinear",
-                           "downscaling filters drawn per crop (comma-separated: area, bicubic, bilinear)")
+    kernels: str = _sr_opt("area", "downscaling filters drawn per crop (comma-separated: area, bicubic, bilinear; "
+                           "area, a sensor's pixels, is what real art needs: see 'The synthetic recipe' below)")
     tone: float = _sr_opt(0.25, "probability of screentone before downscaling (moiré)")
-    blur: float = _sr_opt(0.5, "probability of a slight blur before downscaling")
+    blur: float = _sr_opt(0.25, "probability of a slight blur before downscaling")
     noise: float = _sr_opt(0.4, "probability of Gaussian noise")
     jpeg: float = _sr_opt(0.7, "probability of JPEG compression")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SRConfig:
+        "A config from a dict; one saved before `skip` existed keeps the bilinear skip it trained with."
+        return super().from_dict({"skip": "bilinear", **d})
 
 def sr_degradation(c: SRConfig) -> Degradation:
     "The `Degradation` a config asks for."
@@ -263,7 +270,7 @@ class SRStep(GANStep):
     def __init__(self, config: SRConfig, setup):
         self.config, self.setup = config, setup
         self.G = create_model(config.arch, task="upscale", scale=config.scale, in_ch=config.in_ch, width=config.width,
-                              **(config.gen_options or {}))
+                              **{"skip": config.skip, **(config.gen_options or {})})
         given = {k: getattr(config, k) for k in ("l1_weight", "perceptual_weight",
                                                  "adv_weight") if getattr(config, k) is not None}
         self.loss = SRLoss(**{**SR_LOSSES[config.loss], **given}, gan_mode=config.gan_mode,

@@ -112,6 +112,39 @@ def test_export_onnx_and_both_backends(tmp_path, inputs):
 
 
 @pytest.mark.parametrize("arch", list_models("upscale"))
+def test_older_upscaler_files_keep_the_bilinear_skip(tmp_path, arch):
+    "A generator.json written before the `skip` option (no such key) loads as the bilinear-skip net it was trained as."
+    run = upscaler_run(tmp_path / "run", arch)
+    meta = json.loads((run / "generator.json").read_text())
+    del meta["generator"]["skip"]
+    (run / "generator.json").write_text(json.dumps(meta))
+    G = Upscaler(run, precision="fp32").G.module
+    assert G.config.get("skip", "bilinear") == "bilinear"
+    old = create_model(arch, scale=2, skip="bilinear", **TINY[arch]).eval()
+    old.load_state_dict(G.state_dict())
+    x = torch.rand(1, 1, 12, 10) * 2 - 1
+    with torch.no_grad(): assert (G(x) - old(x)).abs().max() < 1e-5
+
+
+def test_lanczos_skip_exports_and_tiles(tmp_path):
+    "The Lanczos skip (the default of new runs) runs the same through ONNX and through tiles."
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    G = create_model("compact", scale=2, skip="lanczos", **TINY["compact"]).eval()
+    torch.nn.init.normal_(G.tail.weight, std=0.05)
+    save_generator(G, tmp_path / "run", {"task": "sr", "scale": 2, "pad_multiple": 1})
+    assert cli("sr-export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "up.onnx")[0] == 0
+    x = torch.rand(1, 50, 70) * 2 - 1
+    run = lambda t: G(t).detach()
+    whole, tiled = upscale_tensor(run, x, 2, tile=512), upscale_tensor(run, x, 2, tile=24, overlap=8, pad=16)
+    assert (tiled - whole).abs().max() / 2 < 1 / 255
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(tmp_path / "up.onnx"))
+    by_onnx = sess.run(None, {sess.get_inputs()[0].name: x[None].numpy()})[0]
+    assert np.abs(by_onnx - whole[None].numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("arch", list_models("upscale"))
 def test_tiled_equals_untiled(arch):
     torch.manual_seed(0)
     G = create_model(arch, scale=2, **TINY[arch]).eval()
@@ -153,6 +186,21 @@ def test_sr_train_resume_and_upscale(tmp_path, inputs, arch):
     assert all(torch.equal(a[k], b[k]) for k in a)               # exact resume
     code, _, err = cli("upscale", inputs / "single.png", "--checkpoint", straight, "--out", tmp_path / "o")
     assert code == 0 and Image.open(tmp_path / "o" / "single.png").size == (80, 60), err
+
+
+@needs_hooks
+def test_sr_train_resumes_an_older_run_with_its_bilinear_skip(tmp_path):
+    "A run whose config.json predates `--skip` resumes as the bilinear-skip net it started as; new runs get Lanczos."
+    run = tmp_path / "old"
+    assert sr_train(run, "--width", 4, "--epochs", 1, "--skip", "bilinear")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    del config["skip"]
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = sr_train(run, "--width", 4, "--epochs", 2, "--resume")
+    assert code == 0, err[-2000:]
+    assert Upscaler(run).G.config["skip"] == "bilinear"
+    assert sr_train(tmp_path / "new", "--width", 4, "--epochs", 1)[0] == 0
+    assert Upscaler(tmp_path / "new").G.config["skip"] == "lanczos"
 
 
 def test_colorize_upscale_paints_at_the_new_resolution(tmp_path):
