@@ -34,21 +34,21 @@ def demo_config(out: str | Path, **overrides) -> TrainConfig:
                                  tensorboard=False, kind="demo", seed=0), **recipe, **overrides})
 
 # %% ../nbs/14_demo.ipynb #727ad915
-def colorize_demo_page(run: str | Path, size: tuple[int, int] = (512, 724), seed: int = 7):
+def colorize_demo_page(run: str | Path, size: tuple[int, int] = (512, 724), seed: int = 7, precision: str = "auto"):
     "(gray page, colorized page) for a synthetic manga page, using the run's generator."
     page = synth_page(seed=seed, index=0, size=size)
     gray = page.gray if hasattr(page, "gray") else page.color.convert("L")
-    return gray, Colorizer(load_generator(run, device="cpu")).colorize(gray)
+    return gray, Colorizer(load_generator(run, device="cpu"), precision=precision).colorize(gray)
 
 # %% ../nbs/14_demo.ipynb #87fa4a47
 def demo_summary(run: Run, record: dict, params: int, wall_time_s: float) -> dict:
     "What `demo.json` holds: the last epoch's metrics beside copy-the-gray, the budget, and where the files are."
     keys = ("psnr", "baseline_psnr", "psnr_pooled", "baseline_psnr_pooled", "ssim", "baseline_ssim", "delta_e",
-            "baseline_delta_e",
-            "ciede2000", "baseline_ciede2000", "colorfulness", "colorfulness_ratio", "gray_targets")
+            "baseline_delta_e", "ciede2000", "baseline_ciede2000", "colorfulness", "colorfulness_ratio", "gray_targets")
     return {**{k: record[k] for k in keys}, "epochs": record["epoch"], "steps": record["step"],
             "train_time_s": record["time_s"],
             "wall_time_s": wall_time_s, "params": params, "threads": torch.get_num_threads(),
+            "precision": Run(run.path).config.get("precision"),
             "sample": str(run.sample_path(record["epoch"])), "checkpoint": str(run.last_checkpoint)}
 
 def demo(out: str | Path = "runs/demo",  # run folder
@@ -57,14 +57,15 @@ def demo(out: str | Path = "runs/demo",  # run folder
          epochs: int | None = None,      # epochs (default: the recipe's, 10)
          limit: int | None = None,       # training images per epoch (default: the recipe's, 1024)
          page: bool = True,              # also colorize a synthetic page
+         precision: str = "auto",        # auto | fp32 | bf16 (auto: bf16 where the CPU computes it natively)
          **overrides) -> dict:
     "Train the demo model, colorize a synthetic page, write `demo.json`; returns its summary."
     t0, run = time.perf_counter(), Run(out)
-    overrides.update({k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None})
+    overrides.update({k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}, precision=precision)
     trainer = start_run(demo_config(out, **overrides), resume, overwrite)
     record = trainer.fit()
     if page:
-        gray, colored = colorize_demo_page(run.path, size=(128, 180) if in_test() else (512, 724))
+        gray, colored = colorize_demo_page(run.path, size=(128, 180) if in_test() else (512, 724), precision=precision)
         gray.save(run.path / "page_input.png"); colored.save(run.path / "page_colorized.png")
     summary = demo_summary(run, record, sum(p.numel() for p in trainer.G.parameters()), time.perf_counter() - t0)
     (run.path / "demo.json").write_text(json.dumps(summary, indent=1))
@@ -73,7 +74,8 @@ def demo(out: str | Path = "runs/demo",  # run folder
 # %% ../nbs/14_demo.ipynb #45f3ffee
 def run_demo(args) -> int:
     "The `mangacolor demo` command."
-    s = demo(args.out, resume=args.resume, overwrite=args.overwrite, epochs=args.epochs, limit=args.limit)
+    s = demo(args.out, resume=args.resume, overwrite=args.overwrite, epochs=args.epochs, limit=args.limit,
+             precision=args.precision)
     print(f"demo finished in {s['wall_time_s']:.0f} s ({s['threads']} threads): val PSNR {s['psnr_pooled']:.2f} dB vs "
           "copy-the-gray "
           f"{s['baseline_psnr_pooled']:.2f} dB (CIEDE2000 {s['ciede2000']:.1f} vs {s['baseline_ciede2000']:.1f}, "
