@@ -239,7 +239,10 @@ def make_colorizers(args, log=print) -> dict:
         if not G.uses_hints: raise SystemExit(f"--hints-run {run}: not a hints model (guidance {G.guidance})")
         cols[f"hints:{label}"] = (of(G), f"hints model {run} (guidance {G.guidance}, working size {G.size})")
     if args.reference_run:
-        G = load_run(args.reference_run)
+        try: G = load_run(args.reference_run)
+        except Exception as e:
+            raise SystemExit(f"--reference-run {args.reference_run}: cannot load it here ({e}); reference models need "
+                             "the refmodel branch (guidance 'reference_hints')") from None
         # TODO(refmodel): `LoadedGenerator.uses_reference` and `G(x, hints, reference=...)` come with the refmodel
         # branch (guidance "reference_hints"); until it is merged a reference run stops here with this line.
         if not getattr(G, "uses_reference", False) or not G.uses_hints:
@@ -318,7 +321,7 @@ def main(argv=None) -> int:
     p.add_argument("--types", default="dot,scribble", help="hint types")
     p.add_argument("--path-method", default="geodesic", choices=["geodesic", "filfinder"],
                    help="hintauc's longest-path extraction: 'geodesic' (deterministic, ~0.4 s an image) or "
-                        "'filfinder' (the paper's; ~14 s an image, not bit-exact between runs)")
+                        "'filfinder' (the paper's; 5-14 s an image here, not bit-exact between runs)")
     p.add_argument("--hints-run", action="append", default=[], metavar="RUN", help="a hints model (repeatable)")
     p.add_argument("--train", action="append", default=[], choices=["real", "synthetic"],
                    help="train the README-recipe hints model (guided study budget) on this data and measure it")
