@@ -241,13 +241,10 @@ def make_colorizers(args, log=print) -> dict:
     if args.reference_run:
         try: G = load_run(args.reference_run)
         except Exception as e:
-            raise SystemExit(f"--reference-run {args.reference_run}: cannot load it here ({e}); reference models need "
-                             "the refmodel branch (guidance 'reference_hints')") from None
-        # TODO(refmodel): `LoadedGenerator.uses_reference` and `G(x, hints, reference=...)` come with the refmodel
-        # branch (guidance "reference_hints"); until it is merged a reference run stops here with this line.
+            raise SystemExit(f"--reference-run {args.reference_run}: cannot load it here ({e})") from None
         if not getattr(G, "uses_reference", False) or not G.uses_hints:
             raise SystemExit(f"--reference-run {args.reference_run}: needs a reference + hints model (guidance "
-                             f"'reference_hints', from the refmodel branch); this one has guidance {G.guidance}")
+                             f"'reference_hints'); this one has guidance {G.guidance}")
 
         def ref_fn(g64, gf, h, t, b, G=G):
             ref = augmented_reference(t, torch.Generator().manual_seed(args.seed + b))   # fixed seeded warp
@@ -327,7 +324,7 @@ def main(argv=None) -> int:
                    help="train the README-recipe hints model (guided study budget) on this data and measure it")
     p.add_argument("--runs-dir", default=str(CACHE / "hintauc-runs"), help="where --train puts its runs")
     p.add_argument("--reference-run", default=None, metavar="RUN",
-                   help="a reference + hints model (guidance reference_hints; needs the refmodel branch's API)")
+                   help="a reference + hints model (guidance reference_hints)")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmented-self references")
     p.add_argument("--work", default=str(CACHE / "hintauc-work"), help="the exchange folder")
     p.add_argument("--venv", default=str(CACHE / "hintauc-venv"), help="hintauc's own virtual environment")
