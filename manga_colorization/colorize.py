@@ -19,12 +19,12 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
-from .core import PRECISIONS, UserError, rgb_to_ycbcr
+from .core import UserError, add_precision_argument, rgb_to_ycbcr
 from .data import load_image, make_input
 from .guidance import (HintPoint, Hints, as_hints, hint_map, hints_path, palette_tensor, parse_hints,
                                          read_hints, reference_palette)
-from .pages import (BatchResult, Job, PageSource, ZipLimits, color_fraction, is_color_page,
-                                      plan_outputs, process_files)
+from .pages import (BatchResult, Job, PageSource, ZipLimits, add_batch_arguments, color_fraction,
+                                      is_color_page, plan_outputs, process_files, zip_limits)
 from .panels import bubble_mask, find_panels
 from .runs import LoadedGenerator, TorchRunner, checkpoint_files, export_onnx, load_generator
 from .superres import Upscaler
@@ -535,11 +535,7 @@ def _add_colorize_options(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the generator with PyTorch or onnxruntime")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto | fp32 | bf16: the network under bf16 autocast + channels_last where the device has "
-                        "bf16 units (auto: CUDA, "
-                        "CPUs with AMX or AVX-512 BF16), else fp32; colour maths stay fp32; the ONNX backend always "
-                        "runs fp32 (default: %(default)s)")
+    add_precision_argument(p, "; colour maths stay fp32; the ONNX backend always runs fp32")
     p.add_argument("--batch-size", type=int, default=4, help="canvases per network call")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse pages with more pixels than this (a decompression-bomb guard; default: PIL's, "
@@ -582,7 +578,7 @@ def run_colorize(args) -> int:
     jobs = plan_outputs(args.pages, args.out, log)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
     colorizer = colorizer_from_args(args)
-    limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
+    limits = zip_limits(args)
     if args.hints is not None and not colorizer.G.guidance:
         raise UserError(f"--hints: {args.checkpoint} was trained without guidance; train one with --guidance hints, "
                         "palette or both")
@@ -653,12 +649,7 @@ def add_commands(subparsers):
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
     p.add_argument("--out", required=True, help="output folder")
     _add_colorize_options(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
-    p.add_argument("--max-unzip-mb", type=float, default=4096,
-                   help="refuse archives that expand to more than this many MB (zip-bomb guard; default: %(default)s)")
-    p.add_argument("--max-unzip-ratio", type=float, default=200,
-                   help="refuse archives whose members expand more than this ratio (default: %(default)s)")
+    add_batch_arguments(p)
     p.set_defaults(func=run_colorize)
     e = subparsers.add_parser("export", help="export a generator checkpoint (ONNX)")
     e.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch, height and width)")

@@ -21,8 +21,8 @@ from PIL import Image
 __all__ = ['AB_SCALE', 'PRECISIONS', 'exists', 'default', 'UserError', 'in_test', 'img2tensor', 'tensor2uint8', 'tensor2img',
            'srgb_to_linear', 'linear_to_srgb', 'rgb_to_lab', 'lab_to_rgb', 'rgb_to_lab_norm', 'lab_norm_to_rgb',
            'rgb_to_ycbcr', 'ycbcr_to_rgb', 'rgb_to_gray', 'model_target', 'to_rgb', 'seed_everything', 'default_device',
-           'cpu_flags', 'bf16_supported', 'resolve_precision', 'autocast', 'precision_memory_format', 'param_comments',
-           'signature_arguments']
+           'cpu_flags', 'bf16_supported', 'resolve_precision', 'autocast', 'precision_memory_format',
+           'add_precision_argument', 'param_comments', 'signature_arguments']
 
 # %% ../nbs/00_core.ipynb #15bbf0c2
 def exists(x) -> bool:
@@ -234,6 +234,15 @@ def autocast(device: torch.device | str, precision: str):
 def precision_memory_format(precision: str) -> torch.memory_format:
     "channels_last for bf16 (oneDNN's and cuDNN's fast layout), the tensor's own layout for fp32."
     return torch.channels_last if precision == "bf16" else torch.preserve_format
+
+# %% ../nbs/00_core.ipynb #544c5af2
+def add_precision_argument(parser: argparse.ArgumentParser, note: str = "") -> argparse.ArgumentParser:
+    "The one `--precision auto|fp32|bf16` option of the commands that run a network outside `TrainConfig`."
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto | fp32 | bf16: bf16 autocast + channels_last where the device computes bf16 "
+                             f"natively (auto: CUDA, CPUs with AMX or AVX-512 BF16), else fp32{note} "
+                             "(default: %(default)s)")
+    return parser
 
 # %% ../nbs/00_core.ipynb #9204d646
 _PARAM_COMMENT = re.compile(r"^\s*\**(\w+)\s*(?::[^=#]*)?(?:=[^#]*)?,?\s*(?:\)[^#]*)?#\s*(.+?)\s*$")

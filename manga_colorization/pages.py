@@ -5,6 +5,7 @@
 # %% ../nbs/11_pages.ipynb #a11c0003
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import re
@@ -29,7 +30,7 @@ from .data import IMAGE_EXTENSIONS, load_image, scan_folder, skipped_lines
 __all__ = ['ARCHIVE_EXTENSIONS', 'PageFn', 'color_fraction', 'is_color_page', 'Job', 'folder_jobs', 'input_jobs', 'check_plan',
            'plan_outputs', 'safe_member_name', 'ZipLimits', 'check_zip', 'read_member', 'Member', 'plan_members',
            'renames_line', 'page_order', 'update_comicinfo', 'BatchResult', 'open_archives', 'count_pages',
-           'PageSource', 'page_bar', 'process_files']
+           'PageSource', 'add_batch_arguments', 'zip_limits', 'page_bar', 'process_files']
 
 # %% ../nbs/11_pages.ipynb #f38a81d7
 def color_fraction(img: Image.Image,        # the page
@@ -409,6 +410,22 @@ def _archive_job(b: _Batch, j: Job, infos: list[zipfile.ZipInfo]):
         b.count("failed", pages - (b.res.done - before)); b.log(f"skipped the rest of {j.src}: {e}")
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
+
+# %% ../nbs/11_pages.ipynb #23b6ae8b
+def add_batch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "`--overwrite`, `--max-unzip-mb` and `--max-unzip-ratio`: a page batch's options, one definition for every command."
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
+    parser.add_argument("--max-unzip-mb", type=float, default=4096,
+                        help="refuse archives that expand to more than this many MB (zip-bomb guard; "
+                             "default: %(default)s)")
+    parser.add_argument("--max-unzip-ratio", type=float, default=200,
+                        help="refuse archives whose members expand more than this ratio (default: %(default)s)")
+    return parser
+
+def zip_limits(args: argparse.Namespace) -> ZipLimits:
+    "The `ZipLimits` of `add_batch_arguments`' options."
+    return ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
 
 # %% ../nbs/11_pages.ipynb #a1352752
 def page_bar(total: int, progress: bool | None = None, desc: str = "pages") -> tqdm:

@@ -22,8 +22,9 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .pages import BatchResult, PageSource, ZipLimits, is_color_page, plan_outputs, process_files
-from .core import PRECISIONS, UserError, img2tensor, tensor2uint8
+from .pages import (BatchResult, PageSource, ZipLimits, add_batch_arguments, is_color_page,
+                                      plan_outputs, process_files, zip_limits)
+from .core import UserError, add_precision_argument, img2tensor, tensor2uint8
 from .data import EpochSampler, BadImageError, dataset_splits, load_image, screentone
 from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
@@ -637,7 +638,7 @@ def run_upscale(args) -> int:
     up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap,
                   precision=args.precision)
     scale = up.check_scale(args.scale)
-    limits = ZipLimits(max_total=int(args.max_unzip_mb * 2**20), max_ratio=args.max_unzip_ratio)
+    limits = zip_limits(args)
     res = upscale_files(jobs, up, scale, args.overwrite, limits, log=lambda m: tqdm.write(m, file=sys.stderr))
     print(f"{upscale_summary(res)} -> {args.out}")
     if res.failed:
@@ -665,16 +666,8 @@ def _add_upscale_command(subparsers):
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the upscaler with PyTorch or onnxruntime")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto | fp32 | bf16: bf16 autocast + channels_last where the device has bf16 units (auto: "
-                        "CUDA, CPUs with AMX or "
-                        "AVX-512 BF16), else fp32; the ONNX backend always runs fp32 (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="redo outputs that already exist (default: skip them, so a stopped batch resumes)")
-    p.add_argument("--max-unzip-mb", type=float, default=4096,
-                   help="refuse archives that expand to more than this many MB (default: %(default)s)")
-    p.add_argument("--max-unzip-ratio", type=float, default=200,
-                   help="refuse archives whose members expand more than this ratio (default: %(default)s)")
+    add_precision_argument(p, "; the ONNX backend always runs fp32")
+    add_batch_arguments(p)
     p.set_defaults(func=run_upscale)
 
 # %% ../nbs/12_superres.ipynb #33bf1a48

@@ -246,7 +246,7 @@ def test_sr_train_help_lists_only_upscaler_options():
     assert {"--scale", "--in-ch", "--kernels", "--tone", "--blur", "--noise", "--jpeg"} <= got   # the upscaler's
     shared = {"--data", "--out", "--epochs", "--batch-size", "--lr", "--schedule", "--device", "--num-workers",
               "--seed", "--ema", "--grad-clip", "--ckpt-every", "--compile", "--tensorboard", "--max-bad-steps",
-                  "--init-from"}
+              "--init-from"}
     assert shared <= got
     assert "upscaler: compact | rrdb" in text and "unet" not in text   # --arch/--loss: the upscaler's choices
 
@@ -256,4 +256,4 @@ def test_train_help_is_one_flag_per_train_config_field():
     fields = [f.name for f in dataclasses.fields(TrainConfig)
               if f.name != "kind" and f.metadata.get("cli") is not False]
     assert got == flags(fields) | {"--resume", "--overwrite"}
-    assert len(got) == 71 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss"} <= got
+    assert len(got) == 72 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss"} <= got

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..core import PRECISIONS, UserError
+from ..core import UserError, add_precision_argument
 from ..data import SketchDataModule
 from ..guidance import GuidanceSampler
 from ..metrics import MetricMeter, image_metrics
@@ -255,8 +255,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--runs", help=f"comma-separated subset of: {', '.join(GUIDED_RUNS)}")
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/guidance_curve.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a "
-                        "resumed run keeps its "
-                        "recorded one; measuring runs fp32) (default: %(default)s)")
+    add_precision_argument(p, " for training the runs (a resumed run keeps its recorded one); measuring runs fp32")
     p.set_defaults(func=run_cli)

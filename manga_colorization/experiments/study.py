@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..core import PRECISIONS, UserError
+from ..core import UserError, add_precision_argument
 from ..data import ColorizationDataset, FileSource, ImageCache, find_images
 from ..metrics import MetricMeter, image_metrics
 from ..runs import Run, load_generator
@@ -307,8 +307,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--recipes", help=f"comma-separated subset of: {', '.join(STUDY_RECIPES)}")
     p.add_argument("--json", help="also write the results here (e.g. benchmarks/recipe_study.json)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="training precision of the runs: auto | fp32 | bf16 (see mangacolor train --precision; a "
-                        "resumed run keeps its "
-                        "recorded one; evaluation runs fp32) (default: %(default)s)")
+    add_precision_argument(p, " for training the runs (a resumed run keeps its recorded one); evaluation runs fp32")
     p.set_defaults(func=run_cli)
