@@ -9,15 +9,23 @@ from pathlib import Path
 
 import torch
 
-from ..core import img2tensor, rgb_to_gray, rgb_to_lab
+import json
+import time
+
+from torch.utils.data import DataLoader
+
+from ..core import UserError, img2tensor, rgb_to_gray, rgb_to_lab
 from ..metrics import ciede2000_lab, to_unit
-from ..guidance import augmented_reference, transfer_colors
-from ..metrics import MetricMeter, image_metrics
+from ..guidance import GuidanceSampler, augmented_reference, palette_of, transfer_colors
+from ..metrics import GRAY_CHROMA, MetricMeter, image_metrics, mean_chroma
 from ..runs import LoadedGenerator, load_generator
 from ..synthetic import synth_character
+from .study import eval_dataset
+from .guided_study import spread_only
+
 
 # %% auto #0
-__all__ = ['character_pairs', 'reference_study']
+__all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'colour_targets', 'source_rows', 'reference_benchmark']
 
 # %% ../../nbs/18d_reference_study.ipynb #rs000006
 def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,3 +75,77 @@ def _rows(G: LoadedGenerator, refs: torch.Tensor, targets: torch.Tensor, masks: 
         r["ciede2000_vs_gray"] = round(r["ciede2000"] / base["ciede2000"], 3)
         r["ciede2000_character_vs_gray"] = round(r["ciede2000_character"] / base["ciede2000_character"], 3)
     return rows
+
+# %% ../../nbs/18d_reference_study.ipynb #9d81c766
+def colour_targets(folder: str | Path, size: int = 64, limit: int | None = None) -> torch.Tensor:
+    ("(N, 3, size, size) RGB in [-1, 1]: the images under `folder` (sorted) whose mean chroma is at least "
+     "`metrics.GRAY_CHROMA` (gray ones apart), the first `limit` of those.")
+    ds = eval_dataset(folder, size)
+    targets = torch.cat([t.float() for _, t in DataLoader(ds, batch_size=64)])
+    targets = targets[mean_chroma(targets) >= GRAY_CHROMA][:limit]
+    if not len(targets): raise UserError(f"no colour targets in {folder}")
+    return targets
+
+def _metrics(output: torch.Tensor, target: torch.Tensor, gray: torch.Tensor, mask: torch.Tensor | None) -> dict:
+    "CIEDE2000 and pooled PSNR over the pictures (`_row`), or the house metrics alone when no mask is given."
+    if mask is not None: return _row(output, target, gray, mask)
+    meter = MetricMeter(); meter.update(image_metrics(output, target, gray))
+    m = meter.compute()
+    return {"ciede2000": round(m["ciede2000"], 3), "psnr_pooled": round(m["psnr_pooled"], 3)}
+
+# %% ../../nbs/18d_reference_study.ipynb #8eee9f77
+BENCH_ROWS = ("copy-the-gray", "palette only", "transfer_colors", "reference model", "reference + 10 hints",
+              "spread at 10 hints")
+
+def _load(g) -> LoadedGenerator | None:
+    return g if g is None or isinstance(g, LoadedGenerator) else load_generator(g, device="cpu")
+
+@torch.no_grad()
+def source_rows(targets: torch.Tensor,   # (N, 3, H, W) RGB targets in [-1, 1]
+                refs: torch.Tensor,      # (N, 3, H, W) their references
+                models: dict,            # {"palette": G, "reference": G, "reference_hints": G}: any may be missing
+                masks: torch.Tensor | None = None,  # (N, 1, H, W) the part to measure apart (synthetic pairs)
+                hints: int = 10, samples: int = 4000, seed: int = 2026, batch: int = 64) -> dict:
+    "`BENCH_ROWS` measured on one source, with each row's CIEDE2000 ratio to copy-the-gray and to the transfer."
+    outs = {k: [] for k in BENCH_ROWS}
+    G = {k: _load(v) for k, v in models.items()}
+    sampler, spread = GuidanceSampler("hints"), spread_only()
+    for i in range(0, len(targets), batch):
+        t, r = targets[i:i + batch], refs[i:i + batch]
+        gray = rgb_to_gray(t)
+        h = sampler.fixed(t, hints, False, seed=seed + i)["hints"]
+        outs["copy-the-gray"].append(gray.expand(-1, 3, -1, -1))
+        if G.get("palette"): outs["palette only"].append(G["palette"].predict_rgb(gray, palette=palette_of(
+            r, G["palette"].palette_k, generator=torch.Generator().manual_seed(seed + i))))
+        outs["transfer_colors"].append(transfer_colors(gray, r, samples=samples, remap=False))
+        if G.get("reference"): outs["reference model"].append(G["reference"].predict_rgb(gray, reference=r))
+        if G.get("reference_hints"):
+            outs["reference + 10 hints"].append(G["reference_hints"].predict_rgb(gray, hints=h, reference=r))
+        outs["spread at 10 hints"].append(spread.predict_rgb(gray, hints=h))
+    gray = rgb_to_gray(targets)
+    rows = {k: _metrics(torch.cat(v), targets, gray, masks) for k, v in outs.items() if v}
+    for r in rows.values():
+        for base in ("copy-the-gray", "transfer_colors"):
+            r[f"ciede2000_vs_{base}"] = round(r["ciede2000"] / rows[base]["ciede2000"], 3)
+    return rows
+
+# %% ../../nbs/18d_reference_study.ipynb #0e063987
+def reference_benchmark(real: str | Path,           # the colour real-art root: test/ and cross/ (realart --set colour)
+                        models: dict,               # {"palette" | "reference" | "reference_hints": run or generator}
+                        size: int = 64, seed: int = 2026,
+                        limit: int | None = None,   # targets per real source (None: all)
+                        pairs: int = 64,            # synthetic same-character pairs
+                       ) -> dict:
+    "The three sources' `source_rows`: (a) real held-out colour targets, (b) synthetic pairs, (c) Wesnoth portraits."
+    real, t0 = Path(real).expanduser(), time.time()
+    out = {"size": size, "seed": seed, "real": str(real), "models": {k: str(getattr(v, "source", v))
+                                                                      for k, v in models.items()}, "sources": {}}
+    for name, folder in (("a_real_augmented_self", real / "test"), ("c_wesnoth_augmented_self", real / "cross")):
+        if not folder.is_dir(): continue
+        t = colour_targets(folder, size, limit)
+        refs = augmented_reference(t, torch.Generator().manual_seed(seed))
+        out["sources"][name] = {"targets": len(t), **source_rows(t, refs, models, seed=seed)}
+    refs, t, masks = character_pairs(pairs, size, seed)
+    out["sources"]["b_synthetic_other_drawing"] = {"targets": len(t), **source_rows(t, refs, models, masks, seed=seed)}
+    out["wall_time_s"] = round(time.time() - t0, 1)
+    return out
