@@ -30,7 +30,7 @@ from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2
                                      resolve_precision,
                                      rgb_to_gray, rgb_to_lab_norm, seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
-from .guidance import GUIDANCES, GuidanceSampler, uses_reference
+from .guidance import GUIDANCES, GuidanceSampler
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import (LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
                                         to_unit)
@@ -39,15 +39,16 @@ from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 from .synthetic import synth_page
 
 # %% auto #0
-__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'REFERENCE_GEN_OPTIONS', 'REFERENCE_HINT_OPTIONS',
-           'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE', 'DEMO_META', 'BaseTrainConfig', 'TrainConfig', 'apply_recipe',
-           'TrainState', 'rng_state', 'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet',
-           'dist_env', 'all_true', 'trainable', 'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device',
-           'build_generator', 'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict',
-           'show_hints', 'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog',
-           'log_stream', 'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision',
-           'resume_config', 'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands',
-           'demo_guided_generator', 'save_demo_generator']
+__all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'HINT_SPREAD_OPTIONS', 'REFERENCE_GEN_OPTIONS',
+           'REFERENCE_HINT_OPTIONS', 'GUIDANCE_DEFAULTS', 'RESIDUAL_OPTIONS', 'SAMPLE_COLUMNS', 'RESUME_CHANGEABLE',
+           'DEMO_META', 'BaseTrainConfig', 'TrainConfig', 'guided_default', 'apply_recipe', 'TrainState', 'rng_state',
+           'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env', 'all_true',
+           'trainable', 'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device', 'build_generator',
+           'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate',
+           'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
+           'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision', 'resume_config', 'start_run',
+           'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands', 'demo_guided_generator',
+           'save_demo_generator']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -171,10 +172,12 @@ class TrainConfig(_ColorizerFields):
                                       "reference's colours, FiLM in the decoder) | both | reference (a colour "
                                       "reference picture: where its colours go, by correspondence; trained on "
                                       "augmented-self references) | reference_hints (+ hints); sampled from each "
-                                      "target while training", type=_guidance_arg)
+                                      "target while training; a guidance also gives the options you leave out its "
+                                      "measured recipe (train.GUIDANCE_DEFAULTS: the defaults marked 'with "
+                                      "--guidance')", type=_guidance_arg)
     hue_rotate: float | None = _opt(None, "share of targets whose Lab hue is turned by a random angle, so the gray "
-                                          "cannot tell the colour and guidance must (default: 1 on synthetic data "
-                                          "with guidance, else 0)", type=float)
+                                          "cannot tell the colour and guidance must (unset, in a run from before the "
+                                          "guidance defaults: 1 on synthetic data, else 0)", type=float)
     hint_none: float = _opt(0.25, "share of training images without hints (unguided colorization keeps working)")
     hint_mean: float = _opt(8.0, "mean number of hints on the other training images (geometric)")
     hint_max: int = _opt(50, "most hints on one training image")
@@ -212,32 +215,63 @@ RECIPES: dict[str, dict] = {
 SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)
 # what a recipe adds to `gen_options`
 RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}
-# a reference-guided run's generator (the user's --gen-options win; `out_ch` 2 unless given): GroupNorm, the
-# example-based transfer as input and residual base; with hints also their spread (input and residual)
+# the hints spread over the gray (`models.spread_hints`) as input and as the base of the output the network corrects
+HINT_SPREAD_OPTIONS = dict(hint_spread=True, hint_residual=True)
+# a reference-guided generator: GroupNorm, the example-based transfer as input and residual base
 REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_residual=True)
-REFERENCE_HINT_OPTIONS = dict(hint_spread=True, hint_residual=True)
+# what `reference_hints` adds to it: the hints' spread too
+REFERENCE_HINT_OPTIONS = HINT_SPREAD_OPTIONS
+# A guided run's defaults, per guidance: the guided study's recipe, the measured best on real art (18b_guided_study,
+# the README's "Guided colorization"). Lab chroma out (the residuals' base); every target's hue turned (only the
+# guidance can tell the colour); 16 training hints on average. Hints alone: GroupNorm and the spread. Hints + palette:
+# no palette on half the images, and BatchNorm without the spread (with either, the palette went unused). A reference:
+# its recipe above. `apply_recipe` fills these only where the user gave nothing (`gen_options` key by key);
+# config.json records the result, so a resumed run keeps what it trained with.
+GUIDANCE_DEFAULTS: dict[str, dict] = {
+    "hints": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0, gen_options=dict(norm="group", **HINT_SPREAD_OPTIONS)),
+    "palette": dict(out_ch=2, hue_rotate=1.0),
+    "both": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0, palette_none=0.5),
+    "reference": dict(out_ch=2, hue_rotate=1.0, gen_options=REFERENCE_GEN_OPTIONS),
+    "reference_hints": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0,
+                            gen_options={**REFERENCE_GEN_OPTIONS, **REFERENCE_HINT_OPTIONS}),
+}
+# generator options that need Lab chroma and the tanh head: off in the defaults of any other generator
+RESIDUAL_OPTIONS = ("hint_residual", "reference_residual")
 
+def guided_default(name: str) -> str:
+    ("What `GUIDANCE_DEFAULTS` makes of field `name`, for the CLI help: '; with --guidance hints, both: 16.0' (empty "
+     "when no guidance changes it).")
+    by_value: dict[str, list[str]] = {}
+    for g, d in GUIDANCE_DEFAULTS.items():
+        if name in d: by_value.setdefault(json.dumps(d[name]), []).append(g)
+    parts = [("any --guidance" if len(gs) == len(GUIDANCE_DEFAULTS) else "--guidance " + ", ".join(gs)) + f": {v}"
+             for v, gs in by_value.items()]
+    merged = " (merged with yours: your keys win)" if any(isinstance(d.get(name), dict)
+                                                         for d in GUIDANCE_DEFAULTS.values()) else ""
+    return "".join(f"; with {p}" for p in parts) + merged
+
+
+# %% ../nbs/09_train.ipynb #a7d3c91e
 def _recipe_gen_options(config: TrainConfig, out_ch: int | None = None) -> dict | None:
-    ("`gen_options` plus what the recipe, `seed_defects` and a reference guidance add (the user's own options win; "
-     "the residuals only on Lab chroma, `out_ch` 2).")
+    ("`gen_options` plus what the recipe, `seed_defects` and the guidance (`GUIDANCE_DEFAULTS`) add (the user's own "
+     "options win; the residuals only on Lab chroma, `out_ch` 2, with the tanh head).")
     extra = dict(RECIPE_GEN_OPTIONS.get(config.recipe, {}))
     if config.seed_defects: extra.update(attention_at=2 ** config.depth, attention_scaled=False, ext_train_mode=True)
-    if uses_reference(config.guidance):
-        extra.update(REFERENCE_GEN_OPTIONS, **(REFERENCE_HINT_OPTIONS if config.guidance == "reference_hints" else {}))
-        if (out_ch or config.out_ch) != 2: extra.update(reference_residual=False, hint_residual=False)
+    extra.update(GUIDANCE_DEFAULTS.get(config.guidance, {}).get("gen_options", {}))
+    if (out_ch or config.out_ch) != 2 or (config.gen_options or {}).get("head", "tanh") != "tanh":
+        extra.update({k: False for k in RESIDUAL_OPTIONS if k in extra})
     return {**extra, **(config.gen_options or {})} or config.gen_options
 
 def apply_recipe(config: TrainConfig, given=None) -> TrainConfig:
-    ("`config` with its recipe's values in every field not in `given` (None: in every field still at its plain "
-     "default); only once.")
+    ("`config` with its recipe's values and its guidance's (`GUIDANCE_DEFAULTS`) in every field not in `given` (None: "
+     "in every field still at its plain default; `gen_options` key by key, the user's win); only once.")
     if config.recipe_applied: return config
     if config.recipe not in RECIPES:
         raise UserError(f"unknown recipe {config.recipe!r}; choose one of {', '.join(RECIPES)}")
     plain = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     keep = set(given) if given is not None else {k for k in plain if getattr(config, k) != plain[k]}
-    values = {k: v for k, v in RECIPES[config.recipe].items() if k not in keep}
-    # the reference model's residual base is Lab chroma
-    if uses_reference(config.guidance) and "out_ch" not in keep: values["out_ch"] = 2
+    guided = {k: v for k, v in GUIDANCE_DEFAULTS.get(config.guidance, {}).items() if k != "gen_options"}
+    values = {k: v for k, v in {**RECIPES[config.recipe], **guided}.items() if k not in keep}
     return dataclasses.replace(config, **values, gen_options=_recipe_gen_options(config, values.get("out_ch")),
                                recipe_applied=True)
 
@@ -418,6 +452,7 @@ def build_generator(config: TrainConfig) -> nn.Module:
 def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
     "The sampler of training guidance `config` asks for (None without guidance)."
     if not config.guidance: return None
+    # None: a run stored before the guided defaults (a fresh guided run records 1): 1 on synthetic data, else 0
     hue = config.hue_rotate if config.hue_rotate is not None else float(config.data == "synthetic")
     try: patches = tuple(int(v) for v in str(config.hint_patches).split(","))
     except ValueError:
@@ -965,17 +1000,19 @@ def train(config: TrainConfig | None = None, # the run; default `TrainConfig()` 
 # %% ../nbs/09_train.ipynb #20d065b4
 def add_config_arguments(parser: argparse.ArgumentParser, skip=("kind",), config_cls=TrainConfig):
     ("One `--option` per field of `config_cls` (a `BaseTrainConfig` subclass; defaults suppressed, so only given "
-     "options appear in the namespace).")
+     "options appear in the namespace; a field a guidance changes says how, `guided_default`).")
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    def guided(name): return guided_default(name) if "guidance" in names else ""
     for f in dataclasses.fields(config_cls):
         if f.name in skip or f.metadata.get("cli") is False: continue
         flag, md = "--" + f.name.replace("_", "-"), f.metadata
         if isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{md['help']} (default: {f.default})")
+                                help=f"{md['help']} (default: {f.default}{guided(f.name)})")
         else:
             parser.add_argument(flag, type=md.get("type") or (str if f.default is None else type(f.default)),
                                 choices=md.get("choices"), default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=f"{md['help']} (default: {f.default})")
+                                metavar=f.name.upper(), help=f"{md['help']} (default: {f.default}{guided(f.name)})")
 
 def given_options(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
     "The fields of `config_cls` given on the command line."
@@ -1000,7 +1037,9 @@ def add_commands(subparsers) -> None:
     "Add `mangacolor train` to the CLI."
     p = subparsers.add_parser("train", help="train a colorizer (one option per TrainConfig field)",
                               description="Train a GAN colorizer. Defaults are our recipe (--recipe seed: the "
-                                          "original code's); the run folder gets config.json, metrics.jsonl, "
+                                          "original code's); with --guidance, the options you leave out take "
+                                          "that guidance's measured recipe (train.GUIDANCE_DEFAULTS; --resume "
+                                          "keeps the run's own); the run folder gets config.json, metrics.jsonl, "
                                           "samples/, checkpoints/last.pt + best.pt and generator.safetensors. "
                                           "Multi-GPU: torchrun --nproc-per-node N $(which mangacolor) train ...")
     add_config_arguments(p)

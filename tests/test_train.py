@@ -504,3 +504,95 @@ def test_bf16_without_bf16_units_is_one_clear_error(tmp_path, monkeypatch, capsy
     # sr-train alike
     assert main(["sr-train", "--out", str(tmp_path / "sr"), "--device", "cpu", "--precision", "bf16"]) == 2
     assert "no bf16 support" in capsys.readouterr().err
+
+
+# ---- a guidance's defaults (GUIDANCE_DEFAULTS) ------------------------------------------------------------------
+
+TINY_CLI = ["--size", "32", "--width", "8", "--depth", "3", "--batch-size", "4", "--limit", "8", "--val-limit", "4",
+            "--device", "cpu", "--no-pretrained", "--d-width", "8", "--d-layers", "2", "--samples", "2",
+            "--no-tensorboard"]
+
+
+def _train_cli(argv):
+    from contextlib import redirect_stderr, redirect_stdout
+    import io
+    from manga_colorization.cli import main
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        rc = main(["train", *map(str, argv)])
+    assert rc == 0, err.getvalue()[-2000:]
+
+
+def _g_state(out) -> dict:
+    return load_checkpoint(Path(out) / "checkpoints" / "last.pt")["G"]
+
+
+def test_guided_run_gets_the_measured_recipe_by_default(tmp_path):
+    ("A fresh `--guidance hints` run trains the README's recipe (GroupNorm, the spread as input and residual, Lab "
+     "chroma, every hue turned, 16 hints on average) and config.json records it.")
+    out = tmp_path / "hints"
+    _train_cli(["--out", out, "--guidance", "hints", "--epochs", 1, *TINY_CLI])
+    c = Run(out).config
+    assert c["gen_options"] == {"norm": "group", "hint_spread": True, "hint_residual": True}
+    assert (c["out_ch"], c["hue_rotate"], c["hint_mean"], c["hint_pyramid"]) == (2, 1.0, 16.0, True)
+    G = load_generator(out)
+    assert (G.config["norm"], G.config["hint_spread"], G.config["hint_residual"], G.config["out_ch"]) == \
+        ("group", True, True, 2)
+    assert isinstance(G.module.downs[1][1], torch.nn.GroupNorm)
+
+
+def test_explicit_flags_beat_the_guided_defaults():
+    from manga_colorization.cli import build_parser
+    from manga_colorization.train import TrainConfig, apply_recipe, given_options
+    args = build_parser().parse_args(["train", "--guidance", "hints", "--hue-rotate", "0", "--hint-mean", "8",
+                                      "--out-ch", "3", "--gen-options", '{"norm": "batch"}'])
+    given = given_options(args)
+    c = apply_recipe(TrainConfig(**given), given)
+    assert (c.out_ch, c.hue_rotate, c.hint_mean) == (3, 0.0, 8.0)
+    # your keys win; the spread stays, its residual needs Lab chroma
+    assert c.gen_options == {"norm": "batch", "hint_spread": True, "hint_residual": False}
+    args = build_parser().parse_args(["train", "--guidance", "both", "--palette-none", "0.25"])
+    c = apply_recipe(TrainConfig(**given_options(args)), given_options(args))
+    assert (c.palette_none, c.hint_mean, c.out_ch, c.gen_options) == (0.25, 16.0, 2, None)
+    # unguided: today's defaults exactly
+    args = build_parser().parse_args(["train"])
+    c = apply_recipe(TrainConfig(**given_options(args)), given_options(args))
+    assert dataclasses.replace(c, recipe_applied=False) == TrainConfig()
+
+
+def test_train_help_says_the_guided_defaults(capsys):
+    from manga_colorization.cli import main
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for says in ("(default: 3; with any --guidance: 2)", "(default: None; with any --guidance: 1.0)",
+                 "(default: 8.0; with --guidance hints, both, reference_hints: 16.0)",
+                 "(default: 0.25; with --guidance both: 0.5)",
+                 'with --guidance hints: {"norm": "group", "hint_spread": true, "hint_residual": true}'):
+        assert says in text, says
+
+
+def test_an_old_hints_run_resumes_as_it_was(tmp_path):
+    ("A hints run stored before the guided defaults (BatchNorm, no spread, RGB, hue_rotate 0, hint_mean 8) resumes "
+     "with its own settings: config and generator unchanged, one more epoch trained.")
+    out = tmp_path / "old"
+    old = TrainConfig(**{**TINY, "out": str(out), "epochs": 1, "limit": 8, "guidance": "hints", "hue_rotate": 0.0,
+                         "hint_mean": 8.0, "out_ch": 3, "gen_options": None, "recipe_applied": True})
+    train(old)
+    saved = Run(out).config
+    # as such a run stored it: without the fields of later versions
+    (out / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "precision"}))
+    before = _g_state(out)
+    _train_cli(["--out", out, "--guidance", "hints", "--epochs", 2, "--resume", *TINY_CLI])
+    after = Run(out).config
+    assert {k: after[k] for k in after if k != "epochs" and k != "precision"} == \
+        {k: saved[k] for k in saved if k != "epochs" and k != "precision"}
+    assert (after["gen_options"], after["out_ch"], after["hue_rotate"], after["hint_mean"]) == (None, 3, 0.0, 8.0)
+    assert after["epochs"] == 2 and len(Run(out).metrics()) == 2
+    state = _g_state(out)
+    assert state.keys() == before.keys() and all(state[k].shape == before[k].shape for k in state)
+    assert any(not torch.equal(state[k], before[k]) for k in state)      # it trained on
+    G = load_generator(out)
+    assert (G.config.get("norm", "batch"), G.config.get("hint_spread", False), G.config["out_ch"]) == \
+        ("batch", False, 3)
+    assert isinstance(G.module.downs[1][1], torch.nn.BatchNorm2d)

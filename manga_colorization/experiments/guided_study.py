@@ -19,7 +19,7 @@ from ..metrics import MetricMeter, image_metrics
 from ..models import spread_hints
 from ..runs import LoadedGenerator, Run, TorchRunner, load_generator
 from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recipe
-from ..train import TrainConfig, recorded_precision
+from ..train import TrainConfig, apply_recipe, recorded_precision
 
 # %% auto #0
 __all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
@@ -44,13 +44,14 @@ HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)
 
 def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = False,
                   precision: str = "auto") -> TrainConfig:
-    "The `TrainConfig` of run `name` in study folder `out` (`real`: the real-art dataset root), trained in `precision`."
+    ("The `TrainConfig` of run `name` in study folder `out` (`real`: the real-art dataset root), trained in "
+     "`precision`; filled (`apply_recipe`), so a change made to it stays as made.")
     if name not in GUIDED_RUNS:
         raise UserError(f"unknown guided-study run {name!r}; choose one of {', '.join(GUIDED_RUNS)}")
     spec = dict(GUIDED_RUNS[name])
     spec["data"] = str(Path(real).expanduser()) if spec["data"] == "real" else "synthetic"
-    return TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name),
-                          "precision": precision})
+    return apply_recipe(TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec,
+                                       "out": str(Path(out) / name), "precision": precision}))
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000009
 @torch.no_grad()
