@@ -90,6 +90,8 @@ def add_shipped_weights(commands) -> None:
         if a.dest == "names": a.help += "; for export: the run folder or checkpoint"
     for a in commands._choices_actions:
         if a.dest == "weights": a.help = "list, export, download or locate weights (shipped models, pretrained inputs)"
+    p.description = (p.description or "") + (" Shipped models (list, export) are NAME.safetensors + NAME.md in the "
+                                             "package's weights/ folder, or in $MANGACOLOR_SHIPPED when set.")
     p.add_argument("--name", default=None, help="export: the shipped model's name (NAME.safetensors + NAME.md)")
     p.add_argument("--card", default=None, help="export: its model card (Markdown): data and licence, budget, metrics, "
                                                 "the command that made it")

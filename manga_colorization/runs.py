@@ -586,7 +586,7 @@ def _shipped_row(weights: Path) -> dict:
     task = model_task(config)
     return dict(name=weights.stem, task=task, arch=config.get("name"), guidance=config.get("guidance"),
                 scale=int(config.get("scale", 1)) if task == "upscale" else 1,
-                size_mb=round(weights.stat().st_size / 1e6, 2), params=info.get("params"),
+                size_mb=round(weights.stat().st_size / 1e6, 3), params=info.get("params"),
                 card=_card_line(weights.with_suffix(".md")), path=str(weights))
 
 def shipped_weights() -> list[dict]:
