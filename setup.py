@@ -16,6 +16,8 @@ for extra in ("onnx", "tensorboard"):
     if cfg.get(f"{extra}_requirements"):
         extras[extra] = cfg.get(f"{extra}_requirements").split()
 console_scripts = cfg.get("console_scripts", "").split()
+# shipped models (weights/NAME.safetensors + NAME.md) and the experiments' JSON, relative to the package
+package_data = cfg.get("package_data", "experiments/*.json").split()
 
 setuptools.setup(
     name=cfg["lib_name"],
@@ -29,7 +31,7 @@ setuptools.setup(
     url=f"https://github.com/{cfg['user']}/{cfg['repo']}",
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
-    package_data={cfg["lib_path"]: ["experiments/*.json"]},
+    package_data={cfg["lib_path"]: package_data},
     python_requires=f">={cfg['min_python']}",
     install_requires=requirements,
     extras_require=extras,

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from . import __version__
 from .core import UserError
+from .runs import export_shipped, shipped_dir, shipped_weights
 
 # %% auto #0
-__all__ = ['COMMAND_MODULES', 'build_parser', 'main']
+__all__ = ['COMMAND_MODULES', 'build_parser', 'main', 'run_weights', 'add_shipped_weights']
 
 # %% ../nbs/19_cli.ipynb #c5d4aac8
 COMMAND_MODULES = ("synthetic", "pretrained", "train", "demo", "colorize", "gallery", "superres",
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"manga_colorization.{name}").add_commands(commands)
+    add_shipped_weights(commands)
     return parser
 
 # %% ../nbs/19_cli.ipynb #9766a886
@@ -48,3 +51,50 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mangacolor {args.command}: interrupted", file=sys.stderr)
         return 130
+
+# %% ../nbs/19_cli.ipynb #e1f2a3b5weightscode
+def _shipped_lines(rows: list[dict]) -> str:
+    "The shipped models as `mangacolor weights list` prints them, one line each."
+    return "\n".join(f"{r['name']:18s} {r['task']:8s} guidance {r['guidance'] or '-':15s} x{r['scale']}  "
+                     f"{r['size_mb']:6.2f} MB  {r['params'] or 0:>10,} params  {r['card']}" for r in rows)
+
+def _run_weights_export(args) -> int:
+    "`mangacolor weights export RUN --name NAME --card CARD.md`."
+    if len(args.names) != 1 or not args.name or not args.card:
+        raise UserError("usage: mangacolor weights export RUN_OR_CHECKPOINT --name NAME --card CARD.md [--overwrite]")
+    f = export_shipped(args.names[0], args.name, args.card, overwrite=args.overwrite)
+    row = next(r for r in shipped_weights() if r["name"] == args.name)
+    print(f"wrote {f} ({row['size_mb']:.2f} MB, fp16, {row['params']:,} params) and {f.with_suffix('.md')}")
+    return 0
+
+def run_weights(args) -> int:
+    "`mangacolor weights`: `export` and the shipped part of `list` here; the pretrained weights in `pretrained`."
+    if args.action != "export" and (args.name or args.card or args.overwrite):
+        raise UserError("--name, --card and --overwrite go with `mangacolor weights export`")
+    if args.json and args.action != "list": raise UserError("--json goes with `mangacolor weights list`")
+    if args.action == "export": return _run_weights_export(args)
+    if args.action == "list":
+        rows = shipped_weights()
+        if args.json: print(json.dumps(rows, indent=1)); return 0
+        print(f"shipped models in {shipped_dir()}:\n{_shipped_lines(rows)}" if rows else
+              f"no shipped models in {shipped_dir()} (make one: mangacolor weights export RUN --name NAME --card "
+              "CARD.md)")
+    return args.pretrained_weights(args)
+
+def add_shipped_weights(commands) -> None:
+    "Teach `mangacolor weights` (pretrained's list, download, path) the shipped models: `list` shows them, `export`."
+    p = commands.choices["weights"]
+    for a in p._actions:
+        if a.dest == "action":
+            a.choices, a.help = [*a.choices, "export"], a.help + "; export: make a shipped model of a run"
+        if a.dest == "names": a.help += "; for export: the run folder or checkpoint"
+    for a in commands._choices_actions:
+        if a.dest == "weights": a.help = "list, export, download or locate weights (shipped models, pretrained inputs)"
+    p.description = (p.description or "") + (" Shipped models (list, export) are NAME.safetensors + NAME.md in the "
+                                             "package's weights/ folder, or in $MANGACOLOR_SHIPPED when set.")
+    p.add_argument("--name", default=None, help="export: the shipped model's name (NAME.safetensors + NAME.md)")
+    p.add_argument("--card", default=None, help="export: its model card (Markdown): data and licence, budget, metrics, "
+                                                "the command that made it")
+    p.add_argument("--overwrite", action="store_true", help="export: replace a shipped model of that name")
+    p.add_argument("--json", action="store_true", help="list: the shipped models as JSON (only them)")
+    p.set_defaults(func=run_weights, pretrained_weights=p.get_default("func"))

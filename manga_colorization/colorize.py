@@ -26,7 +26,8 @@ from .guidance import (HintPoint, Hints, as_hints, hint_map, hints_path, palette
 from .pages import (BatchResult, Job, PageSource, ZipLimits, add_batch_arguments, color_fraction,
                                       is_color_page, plan_outputs, process_files, zip_limits)
 from .panels import bubble_mask, find_panels
-from .runs import LoadedGenerator, TorchRunner, checkpoint_files, export_onnx, load_generator
+from .runs import (DEFAULT_REFERENCE_MODEL, LoadedGenerator, TorchRunner, checkpoint_files,
+                                     export_onnx, load_generator, shipped_path)
 from .superres import Upscaler
 
 # %% auto #0
@@ -452,6 +453,15 @@ def __call__(self: Colorizer, *args, **kwargs):
     "Same as `colorize`."
     return self.colorize(*args, **kwargs)
 
+# %% ../nbs/13_colorize.ipynb #c0a1b2c4shipcls
+@patch(cls_method=True)
+def shipped(cls: Colorizer,
+            name: str = DEFAULT_REFERENCE_MODEL,  # a model of `runs.shipped_weights()`
+            **kwargs,                             # what `Colorizer` takes besides the generator
+           ) -> Colorizer:
+    "A `Colorizer` with a model shipped in the package (`runs.shipped_path`)."
+    return cls(shipped_path(name), **kwargs)
+
 # %% ../nbs/13_colorize.ipynb #e45150b9
 class PageColorizer:
     "The page function `colorize_files` gives `pages.process_files`: hint files, one palette, colour pages copied."
@@ -512,9 +522,10 @@ def colorize_files(jobs: list[Job],              # from `pages.plan_outputs`
 # %% ../nbs/13_colorize.ipynb #6855f87a
 def _add_colorize_options(p: argparse.ArgumentParser):
     "The options that configure a `Colorizer` on the command line."
-    p.add_argument("--checkpoint", required=True,
+    p.add_argument("--checkpoint", default=None,
                    help="run folder, training .pt, generator .safetensors (+ .json), exported .onnx, or a seed_G.pth "
-                        "saved by the original research code")
+                        "saved by the original research code (default with --reference: the shipped "
+                        f"{DEFAULT_REFERENCE_MODEL} model, see `mangacolor weights list`)")
     p.add_argument("--upscale", metavar="RUN", default=None,
                    help="enlarge each page with this upscaler (a mangacolor sr-train run, "
                    "checkpoint or .onnx) before colorizing; the colour is painted at the new resolution")
@@ -570,8 +581,18 @@ def _reference_args(colorizer: Colorizer, args) -> dict:
                         f"{colorizer.G.guidance}); several pictures need a generator trained with --guidance reference")
     return dict(palette=refs[0])
 
+def _checkpoint_or_shipped(args) -> None:
+    ("Fill a missing `--checkpoint`: the shipped reference model when `--reference` is given, else one line asking for "
+     "one.")
+    if args.checkpoint: return
+    if not args.reference:
+        raise UserError("--checkpoint is required (a run folder, .pt, .safetensors or .onnx); or give --reference IMG "
+                        f"alone to colorize with the shipped {DEFAULT_REFERENCE_MODEL} model")
+    args.checkpoint = shipped_path(DEFAULT_REFERENCE_MODEL)
+
 def run_colorize(args) -> int:
     "`mangacolor colorize`: colorize pages, folders and archives into --out."
+    _checkpoint_or_shipped(args)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file: give a folder for the colorized pages")
     log = lambda m: tqdm.write(m, file=sys.stderr)

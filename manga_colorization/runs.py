@@ -20,14 +20,16 @@ import torch.nn.functional as F
 
 from .core import UserError, autocast, default_device, resolve_precision, to_rgb
 from .models import (CONFIG_FILE, GENERATOR_FILE, SEED_META, guidance_parts, is_seed_state,
-                                       load_seed_checkpoint, model_from_state,
+                                       generator_state, load_seed_checkpoint, model_from_state,
                                        model_task, pad_to_multiple, save_generator)
 from .guidance import uses_reference
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RUN_DIRS', 'RUN_MARKERS', 'WEIGHTS_ORDER', 'GENERATOR_SUFFIXES', 'atomic_save', 'load_checkpoint', 'Run',
+__all__ = ['RUN_FILES', 'RUN_DIRS', 'RUN_MARKERS', 'WEIGHTS_ORDER', 'GENERATOR_SUFFIXES', 'SHIPPED_ENV',
+           'DEFAULT_REFERENCE_MODEL', 'DEFAULT_UPSCALER', 'SHIPPED_MAX_MB', 'atomic_save', 'load_checkpoint', 'Run',
            'check_out_vs_data', 'is_run', 'is_grid', 'find_runs', 'run_name', 'run_folder', 'TorchRunner', 'OnnxRunner',
-           'export_onnx', 'LoadedGenerator', 'load_generator', 'checkpoint_files']
+           'export_onnx', 'LoadedGenerator', 'load_generator', 'checkpoint_files', 'shipped_dir', 'shipped_weights',
+           'shipped_path', 'export_shipped']
 
 # %% ../nbs/08_runs.ipynb #0060804f
 RUN_FILES = ("config.json", "metrics.jsonl", ".metrics.jsonl.tmp", "generator.safetensors", "generator.json",
@@ -475,16 +477,36 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: no 'generator' entry (the config written with the weights)")
     return info
 
+_EMBEDDED = "mangacolor"    # the safetensors metadata entry of a shipped model: what its generator.json would hold
+
+def _embedded_info(weights: Path) -> dict | None:
+    "The sidecar a shipped `.safetensors` carries in its metadata (`export_shipped`), or None when it has none."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(weights), "pt") as f: text = (f.metadata() or {}).get(_EMBEDDED)
+    except Exception as e:
+        raise UserError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    if text is None: return None
+    try: info = json.loads(text)
+    except json.JSONDecodeError as e: raise UserError(f"{weights}: its metadata is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "generator" not in info:
+        raise UserError(f"{weights}: no 'generator' entry in its metadata (the config written with the weights)")
+    return info
+
 def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
-    "(config, state, meta) of a `.safetensors` + `.json` pair."
+    ("(config, state, meta) of a `.safetensors` + `.json` pair, or of a shipped `.safetensors` that holds its config; "
+     "weights in fp32 (a shipped file is fp16).")
     from safetensors.torch import load_file
-    weights, info = path.with_suffix(".safetensors"), _read_json(path.with_suffix(".json"))
+    weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    own = _embedded_info(weights) if weights.is_file() and not sidecar.exists() else None
+    info = own if own is not None else _read_json(sidecar)
     if not weights.is_file():
         raise UserError(f"{weights}: missing (a generator needs both {weights.name} and "
                         f"{weights.with_suffix('.json').name})")
     try: state = load_file(str(weights))
     except Exception as e:
         raise UserError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}    # computing stays fp32
     return dict(info.pop("generator")), state, info
 
 def _weights_file(path: Path) -> Path:
@@ -536,3 +558,100 @@ def checkpoint_files(path: str | Path) -> list[Path]:
     others = [f for f in run.checkpoints() if f.relative_to(run.path).as_posix() not in WEIGHTS_ORDER]
     weights = [run.path / name for name in WEIGHTS_ORDER] + others
     return [f for w in weights for f in _with_sidecar(w)]
+
+# %% ../nbs/08_runs.ipynb #5d1f0a22shipdir
+SHIPPED_ENV = "MANGACOLOR_SHIPPED"           # a folder that stands in for the package's weights/
+DEFAULT_REFERENCE_MODEL = "reference_hints"  # `colorize --reference` without --checkpoint; `Colorizer.shipped`
+DEFAULT_UPSCALER = "upscale_x2"              # `mangacolor upscale` without --checkpoint
+SHIPPED_MAX_MB = 12                          # the most a shipped model may weigh (MB of 10**6 bytes, in fp16)
+
+def shipped_dir() -> Path:
+    "The folder of shipped models: `$MANGACOLOR_SHIPPED` when set, else the package's own `weights/`."
+    import manga_colorization
+    env = os.environ.get(SHIPPED_ENV)
+    return Path(env).expanduser() if env else Path(manga_colorization.__file__).parent / "weights"
+
+def _card_line(card: Path) -> str:
+    "The first line of a model card that has words, without its Markdown heading marks."
+    if not card.is_file(): return "(no model card)"
+    lines = (l.strip().lstrip("#").strip() for l in card.read_text(errors="replace").splitlines())
+    return next((l for l in lines if l), "(empty model card)")
+
+def _shipped_row(weights: Path) -> dict:
+    "What `mangacolor weights list` says of one shipped file."
+    info = _embedded_info(weights)
+    if info is None: raise UserError(f"{weights}: not a shipped model (no config in its metadata); make one with "
+                                     "`mangacolor weights export`")
+    config = info["generator"]
+    task = model_task(config)
+    return dict(name=weights.stem, task=task, arch=config.get("name"), guidance=config.get("guidance"),
+                scale=int(config.get("scale", 1)) if task == "upscale" else 1,
+                size_mb=round(weights.stat().st_size / 1e6, 3), params=info.get("params"),
+                card=_card_line(weights.with_suffix(".md")), path=str(weights))
+
+def shipped_weights() -> list[dict]:
+    "Every shipped model in `shipped_dir()`, by name: task, arch, guidance, scale, MB, parameters, card line, path."
+    folder = shipped_dir()
+    return [_shipped_row(f) for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
+
+def shipped_path(name: str) -> Path:
+    "The file of the shipped model `name`; a missing one is one `UserError` line."
+    f = shipped_dir() / f"{name}.safetensors"
+    if f.is_file(): return f
+    have = sorted(g.stem for g in f.parent.glob("*.safetensors")) if f.parent.is_dir() else []
+    raise UserError(f"no shipped model {name!r} in {f.parent} (there: {', '.join(have) or 'none yet'}); see "
+                    "`mangacolor weights list`, or give a --checkpoint")
+
+# %% ../nbs/08_runs.ipynb #5d1f0a23shipexp
+_SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+def _fp16_state(G: torch.nn.Module, source) -> dict:
+    "G's weights for a file (`models.generator_state`) in fp16; a value beyond fp16's range is one line."
+    state = {k: v.half() if v.is_floating_point() else v for k, v in generator_state(G).items()}
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad: raise UserError(f"{source}: {bad} holds values beyond fp16's range (65504); it cannot ship in fp16")
+    return state
+
+def _check_shipped_target(name: str, card: Path, folder: Path, overwrite: bool) -> tuple[Path, Path]:
+    "The (weights, card) files `export_shipped` writes; a bad name, a missing card or an existing file is one line."
+    if not _SHIPPED_NAME.fullmatch(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '_', '.' and '-' (it names NAME.safetensors)")
+    if not card.is_file():
+        raise UserError(f"--card {card}: no such file (a model card: data and licence, budget, metrics, the command)")
+    weights, card_out = folder / f"{name}.safetensors", folder / f"{name}.md"
+    for f in (weights, card_out):
+        if f.exists() and not overwrite:
+            raise UserError(f"{f} exists: give another --name, or --overwrite to replace it")
+    return weights, card_out
+
+def export_shipped(source: str | Path,     # a run folder, checkpoint .pt or generator .safetensors (+ .json)
+                   name: str,              # the shipped model's name: NAME.safetensors + NAME.md
+                   card: str | Path,       # the model card (Markdown), copied to NAME.md
+                   overwrite: bool = False,  # replace a shipped model of that name
+                   max_mb: float = SHIPPED_MAX_MB,  # refuse a bigger file
+                  ) -> Path:
+    "Make a shipped model of a trained network in `shipped_dir()`: fp16 weights with their config, and the card."
+    from safetensors.torch import save_file
+    folder, card = shipped_dir(), Path(card).expanduser()
+    weights, card_out = _check_shipped_target(name, card, folder, overwrite)
+    G = load_generator(source, device="cpu")
+    if G.module is None: raise UserError(f"{source}: ONNX; a shipped model is made of PyTorch weights (a run folder, "
+                                         ".pt or .safetensors)")
+    state = _fp16_state(G.module, source)
+    params = sum(p.numel() for k, p in G.module.named_parameters() if k in state)
+    info = {"generator": G.config, **G.meta, "name": name, "dtype": "float16", "params": params,
+            "exported_from": run_name(Path(source))}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_w, tmp_c = (folder / f".{f.name}.{os.getpid()}.tmp" for f in (weights, card_out))
+    save_file(state, str(tmp_w), metadata={"format": "pt", "generator": G.config["name"],
+                                           _EMBEDDED: json.dumps(info, default=str)})
+    size = tmp_w.stat().st_size / 1e6
+    if size > max_mb:
+        tmp_w.unlink()
+        raise UserError(f"{name}: {size:.1f} MB in fp16, over the {max_mb:g} MB a shipped model may weigh; train a "
+                        "smaller network (--width, --depth)")
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp_w, 0o666 & ~umask)                  # safetensors writes 0600: give what an ordinary open() gives
+    tmp_c.write_text(card.read_text())
+    os.replace(tmp_w, weights); os.replace(tmp_c, card_out); _fsync_dir(folder)
+    return weights

@@ -29,9 +29,8 @@ from .data import EpochSampler, BadImageError, dataset_splits, load_image, scree
 from .losses import AdversarialLoss, VGGPerceptualLoss
 from .metrics import psnr, ssim
 from .models import SCALES, PatchDiscriminator, bilinear_up, count_params, create_model, list_models
-from .runs import (LoadedGenerator, Run, TorchRunner, check_out_vs_data, checkpoint_files,
-                                     export_onnx,
-                                    load_generator)
+from .runs import (DEFAULT_UPSCALER, LoadedGenerator, Run, TorchRunner, check_out_vs_data,
+                                     checkpoint_files, export_onnx, load_generator, shipped_path)
 from .train import (EMA, RESUME_CHANGEABLE, Callback, add_config_arguments, given_options, GANStep,
                                       ProgressLog, BaseTrainConfig, Trainer, log_stream, resume_config,
                                       sample_sheet, trainable)
@@ -633,9 +632,10 @@ def run_upscale(args) -> int:
     "`mangacolor upscale`: enlarge pages, folders and archives into --out."
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file: give a folder for the upscaled pages")
+    checkpoint = args.checkpoint or shipped_path(DEFAULT_UPSCALER)     # the shipped upscaler by default
     jobs = plan_outputs(args.pages, args.out)
     if not jobs: raise UserError(f"no images or archives found in {' '.join(map(str, args.pages))}")
-    up = Upscaler(args.checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap,
+    up = Upscaler(checkpoint, device=args.device, backend=args.backend, tile=args.tile, overlap=args.overlap,
                   precision=args.precision)
     scale = up.check_scale(args.scale)
     limits = zip_limits(args)
@@ -655,8 +655,9 @@ def _add_upscale_command(subparsers):
                                           "unless --overwrite.",
                               epilog=UPSCALE_EXIT_CODES)
     p.add_argument("pages", nargs="+", help="image files, folders (recursive) and .cbz/.zip archives")
-    p.add_argument("--checkpoint", required=True,
-                   help="upscaler run folder, .pt, generator .safetensors (+ .json) or exported .onnx")
+    p.add_argument("--checkpoint", default=None,
+                   help="upscaler run folder, .pt, generator .safetensors (+ .json) or exported .onnx (default: the "
+                        f"shipped {DEFAULT_UPSCALER} model, see `mangacolor weights list`)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scale", type=float, default=None,
                    help="output scale, at most the upscaler's (default: the upscaler's)")
