@@ -20,7 +20,7 @@ __all__ = ['COMMAND_MODULES', 'build_parser', 'main', 'run_weights', 'add_shippe
 # %% ../nbs/19_cli.ipynb #c5d4aac8
 COMMAND_MODULES = ("synthetic", "pretrained", "train", "demo", "colorize", "gallery", "superres",
                    "experiments.realart", "experiments.grid", "experiments.bench", "experiments.study",
-                       "experiments.guided_study")
+                       "experiments.guided_study", "experiments.reference_study", "experiments.scaling")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mangacolor` parser with the subcommands of every module in `COMMAND_MODULES`."

@@ -25,7 +25,8 @@ from .guided_study import spread_only
 
 
 # %% auto #0
-__all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'colour_targets', 'source_rows', 'reference_benchmark']
+__all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'colour_targets', 'source_rows', 'reference_benchmark',
+           'benchmark_table', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18d_reference_study.ipynb #rs000006
 def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -76,7 +77,7 @@ def _rows(G: LoadedGenerator, refs: torch.Tensor, targets: torch.Tensor, masks: 
         r["ciede2000_character_vs_gray"] = round(r["ciede2000_character"] / base["ciede2000_character"], 3)
     return rows
 
-# %% ../../nbs/18d_reference_study.ipynb #9d81c766
+# %% ../../nbs/18d_reference_study.ipynb #84ba44a1
 def colour_targets(folder: str | Path, size: int = 64, limit: int | None = None) -> torch.Tensor:
     ("(N, 3, size, size) RGB in [-1, 1]: the images under `folder` (sorted) whose mean chroma is at least "
      "`metrics.GRAY_CHROMA` (gray ones apart), the first `limit` of those.")
@@ -93,7 +94,7 @@ def _metrics(output: torch.Tensor, target: torch.Tensor, gray: torch.Tensor, mas
     m = meter.compute()
     return {"ciede2000": round(m["ciede2000"], 3), "psnr_pooled": round(m["psnr_pooled"], 3)}
 
-# %% ../../nbs/18d_reference_study.ipynb #8eee9f77
+# %% ../../nbs/18d_reference_study.ipynb #53723db6
 BENCH_ROWS = ("copy-the-gray", "palette only", "transfer_colors", "reference model", "reference + 10 hints",
               "spread at 10 hints")
 
@@ -129,7 +130,7 @@ def source_rows(targets: torch.Tensor,   # (N, 3, H, W) RGB targets in [-1, 1]
             r[f"ciede2000_vs_{base}"] = round(r["ciede2000"] / rows[base]["ciede2000"], 3)
     return rows
 
-# %% ../../nbs/18d_reference_study.ipynb #0e063987
+# %% ../../nbs/18d_reference_study.ipynb #34ced215
 def reference_benchmark(real: str | Path,           # the colour real-art root: test/ and cross/ (realart --set colour)
                         models: dict,               # {"palette" | "reference" | "reference_hints": run or generator}
                         size: int = 64, seed: int = 2026,
@@ -149,3 +150,44 @@ def reference_benchmark(real: str | Path,           # the colour real-art root: 
     out["sources"]["b_synthetic_other_drawing"] = {"targets": len(t), **source_rows(t, refs, models, masks, seed=seed)}
     out["wall_time_s"] = round(time.time() - t0, 1)
     return out
+
+# %% ../../nbs/18d_reference_study.ipynb #a1a24a2f
+def benchmark_table(result: dict) -> str:
+    "A markdown table of `reference_benchmark`'s rows: CIEDE2000 (× the transfer's) and pooled PSNR per source."
+    rows = ["| source | targets | row | CIEDE2000 | × transfer | × gray | pooled PSNR |",
+            "|---|---:|---|---:|---:|---:|---:|"]
+    for src, v in result["sources"].items():
+        for name, r in v.items():
+            if name == "targets": continue
+            rows.append(f"| {src} | {v['targets']} | {name} | {r['ciede2000']:.2f} | "
+                        f"{r['ciede2000_vs_transfer_colors']:.2f} | {r['ciede2000_vs_copy-the-gray']:.2f} | "
+                        f"{r['psnr_pooled']:.2f} |")
+    return "\n".join(rows)
+
+def run_cli(args) -> int:
+    "The `mangacolor reference-study` command."
+    models = {k: getattr(args, k) for k in ("palette", "reference", "reference_hints") if getattr(args, k)}
+    result = reference_benchmark(args.real, models, args.size, args.seed, args.limit, args.pairs)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    print(benchmark_table(result))
+    return 0
+
+def add_commands(subparsers) -> None:
+    "Add `mangacolor reference-study` to the CLI."
+    p = subparsers.add_parser("reference-study", help="measure reference-guided colorization against its baselines",
+                              description="Copy-the-gray, a palette model, the example-based transfer, a reference "
+                                          "model, reference + 10 hints and the spread at 10 hints on (a) REAL/test's "
+                                          "colour targets and (c) REAL/cross with augmented-self references, and (b) "
+                                          "synthetic same-character pairs.")
+    p.add_argument("--real", required=True, help="colour real-art root (mangacolor realart all --set colour)")
+    p.add_argument("--palette", help="a palette-guided run (the palette-only row)")
+    p.add_argument("--reference", help="a reference-guided run (the reference-model row)")
+    p.add_argument("--reference-hints", help="a reference + hints run (the reference + 10 hints row)")
+    p.add_argument("--size", type=int, default=64, help="working size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=2026, help="seed of warps and hints (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="targets per real source (default: all)")
+    p.add_argument("--pairs", type=int, default=64, help="synthetic pairs (default: %(default)s)")
+    p.add_argument("--json", help="write the results here (e.g. benchmarks/reference_real.json)")
+    p.set_defaults(func=run_cli)
