@@ -226,7 +226,8 @@ REFERENCE_HINT_OPTIONS = HINT_SPREAD_OPTIONS
 # guidance can tell the colour); 16 training hints on average. Hints alone: GroupNorm and the spread. Hints + palette:
 # no palette on half the images, and BatchNorm without the spread (with either, the palette went unused). A
 # reference: its recipe above, and no adversarial term (`18d_reference_study`: with it the model painted colour the
-# reference does not support, CIEDE2000 8.45 against 6.95 without it). `apply_recipe` fills these only where the user gave nothing (`gen_options` key by key);
+# reference does not support, CIEDE2000 8.45 against 6.95 without it). `apply_recipe` fills these only where the
+# user gave nothing (`gen_options` key by key);
 # config.json records the result, so a resumed run keeps what it trained with.
 GUIDANCE_DEFAULTS: dict[str, dict] = {
     "hints": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0, gen_options=dict(norm="group", **HINT_SPREAD_OPTIONS)),
