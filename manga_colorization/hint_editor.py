@@ -128,18 +128,19 @@ class HintEditor:
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-    @property
-    def sidecar(self) -> Path | None:
-        ("Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory "
-         "without `save_to`).")
-        folder = self.save_to or (self.path.parent if self.path else None)
-        return folder / (self.stem + HINTS_SUFFIX) if folder is not None else None
+# %% ../nbs/16_hint_editor.ipynb #e1f0a020
+@patch(as_prop=True)
+def sidecar(self: HintEditor) -> Path | None:
+    ("Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory "
+     "without `save_to`).")
+    folder = self.save_to or (self.path.parent if self.path else None)
+    return folder / (self.stem + HINTS_SUFFIX) if folder is not None else None
 
-    @property
-    def hints(self) -> Hints:
-        "The page's guidance now: the points (page px) and, when it is used, the palette's colours and weights."
-        colors, weights = self.palette_colors() if self.use_palette.value else ([], [])
-        return Hints([replace(p) for p in self.points], colors, weights)
+@patch(as_prop=True)
+def hints(self: HintEditor) -> Hints:
+    "The page's guidance now: the points (page px) and, when it is used, the palette's colours and weights."
+    colors, weights = self.palette_colors() if self.use_palette.value else ([], [])
+    return Hints([replace(p) for p in self.points], colors, weights)
 
 # %% ../nbs/16_hint_editor.ipynb #e50c1d58
 @patch
@@ -202,6 +203,7 @@ def _build(self: HintEditor, radius: float):
                                                                             self.chapter_button])])
     self.widget = W.VBox([W.HBox([self.view, self.reference_view, tools]), self.status, chapter, self.result_view])
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a021
 @patch
 def _say(self: HintEditor, text: str, error: bool = False):
     "A line under the view (red for a problem)."
@@ -277,6 +279,7 @@ def palette_colors(self: HintEditor) -> tuple[list[tuple[int, int, int]], list[f
     keep = [i for i in range(len(w)) if w[i] > 0]
     return [tuple(rgb[i]) for i in keep], [round(w[i], 4) for i in keep]
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a022
 def _pictures(img) -> list:
     "A reference argument as a list: None is none, a list or tuple its items, anything else one picture."
     return [] if img is None else list(img) if isinstance(img, (list, tuple)) else [img]
@@ -322,6 +325,7 @@ def _show_reference(self: HintEditor):
     self.reference_view.width, self.reference_view.height = str(strip.width), str(strip.height)
     self.reference_view.layout.display = None
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a026
 @patch
 def set_reference(self: HintEditor, img):
     ("Make a picture (path or PIL image), or a list of them, the reference: a reference generator matches its colours "
@@ -447,6 +451,7 @@ def save(self: HintEditor) -> Path:
     self._say(f"saved {n} point{'s' * (n != 1)}{' and the palette' if self.hints.palette else ''} to {path}")
     return path
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a024
 def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:
     ("Write `img` as folder/stem.png, or stem_1.png, stem_2.png ... : the first name not taken (never over an existing "
      "file).")
@@ -538,6 +543,7 @@ def _chapter_guidance(self: HintEditor, page_as_reference: bool, this_page) -> d
         else: palette = reference_palette(shown, G.palette_k)
     return dict(palette=palette, reference=reference)
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a025
 @patch
 def apply_to_chapter(self: HintEditor,
                      # image files, folders, .cbz/.zip archives, or pages in memory (PIL images, uint8 arrays); or one

@@ -514,6 +514,7 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
         ref.update(base=ab.to(x), transfer=torch.cat([ab, sure], 1).to(x))
     return ref
 
+# %% ../nbs/05_models.ipynb #ref0mod2b
 @torch.no_grad()
 def _transfer(G: UNetGenerator, gray: torch.Tensor, rgb: torch.Tensor, present: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
