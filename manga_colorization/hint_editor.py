@@ -5,7 +5,10 @@
 # %% ../nbs/16_hint_editor.ipynb #384b063a
 from __future__ import annotations
 
+import html
 import io
+import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +17,12 @@ import numpy as np
 from fastcore.basics import patch
 from PIL import Image, ImageColor, ImageDraw
 
-from .colorize import Colorizer, as_image
+from .colorize import Colorizer, PageColorizer, as_image
 from .core import UserError
 from .guidance import (
     HINTS_SUFFIX, HintPoint, Hints, as_hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color,
     read_hints, reference_palette, write_hints)
-
+from .pages import BatchResult, color_fraction, plan_outputs, process_files
 
 # %% auto #0
 __all__ = ['MARKER_R', 'HintEditor']
@@ -52,21 +55,43 @@ def _swatches(colors: list, weights: list, width: int = 256) -> str:
                     for c, w in zip(colors, weights))
     return f"<div class='mc-swatches' style='display:flex;border:1px solid #333;width:fit-content'>{spans}</div>"
 
+def _editor_colorizer(colorizer) -> Colorizer:
+    ("The editor's `Colorizer`: the one given, or one made of a checkpoint path; checked: its generator takes hints or "
+     "a reference picture.")
+    col = colorizer if isinstance(colorizer, Colorizer) else Colorizer(colorizer)
+    G = col.G
+    if not (G.uses_hints or G.uses_reference):
+        raise UserError(f"{G.source or 'this generator'} was trained without hints or a reference (guidance: "
+                        f"{G.guidance}); the hint editor needs one trained with --guidance hints, both, reference or "
+                        "reference_hints")
+    return col
+
+def _strip(pictures: list[Image.Image], height: int, max_width: int, gap: int = 4) -> Image.Image:
+    "The pictures side by side on white, each `height` px high; the whole strip scaled down to `max_width` if wider."
+    scaled = [p.resize((max(1, round(p.width * height / p.height)), height), Image.LANCZOS) for p in pictures]
+    strip = Image.new("RGB", (sum(s.width for s in scaled) + gap * (len(scaled) - 1), height), "white")
+    x = 0
+    for s in scaled: strip.paste(s, (x, 0)); x += s.width + gap
+    if strip.width > max_width: strip = strip.resize((max_width, max(1, round(height * max_width / strip.width))),
+                                                     Image.LANCZOS)
+    return strip
+
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO(); img.save(buf, format="PNG"); return buf.getvalue()
 
 # %% ../nbs/16_hint_editor.ipynb #07f70712
 class HintEditor:
-    ("An ipywidgets app: click colour hints onto a page, take a palette from a reference, see a guided generator's "
-     "preview after each change.")
+    ("An ipywidgets app: click colour hints onto a page, give a reference picture (beside the page), see a guided "
+     "generator's preview after each change, apply to the page or to a whole chapter.")
     def __init__(
-                 # a `colorize.Colorizer` of a generator trained with hints (or a checkpoint path)
+                 # a `colorize.Colorizer` of a generator trained with hints and/or a reference (or a checkpoint path)
                  self, colorizer,
                  # the page: a path (its PAGE.hints.json is read and written) or a PIL image
                  page,
                  # starting hints: `Hints`, a hint file, its dict or `HintPoint`s; default: the sidecar
                  hints=None,
-                 # a reference picture (path or PIL image) whose palette guides the colours
+                 # a reference picture (path or PIL image) or a list of them: where its colours go (a reference
+                 # generator), or its palette (a palette generator)
                  reference=None,
                  preview_size: int = 256,                # longer side of the preview, px
                  # folder for the hints and the colorized page (default: beside the page)
@@ -74,11 +99,7 @@ class HintEditor:
                  # hint radius for new points, page px (default: about 2.5 working-size px)
                  radius: float | None = None,
                 ):
-        self.colorizer = colorizer if isinstance(colorizer, Colorizer) else Colorizer(colorizer)
-        G = self.colorizer.G
-        if not G.uses_hints:
-            raise UserError(f"{G.source or 'this generator'} was trained without hints (guidance: {G.guidance}); "
-                            "the hint editor needs one trained with --guidance hints or both")
+        self.colorizer = _editor_colorizer(colorizer)
         self.page, self.path = _page_image(page)
         self.stem = self.path.name[: -len(self.path.suffix) or None] if self.path else "page"
         self.save_to = Path(save_to) if save_to is not None else None
@@ -90,54 +111,78 @@ class HintEditor:
         self.scale = (self.small.width / W, self.small.height / H)      # preview px per page px
         self.points: list[HintPoint] = []
         self.palette, self.preview_image, self.result, self.result_path = None, None, None, None
+        # the reference pictures shown beside the page, and the canvas a reference generator sees (made once per change)
+        self.references: list[Image.Image] = []
+        self.reference_canvas = None
+        self.chapter_jobs, self._written = [], set()    # the last chapter's jobs; the pages `apply` wrote
         self.last_preview_s, self._drag, self._moved, self._quiet = 0.0, None, False, False
         self._build(radius or max(1, round(2.5 * max(W, H) / self.colorizer.size)))
         start = as_hints(hints) if hints is not None else self._read_sidecar()
         if start is not None: self._set_hints(start)
-        if reference is not None: self._take_reference(reference)
+        problem = None
+        if reference is not None:
+            try: self._take_reference(reference)
+            except UserError as e: problem = str(e)        # said in the status line: the editor opens without it
         self.refresh()
+        if problem: self._say(problem, error=True)
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-    @property
-    def sidecar(self) -> Path | None:
-        ("Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory "
-         "without `save_to`).")
-        folder = self.save_to or (self.path.parent if self.path else None)
-        return folder / (self.stem + HINTS_SUFFIX) if folder is not None else None
+# %% ../nbs/16_hint_editor.ipynb #e1f0a020
+@patch(as_prop=True)
+def sidecar(self: HintEditor) -> Path | None:
+    ("Where `save` writes the hints: STEM.hints.json in `save_to`, else beside the page (None for a page in memory "
+     "without `save_to`).")
+    folder = self.save_to or (self.path.parent if self.path else None)
+    return folder / (self.stem + HINTS_SUFFIX) if folder is not None else None
 
-    @property
-    def hints(self) -> Hints:
-        "The page's guidance now: the points (page px) and, when it is used, the palette's colours and weights."
-        colors, weights = self.palette_colors() if self.use_palette.value else ([], [])
-        return Hints([replace(p) for p in self.points], colors, weights)
+@patch(as_prop=True)
+def hints(self: HintEditor) -> Hints:
+    "The page's guidance now: the points (page px) and, when it is used, the palette's colours and weights."
+    colors, weights = self.palette_colors() if self.use_palette.value else ([], [])
+    return Hints([replace(p) for p in self.points], colors, weights)
 
 # %% ../nbs/16_hint_editor.ipynb #e50c1d58
 @patch
 def _build(self: HintEditor, radius: float):
     import ipywidgets as W
     from ipyevents import Event
+    G = self.colorizer.G
     w, h = self.small.size
     self.view = W.Image(format="png", width=str(w), height=str(h),
                         layout=W.Layout(width=f"{w}px", height=f"{h}px", min_width=f"{w}px"))
+    self.reference_view = W.Image(format="png", layout=W.Layout(display="none"))
     self.color = W.ColorPicker(value="#dc2828", description="colour", concise=False)
     big = max(2, round(max(self.page.size) / 4))
     self.radius = W.IntSlider(value=min(big, max(1, round(radius))), min=1, max=big, description="radius (px)")
     self.undo_button, self.clear_button = W.Button(description="remove last"), W.Button(description="clear")
     self.use_palette = W.Checkbox(value=False, description="use palette", disabled=True, indent=False)
-    self.palette_view, self.status = W.HTML(_swatches([], [])), W.HTML()
-    self.upload = W.FileUpload(accept="image/*", multiple=False, description="reference")
+    self.palette_view, self.status = W.HTML(_swatches([], []) if G.uses_palette else ""), W.HTML()
+    takes_pictures = G.uses_reference or G.uses_palette
+    self.upload = W.FileUpload(accept="image/*", multiple=G.uses_reference, description="reference",
+                               disabled=not takes_pictures)
+    self.clear_reference_button = W.Button(description="clear reference", icon="times", disabled=True)
     self.save_button = W.Button(description="save hints", icon="save", tooltip="write STEM.hints.json beside the page")
     self.apply_button = W.Button(description="apply at full resolution", icon="paint-brush",
                                  layout=W.Layout(width="auto"))
+    self.chapter_path = W.Text(placeholder="a folder or .cbz of the chapter's pages", description="chapter",
+                               layout=W.Layout(width="360px"))
+    self.chapter_out = W.Text(placeholder="output folder (default: colorized/ beside the page)", description="into",
+                              layout=W.Layout(width="360px"))
+    self.chapter_use_page = W.Checkbox(value=takes_pictures, disabled=not takes_pictures, indent=False,
+                                       description="this page, colorized, as the reference")
+    self.chapter_button = W.Button(description="apply to chapter", icon="book", layout=W.Layout(width="auto"))
     self.result_view = W.Image(format="png", layout=W.Layout(display="none", max_width="100%", height="auto"))
-    for wid, c in ((self.view, "mc-hint-view"), (self.color, "mc-color"), (self.radius, "mc-radius"),
-                   (self.undo_button, "mc-undo"),
-                   (self.clear_button, "mc-clear"), (self.use_palette, "mc-use-palette"),
-                       (self.palette_view, "mc-palette"),
-                   (self.upload, "mc-reference"), (self.save_button, "mc-save-hints"), (self.apply_button, "mc-apply"),
+    for wid, c in ((self.view, "mc-hint-view"), (self.reference_view, "mc-reference-view"), (self.color, "mc-color"),
+                   (self.radius, "mc-radius"), (self.undo_button, "mc-undo"), (self.clear_button, "mc-clear"),
+                   (self.use_palette, "mc-use-palette"), (self.palette_view, "mc-palette"),
+                   (self.upload, "mc-reference"), (self.clear_reference_button, "mc-clear-reference"),
+                   (self.save_button, "mc-save-hints"), (self.apply_button, "mc-apply"),
+                   (self.chapter_path, "mc-chapter-path"), (self.chapter_out, "mc-chapter-out"),
+                   (self.chapter_use_page, "mc-chapter-use-page"), (self.chapter_button, "mc-apply-chapter"),
                    (self.status, "mc-status"), (self.result_view, "mc-result")): wid.add_class(c)
-    if not self.colorizer.G.uses_palette: self.upload.disabled = True
+    if not G.uses_hints:       # a reference-only generator: no points to place or save
+        for wid in (self.color, self.radius, self.undo_button, self.clear_button, self.save_button): wid.disabled = True
     self._events = Event(source=self.view, watched_events=["mousedown", "mouseup", "mouseleave", "contextmenu"],
                          prevent_default_action=True)
     self._moves = Event(source=self.view, watched_events=["mousemove"], throttle_or_debounce="throttle", wait=40)
@@ -147,13 +192,18 @@ def _build(self: HintEditor, radius: float):
     self.clear_button.on_click(lambda _: self._guarded(self.clear))
     self.save_button.on_click(lambda _: self._guarded(self.save))
     self.apply_button.on_click(lambda _: self._guarded(self.apply))
+    self.clear_reference_button.on_click(lambda _: self._guarded(lambda: self.set_reference(None)))
+    self.chapter_button.on_click(lambda _: self._guarded(self._chapter_clicked))
     self.use_palette.observe(lambda _: None if self._quiet else self._guarded(self.refresh), "value")
     self.upload.observe(self._on_upload, "value")
     tools = W.VBox([self.color, self.radius, W.HBox([self.undo_button, self.clear_button]), self.use_palette,
-                    self.palette_view,
-                    self.upload, W.HBox([self.save_button, self.apply_button])])
-    self.widget = W.VBox([W.HBox([self.view, tools]), self.status, self.result_view])
+                    self.palette_view, W.HBox([self.upload, self.clear_reference_button]),
+                    W.HBox([self.save_button, self.apply_button])])
+    chapter = W.HBox([W.VBox([self.chapter_path, self.chapter_out]), W.VBox([self.chapter_use_page,
+                                                                            self.chapter_button])])
+    self.widget = W.VBox([W.HBox([self.view, self.reference_view, tools]), self.status, chapter, self.result_view])
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a021
 @patch
 def _say(self: HintEditor, text: str, error: bool = False):
     "A line under the view (red for a problem)."
@@ -170,6 +220,10 @@ def _guarded(self: HintEditor, action):
 def add_point(self: HintEditor, x: float, y: float, color=None, radius: float | None = None) -> int:
     ("Add a hint at page position (x, y) in `color` ('#rrggbb' or (r, g, b); default the picker's) with `radius` page "
      "px; its index.")
+    G = self.colorizer.G
+    if not G.uses_hints:
+        raise UserError(f"{G.source or 'this generator'} takes no hints (guidance: {G.guidance}): give it a reference "
+                        "picture instead")
     r = float(self.radius.value if radius is None else radius)
     if not r > 0: raise UserError(f"radius: {radius} is not a positive number of page pixels")
     self.points.append(HintPoint(*self._clamp(x, y), _rgb(self.color.value if color is None else color), r))
@@ -225,15 +279,32 @@ def palette_colors(self: HintEditor) -> tuple[list[tuple[int, int, int]], list[f
     keep = [i for i in range(len(w)) if w[i] > 0]
     return [tuple(rgb[i]) for i in keep], [round(w[i], 4) for i in keep]
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a022
+def _pictures(img) -> list:
+    "A reference argument as a list: None is none, a list or tuple its items, anything else one picture."
+    return [] if img is None else list(img) if isinstance(img, (list, tuple)) else [img]
+
 @patch
 def _take_reference(self: HintEditor, img):
-    "Set the palette from a reference (or None) without redrawing."
-    G = self.colorizer.G
-    if img is not None and not G.uses_palette:
-        raise UserError(f"{G.source or 'this generator'} was trained without a palette (guidance: {G.guidance}): a "
-                        "reference cannot guide it")
-    self.palette = None if img is None else reference_palette(img, G.palette_k)
-    self._show_palette(self.palette is not None)
+    ("Take a reference (a picture, a list of them, or None) without redrawing: a reference generator's canvas, checked "
+     "as `mangacolor colorize --reference` checks it; else a palette generator's palette. A bad one changes nothing.")
+    G, pics = self.colorizer.G, _pictures(img)
+    name = G.source or "this generator"
+    if pics and not (G.uses_reference or G.uses_palette):
+        raise UserError(f"{name} was trained without a palette or a reference (guidance: {G.guidance}): a reference "
+                        "cannot guide it")
+    if G.uses_reference:
+        # one-line errors: not an image, gray, too many
+        self.reference_canvas = self.colorizer.reference_tensor(pics) if pics else None
+    else:
+        if len(pics) > 1:
+            raise UserError(f"{len(pics)} reference pictures: {name} takes one palette picture (guidance: "
+                            f"{G.guidance}); several pictures need a generator trained with --guidance reference")
+        self.palette = reference_palette(pics[0], G.palette_k) if pics else None
+        self._show_palette(self.palette is not None)
+    is_json = lambda p: isinstance(p, (str, Path)) and str(p).lower().endswith(".json")   # a palette file: no picture
+    self.references = [as_image(p).convert("RGB") for p in pics if not is_json(p)]
+    self._show_reference()
 
 @patch
 def _show_palette(self: HintEditor, use: bool):
@@ -244,20 +315,44 @@ def _show_palette(self: HintEditor, use: bool):
     finally: self._quiet = False
 
 @patch
+def _show_reference(self: HintEditor):
+    "Show the reference pictures beside the page at the preview's height (hidden when there are none)."
+    self.clear_reference_button.disabled = not self.references and self.palette is None
+    if not self.references:
+        self.reference_view.layout.display = "none"; return
+    strip = _strip(self.references, self.small.height, 2 * self.preview_size)
+    self.reference_view.value = _png(strip)
+    self.reference_view.width, self.reference_view.height = str(strip.width), str(strip.height)
+    self.reference_view.layout.display = None
+
+# %% ../nbs/16_hint_editor.ipynb #e1f0a026
+@patch
 def set_reference(self: HintEditor, img):
-    "Take the palette of a reference picture (path or PIL image) and use it; None drops the palette."
+    ("Make a picture (path or PIL image), or a list of them, the reference: a reference generator matches its colours "
+     "to places (several are tiled on one canvas), a palette generator takes its palette; None drops it. A bad picture "
+     "is the CLI's one-line `UserError` and leaves the reference as it was.")
     self._take_reference(img)
     self.refresh()
 
 @patch
+def add_reference(self: HintEditor, img):
+    "Add a picture to the references (a reference generator tiles them; a palette generator takes only one)."
+    self.set_reference(self.references + _pictures(img))
+
+@patch
 def _on_upload(self: HintEditor, change=None):
-    "An uploaded reference picture: its palette, or a red line when it is not a readable image."
+    "Uploaded pictures become the reference; one that is not a usable image is a red line, and nothing changes."
     if not self.upload.value: return
-    item = self.upload.value[0]
+    items, pics = list(self.upload.value), []
     try:
-        with Image.open(io.BytesIO(bytes(item["content"]))) as im:
-            self.set_reference(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
-    except Exception as e: self._say(f"could not use {item['name']} as a reference: {e}", error=True)
+        for item in items:
+            with Image.open(io.BytesIO(bytes(item["content"]))) as im:
+                pics.append(im.convert("RGBA") if "A" in im.getbands() else im.convert("RGB"))
+    except Exception as e: return self._say(f"could not use {item['name']} as a reference: {e}", error=True)
+    try: self.set_reference(pics if len(pics) > 1 else pics[0])
+    except UserError as e:     # as the CLI says it: "reference NAME is gray: it has no colour to give"
+        names = ", ".join(item["name"] for item in items)
+        self._say(str(e).replace("the reference picture", f"reference {names}"), error=True)
 
 # %% ../nbs/16_hint_editor.ipynb #d8e19f7b
 @patch
@@ -265,18 +360,25 @@ def _palette_in_use(self: HintEditor):
     return self.palette if self.palette is not None and self.use_palette.value else None
 
 @patch
+def _guidance_said(self: HintEditor) -> str:
+    "What guides the colours besides the points, in words."
+    if self.colorizer.G.uses_reference:
+        n = len(self.references)
+        return f"reference: {n} picture{'s' * (n != 1)}" if self.reference_canvas is not None else "no reference"
+    return "palette on" if self._palette_in_use() is not None else "no palette"
+
+@patch
 def refresh(self: HintEditor):
-    ("Colorize the preview with the current points and palette and show it with the points drawn on; times it in "
-     "`last_preview_s`.")
+    ("Colorize the preview with the current points, palette and reference and show it with the points drawn on; times "
+     "it in `last_preview_s`.")
     t = time.perf_counter()
     sx, sy = self.scale
     pts = [HintPoint(p.x * sx, p.y * sy, p.color, p.radius * (sx + sy) / 2) for p in self.points]
     self.preview_image = self.colorizer.colorize(self.small, hints=Hints(pts) if pts else None,
-                                                 palette=self._palette_in_use())
+                                                 palette=self._palette_in_use(), reference=self.reference_canvas)
     self._draw()
     self.last_preview_s = time.perf_counter() - t
-    pal = "palette on" if self._palette_in_use() is not None else "no palette"
-    self._say(f"{len(self.points)} point{'s' * (len(self.points) != 1)}, {pal}; preview "
+    self._say(f"{len(self.points)} point{'s' * (len(self.points) != 1)}, {self._guidance_said()}; preview "
               f"{self.last_preview_s * 1000:.0f} ms")
 
 @patch
@@ -335,6 +437,7 @@ def _set_hints(self: HintEditor, h: Hints):
     if h.palette and self.colorizer.G.uses_palette:
         self.palette = palette_tensor(h.palette, h.weights, self.colorizer.G.palette_k)
         self._show_palette(True)
+        self._show_reference()
 
 @patch
 def save(self: HintEditor) -> Path:
@@ -348,6 +451,7 @@ def save(self: HintEditor) -> Path:
     self._say(f"saved {n} point{'s' * (n != 1)}{' and the palette' if self.hints.palette else ''} to {path}")
     return path
 
+# %% ../nbs/16_hint_editor.ipynb #e1f0a024
 def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:
     ("Write `img` as folder/stem.png, or stem_1.png, stem_2.png ... : the first name not taken (never over an existing "
      "file).")
@@ -361,18 +465,123 @@ def _write_new(img: Image.Image, folder: Path, stem: str) -> Path:
     raise UserError(f"{folder}: no free name for {stem}.png (clear the folder)")
 
 @patch
+def _render(self: HintEditor) -> Image.Image:
+    "The full page colorized with the current points, palette and reference."
+    return self.colorizer.colorize(self.page, hints=Hints([replace(p) for p in self.points]) if self.points else None,
+                                   palette=self._palette_in_use(), reference=self.reference_canvas)
+
+@patch
 def apply(self: HintEditor) -> Image.Image:
-    ("Colorize the full page with the hints and palette, show it, write it as STEM.colorized.png (a free name) where "
-     "`save` writes; the page.")
+    ("Colorize the full page with the hints, palette and reference, show it, write it as STEM.colorized.png (a free "
+     "name) where `save` writes; the page.")
     self._say("colorizing the full page…")
-    self.result = self.colorizer.colorize(self.page,
-                                          hints=Hints([replace(p) for p in self.points]) if self.points else None,
-                                          palette=self._palette_in_use())
+    self.result = self._render()
     folder = self.save_to or (self.path.parent if self.path else None)
     self.result_path = _write_new(self.result, folder, self.stem + ".colorized") if folder is not None else None
+    if self.result_path is not None: self._written.add(os.path.realpath(self.result_path))
     self.result_view.value = _png(self.result)
     self.result_view.width = str(min(1024, self.result.width))
     self.result_view.layout.display = None
     saved = f", saved {self.result_path}" if self.result_path else ""
     self._say(f"{self.result.width}x{self.result.height} page colorized{saved}")
     return self.result
+
+# %% ../nbs/16_hint_editor.ipynb #c4a9e1d1
+def _chapter_inputs(pages, folder: Path) -> list[Path]:
+    ("A chapter's pages as paths for `pages.plan_outputs`: files and folders as given, images in memory written to "
+     "`folder` as page_001.png, ...")
+    one = isinstance(pages, (str, Path, Image.Image)) or (isinstance(pages, np.ndarray) and pages.ndim in (2, 3)
+                                                          and pages.dtype == np.uint8)
+    inputs = []
+    for i, item in enumerate([pages] if one else list(pages), 1):
+        if isinstance(item, (str, Path)): inputs.append(Path(item)); continue
+        folder.mkdir(parents=True, exist_ok=True)
+        inputs.append(folder / f"page_{i:03d}.png"); as_image(item).save(inputs[-1])
+    if not inputs: raise UserError("apply_to_chapter: no pages given")
+    return inputs
+
+def _same_file(a: Path, b: Path) -> bool:
+    try: return os.path.realpath(a) == os.path.realpath(b) or a.samefile(b)
+    except OSError: return False
+
+@patch
+def _chapter_out(self: HintEditor, out) -> Path:
+    "The chapter's output folder: `out`, else colorized/ in `save_to` or beside the page."
+    if out is not None and str(out).strip(): out = Path(out)
+    else:
+        folder = self.save_to or (self.path.parent if self.path else None)
+        if folder is None:
+            raise UserError("this page was given as an image, not a file: give an output folder for the chapter's "
+                            "colorized pages (out=, the box under the chapter's, or save_to=)")
+        out = folder / "colorized"
+    if out.exists() and not out.is_dir(): raise UserError(f"{out} is a file: give a folder for the colorized pages")
+    return out
+
+@patch
+def _made_here(self: HintEditor, path: Path) -> bool:
+    ("Whether a file is the editor's own output: a page `apply` wrote, or one in the default chapter folder (not pages "
+     "of a chapter).")
+    real = os.path.realpath(path)
+    if real in self._written: return True
+    folder = self.save_to or (self.path.parent if self.path else None)
+    return folder is not None and real.startswith(os.path.realpath(folder / "colorized") + os.sep)
+
+@patch
+def _chapter_guidance(self: HintEditor, page_as_reference: bool, this_page) -> dict:
+    ("The palette and reference for the chapter's pages: the current ones, with this page (colorized) added as a "
+     "reference picture, or as the palette of a palette generator.")
+    G, palette, reference = self.colorizer.G, self._palette_in_use(), self.reference_canvas
+    if page_as_reference:
+        if not (G.uses_reference or G.uses_palette):
+            raise UserError(f"{G.source or 'this generator'} takes no reference or palette (guidance: {G.guidance}): "
+                            "a colorized page cannot guide the others")
+        shown = this_page()
+        if G.uses_reference and color_fraction(shown) < 0.001:   # `reference_tensor` would refuse it: say which
+            raise UserError(f"{self.stem}, colorized, is gray: it has no colour to give the other pages; add points or "
+                            "a reference picture first")
+        if G.uses_reference: reference = self.colorizer.reference_tensor(self.references + [shown])
+        else: palette = reference_palette(shown, G.palette_k)
+    return dict(palette=palette, reference=reference)
+
+# %% ../nbs/16_hint_editor.ipynb #e1f0a025
+@patch
+def apply_to_chapter(self: HintEditor,
+                     # image files, folders, .cbz/.zip archives, or pages in memory (PIL images, uint8 arrays); or one
+                     pages,
+                     out: str | Path | None = None,   # output folder; default: colorized/ in `save_to` or by the page
+                     # this page, colorized with its points, also guides the others (a reference picture; for a palette
+                     # generator, the palette)
+                     page_as_reference: bool = False,
+                     overwrite: bool = False,         # redo outputs that exist (inputs are never written over)
+                     progress: bool | None = None,    # a progress bar; None: on a terminal or in a notebook
+                    ) -> BatchResult:
+    ("Colorize every page of a chapter with the current reference (and palette) the way `mangacolor colorize` does; "
+     "this page, when among them, with its points. Says the outcome in the status line; `chapter_jobs`: the jobs.")
+    out, rendered = self._chapter_out(out), []
+    def this_page() -> Image.Image:
+        if not rendered: rendered.append(self._render())
+        return rendered[0]
+    guide, problems = self._chapter_guidance(page_as_reference, this_page), []
+    with tempfile.TemporaryDirectory(prefix="mangacolor-chapter-") as tmp:
+        inputs = _chapter_inputs(pages, Path(tmp) / "chapter")
+        jobs = [j for j in plan_outputs(inputs, out, problems.append) if not self._made_here(j.src)]
+        if not jobs: raise UserError(f"no images or archives found in {', '.join(map(str, inputs))}")
+        colorizer = PageColorizer(self.colorizer, None, guide["palette"], problems.append, guide["reference"])
+        def page_fn(image, source):
+            mine = self.path is not None and source.archive is None and _same_file(source.path, self.path)
+            return this_page() if mine else colorizer.colorize_page(image, source)
+        self._say(f"colorizing {len(jobs)} file{'s' * (len(jobs) != 1)} of the chapter…")
+        res = process_files(jobs, page_fn, overwrite, log=problems.append, progress=progress, desc="colorize",
+                            verb="colorized")
+    self.chapter_jobs = jobs
+    said = "<br>".join(html.escape(p) for p in [f"chapter: {res} -> {out}", *problems[:5]])
+    self._say(said, error=bool(res.failed))
+    return res
+
+@patch
+def _chapter_clicked(self: HintEditor) -> BatchResult:
+    "The *apply to chapter* button: the chapter whose path is typed in its box, into the folder in the other."
+    given = self.chapter_path.value.strip()
+    if not given: raise UserError("apply to chapter: type the chapter's folder or .cbz path in the box first")
+    return self.apply_to_chapter(given, self.chapter_out.value.strip() or None,
+                                 page_as_reference=self.chapter_use_page.value, progress=False)

@@ -509,11 +509,26 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
     present = (rgb < PAPER_WHITE - 1e-3).flatten(1).any(1).float().view(B, 1, 1, 1)
     ref = dict(rgb=rgb, present=present, gray=rgb_to_gray(rgb).to(x), ab=rgb_to_lab_norm(rgb)[:, 1:] * present)
     if G.reference_transfer or G.reference_residual:
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            ab, dist = transfer_chroma(x[:, :1].float(), rgb, samples=G.reference_samples, remap=False)
+        ab, dist = _transfer(G, x[:, :1].float(), rgb, present)
         ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
         ref.update(base=ab.to(x), transfer=torch.cat([ab, sure], 1).to(x))
     return ref
+
+# %% ../nbs/05_models.ipynb #ref0mod2b
+@torch.no_grad()
+def _transfer(G: UNetGenerator, gray: torch.Tensor, rgb: torch.Tensor, present: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    ("`transfer_chroma` of the page's gray against the reference (zeros where no reference is present); in eval mode "
+     "the last (gray, reference) pair's is kept and reused: an editor's previews change only the hints.")
+    if not present.any(): return gray.new_zeros(len(gray), 2, *gray.shape[-2:]), gray.new_ones(gray.shape)
+    memo = None if G.training else G.__dict__.get("_transfer_memo")
+    if memo is not None and memo[0].shape == gray.shape and memo[1].shape == rgb.shape and torch.equal(memo[0], gray) \
+            and torch.equal(memo[1], rgb):
+        return memo[2]
+    with torch.autocast(gray.device.type, enabled=False):
+        out = transfer_chroma(gray, rgb, samples=G.reference_samples, remap=False)
+    if not G.training: G.__dict__["_transfer_memo"] = (gray.clone(), rgb.clone(), out)
+    return out
 
 @torch.no_grad()
 def _max_attention(q: torch.Tensor, k: torch.Tensor, elements: int = 1 << 22) -> torch.Tensor:
