@@ -19,6 +19,7 @@ from PIL import Image, ImageColor, ImageDraw
 
 from .colorize import Colorizer, PageColorizer, as_image
 from .core import UserError
+from .data import IMAGE_EXTENSIONS
 from .guidance import (
     HINTS_SUFFIX, HintPoint, Hints, as_hints, color_hex, hints_path, palette_rgb, palette_tensor, parse_color,
     read_hints, reference_palette, write_hints)
@@ -55,10 +56,16 @@ def _swatches(colors: list, weights: list, width: int = 256) -> str:
                     for c, w in zip(colors, weights))
     return f"<div class='mc-swatches' style='display:flex;border:1px solid #333;width:fit-content'>{spans}</div>"
 
+def _is_page(x) -> bool:
+    "True for what can only be a page, not a colorizer: a picture in memory, or an image file's path."
+    if isinstance(x, (Image.Image, np.ndarray)): return True
+    return isinstance(x, (str, Path)) and Path(x).suffix.lower() in IMAGE_EXTENSIONS
+
 def _editor_colorizer(colorizer) -> Colorizer:
-    ("The editor's `Colorizer`: the one given, or one made of a checkpoint path; checked: its generator takes hints or "
-     "a reference picture.")
-    col = colorizer if isinstance(colorizer, Colorizer) else Colorizer(colorizer)
+    ("The editor's `Colorizer`: the one given, one made of a checkpoint path, or (None) the shipped reference + hints "
+     "model (`Colorizer.shipped`); checked: its generator takes hints or a reference picture.")
+    col = colorizer if isinstance(colorizer, Colorizer) else Colorizer.shipped() if colorizer is None else \
+        Colorizer(colorizer)
     G = col.G
     if not (G.uses_hints or G.uses_reference):
         raise UserError(f"{G.source or 'this generator'} was trained without hints or a reference (guidance: "
@@ -84,10 +91,11 @@ class HintEditor:
     ("An ipywidgets app: click colour hints onto a page, give a reference picture (beside the page), see a guided "
      "generator's preview after each change, apply to the page or to a whole chapter.")
     def __init__(
-                 # a `colorize.Colorizer` of a generator trained with hints and/or a reference (or a checkpoint path)
-                 self, colorizer,
+                 # a `colorize.Colorizer` of a generator trained with hints and/or a reference (or a checkpoint
+                 # path); None: the shipped reference + hints model. `HintEditor(page)` alone means that too.
+                 self, colorizer=None,
                  # the page: a path (its PAGE.hints.json is read and written) or a PIL image
-                 page,
+                 page=None,
                  # starting hints: `Hints`, a hint file, its dict or `HintPoint`s; default: the sidecar
                  hints=None,
                  # a reference picture (path or PIL image) or a list of them: where its colours go (a reference
@@ -99,6 +107,8 @@ class HintEditor:
                  # hint radius for new points, page px (default: about 2.5 working-size px)
                  radius: float | None = None,
                 ):
+        if page is None and _is_page(colorizer): colorizer, page = None, colorizer       # HintEditor(page)
+        if page is None: raise UserError("HintEditor needs a page (a path or a PIL image)")
         self.colorizer = _editor_colorizer(colorizer)
         self.page, self.path = _page_image(page)
         self.stem = self.path.name[: -len(self.path.suffix) or None] if self.path else "page"

@@ -233,3 +233,21 @@ def test_the_package_installs_its_weights_folder(monkeypatch):
     assert 'cfg.get("package_data"' in setup and "package_data={cfg[\"lib_path\"]: package_data}" in setup
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "!manga_colorization/weights/*.safetensors" in ignored              # a shipped model can be committed
+
+
+def test_hint_editor_without_a_colorizer_uses_the_shipped_model(made, both, shipped):
+    from manga_colorization.hint_editor import HintEditor
+    ed = HintEditor(made / "page.png", reference=made / "red.png", preview_size=32)
+    assert ed.colorizer.G.source and Path(ed.colorizer.G.source).parent == shipped
+    assert ed.colorizer.G.uses_reference and ed.colorizer.G.uses_hints
+    same = HintEditor(None, Image.open(made / "page.png"), reference=made / "red.png", preview_size=32)
+    assert np.abs(np.asarray(ed.apply(), np.float32) - np.asarray(same.apply(), np.float32)).max() <= 1
+    with pytest.raises(UserError, match="needs a page"):
+        HintEditor()
+
+
+def test_hint_editor_without_shipped_model_is_one_line(made, shipped):
+    from manga_colorization.hint_editor import HintEditor
+    with pytest.raises(UserError, match=DEFAULT_REFERENCE_MODEL) as e:
+        HintEditor(made / "page.png")
+    assert "\n" not in str(e.value)

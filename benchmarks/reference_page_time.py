@@ -1,0 +1,62 @@
+"""Page time with a reference (issue 22, Targets): a 1654x2339 page (A4 at 200 dpi) colorized at working size 512 by a
+reference-guided generator, without guidance and with a colour reference (another page of the same synthetic chapter),
+timed alternately in one process; the target is at most 2x the unguided time.
+
+OMP_NUM_THREADS=2 python benchmarks/reference_page_time.py [RUN] --json benchmarks/reference_page_time.json
+(RUN: a reference run folder or checkpoint; default: the shipped reference + hints model)"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from manga_colorization.colorize import Colorizer
+from manga_colorization.core import resolve_precision
+from manga_colorization.synthetic import synth_chapter
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def measure(run: str | None, size: tuple = (1654, 2339), working_size: int = 512, repeat: int = 3,
+            precision: str = "auto") -> dict:
+    "Median seconds per page without and with the reference, and their ratio."
+    pages = synth_chapter(seed=3, character=1, pages=2, size=size)
+    gray, reference = pages[1].gray, pages[0].color
+    col = (Colorizer.shipped(device="cpu", working_size=working_size, precision=precision) if run is None else
+           Colorizer(run, device="cpu", working_size=working_size, precision=precision))
+    col.colorize(gray); col.colorize(gray, reference=reference)            # warm-up
+    times = {"unguided_s": [], "reference_s": []}
+    for _ in range(repeat):
+        for key, kw in (("unguided_s", {}), ("reference_s", {"reference": reference})):
+            t = time.perf_counter(); col.colorize(gray, **kw); times[key].append(time.perf_counter() - t)
+    med = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    return {"page": list(size), "working_size": working_size, "model": run or "shipped reference_hints",
+            **med, "ratio": round(med["reference_s"] / med["unguided_s"], 3), "target_ratio": 2.0,
+            "repeat": repeat, "precision": resolve_precision(precision, torch.device("cpu")), "cpu": _cpu(),
+            "bf16_units": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "threads": torch.get_num_threads()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", nargs="?", help="a reference run folder or checkpoint (default: the shipped model)")
+    p.add_argument("--working-size", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--json", help="write the results here")
+    a = p.parse_args()
+    res = measure(a.run, working_size=a.working_size, repeat=a.repeat, precision=a.precision)
+    print(json.dumps(res, indent=1))
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
