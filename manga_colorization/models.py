@@ -537,10 +537,25 @@ def _max_attention(q: torch.Tensor, k: torch.Tensor, elements: int = 1 << 22) ->
     parts = [(p @ k.transpose(-1, -2)).float() * scale for p in q.split(n, 2)]
     return torch.cat([(s.amax(-1) - s.logsumexp(-1)).exp() for s in parts], 2).to(q)
 
+@torch.no_grad()
+def _attend_once(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elements: int = 1 << 22
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    ("(softmax(q kᵀ/√d) v, the largest weight of each query) in one pass over the scores, in chunks of queries: what "
+     "inference needs (training takes `scaled_dot_product_attention`'s gradients and `_max_attention`).")
+    n, scale, att, top = max(1, elements // k.shape[2]), q.shape[-1] ** -0.5, [], []
+    for p in q.split(n, 2):
+        w = ((p @ k.transpose(-1, -2)).float() * scale).softmax(-1)
+        att.append((w @ v.float()).to(q)); top.append(w.amax(-1).to(q))
+    return torch.cat(att, 2), torch.cat(top, 2)
+
 def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     ("{level: (B, 3, h, w)}: at each correspondence level the page's features (its skip) attend to the same encoder's "
-     "features of the reference's gray; the attended reference chroma (pooled to the level) and the largest weight.")
+     "features of the reference's gray; the attended reference chroma (pooled to the level) and the largest weight "
+     "(zeros, uncomputed, when no reference is present).")
     if ref is None or not G.reference_levels: return {}
+    if not ref["present"].any():
+        return {lv: skips[lv - 1].new_zeros(len(skips[lv - 1]), 3, *skips[lv - 1].shape[-2:])
+                for lv in G.reference_levels}
     h = torch.cat([ref["gray"].expand(-1, G.in_ch, -1, -1),
                    ref["gray"].new_zeros(len(ref["gray"]), G.enc_in - G.in_ch, *ref["gray"].shape[-2:])], 1)
     feats, out = _encode(G, h, None, max(G.reference_levels)), {}
@@ -549,8 +564,10 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
         B, d, hh, ww = q.shape
         q, k = q.flatten(2).transpose(1, 2)[:, None], k.flatten(2).transpose(1, 2)[:, None]
         v = F.avg_pool2d(ref["ab"], 2 ** lv).to(q).flatten(2).transpose(1, 2)[:, None]
-        att = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, 2, hh, ww)
-        out[lv] = torch.cat([att, _max_attention(q, k).reshape(B, 1, hh, ww)], 1) * ref["present"].to(q)
+        if torch.is_grad_enabled(): att, top = F.scaled_dot_product_attention(q, k, v), _max_attention(q, k)
+        else: att, top = _attend_once(q, k, v)
+        att = att[:, 0].transpose(1, 2).reshape(B, 2, hh, ww)
+        out[lv] = torch.cat([att, top.reshape(B, 1, hh, ww)], 1) * ref["present"].to(q)
     return out
 
 # %% ../nbs/05_models.ipynb #041cbc8a
