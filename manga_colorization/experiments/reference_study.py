@@ -20,13 +20,14 @@ from ..guidance import GuidanceSampler, augmented_reference, palette_of, transfe
 from ..metrics import GRAY_CHROMA, MetricMeter, image_metrics, mean_chroma
 from ..runs import LoadedGenerator, load_generator
 from ..synthetic import synth_character
+from ..data import ColorizationDataset, FileSource, ImageCache, find_images
 from .study import eval_dataset
 from .guided_study import spread_only
 
 
 # %% auto #0
-__all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'colour_targets', 'source_rows', 'reference_benchmark',
-           'benchmark_table', 'run_cli', 'add_commands']
+__all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'same_character_pairs', 'colour_targets', 'source_rows',
+           'reference_benchmark', 'benchmark_table', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18d_reference_study.ipynb #rs000006
 def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,6 +79,23 @@ def _rows(G: LoadedGenerator, refs: torch.Tensor, targets: torch.Tensor, masks: 
     return rows
 
 # %% ../../nbs/18d_reference_study.ipynb #84ba44a1
+def _pictures(paths: list[Path], size: int) -> torch.Tensor:
+    "(N, 3, size, size) RGB in [-1, 1] of image files, resized as the evaluation datasets resize them."
+    ds = ColorizationDataset(FileSource(paths, cache=ImageCache()), (size, size), "gray", out_ch=3, train=False)
+    return torch.cat([t.float() for _, t in DataLoader(ds, batch_size=64)])
+
+def same_character_pairs(real: str | Path, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    ("(references, targets, names) from real art no one here drew: each Wesnoth portrait of `cross/` (the targets) "
+     "with the unit sprite of the same character from the colour set's wesnoth-units (any split) as its reference.")
+    real, pairs = Path(real).expanduser(), []
+    sprites = {p.relative_to(d).as_posix(): p for s in ("train", "val", "test")
+               for d in [real / s / "wesnoth-units"] if d.is_dir() for p in find_images(d)}
+    for portrait in find_images(real / "cross"):
+        key = portrait.relative_to(real / "cross").as_posix().split("/", 1)[-1]      # cross/wesnoth/<race>/<unit>.png
+        if key in sprites: pairs.append((sprites[key], portrait, key))
+    if not pairs: raise UserError(f"no portrait of {real / 'cross'} has a unit sprite under {real}/*/wesnoth-units")
+    return _pictures([p[0] for p in pairs], size), _pictures([p[1] for p in pairs], size), [p[2] for p in pairs]
+
 def colour_targets(folder: str | Path, size: int = 64, limit: int | None = None) -> torch.Tensor:
     ("(N, 3, size, size) RGB in [-1, 1]: the images under `folder` (sorted) whose mean chroma is at least "
      "`metrics.GRAY_CHROMA` (gray ones apart), the first `limit` of those.")
@@ -95,8 +113,8 @@ def _metrics(output: torch.Tensor, target: torch.Tensor, gray: torch.Tensor, mas
     return {"ciede2000": round(m["ciede2000"], 3), "psnr_pooled": round(m["psnr_pooled"], 3)}
 
 # %% ../../nbs/18d_reference_study.ipynb #53723db6
-BENCH_ROWS = ("copy-the-gray", "palette only", "transfer_colors", "reference model", "reference + 10 hints",
-              "spread at 10 hints")
+BENCH_ROWS = ("copy-the-gray", "palette only", "transfer_colors", "reference model", "reference model, no reference",
+              "reference + 10 hints", "spread at 10 hints")
 
 def _load(g) -> LoadedGenerator | None:
     return g if g is None or isinstance(g, LoadedGenerator) else load_generator(g, device="cpu")
@@ -119,7 +137,9 @@ def source_rows(targets: torch.Tensor,   # (N, 3, H, W) RGB targets in [-1, 1]
         if G.get("palette"): outs["palette only"].append(G["palette"].predict_rgb(gray, palette=palette_of(
             r, G["palette"].palette_k, generator=torch.Generator().manual_seed(seed + i))))
         outs["transfer_colors"].append(transfer_colors(gray, r, samples=samples, remap=False))
-        if G.get("reference"): outs["reference model"].append(G["reference"].predict_rgb(gray, reference=r))
+        if G.get("reference"):
+            outs["reference model"].append(G["reference"].predict_rgb(gray, reference=r))
+            outs["reference model, no reference"].append(G["reference"].predict_rgb(gray))
         if G.get("reference_hints"):
             outs["reference + 10 hints"].append(G["reference_hints"].predict_rgb(gray, hints=h, reference=r))
         outs["spread at 10 hints"].append(spread.predict_rgb(gray, hints=h))
@@ -137,7 +157,8 @@ def reference_benchmark(real: str | Path,           # the colour real-art root: 
                         limit: int | None = None,   # targets per real source (None: all)
                         pairs: int = 64,            # synthetic same-character pairs
                        ) -> dict:
-    "The three sources' `source_rows`: (a) real held-out colour targets, (b) synthetic pairs, (c) Wesnoth portraits."
+    ("The sources' `source_rows`: (a) real held-out colour targets, (b) synthetic pairs, (c) Wesnoth portraits (each "
+     "with its augmented self), (d) Wesnoth portraits with the unit sprite of the same character.")
     real, t0 = Path(real).expanduser(), time.time()
     out = {"size": size, "seed": seed, "real": str(real), "models": {k: str(getattr(v, "source", v))
                                                                       for k, v in models.items()}, "sources": {}}
@@ -148,6 +169,10 @@ def reference_benchmark(real: str | Path,           # the colour real-art root: 
         out["sources"][name] = {"targets": len(t), **source_rows(t, refs, models, seed=seed)}
     refs, t, masks = character_pairs(pairs, size, seed)
     out["sources"]["b_synthetic_other_drawing"] = {"targets": len(t), **source_rows(t, refs, models, masks, seed=seed)}
+    if (real / "cross").is_dir() and any((real / s / "wesnoth-units").is_dir() for s in ("train", "val", "test")):
+        refs, t, _ = same_character_pairs(real, size)
+        out["sources"]["d_wesnoth_portrait_from_sprite"] = {"targets": len(t),
+                                                            **source_rows(t, refs, models, seed=seed)}
     out["wall_time_s"] = round(time.time() - t0, 1)
     return out
 
