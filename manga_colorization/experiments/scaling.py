@@ -146,6 +146,14 @@ def fits(points: dict, base: dict, flops: dict, metric: str = "ciede2000") -> di
     return out
 
 # %% ../../nbs/18e_scaling.ipynb #sc28dbc3cf
+def _merged(summary: dict, path: Path) -> dict:
+    ("`summary` with the points another process (training other models into the same folder) wrote to `path` since; "
+     "this process's own points win.")
+    disk = json.loads(path.read_text()).get("points", {}) if path.is_file() else {}
+    points = {m: {**disk.get(m, {}), **summary["points"].get(m, {})} for m in {*disk, *summary["points"]}}
+    return {**summary, "models": {**{m: SCALING_MODELS.get(m) for m in points}, **summary["models"]},
+            "points": points}
+
 def _write(summary: dict, paths) -> None:
     for path in filter(None, paths):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +179,7 @@ def run_scaling(real: str | Path,            # the colour real-art root: train/,
                "targets": len(targets), "threads": torch.get_num_threads(),
                "baselines": old.get("baselines") or baselines(targets), "points": old.get("points", {}),
                "flops_per_image": {m: train_step_flops("unet", "l1", base["size"], base["width"], base["depth"])
-                                   for m in names}}
+                                   for m in SCALING_MODELS}}
     for m in names:
         for b in budgets:
             if str(b) in summary["points"].get(m, {}): continue
@@ -180,6 +188,7 @@ def run_scaling(real: str | Path,            # the colour real-art root: train/,
             info = train_to(config)
             summary["points"].setdefault(m, {})[str(b)] = {**info,
                                                              "metrics": point_metrics(m, info["checkpoint"], targets)}
+            summary = _merged(summary, out / "scaling.json")
             summary.update(fits={k: fits(summary["points"], summary["baselines"], summary["flops_per_image"], k)
                                  for k in ("ciede2000", "psnr_pooled")}, wall_time_s=round(time.time() - t0, 1))
             _write(summary, (out / "scaling.json", json_path))
