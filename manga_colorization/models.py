@@ -292,7 +292,11 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           reference_residual=False,   # ... and as the base the network's chroma is added to
                           reference_at=(4, 8),        # dense correspondence at these downsampling factors ((): none)
                           reference_samples=1500,     # reference pixels the transfer compares each page pixel with
-                          reference_dim=32)           # channels of the correspondence's queries and keys
+                          reference_dim=32,           # channels of the correspondence's queries and keys
+                          # reference + hints: the spread counts where the transfer is unsure (base = w·spread +
+                          # (1 - w)·transfer, w = spread sureness · √(1 - transfer sureness)); False: the spread
+                          # over the transfer wherever the spread is sure (nearly everywhere with 10 hints)
+                          reference_hint_gate=False)
 REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
 
 def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
@@ -302,6 +306,7 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
     G.reference_transfer = bool(o["reference_transfer"] and G.use_reference)
     G.reference_residual = bool(o["reference_residual"] and G.use_reference)
     G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
+    G.reference_hint_gate = bool(o["reference_hint_gate"] and G.use_reference)
     if G.reference_residual and (out_ch != 2 or head != "tanh"):
         raise UserError("reference_residual needs a Lab-chroma generator with the tanh head (out_ch=2, head='tanh'), "
                         f"got out_ch={out_ch}, head={head!r}")
@@ -437,13 +442,19 @@ def _encode(G: UNetGenerator, h: torch.Tensor, pyramid: list | None = None, leve
         h = down(h); skips.append(h)
     return skips
 
+def _reference_base(G: UNetGenerator, spread: torch.Tensor | None, ref: dict) -> torch.Tensor:
+    ("The residual base of a reference generator: the transfer; with hints the spread over it, everywhere the spread is "
+     "sure or (`reference_hint_gate`) where the transfer is unsure too.")
+    if spread is None or not G.hint_residual: return ref["base"]
+    if not G.reference_hint_gate: return spread[:, :2] + (1 - spread[:, 2:]) * ref["base"]
+    w = spread[:, 2:] * (1 - ref["sure"]).clamp(min=0).sqrt()
+    return w * spread[:, :2] / spread[:, 2:].clamp(min=1e-3) + (1 - w) * ref["base"]
+
 def _output(G: UNetGenerator, out: torch.Tensor, hints, spread, ref) -> torch.Tensor:
     ("The head's output on its residual base (the spread hints, the reference transfer, or the spread over the "
      "transfer); with reference + hints a hinted pixel takes its hint's chroma.")
     if G.reference_residual:
-        base = ref["base"] if spread is None or not G.hint_residual else \
-            spread[:, :2] + (1 - spread[:, 2:]) * ref["base"]
-        out = (out + base).clamp(-1, 1)
+        out = (out + _reference_base(G, spread, ref)).clamp(-1, 1)
     elif G.hint_residual: out = (out + spread[:, :2]).clamp(-1, 1)
     if G.hint_override: out = torch.where(hints[:, 2:] > 0, hints[:, :2].to(out), out)
     return out
@@ -511,7 +522,7 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
     if G.reference_transfer or G.reference_residual:
         ab, dist = _transfer(G, x[:, :1].float(), rgb, present)
         ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
-        ref.update(base=ab.to(x), transfer=torch.cat([ab, sure], 1).to(x))
+        ref.update(base=ab.to(x), sure=sure.to(x), transfer=torch.cat([ab, sure], 1).to(x))
     return ref
 
 # %% ../nbs/05_models.ipynb #ref0mod2b

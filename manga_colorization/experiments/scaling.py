@@ -146,11 +146,11 @@ def fits(points: dict, base: dict, flops: dict, metric: str = "ciede2000") -> di
     return out
 
 # %% ../../nbs/18e_scaling.ipynb #sc28dbc3cf
-def _merged(summary: dict, path: Path) -> dict:
+def _merged(summary: dict, path: Path, names) -> dict:
     ("`summary` with the points another process (training other models into the same folder) wrote to `path` since; "
-     "this process's own points win.")
+     "this process's own models (`names`) keep its points.")
     disk = json.loads(path.read_text()).get("points", {}) if path.is_file() else {}
-    points = {m: {**disk.get(m, {}), **summary["points"].get(m, {})} for m in {*disk, *summary["points"]}}
+    points = {**disk, **{m: summary["points"][m] for m in names if m in summary["points"]}}
     return {**summary, "models": {**{m: SCALING_MODELS.get(m) for m in points}, **summary["models"]},
             "points": points}
 
@@ -188,7 +188,7 @@ def run_scaling(real: str | Path,            # the colour real-art root: train/,
             info = train_to(config)
             summary["points"].setdefault(m, {})[str(b)] = {**info,
                                                              "metrics": point_metrics(m, info["checkpoint"], targets)}
-            summary = _merged(summary, out / "scaling.json")
+            summary = _merged(summary, out / "scaling.json", names)
             summary.update(fits={k: fits(summary["points"], summary["baselines"], summary["flops_per_image"], k)
                                  for k in ("ciede2000", "psnr_pooled")}, wall_time_s=round(time.time() - t0, 1))
             _write(summary, (out / "scaling.json", json_path))
