@@ -14,9 +14,11 @@ import time
 
 from torch.utils.data import DataLoader
 
-from ..core import UserError, img2tensor, rgb_to_gray, rgb_to_lab
+from ..core import UserError, img2tensor, rgb_to_gray, rgb_to_lab, to_rgb
+from ..models import _reference_base, spread_hints
 from ..metrics import ciede2000_lab, to_unit
-from ..guidance import GuidanceSampler, augmented_reference, palette_of, transfer_colors
+from ..guidance import (GuidanceSampler, augmented_reference, palette_of, transfer_chroma,
+                                         transfer_colors)
 from ..metrics import GRAY_CHROMA, MetricMeter, image_metrics, mean_chroma
 from ..runs import LoadedGenerator, load_generator
 from ..synthetic import synth_character
@@ -27,7 +29,7 @@ from .guided_study import spread_only
 
 # %% auto #0
 __all__ = ['BENCH_ROWS', 'character_pairs', 'reference_study', 'same_character_pairs', 'colour_targets', 'source_rows',
-           'reference_benchmark', 'benchmark_table', 'run_cli', 'add_commands']
+           'reference_benchmark', 'benchmark_table', 'run_cli', 'add_commands', 'base_rows']
 
 # %% ../../nbs/18d_reference_study.ipynb #rs000006
 def character_pairs(n: int = 32, size: int = 64, seed: int = 2026) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,3 +218,23 @@ def add_commands(subparsers) -> None:
     p.add_argument("--pairs", type=int, default=64, help="synthetic pairs (default: %(default)s)")
     p.add_argument("--json", help="write the results here (e.g. benchmarks/reference_real.json)")
     p.set_defaults(func=run_cli)
+
+# %% ../../nbs/18d_reference_study.ipynb #8a6f8446
+def base_rows(targets: torch.Tensor, hints: int = 10, seed: int = 2026, batch: int = 64, samples: int = 1500) -> dict:
+    ("CIEDE2000 and pooled PSNR of the non-learned chroma a reference + hints generator starts from, on `targets` with "
+     "their augmented selves and `hints` hints (`GuidanceSampler.fixed`, seeded per batch as `source_rows`).")
+    sampler, outs = GuidanceSampler("hints"), {k: [] for k in ("transfer", "spread", "spread over the transfer",
+                                                                "spread where the transfer is unsure")}
+    for i in range(0, len(targets), batch):
+        t = targets[i:i + batch]
+        gray, h = rgb_to_gray(t), sampler.fixed(t, hints, False, seed=seed + i)["hints"]
+        ab, dist = transfer_chroma(gray, augmented_reference(t, torch.Generator().manual_seed(seed + i)),
+                                   samples=samples, remap=False)
+        spread, ref = spread_hints(h, gray), {"base": ab, "sure": torch.exp(-20 * dist)}
+        for k, gate in (("spread over the transfer", False), ("spread where the transfer is unsure", True)):
+            G = type("G", (), {"hint_residual": True, "reference_hint_gate": gate})
+            outs[k].append(_reference_base(G, spread, ref))
+        outs["transfer"].append(ab); outs["spread"].append(spread[:, :2])
+        for k in outs: outs[k][-1] = to_rgb(torch.where(h[:, 2:] > 0, h[:, :2], outs[k][-1]), gray)
+    gray = rgb_to_gray(targets)
+    return {k: _metrics(torch.cat(v), targets, gray, None) for k, v in outs.items()}
