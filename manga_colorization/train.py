@@ -221,7 +221,7 @@ HINT_SPREAD_OPTIONS = dict(hint_spread=True, hint_residual=True)
 REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_residual=True)
 # what `reference_hints` adds to it: the hints' spread too
 # reference + hints: the spread and its residual, counted where the transfer is unsure (`models.REFERENCE_DEFAULTS`;
-# measured in `18e_scaling`: CIEDE2000 5.65 with 10 hints against 6.69 for the spread over the transfer everywhere)
+# `18d_reference_study.base_rows`: CIEDE2000 5.64 with 10 hints against 6.69 for the spread over the transfer)
 REFERENCE_HINT_OPTIONS = {**HINT_SPREAD_OPTIONS, "reference_hint_gate": True}
 # A guided run's defaults, per guidance: the guided study's recipe, the measured best on real art (18b_guided_study,
 # the README's "Guided colorization"). Lab chroma out (the residuals' base); every target's hue turned (only the

@@ -219,7 +219,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", help="write the results here (e.g. benchmarks/reference_real.json)")
     p.set_defaults(func=run_cli)
 
-# %% ../../nbs/18d_reference_study.ipynb #8a6f8446
+# %% ../../nbs/18d_reference_study.ipynb #82a6573a
 def base_rows(targets: torch.Tensor, hints: int = 10, seed: int = 2026, batch: int = 64, samples: int = 1500) -> dict:
     ("CIEDE2000 and pooled PSNR of the non-learned chroma a reference + hints generator starts from, on `targets` with "
      "their augmented selves and `hints` hints (`GuidanceSampler.fixed`, seeded per batch as `source_rows`).")
