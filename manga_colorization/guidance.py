@@ -529,10 +529,12 @@ def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, c
         feats, chroma = feats.to(gray), chroma.to(gray)
         pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
         k = min(neighbours, len(feats))
+        # pixels of equal features (paper, flat ink, flat tones: most of a page) are matched once
+        pixels, inverse = torch.unique(pixels, dim=0, return_inverse=True)
         near = [torch.cdist(part, feats * scale).topk(k, largest=False) for part in pixels.split(chunk)]
-        best = torch.cat([n.indices for n in near])
+        best = torch.cat([n.indices for n in near])[inverse]
         ab[i] = chroma[best].mean(1).T.reshape(2, H, W)
-        dist[i] = torch.cat([n.values for n in near]).mean(1).reshape(1, H, W)
+        dist[i] = torch.cat([n.values for n in near])[inverse].mean(1).reshape(1, H, W)
     if median > 1: ab = _median(ab, median)
     return L, ab, dist
 
