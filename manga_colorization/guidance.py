@@ -538,6 +538,8 @@ def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, c
     if median > 1: ab = _median(ab, median)
     return L, ab, dist
 
+
+# %% ../nbs/03_guidance.ipynb #tc2b97cc8b
 def transfer_colors(gray: torch.Tensor,                  # (B, 1, H, W) gray pages in [-1, 1]
                     references,                          # (B, 3, H', W') RGB in [-1, 1], or a list: one entry per image
                     samples: int = 4000,                 # reference pixels compared with each gray pixel

@@ -442,14 +442,6 @@ def _encode(G: UNetGenerator, h: torch.Tensor, pyramid: list | None = None, leve
         h = down(h); skips.append(h)
     return skips
 
-def _reference_base(G: UNetGenerator, spread: torch.Tensor | None, ref: dict) -> torch.Tensor:
-    ("The residual base of a reference generator: the transfer; with hints the spread over it, everywhere the spread is "
-     "sure or (`reference_hint_gate`) where the transfer is unsure too.")
-    if spread is None or not G.hint_residual: return ref["base"]
-    if not G.reference_hint_gate: return spread[:, :2] + (1 - spread[:, 2:]) * ref["base"]
-    w = spread[:, 2:] * (1 - ref["sure"]).clamp(min=0).sqrt()
-    return w * spread[:, :2] / spread[:, 2:].clamp(min=1e-3) + (1 - w) * ref["base"]
-
 def _output(G: UNetGenerator, out: torch.Tensor, hints, spread, ref) -> torch.Tensor:
     ("The head's output on its residual base (the spread hints, the reference transfer, or the spread over the "
      "transfer); with reference + hints a hinted pixel takes its hint's chroma.")
@@ -458,6 +450,16 @@ def _output(G: UNetGenerator, out: torch.Tensor, hints, spread, ref) -> torch.Te
     elif G.hint_residual: out = (out + spread[:, :2]).clamp(-1, 1)
     if G.hint_override: out = torch.where(hints[:, 2:] > 0, hints[:, :2].to(out), out)
     return out
+
+# %% ../nbs/05_models.ipynb #rb50585c82
+def _reference_base(G: UNetGenerator, spread: torch.Tensor | None, ref: dict) -> torch.Tensor:
+    ("The residual base of a reference generator: the transfer; with hints the spread over it, wherever the spread is "
+     "sure or (`reference_hint_gate`) where the transfer is unsure too.")
+    if spread is None or not G.hint_residual: return ref["base"]
+    if not G.reference_hint_gate: return spread[:, :2] + (1 - spread[:, 2:]) * ref["base"]
+    w = spread[:, 2:] * (1 - ref["sure"]).clamp(min=0).sqrt()
+    return w * spread[:, :2] / spread[:, 2:].clamp(min=1e-3) + (1 - w) * ref["base"]
+
 
 # %% ../nbs/05_models.ipynb #017ba6c6
 def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext, corr: dict | None = None) -> torch.Tensor:
