@@ -6,7 +6,8 @@ example-based transfer, which later previews reuse) and the same previews withou
 
 OMP_NUM_THREADS=2 python benchmarks/editor_latency.py runs/guided/real_guided --json benchmarks/editor_latency.json
 OMP_NUM_THREADS=2 python benchmarks/editor_latency.py --reference [RUN] --json benchmarks/editor_latency_reference.json
-(no RUN: an untrained generator of the README's reference recipe, 64 px, width 16, depth 6: the same work per preview)"""
+(no RUN: an untrained generator of the README's reference recipe, 64 px, width 16, depth 6: the same work per
+preview)"""
 from __future__ import annotations
 
 import argparse

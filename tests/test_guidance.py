@@ -117,8 +117,8 @@ def test_train_cli_writes_a_guided_run(guided_run):
     assert G.meta["guidance"] == "both" and G.meta["val_hints"] == 5
     config = Run(guided_run).config
     # the guidance's defaults, recorded as resolved
-    assert (config["guidance"], config["hue_rotate"], config["hint_mean"], config["palette_none"]) == ("both", 1.0, 16.0,
-                                                                                                       0.5)
+    got = (config["guidance"], config["hue_rotate"], config["hint_mean"], config["palette_none"])
+    assert got == ("both", 1.0, 16.0, 0.5)
     sheet = Image.open(Run(guided_run).sample_path(1)).convert("RGB")
     assert sheet.width == 3 * 32
 

@@ -153,7 +153,8 @@ def test_apply_to_chapter_folder_cbz_and_memory(col, tmp_path):
     assert res.colorized == 2 and sorted(p.name for p in (tmp_path / "mem").iterdir()) == ["page_001.png",
                                                                                           "page_002.png"]
     with pytest.raises(UserError, match="never written over inputs"): ed.apply_to_chapter(chapter, chapter.parent)
-    with pytest.raises(UserError, match="would overwrite the input"): ed.apply_to_chapter([chapter / "002.png"], chapter)
+    with pytest.raises(UserError, match="would overwrite the input"):
+        ed.apply_to_chapter([chapter / "002.png"], chapter)
     assert sorted(p.name for p in chapter.iterdir()) == ["001.png", "002.png", "003.png"]
 
 

@@ -1,7 +1,8 @@
-"""Shipped models (issue 23, "a model that ships"): `mangacolor weights export` makes NAME.safetensors (fp16, config in its
-metadata, at most 12 MB) + NAME.md from a run, `weights list` (text and --json) shows them, `colorize --reference` and
-`upscale` use the shipped defaults without --checkpoint, a missing model is one line, and the package installs the
-folder. Every test works in a temp folder named by $MANGACOLOR_SHIPPED, never inside the package."""
+"""Shipped models (issue 23, "a model that ships"): `mangacolor weights export` makes NAME.safetensors (fp16, config in
+its metadata, at most 12 MB) + NAME.md from a run, `weights list` (text and --json) shows them, `colorize --reference`,
+`upscale` and `HintEditor(page)` use the shipped defaults without --checkpoint, a missing model is one line, and the
+package installs the folder. Every test works in a temp folder named by $MANGACOLOR_SHIPPED, never inside the
+package."""
 import configparser
 import io
 import json
@@ -57,7 +58,8 @@ def made(tmp_path_factory):
     (root / "card.md").write_text("# Tiny reference + hints colorizer\n\nData: synthetic pages (CC0). 8 images.\n")
     (root / "upcard.md").write_text("\n## Tiny x2 upscaler\n")
     Image.fromarray((np.indices((48, 40)).sum(0) * 3 % 200 + 30).astype(np.uint8)).save(root / "page.png")
-    ref = Image.new("RGB", (40, 40), (200, 40, 40)); ref.paste((40, 60, 200), (0, 0, 40, 16)); ref.save(root / "red.png")
+    ref = Image.new("RGB", (40, 40), (200, 40, 40)); ref.paste((40, 60, 200), (0, 0, 40, 16))
+    ref.save(root / "red.png")
     return root
 
 
@@ -81,8 +83,8 @@ def both(made, shipped):
 def test_export_writes_fp16_with_config_and_the_card(made, both):
     from safetensors import safe_open
     f = both / f"{DEFAULT_REFERENCE_MODEL}.safetensors"
-    assert sorted(p.name for p in both.iterdir()) == sorted([f.name, f"{DEFAULT_REFERENCE_MODEL}.md",
-                                                             f"{DEFAULT_UPSCALER}.safetensors", f"{DEFAULT_UPSCALER}.md"])
+    want = [f.name, f"{DEFAULT_REFERENCE_MODEL}.md", f"{DEFAULT_UPSCALER}.safetensors", f"{DEFAULT_UPSCALER}.md"]
+    assert sorted(p.name for p in both.iterdir()) == sorted(want)
     with safe_open(str(f), "pt") as st:
         info = json.loads(st.metadata()["mangacolor"])
         dtypes = {st.get_tensor(k).dtype for k in st.keys()}  # noqa: SIM118 (safe_open is no dict)
@@ -128,8 +130,8 @@ def test_list_text_and_json(both):
 def test_list_without_shipped_models_is_one_line(shipped):
     rc, out, err = cli("weights", "list")
     assert rc == 0, err
-    assert out.splitlines()[0] == (f"no shipped models in {shipped} (make one: mangacolor weights export RUN --name NAME "
-                                   "--card CARD.md)")
+    assert out.splitlines()[0] == (f"no shipped models in {shipped} (make one: mangacolor weights export RUN "
+                                   "--name NAME --card CARD.md)")
     assert not out.splitlines()[1].startswith(("reference", "upscale"))
     rc, out, _ = cli("weights", "list", "--json")
     assert rc == 0 and json.loads(out) == []
