@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from manga_colorization.experiments.bench import machine_info
 from manga_colorization.colorize import Colorizer
 from manga_colorization.hint_editor import HintEditor
 from manga_colorization.synthetic import synth_character, synth_page
@@ -59,21 +59,13 @@ def _reference_generator(folder: Path) -> Path:
     return folder
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", nargs="?", help="a guided run folder or checkpoint (with --reference: a reference one)")
     p.add_argument("--reference", action="store_true", help="time a reference-guided generator with a reference")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
-    machine = {"threads": torch.get_num_threads(), "cpu": _cpu(), "cores": os.cpu_count(),
+    machine = {"threads": torch.get_num_threads(), "cpu": machine_info()["cpu"], "cores": os.cpu_count(),
                "load_average_1min": round(os.getloadavg()[0], 2)}
     if not a.reference:
         if not a.run: p.error("give a guided run (or --reference)")

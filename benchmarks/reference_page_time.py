@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -17,13 +16,8 @@ import torch
 
 from manga_colorization.colorize import Colorizer
 from manga_colorization.core import resolve_precision
+from manga_colorization.experiments.bench import machine_info
 from manga_colorization.synthetic import synth_chapter
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def measure(run: str | None, size: tuple = (1654, 2339), working_size: int = 512, repeat: int = 3,
@@ -41,7 +35,8 @@ def measure(run: str | None, size: tuple = (1654, 2339), working_size: int = 512
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
     return {"page": list(size), "working_size": working_size, "model": run or "shipped reference_hints",
             **med, "ratio": round(med["reference_s"] / med["unguided_s"], 3), "target_ratio": 2.0,
-            "repeat": repeat, "precision": resolve_precision(precision, torch.device("cpu")), "cpu": _cpu(),
+            "repeat": repeat, "precision": resolve_precision(precision, torch.device("cpu")),
+            "cpu": machine_info()["cpu"],
             "bf16_units": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "threads": torch.get_num_threads()}
 
 

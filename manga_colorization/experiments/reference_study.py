@@ -81,10 +81,14 @@ def _rows(G: LoadedGenerator, refs: torch.Tensor, targets: torch.Tensor, masks: 
     return rows
 
 # %% ../../nbs/18d_reference_study.ipynb #84ba44a1
+def _targets(ds) -> torch.Tensor:
+    "(N, 3, H, W) RGB in [-1, 1]: every target of an evaluation dataset of (gray, RGB) pairs."
+    return torch.cat([t.float() for _, t in DataLoader(ds, batch_size=64)])
+
 def _pictures(paths: list[Path], size: int) -> torch.Tensor:
     "(N, 3, size, size) RGB in [-1, 1] of image files, resized as the evaluation datasets resize them."
-    ds = ColorizationDataset(FileSource(paths, cache=ImageCache()), (size, size), "gray", out_ch=3, train=False)
-    return torch.cat([t.float() for _, t in DataLoader(ds, batch_size=64)])
+    return _targets(ColorizationDataset(FileSource(paths, cache=ImageCache()), (size, size), "gray", out_ch=3,
+                                        train=False))
 
 def same_character_pairs(real: str | Path, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     ("(references, targets, names) from real art no one here drew: each Wesnoth portrait of `cross/` (the targets) "
@@ -101,8 +105,7 @@ def same_character_pairs(real: str | Path, size: int = 64) -> tuple[torch.Tensor
 def colour_targets(folder: str | Path, size: int = 64, limit: int | None = None) -> torch.Tensor:
     ("(N, 3, size, size) RGB in [-1, 1]: the images under `folder` (sorted) whose mean chroma is at least "
      "`metrics.GRAY_CHROMA` (gray ones apart), the first `limit` of those.")
-    ds = eval_dataset(folder, size)
-    targets = torch.cat([t.float() for _, t in DataLoader(ds, batch_size=64)])
+    targets = _targets(eval_dataset(folder, size))
     targets = targets[mean_chroma(targets) >= GRAY_CHROMA][:limit]
     if not len(targets): raise UserError(f"no colour targets in {folder}")
     return targets

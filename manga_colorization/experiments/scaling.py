@@ -20,7 +20,7 @@ from ..runs import Run, load_generator
 from ..train import TrainConfig, train
 from .grid import train_step_flops
 from .guided_study import GUIDED_RECIPE, HINTS_GEN, spread_only
-from .study import check_same_settings
+from .study import _write, check_same_settings
 from .reference_study import _metrics, colour_targets
 
 # %% auto #0
@@ -153,11 +153,6 @@ def _merged(summary: dict, path: Path, names) -> dict:
     points = {**disk, **{m: summary["points"][m] for m in names if m in summary["points"]}}
     return {**summary, "models": {**{m: SCALING_MODELS.get(m) for m in points}, **summary["models"]},
             "points": points}
-
-def _write(summary: dict, paths) -> None:
-    for path in filter(None, paths):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=1, default=str) + "\n")
 
 def run_scaling(real: str | Path,            # the colour real-art root: train/, val/, test/ (realart --set colour)
                 out: str | Path = "runs/scaling",   # one run per model, and scaling.json
