@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     pairs = pose_pairs(Path(args.real).expanduser(), Path(args.units).expanduser())
     targets, refs = _pictures([t for t, _, _ in pairs], args.size), _pictures([r for _, r, _ in pairs], args.size)
-    units = Path(args.units).expanduser()          # the dataset's copies are flattened onto paper: alpha from the package
+    units = Path(args.units).expanduser()       # the dataset's copies are flattened onto paper: alpha from the package
     masks = torch.stack([opaque(units / name, args.size) for _, _, name in pairs])
     model = args.model or str(shipped_path("reference_hints"))
     rows = source_rows(targets, refs, {"reference": model, "reference_hints": model}, masks, seed=args.seed)
