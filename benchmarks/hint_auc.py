@@ -20,7 +20,7 @@ figures). SSIM is scikit-image's (hintauc's fallback without torchmetrics; the p
 
 Colorizers (gray + hints -> RGB): copy-the-gray; the hints spread over the gray with no network
 (`experiments.guided_study.spread_only`); hints models (`--hints-run RUN`, or trained here with `--train real` /
-`--train synthetic`: the README's recipe, `guided_config("real_hints", ...)`, at the guided study's budget); a
+`--train synthetic`: the guided study's recipe, `guided_config("real_hints", ...)`, at its budget); a
 reference + hints model (`--reference-run RUN`, guidance "reference_hints"; the reference is an augmented-self
 reference of the target from a fixed seed). The networks run at their working size (64 for the recipe; the hint
 map's 64 x 64 is exactly that) and their Lab chroma is brought to SIZE under the full-resolution gray's lightness.
@@ -255,7 +255,7 @@ def make_colorizers(args, log=print) -> dict:
 
 
 def train_runs(which: list[str], data: Path, runs_dir: Path, log=print) -> list[tuple[str, Path]]:
-    ("Train (once; resumable) the README-recipe hints model at the guided study's budget on the real-art train split "
+    ("Train (once; resumable) the guided study's hints model (its recipe and budget) on the real-art train split "
      "('real') or on synthetic drawings ('synthetic'): `guided_config('real_hints', ...)`.")
     import dataclasses
     from manga_colorization.experiments.guided_study import guided_config
@@ -321,7 +321,7 @@ def main(argv=None) -> int:
                         "'filfinder' (the paper's; 5-14 s an image here, not bit-exact between runs)")
     p.add_argument("--hints-run", action="append", default=[], metavar="RUN", help="a hints model (repeatable)")
     p.add_argument("--train", action="append", default=[], choices=["real", "synthetic"],
-                   help="train the README-recipe hints model (guided study budget) on this data and measure it")
+                   help="train the guided study's hints model (its recipe and budget) on this data and measure it")
     p.add_argument("--runs-dir", default=str(CACHE / "hintauc-runs"), help="where --train puts its runs")
     p.add_argument("--reference-run", default=None, metavar="RUN",
                    help="a reference + hints model (guidance reference_hints)")

@@ -225,14 +225,17 @@ REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_re
 REFERENCE_HINT_OPTIONS = {**HINT_SPREAD_OPTIONS, "reference_hint_gate": True}
 # A guided run's defaults, per guidance: the guided study's recipe, the measured best on real art (18b_guided_study,
 # the README's "Guided colorization"). Lab chroma out (the residuals' base); every target's hue turned (only the
-# guidance can tell the colour); 16 training hints on average. Hints alone: GroupNorm and the spread. Hints + palette:
+# guidance can tell the colour); 16 training hints on average. Hints alone: GroupNorm and the spread, dense training
+# hints (48 on average, up to 256: Hint-AUC hints every region) and no adversarial term (with 16 hints and the GAN term
+# the network fell below its own spread at every hint ratio; `benchmarks/hint_auc_scaling.json`). Hints + palette:
 # no palette on half the images, and BatchNorm without the spread (with either, the palette went unused). A
 # reference: its recipe above, and no adversarial term (`18d_reference_study`: with it the model painted colour the
 # reference does not support, CIEDE2000 8.45 against 6.95 without it). `apply_recipe` fills these only where the
 # user gave nothing (`gen_options` key by key);
 # config.json records the result, so a resumed run keeps what it trained with.
 GUIDANCE_DEFAULTS: dict[str, dict] = {
-    "hints": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0, gen_options=dict(norm="group", **HINT_SPREAD_OPTIONS)),
+    "hints": dict(out_ch=2, hue_rotate=1.0, hint_mean=48.0, hint_max=256, adv_weight=0.0,
+                  gen_options=dict(norm="group", **HINT_SPREAD_OPTIONS)),
     "palette": dict(out_ch=2, hue_rotate=1.0),
     "both": dict(out_ch=2, hue_rotate=1.0, hint_mean=16.0, palette_none=0.5),
     "reference": dict(out_ch=2, hue_rotate=1.0, adv_weight=0.0, gen_options=REFERENCE_GEN_OPTIONS),

@@ -529,12 +529,13 @@ def _g_state(out) -> dict:
 
 def test_guided_run_gets_the_measured_recipe_by_default(tmp_path):
     ("A fresh `--guidance hints` run trains the README's recipe (GroupNorm, the spread as input and residual, Lab "
-     "chroma, every hue turned, 16 hints on average) and config.json records it.")
+     "chroma, every hue turned, 48 hints on average and up to 256, no adversarial term) and config.json records it.")
     out = tmp_path / "hints"
     _train_cli(["--out", out, "--guidance", "hints", "--epochs", 1, *TINY_CLI])
     c = Run(out).config
     assert c["gen_options"] == {"norm": "group", "hint_spread": True, "hint_residual": True}
-    assert (c["out_ch"], c["hue_rotate"], c["hint_mean"], c["hint_pyramid"]) == (2, 1.0, 16.0, True)
+    assert (c["out_ch"], c["hue_rotate"], c["hint_mean"], c["hint_pyramid"]) == (2, 1.0, 48.0, True)
+    assert (c["hint_max"], c["adv_weight"]) == (256, 0.0)
     G = load_generator(out)
     assert (G.config["norm"], G.config["hint_spread"], G.config["hint_residual"], G.config["out_ch"]) == \
         ("group", True, True, 2)
@@ -566,7 +567,8 @@ def test_train_help_says_the_guided_defaults(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for says in ("(default: 3; with any --guidance: 2)", "(default: None; with any --guidance: 1.0)",
-                 "(default: 8.0; with --guidance hints, both, reference_hints: 16.0)",
+                 "(default: 8.0; with --guidance hints: 48.0; with --guidance both, reference_hints: 16.0)",
+                 "(default: 50; with --guidance hints: 256)",
                  "(default: 0.25; with --guidance both: 0.5)",
                  'with --guidance hints: {"norm": "group", "hint_spread": true, "hint_residual": true}'):
         assert says in text, says

@@ -22,9 +22,9 @@ from .study import STUDY_BASE, STUDY_QUICK, eval_dataset, summarize, train_recip
 from ..train import TrainConfig, apply_recipe, recorded_precision
 
 # %% auto #0
-__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config', 'guided_metrics', 'curve',
-           'HintSpread', 'spread_only', 'model_targets', 'targets', 'eval_sources', 'run_guided_study', 'curve_table',
-           'curve_figure', 'run_cli', 'add_commands']
+__all__ = ['GUIDED_BASE', 'GUIDED_RECIPE', 'HINTS_GEN', 'HINTS_PINNED', 'GUIDED_RUNS', 'HINT_COUNTS', 'guided_config',
+           'guided_metrics', 'curve', 'HintSpread', 'spread_only', 'model_targets', 'targets', 'eval_sources',
+           'run_guided_study', 'curve_table', 'curve_figure', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000006
 # the demo's recipe and budget
@@ -33,8 +33,11 @@ GUIDED_BASE = {**STUDY_BASE, "size": 64, "epochs": 10, "limit": 1024, "samples":
 GUIDED_RECIPE = {"hue_rotate": 1.0, "hint_mean": 16.0, "hint_pyramid": True}
 # the hints-only model's generator (see above)
 HINTS_GEN = {"gen_options": {"norm": "group", "hint_spread": True, "hint_residual": True}}
+# what the hints runs measured here trained with, pinned: `train.GUIDANCE_DEFAULTS` now gives a hints run dense hints
+# and no adversarial term (18e_scaling's `hints_dense`)
+HINTS_PINNED = {"hint_max": 50, "adv_weight": 0.01}
 GUIDED_RUNS: dict[str, dict] = {
-    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN},
+    "real_hints": {"data": "real", "guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, **HINTS_PINNED},
     "real_guided": {"data": "real", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
     "real_unguided": {"data": "real"},
     "synthetic_guided": {"data": "synthetic", "guidance": "both", "palette_none": 0.5, **GUIDED_RECIPE},
@@ -50,8 +53,9 @@ def guided_config(name: str, out: str | Path, real: str | Path, quick: bool = Fa
         raise UserError(f"unknown guided-study run {name!r}; choose one of {', '.join(GUIDED_RUNS)}")
     spec = dict(GUIDED_RUNS[name])
     spec["data"] = str(Path(real).expanduser()) if spec["data"] == "real" else "synthetic"
-    return apply_recipe(TrainConfig(**{**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec,
-                                       "out": str(Path(out) / name), "precision": precision}))
+    given = {**GUIDED_BASE, **(STUDY_QUICK if quick else {}), **spec, "out": str(Path(out) / name),
+             "precision": precision}
+    return apply_recipe(TrainConfig(**given), given)      # what the run's spec says wins, even a plain default
 
 # %% ../../nbs/18b_guided_study.ipynb #b0000009
 @torch.no_grad()

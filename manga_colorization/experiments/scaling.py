@@ -17,9 +17,9 @@ import torch
 from ..core import UserError, add_precision_argument, rgb_to_gray
 from ..guidance import GuidanceSampler, augmented_reference, transfer_colors
 from ..runs import Run, load_generator
-from ..train import TrainConfig, train
+from ..train import TrainConfig, apply_recipe, train
 from .grid import train_step_flops
-from .guided_study import GUIDED_RECIPE, HINTS_GEN, spread_only
+from .guided_study import GUIDED_RECIPE, HINTS_GEN, HINTS_PINNED, spread_only
 from .study import _write, check_same_settings
 from .reference_study import _metrics, colour_targets
 
@@ -36,7 +36,10 @@ SCALING_QUICK = dict(size=32, width=8, depth=3, batch_size=4, limit=8, val_limit
                      ckpt_every=0)
 SCALING_MODELS = {
     "unguided": {},
-    "hints": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN},
+    "hints": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, **HINTS_PINNED},
+    # today's hints defaults (`train.GUIDANCE_DEFAULTS`), pinned: hints as dense as Hint-AUC's, no adversarial term
+    "hints_dense": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, "hint_mean": 48.0, "hint_max": 256,
+                    "adv_weight": 0.0},
     # the defaults of `train.GUIDANCE_DEFAULTS`, pinned here so the study stays the same if those change
     "reference_hints": {"guidance": "reference_hints", "adv_weight": 0.0, "hue_rotate": 1.0, "hint_mean": 16.0},
 }
@@ -52,8 +55,9 @@ def scaling_config(model: str, images: int, out: str | Path, data: str | Path, q
     base = {**SCALING_BASE, **(SCALING_QUICK if quick else {})}
     if images % base["limit"]:
         raise UserError(f"budget {images} is not a whole number of epochs of {base['limit']} images")
-    return TrainConfig(**{**base, **SCALING_MODELS[model], "epochs": images // base["limit"], "data": str(data),
-                          "out": str(Path(out) / model), "precision": precision})
+    given = {**base, **SCALING_MODELS[model], "epochs": images // base["limit"], "data": str(data),
+             "out": str(Path(out) / model), "precision": precision}
+    return apply_recipe(TrainConfig(**given), given)      # pinned values win, even a plain default (hint_max 50)
 
 # %% ../../nbs/18e_scaling.ipynb #sc2bf9f4dc
 def train_to(config: TrainConfig) -> dict:
@@ -94,7 +98,7 @@ def point_metrics(model: str, checkpoint: str | Path, targets: torch.Tensor, hin
              "reference_hints": {"reference": lambda x, h, r: G.predict_rgb(x, reference=r),
                                  f"reference + {hints} hints": lambda x, h, r: G.predict_rgb(x, hints=h, reference=r)}}
     return {case: _metrics(_outputs(fn, targets, hints, seed, batch), targets, gray, None)
-            for case, fn in cases[model].items()}
+            for case, fn in cases[SCALING_MODELS[model].get("guidance") or "unguided"].items()}
 
 def baselines(targets: torch.Tensor, hints: int = 10, seed: int = 2026, batch: int = 64, samples: int = 4000) -> dict:
     "The flat lines: copy-the-gray, the spread at `hints` hints, the transfer from the augmented self."
@@ -107,7 +111,7 @@ def baselines(targets: torch.Tensor, hints: int = 10, seed: int = 2026, batch: i
 # %% ../../nbs/18e_scaling.ipynb #sc220e3b32
 # (learned case, its baseline, lower is better) per model
 CROSSINGS = {"unguided": ("no guidance", "copy-the-gray"), "hints": ("10 hints", "spread at 10 hints"),
-             "reference_hints": ("reference", "transfer_colors")}
+             "hints_dense": ("10 hints", "spread at 10 hints"), "reference_hints": ("reference", "transfer_colors")}
 ACHIEVED_TFLOPS = (150.0, 300.0)
 
 def log_fit(images: list[int], values: list[float]) -> tuple[float, float]:
