@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=2026, help="seed of the hints (the poses' draw uses 0)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    t0 = time.time()
-    pairs = pose_pairs(Path(args.real).expanduser(), Path(args.units).expanduser())
+    t0, real, units = time.time(), Path(args.real).expanduser(), Path(args.units).expanduser()
+    pairs = pose_pairs(real, units)
     targets, refs = _pictures([t for t, _, _ in pairs], args.size), _pictures([r for _, r, _ in pairs], args.size)
-    units = Path(args.units).expanduser()       # the dataset's copies are flattened onto paper: alpha from the package
+    # the dataset's copies are flattened onto paper: the alpha comes from the package
     masks = torch.stack([opaque(units / name, args.size) for _, _, name in pairs])
     model = args.model or str(shipped_path("reference_hints"))
     rows = source_rows(targets, refs, {"reference": model, "reference_hints": model}, masks, seed=args.seed)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     cut = {k: round(1 - rows["reference model"][k] / base[k], 3) for k in ("ciede2000", "ciede2000_character")}
     result = {"about": __doc__.split("\n\n")[0], "command": "python benchmarks/reference_poses.py --json "
               "benchmarks/reference_poses.json", "model": args.model or "shipped reference_hints",
-              "pairs": [[str(t.relative_to(args.real)), str(r.relative_to(args.units))] for t, r, _ in pairs],
+              "pairs": [[str(t.relative_to(real)), str(r.relative_to(units))] for t, r, _ in pairs],
               "targets": len(pairs), "size": args.size, "rows": rows,
               "reference_cut_vs_no_reference": cut, "target_cut": 0.2,
               "beats_transfer": {k: rows["reference model"][k] < rows["transfer_colors"][k]

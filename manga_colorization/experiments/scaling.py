@@ -24,9 +24,9 @@ from .study import _write, check_same_settings
 from .reference_study import _metrics, colour_targets
 
 # %% auto #0
-__all__ = ['SCALING_BASE', 'SCALING_QUICK', 'SCALING_MODELS', 'SCALING_BUDGETS', 'QUICK_BUDGETS', 'CROSSINGS', 'ACHIEVED_TFLOPS',
-           'scaling_config', 'train_to', 'point_metrics', 'baselines', 'log_fit', 'crossing', 'fits', 'run_scaling',
-           'scaling_table', 'scaling_figure', 'run_cli', 'add_commands']
+__all__ = ['SCALING_BASE', 'SCALING_QUICK', 'DENSE_HINTS', 'REFERENCE_HINTS', 'SCALING_MODELS', 'SCALING_BUDGETS',
+           'QUICK_BUDGETS', 'CROSSINGS', 'ACHIEVED_TFLOPS', 'scaling_config', 'train_to', 'point_metrics', 'baselines',
+           'log_fit', 'crossing', 'fits', 'run_scaling', 'scaling_table', 'scaling_figure', 'run_cli', 'add_commands']
 
 # %% ../../nbs/18e_scaling.ipynb #sc0fdf1975
 # the runs' common settings: real colour art at 64², the small network, constant learning rate
@@ -34,17 +34,18 @@ SCALING_BASE = dict(size=64, width=16, depth=6, out_ch=2, batch_size=16, limit=2
                     ckpt_every=64, schedule="constant")
 SCALING_QUICK = dict(size=32, width=8, depth=3, batch_size=4, limit=8, val_limit=4, samples=2, d_width=8, d_layers=2,
                      ckpt_every=0)
+# training hints as dense as Hint-AUC's (today's `--guidance hints` defaults, pinned here)
+DENSE_HINTS = {"hint_mean": 48.0, "hint_max": 256}
+# reference + hints as `train.GUIDANCE_DEFAULTS` gives it, pinned here so the study stays the same if those change
+REFERENCE_HINTS = {"guidance": "reference_hints", "adv_weight": 0.0, "hue_rotate": 1.0, "hint_mean": 16.0}
 SCALING_MODELS = {
     "unguided": {},
     "hints": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, **HINTS_PINNED},
-    # today's hints defaults (`train.GUIDANCE_DEFAULTS`), pinned: hints as dense as Hint-AUC's, no adversarial term
-    "hints_dense": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, "hint_mean": 48.0, "hint_max": 256,
-                    "adv_weight": 0.0},
-    # the defaults of `train.GUIDANCE_DEFAULTS`, pinned here so the study stays the same if those change
-    "reference_hints": {"guidance": "reference_hints", "adv_weight": 0.0, "hue_rotate": 1.0, "hint_mean": 16.0},
-    # the same with hints as dense as hints_dense's (measured: level with reference_hints at 40,960; taken further)
-    "reference_hints_dense": {"guidance": "reference_hints", "adv_weight": 0.0, "hue_rotate": 1.0, "hint_mean": 48.0,
-                              "hint_max": 256},
+    # today's hints defaults: dense hints, no adversarial term
+    "hints_dense": {"guidance": "hints", **GUIDED_RECIPE, **HINTS_GEN, **DENSE_HINTS, "adv_weight": 0.0},
+    "reference_hints": REFERENCE_HINTS,
+    # the same with dense hints (measured: level with reference_hints at 40,960; taken further)
+    "reference_hints_dense": {**REFERENCE_HINTS, **DENSE_HINTS},
 }
 SCALING_BUDGETS = (2560, 10240, 40960)       # images seen, ×4 apart
 QUICK_BUDGETS = (8, 32, 128)
