@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
     rows = source_rows(targets, refs, {"reference": model, "reference_hints": model}, masks, seed=args.seed)
     base = rows["reference model, no reference"]
     cut = {k: round(1 - rows["reference model"][k] / base[k], 3) for k in ("ciede2000", "ciede2000_character")}
-    result = {"about": __doc__.split("\n\n")[0], "command": "python benchmarks/reference_poses.py --json "
-              "benchmarks/reference_poses.json", "model": args.model or "shipped reference_hints",
+    command = " ".join(["python benchmarks/reference_poses.py", *(sys.argv[1:] if argv is None else argv)])
+    result = {"about": __doc__.split("\n\n")[0], "command": command, "model": args.model or "shipped reference_hints",
               "pairs": [[str(t.relative_to(real)), str(r.relative_to(units))] for t, r, _ in pairs],
               "targets": len(pairs), "size": args.size, "rows": rows,
               "reference_cut_vs_no_reference": cut, "target_cut": 0.2,
