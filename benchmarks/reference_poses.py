@@ -29,12 +29,12 @@ from PIL import Image
 
 from manga_colorization.data import find_images
 from manga_colorization.experiments.bench import machine_info
+from manga_colorization.experiments.realart import unit_poses, unit_root
 from manga_colorization.experiments.reference_study import _pictures, source_rows
 from manga_colorization.runs import shipped_path
 
 CACHE = Path("~/.cache/manga_colorization/realart").expanduser()
 UNITS = "wesnoth-1.16-data/usr/share/games/wesnoth/1.16/data/core/images/units"
-SKIP = ("die", "death", "dying", "dead")          # fading frames: not a picture of the character
 
 
 def pose_pairs(real: Path, units: Path, seed: int = 0) -> list[tuple[Path, Path, str]]:
@@ -42,13 +42,10 @@ def pose_pairs(real: Path, units: Path, seed: int = 0) -> list[tuple[Path, Path,
     rng, out = random.Random(seed), []
     for target in sorted(find_images(real / "test" / "wesnoth-units")):
         rel = target.relative_to(real / "test" / "wesnoth-units")
-        stems = sorted(p.stem for p in (units / rel.parent).glob("*.png"))
-        # the unit's root name: the shortest file stem the target's stem starts with ("lord" for "lord-ne-hammer")
-        roots = [s for s in stems if rel.stem == s or rel.stem.startswith(s + "-")]
-        if not roots: continue
-        root = min(roots, key=len)
-        poses = [units / rel.parent / f"{s}.png" for s in stems if (s == root or s.startswith(root + "-"))
-                 and s != rel.stem and not any(k in s for k in SKIP)]
+        root = unit_root(units, rel)          # the unit's name: "lord" for "lord-ne-hammer"
+        if root is None: continue
+        # in the order of their names' stems (the committed pairs' draw)
+        poses = sorted((p for p in unit_poses(units, rel.parent, root) if p.stem != rel.stem), key=lambda p: p.stem)
         if poses: out.append((target, rng.choice(poses), rel.as_posix()))
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import threading
@@ -23,11 +24,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .core import UserError, img2tensor, in_test, lab_norm_to_rgb, rgb_to_lab_norm, tensor2uint8
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'INPUT_MODES', 'MIX_CHOICES', 'RESIZE_FILTERS', 'AUGMENTS', 'BadImageError', 'pil_pixel_limit',
-           'open_image', 'load_image', 'FolderScan', 'scan_folder', 'skipped_lines', 'find_images', 'dataset_splits',
-           'is_pair', 'split_pair', 'to_gray', 'xdog', 'screentone', 'make_input', 'default_cache_dir', 'ImageCache',
-           'resize_image', 'decode_resized', 'FileSource', 'SyntheticSource', 'ColorizationDataset', 'EpochSampler',
-           'default_num_workers', 'SketchDataModule', 'to_display', 'image_grid', 'show_images']
+__all__ = ['IMAGE_EXTENSIONS', 'INPUT_MODES', 'MIX_CHOICES', 'RESIZE_FILTERS', 'GROUPS_FORMAT', 'AUGMENTS', 'BadImageError',
+           'pil_pixel_limit', 'open_image', 'load_image', 'FolderScan', 'scan_folder', 'skipped_lines', 'find_images',
+           'dataset_splits', 'is_pair', 'split_pair', 'to_gray', 'xdog', 'screentone', 'make_input',
+           'default_cache_dir', 'ImageCache', 'resize_image', 'decode_resized', 'FileSource', 'SyntheticSource',
+           'ColorizationDataset', 'read_reference_groups', 'write_reference_groups', 'reference_partners',
+           'EpochSampler', 'default_num_workers', 'SketchDataModule', 'to_display', 'image_grid', 'show_images']
 
 # %% ../nbs/02_data.ipynb #22ee955e
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -458,7 +460,8 @@ class SyntheticSource:
 _WARNED: set = set()
 
 class ColorizationDataset(Dataset):
-    "(input, target) pairs in [-1, 1]: input (1,H,W) by `input_mode`, target RGB (3,H,W) or Lab chroma ab/110 (2,H,W)."
+    ("(input, target) pairs in [-1, 1]: input (1,H,W) by `input_mode`, target RGB (3,H,W) or Lab chroma ab/110 "
+     "(2,H,W); with `partners`, (input, target, partner) triples (`partner`).")
     def __init__(self, source,  # a FileSource or SyntheticSource
                  resize: tuple = (256, 256),  # (height, width) of the examples
                  input_mode: str = "gray",  # 'gray' | 'sketch' | 'screentone' | 'mix'
@@ -466,6 +469,8 @@ class ColorizationDataset(Dataset):
                  train: bool = False,  # augment: random crop from a larger resize, horizontal flip
                  seed: int = 0,  # seed of the augmentation and input randomness
                  crop_scale: float = 1.125,  # training resize is this much larger than `resize` before the crop
+                 # {example name: names of other pictures of its character}: each example comes with one of them
+                 partners: dict | None = None,
                  ):
         if input_mode not in INPUT_MODES:
             raise UserError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
@@ -475,6 +480,7 @@ class ColorizationDataset(Dataset):
         self.resize = (resize, resize) if isinstance(resize, int) else tuple(resize)
         self.load_size = tuple(int(round(s * crop_scale)) for s in self.resize) if train else self.resize
         self.bad: dict[str, str] = {}
+        self.partners, self._names = partners, None
 
     def __len__(self): return len(self.source)
 
@@ -498,17 +504,97 @@ class ColorizationDataset(Dataset):
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         j, arr = self.read(int(i))
         rng = np.random.default_rng([self.seed, int(epoch), j])
-        if self.train:
-            (H, W), (h, w) = arr.shape[:2], self.resize
-            y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
-            arr = arr[y:y + h, x:x + w]
-            if rng.uniform() < 0.5: arr = arr[:, ::-1]
+        arr = self._augment(arr, rng)
         color = np.ascontiguousarray(arr[..., :3])
         sketch = np.ascontiguousarray(arr[..., 3]) if arr.shape[-1] == 4 else None
         inp = img2tensor(make_input(color, self.input_mode, rng, sketch=sketch))
         target = img2tensor(color)
         if self.out_ch == 2: target = rgb_to_lab_norm(target)[1:].clamp(-1, 1)
-        return inp, target
+        return (inp, target) if self.partners is None else (inp, target, self.partner(j, rng))
+
+
+# %% ../nbs/02_data.ipynb #pa7a0e01
+@patch
+def _augment(self: ColorizationDataset, arr: np.ndarray, rng) -> np.ndarray:
+    "A training example's random crop (to `resize`) and flip; the pixels as they are otherwise."
+    if not self.train: return arr
+    (H, W), (h, w) = arr.shape[:2], self.resize
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    arr = arr[y:y + h, x:x + w]
+    return arr[:, ::-1] if rng.uniform() < 0.5 else arr
+
+@patch
+def partner(self: ColorizationDataset, j: int, rng) -> torch.Tensor:
+    ("(3, H, W) RGB in [-1, 1] of another picture of example `j`'s character (`partners`, drawn by `rng`, cropped "
+     "and flipped on its own draws); NaN when it has none that can be read.")
+    none = torch.full((3, *self.resize), float("nan"))
+    names = [n for n in self.partners.get(self.source.name(j), ()) if n not in self.bad]
+    if not names: return none
+    if self._names is None or len(self._names) != len(self.source):   # after unreadable files were dropped
+        self._names = {self.source.name(k): k for k in range(len(self.source))}
+    k = self._names.get(names[int(rng.integers(len(names)))])
+    if k is None: return none
+    try: arr = self.source.read(k, self.load_size)
+    except BadImageError as e:
+        self.bad[self.source.name(k)] = str(e)
+        return none
+    return img2tensor(np.ascontiguousarray(self._augment(arr, rng)[..., :3]))
+
+# %% ../nbs/02_data.ipynb #pa7a0e03
+GROUPS_FORMAT = '{"groups": [[file, ...], ...]}'
+
+def _group_lists(data, path: Path) -> list:
+    "The lists of file names of a reference groups file's JSON `data`, checked."
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(f, str) for f in g)
+                                                for g in groups):
+        raise UserError(f"{path}: not a reference groups file: expected {GROUPS_FORMAT} (lists of image paths)")
+    return groups
+
+def read_reference_groups(path: str | os.PathLike) -> list[list[Path]]:
+    ("Groups of pictures of one character each, from a JSON file `{\"groups\": [[file, ...], ...]}` (relative paths "
+     "from the file's folder); missing files skipped with one warning that counts them, groups left with fewer than 2 "
+     "pictures dropped.")
+    path = Path(path).expanduser()
+    if not path.is_file(): raise UserError(f"{path}: no such reference groups file")
+    try: data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise UserError(f"{path}: not valid JSON ({e})") from None
+    out, missing = [], []
+    for names in _group_lists(data, path):
+        files = [path.parent / Path(f).expanduser() for f in names]
+        missing += [f for f in files if not f.is_file()]
+        if len(kept := [f for f in files if f.is_file()]) >= 2: out.append(kept)
+    if missing: warnings.warn(f"{path}: {len(missing)} listed picture(s) missing, skipped (first: {missing[0]})")
+    if not out: raise UserError(f"{path}: no group of at least 2 pictures that exist")
+    return out
+
+def write_reference_groups(groups: list, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    "Write `groups` (lists of image paths) as a reference groups file, paths relative to its folder; never over a file."
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite: raise UserError(f"{path}: exists; not overwritten (remove it or pick another)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rel = [[os.path.relpath(Path(f).expanduser().absolute(), path.parent.absolute()) for f in g] for g in groups]
+    path.write_text(json.dumps({"groups": rel}, indent=0) + "\n")
+    return path
+
+def reference_partners(groups: list, train: list, held: dict) -> tuple[list, dict]:
+    ("(train paths with the groups' pictures added, {train name: names of the other members of its group}); a picture "
+     "of a held-out split (`held`: {split: paths}) in a group is a `UserError`.")
+    key = lambda p: str(Path(p).expanduser().resolve())
+    where = {key(p): s for s, ps in held.items() for p in ps}
+    train = list(train)
+    names = {key(p): str(p) for p in train}
+    for g in groups:
+        for f in g:
+            if key(f) in where:
+                raise UserError(f"{f}: in a reference group and in the {where[key(f)]} split: a held-out picture "
+                                "cannot be a training reference")
+            if key(f) not in names: train.append(f); names[key(f)] = str(f)
+    partners = {}
+    for g in groups:
+        members = list(dict.fromkeys(names[key(f)] for f in g))
+        for m in members: partners.setdefault(m, []).extend(o for o in members if o != m)
+    return train, partners
 
 # %% ../nbs/02_data.ipynb #323ba557
 class EpochSampler(Sampler):
@@ -704,7 +790,8 @@ class _SplitLoaders:
         if split not in self._datasets:
             self._datasets[split] = ColorizationDataset(self.sources[split], self.resize, self.input_mode, self.out_ch,
                                                         train=split == "train" and self.augment == "crop_flip",
-                                                            seed=self.seed)
+                                                        seed=self.seed,
+                                                        partners=self.partners if split == "train" else None)
         return self._datasets[split]
 
     def loader(self, split: str) -> DataLoader:
@@ -763,6 +850,8 @@ class SketchDataModule(_SplitLoaders):
                  # distributed training: number of ranks (default: from torch.distributed)
                  num_replicas: int | None = None,
                  rank: int | None = None,  # distributed training: this rank
+                 # JSON of same-character groups (`read_reference_groups`): their pictures train with a partner
+                 reference_groups: str | os.PathLike | None = None,
                  ):
         _check_options(input_mode, out_ch, batch_size, resize_filter)
         self.root, self.batch_size, self.out_ch, self.input_mode, self.seed = root, batch_size, out_ch, input_mode, seed
@@ -773,11 +862,17 @@ class SketchDataModule(_SplitLoaders):
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.synthetic = isinstance(root, str) and root == "synthetic"
         self.bad_files: dict[str, str] = {}
-        self.cache = None
+        self.cache, self.partners = None, None
+        if self.synthetic and reference_groups is not None:
+            raise UserError("reference groups need an image folder: the synthetic data has no pictures to list")
         if self.synthetic: self.sources = _synthetic_sources(synthetic_n, _per_split(max_images), seed)
         else:
             splits = dataset_splits(root, seed, val_fraction, test_fraction)
             splits = {s: (v if cap is None else v[:cap]) for (s, v), cap in zip(splits.items(), _per_split(max_images))}
+            if reference_groups is not None:
+                splits["train"], self.partners = reference_partners(read_reference_groups(reference_groups),
+                                                                    splits["train"],
+                                                                    {s: v for s, v in splits.items() if s != "train"})
             self.pairs = _detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
             self.cache = _open_cache(cache)
             self.sources = {s: FileSource(v, self.pairs, self.cache, resize_filter,

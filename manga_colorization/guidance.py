@@ -153,11 +153,12 @@ class GuidanceSampler:
     # share of palettes taken from a random crop of the image (25-100% of each side)
     palette_crop: float = 0.5
     reference_none: float = 0.1           # share of images without a reference (all paper: the model still colours)
+    reference_pair_warp: float = 0.5      # share of true-pair references (a `partner`) also warped and cut
 
     def __post_init__(self):
         self.hints, self.palette = guidance_parts(self.guidance)
         self.reference = uses_reference(self.guidance)
-        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop", "reference_none"):
+        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop", "reference_none", "reference_pair_warp"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.hint_mean < 1 or self.hint_max < 1:
@@ -174,14 +175,18 @@ class GuidanceSampler:
         keep = torch.rand(n, generator=generator) >= self.hint_none
         return (geo.clamp(max=self.hint_max) * keep).long()
 
-    def __call__(self, rgb: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
-        "(targets, {'hints': ..., 'palette': ...}) for a training batch of RGB targets (B, 3, H, W) in [-1, 1]."
+    def __call__(self, rgb: torch.Tensor, generator=None,
+                 partner: torch.Tensor | None = None,  # (B, 3, H, W) another picture of each target's character; NaN: none
+                ) -> tuple[torch.Tensor, dict]:
+        ("(targets, {'hints': ..., 'palette': ..., 'reference': ...}) for a training batch of RGB targets (B, 3, H, W) in "
+         "[-1, 1]; a target's partner, turned by its hue angle, is its reference instead of its augmented self.")
         rgb = rgb.float()
         B = rgb.shape[0]
         if self.hue_rotate > 0:
             turn = torch.rand(B, generator=generator) < self.hue_rotate
             angles = torch.rand(B, generator=generator) * 2 * math.pi * turn
             if turn.any(): rgb = torch.where(turn.view(B, 1, 1, 1), hue_rotate(rgb, angles), rgb)
+            if turn.any() and partner is not None: partner = _turn_partners(partner, angles * turn)
         guide = {}
         if self.hints:
             guide["hints"] = sample_hints(rgb_to_lab_norm(rgb)[:, 1:], self.counts(B, generator), self.hint_patches,
@@ -189,8 +194,18 @@ class GuidanceSampler:
         if self.palette:
             pal = palette_of(self._crops(rgb, generator), self.palette_k, generator=generator)
             guide["palette"] = pal * (torch.rand(B, generator=generator) >= self.palette_none).view(B, 1, 1)
-        if self.reference: guide["reference"] = self._references(rgb, generator)
+        if self.reference: guide["reference"] = self._references(rgb, generator, partner)
         return rgb.contiguous(), guide
+
+def _has_partner(partner: torch.Tensor) -> torch.Tensor:
+    "(B,) True where a batch's partner is a picture (not NaN)."
+    return ~torch.isnan(partner).flatten(1).any(1)
+
+def _turn_partners(partner: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    "The partners that are pictures with their Lab hue turned by their targets' `angles` (NaN rows as they are)."
+    has, partner = _has_partner(partner), partner.float().clone()
+    if has.any(): partner[has] = hue_rotate(partner[has], angles[has])
+    return partner
 
 # %% ../nbs/03_guidance.ipynb #cee7f121
 @patch
@@ -207,9 +222,15 @@ def _crops(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Te
     return out
 
 @patch
-def _references(self: GuidanceSampler, rgb: torch.Tensor, generator=None) -> torch.Tensor:
-    "Augmented-self references (`augmented_reference`) of a batch; with probability `reference_none` all paper (none)."
+def _references(self: GuidanceSampler, rgb: torch.Tensor, generator=None, partner: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    ("Augmented-self references (`augmented_reference`) of a batch, or a target's partner where it has one (warped and "
+     "cut too with probability `reference_pair_warp`); with probability `reference_none` all paper (none).")
     ref = augmented_reference(rgb, generator)
+    if partner is not None and (has := _has_partner(partner)).any():
+        pair = partner[has].float()
+        warp = torch.rand(len(pair), generator=generator) < self.reference_pair_warp
+        ref[has] = torch.where(warp.view(-1, 1, 1, 1), augmented_reference(pair, generator), pair)
     none = torch.rand(rgb.shape[0], generator=generator) < self.reference_none
     return torch.where(none.view(-1, 1, 1, 1), torch.full_like(ref, PAPER_WHITE), ref)
 

@@ -30,7 +30,7 @@ from .core import (PRECISIONS, UserError, autocast, default_device, exists, img2
                                      resolve_precision,
                                      rgb_to_gray, rgb_to_lab_norm, seed_everything, tensor2uint8, to_rgb)
 from .data import AUGMENTS, RESIZE_FILTERS, EpochSampler, SketchDataModule
-from .guidance import GUIDANCES, GuidanceSampler
+from .guidance import GUIDANCES, GuidanceSampler, uses_reference
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import (LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
                                         to_unit)
@@ -189,6 +189,12 @@ class TrainConfig(_ColorizerFields):
     palette_crop: float = _opt(0.5, "share of training palettes taken from a random crop of the target instead of all "
                                     "of it")
     reference_none: float = _opt(0.1, "share of training images without a reference (a reference guidance)")
+    reference_groups: str | None = _opt(None, "JSON of groups of pictures of one character each "
+                                              "(data.read_reference_groups): they join the training split, and each "
+                                              "trains with another picture of its group as its reference instead of "
+                                              "its augmented self (a reference guidance)")
+    reference_pair_warp: float = _opt(0.5, "share of those true-pair references also warped and cut like an augmented "
+                                           "self")
     val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the "
                               "palette is the target's)")
 
@@ -467,7 +473,8 @@ def guidance_sampler(config: TrainConfig) -> GuidanceSampler | None:
                         "e.g. 1,3,5") from None
     return GuidanceSampler(config.guidance, hue, config.hint_none, config.hint_mean, config.hint_max, patches,
                            config.palette_k,
-                           config.palette_none, config.palette_crop, getattr(config, "reference_none", 0.1))
+                           config.palette_none, config.palette_crop, getattr(config, "reference_none", 0.1),
+                           getattr(config, "reference_pair_warp", 0.5))
 
 def build_loss(config: TrainConfig) -> nn.Module:
     "The `GeneratorLoss` of `config`: its preset, weights, formulas and (when asked) the seed's defects."
@@ -571,13 +578,13 @@ def g_update(self: GANStep, inp, target, fake, allowed: bool = True) -> tuple[di
 
 # %% ../nbs/09_train.ipynb #2f157397
 @patch
-def __call__(self: GANStep, inp: torch.Tensor, target: torch.Tensor) -> dict:
+def __call__(self: GANStep, inp: torch.Tensor, target: torch.Tensor, partner: torch.Tensor | None = None) -> dict:
     ("One D step and one G step on a batch (gray `inp`, RGB `target`) in `step_order`; the loss terms as floats, and "
      "whether both were applied.")
     mf, device = self.setup.memory_format, self.setup.device
     guide = {}
     # hue turned, guidance sampled from the target (CPU RNG)
-    if self.guide is not None: target, guide = self.guide(target)
+    if self.guide is not None: target, guide = self.guide(target, partner=partner)
     inp = inp.to(device, non_blocking=True).contiguous(memory_format=mf)
     target = model_target(target.to(device, non_blocking=True).float(), self.config.out_ch).contiguous(memory_format=mf)
     guide = {k: v.to(device, non_blocking=True) for k, v in guide.items()}
@@ -839,6 +846,11 @@ def _data_options(self: Trainer) -> dict:
                        resize_filter=c.resize_filter,
                    max_pixels=c.max_pixels)
     if c.data == "synthetic": options["synthetic_n"] = (max(1000, c.limit or 0), max(100, c.val_limit or 0), 100)
+    if getattr(c, "reference_groups", None):
+        if not uses_reference(c.guidance):
+            raise UserError(f"--reference-groups {c.reference_groups}: only a reference guidance (reference, "
+                            f"reference_hints) trains with same-character references, not {c.guidance}")
+        options["reference_groups"] = c.reference_groups
     return options
 
 # %% ../nbs/09_train.ipynb #47a33f30
@@ -893,12 +905,12 @@ def save(self: Trainer, best: bool = False):
 
 # %% ../nbs/09_train.ipynb #548217b1
 @patch
-def train_batch(self: Trainer, inp: torch.Tensor, target: torch.Tensor) -> dict:
-    ("One step with the scheduled LR; counts it (a non-finite step is skipped and counted, too many in a row stop the "
-     "run).")
+def train_batch(self: Trainer, inp: torch.Tensor, target: torch.Tensor, partner: torch.Tensor | None = None) -> dict:
+    ("One step with the scheduled LR (`partner`: the batch's same-character references, `reference_groups`); counts it "
+     "(a non-finite step is skipped and counted, too many in a row stop the run).")
     c, s = self.config, self.state
     self.step_fn.set_lr(lr_factor(c.schedule, s.step, c.epochs * self.steps_per_epoch, c.decay_start))
-    terms = self.step_fn(inp, target)
+    terms = self.step_fn(inp, target) if partner is None else self.step_fn(inp, target, partner)
     s.step += 1; s.batches_done += 1
     if terms.pop("ok"): s.bad_in_a_row = 0
     else:
@@ -926,8 +938,8 @@ def train_epoch(self: Trainer):
     bar = tqdm(total=self.steps_per_epoch, initial=s.batches_done, desc=f"epoch {s.epoch + 1}/{c.epochs}",
                disable=not self.setup.is_main or None, leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for inp, target in self.train_loader:
-        terms = self.train_batch(inp, target)
+    for batch in self.train_loader:
+        terms = self.train_batch(*batch)
         elapsed = time.perf_counter() - t0
         s.train_time += elapsed
         bar.update(1); bar.set_postfix(loss_g=f"{terms['loss_g']:.3f}", loss_d=f"{terms['loss_d']:.3f}")

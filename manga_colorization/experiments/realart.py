@@ -27,17 +27,19 @@ from PIL import Image
 
 from ..core import UserError
 from ..core import rgb_to_lab
+from ..data import find_images, write_reference_groups
 from ..metrics import GRAY_CHROMA
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'SPLIT_LIST', 'COLOUR_SPLIT_LIST', 'DEFAULTS', 'SPLIT_PARAMS', 'SPLITS', 'MANIFEST', 'CHROMA_SIDE',
-           'INK_L', 'SOURCES', 'COLOUR_SOURCES', 'SETS', 'COLOUR_RULE', 'RealArtError', 'Source', 'BenchSet',
-           'bench_set', 'cache_root', 'find_deb', 'download', 'deb_version', 'unpack', 'installed_version', 'fetch',
-           'sha256_file', 'scan', 'pixel_limit', 'header_size', 'flatten_on_white', 'render', 'render_all',
-           'file_chroma', 'measure_chroma', 'is_gray', 'drop_gray_train', 'survey', 'family', 'unit_family',
-           'assign_splits', 'split_record', 'write_split_list', 'read_split_list', 'verify', 'pins', 'check_leakage',
-           'materialize', 'check_out', 'check_params', 'build', 'summarize', 'print_summary', 'add_realart_arguments',
-           'run_realart', 'add_commands', 'main']
+           'INK_L', 'SOURCES', 'COLOUR_SOURCES', 'SETS', 'COLOUR_RULE', 'POSE_GROUPS', 'DYING', 'RealArtError',
+           'Source', 'BenchSet', 'bench_set', 'cache_root', 'find_deb', 'download', 'deb_version', 'unpack',
+           'installed_version', 'fetch', 'sha256_file', 'scan', 'pixel_limit', 'header_size', 'flatten_on_white',
+           'render', 'render_all', 'file_chroma', 'measure_chroma', 'is_gray', 'drop_gray_train', 'survey', 'family',
+           'unit_family', 'assign_splits', 'split_record', 'write_split_list', 'read_split_list', 'verify', 'pins',
+           'check_leakage', 'materialize', 'check_out', 'check_params', 'build', 'summarize', 'print_summary',
+           'unit_root', 'unit_poses', 'pose_groups', 'write_pose_groups', 'add_realart_arguments', 'run_realart',
+           'add_commands', 'main']
 
 # %% ../../nbs/17_realart.ipynb #d83cf042
 DESCRIPTION = ("A real-art benchmark anyone can rebuild offline (issue 13): Debian's openclipart PNGs (train / val for "
@@ -581,11 +583,56 @@ def print_summary(s: dict) -> None:
         print(f"--drop-gray: {s['gray_dropped_from_train']} gray train target(s) left out")
     print(f"wall time: {s['seconds']:.1f} s")
 
+# %% ../../nbs/17_realart.ipynb #pa7a0e11
+POSE_GROUPS = "train-poses.json"                  # the colour set's same-character groups of its training split
+DYING = ("die", "death", "dying", "dead")         # fading frames: not a picture of the character
+
+def unit_root(units: Path, rel: Path) -> str | None:
+    ("The unit of sprite `rel` (a path under `units`): the shortest file stem of its folder that its stem is or starts "
+     "with before a '-' ('lord' for 'lord-ne-hammer'); None when its folder has no such file.")
+    stems = sorted(p.stem for p in (units / rel.parent).glob("*.png"))
+    roots = [s for s in stems if rel.stem == s or rel.stem.startswith(s + "-")]
+    return min(roots, key=len) if roots else None
+
+def unit_poses(units: Path, folder: str | Path, root: str) -> list[Path]:
+    "Every picture of unit `root` in `folder` under `units`: its poses and animation frames, dying frames left out."
+    return [p for p in sorted((units / folder).glob("*.png"))
+            if (p.stem == root or p.stem.startswith(root + "-")) and not any(k in p.stem for k in DYING)]
+
+def pose_groups(real: Path, units: Path, split: str = "train") -> list[list[Path]]:
+    ("Same-character groups of the colour set `real`'s `split`: each Wesnoth unit with a sprite there and all its poses "
+     "from the unpacked `units` (the split's copy where it has one), without a picture of a family another split holds.")
+    own = real / split / "wesnoth-units"
+    others = {unit_family(p.name) for s in SPLITS if s != split and (real / s / "wesnoth-units").is_dir()
+              for p in find_images(real / s / "wesnoth-units")}
+    seen, groups = set(), []
+    for sprite in sorted(find_images(own)) if own.is_dir() else []:
+        rel = sprite.relative_to(own)
+        root = unit_root(units, rel)
+        if root is None or (rel.parent, root) in seen: continue
+        seen.add((rel.parent, root))
+        poses = [own / p.relative_to(units) if (own / p.relative_to(units)).is_file() else p
+                 for p in unit_poses(units, rel.parent, root) if unit_family(p.name) not in others]
+        if len(poses) >= 2: groups.append(poses)
+    return groups
+
+def write_pose_groups(cache: Path, real: Path) -> tuple[Path, list]:
+    ("Write the training split's `pose_groups` of the colour set `real` (from the Wesnoth units unpacked in `cache`) to "
+     "`real/train-poses.json` (replacing the previous one: the file is the build's); (file, groups).")
+    src = next(s for s in COLOUR_SOURCES if s.name == "wesnoth-units")
+    units = cache / "unpacked" / src.package / src.root
+    if not units.is_dir(): raise RealArtError(f"{units}: no unpacked Wesnoth units (run mangacolor realart fetch)")
+    if not (real / "train").is_dir(): raise RealArtError(f"{real}: no train/ split (build --set colour first)")
+    groups = pose_groups(real, units)
+    return write_reference_groups(groups, real / POSE_GROUPS, overwrite=True), groups
+
 # %% ../../nbs/17_realart.ipynb #3d4f81ad
 def add_realart_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `mangacolor realart`: fetch | build | all."
-    p.add_argument("action", choices=("fetch", "build", "all"),
-                   help="fetch: download + unpack; build: write the dataset; all: both")
+    p.add_argument("action", choices=("fetch", "build", "all", "poses"),
+                   help="fetch: download + unpack; build: write the dataset; all: both; poses: write the colour set's "
+                        f"same-character groups of its training split ({POSE_GROUPS}, also written by build --set "
+                        "colour)")
     p.add_argument("--set", dest="bench", choices=tuple(SETS), default="default",
                    help="default: today's benchmark (openclipart + Wesnoth portraits) in OUT; colour: the colour-only "
                    "benchmark (openclipart's colour files, Tux Paint stamps, Wesnoth units; colour portraits as cross) "
@@ -619,12 +666,18 @@ def run_realart(args) -> int:
         versions = fetch(cache, bench.sources)
         print("fetched: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f" into {cache} in "
                                                                                  f"{time.time() - t0:.1f} s")
+    if args.action == "poses" and bench.name != "colour":
+        raise RealArtError("poses: the groups are the colour set's (Wesnoth units): give --set colour")
     if args.action in ("build", "all"):
         check_out(root)
         split = Path(args.split_list) if args.split_list else None
         print_summary(build(cache, root / bench.subdir if bench.subdir else root, split, args.write_split, args.jobs,
                             bench, getattr(args, "drop_gray", False), store_root=root, max_pixels=args.max_pixels,
                             max_side=args.max_side, seed=args.seed, heldout=args.heldout, val=args.val))
+    if bench.name == "colour" and args.action in ("build", "all", "poses"):
+        path, groups = write_pose_groups(cache, root / bench.subdir)
+        print(f"same-character groups: {len(groups)} training units, {sum(map(len, groups))} pictures -> {path} "
+              "(mangacolor train --reference-groups)")
     return 0
 
 # %% ../../nbs/17_realart.ipynb #3c54a149
