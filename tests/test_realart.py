@@ -246,6 +246,18 @@ def test_colour_cli_writes_out_colour(colour, tmp_path, capsys):
     dm = SketchDataModule(tmp_path / "ds" / "colour", batch_size=2, resize=8, num_workers=0, cache=False, pairs=False)
     assert {s: len(v) for s, v in dm.sources.items()} == {s: summary["splits"][s] for s in ("train", "val", "test")}
     realart.check_out(tmp_path / "ds")          # a root holding only colour/ (a realart build) is no foreign folder
+    # the training units' poses: same-character groups that never hold a held-out unit's picture
+    groups = json.loads((tmp_path / "ds" / "colour" / realart.POSE_GROUPS).read_text())["groups"]
+    assert f"same-character groups: {len(groups)} training units" in out
+    ds = tmp_path / "ds" / "colour"
+    held = {realart.unit_family(p.name) for s in ("val", "test") for p in (ds / s).rglob("*.png")
+            if "wesnoth-units" in p.parts}
+    assert all(realart.unit_family(Path(f).name) not in held for g in groups for f in g)
+    train_units = {realart.unit_family(p.name) for p in (tmp_path / "ds" / "colour" / "train").rglob("*.png")
+                   if "wesnoth-units" in p.parts}
+    assert {realart.unit_family(Path(g[0]).name) for g in groups} == train_units & {"knight"}   # 2+ pictures
+    rc = realart.main(["poses", "--cache", str(tmp / "cache"), "--out", str(tmp_path / "ds")])
+    assert rc == 2 and "give --set colour" in capsys.readouterr().err
 
 
 def test_drop_gray_is_recorded(built, tmp_path, capsys):

@@ -112,6 +112,34 @@ def test_train_cli_records_the_reference_recipe_and_the_run_reloads(tmp_path):
     assert G(torch.zeros(1, 1, 32, 32), reference=_colour()).shape == (1, 2, 32, 32)
 
 
+def _folder_with_poses(root):
+    "train/ and val/ of plain pictures, and poses/ of two characters in three poses each, listed in groups.json."
+    for split, n in (("train", 6), ("val", 4), ("poses", 6)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            px = np.full((40, 40, 3), (40 * i, 120, 220 - 30 * i), np.uint8)
+            px[8:30, 10:24] = (200, 40 * (i % 3), 90 if i < 3 else 10)
+            Image.fromarray(px).save(root / split / f"{i}.png")
+    groups = {"groups": [[f"poses/{i}.png" for i in k] for k in ((0, 1, 2), (3, 4, 5))]}
+    (root / "groups.json").write_text(json.dumps(groups))
+    return root / "groups.json"
+
+
+def test_train_cli_trains_with_same_character_groups_and_refuses_them_without_a_reference(tmp_path):
+    groups = _folder_with_poses(tmp_path / "data")
+    base = ["train", "--data", tmp_path / "data", "--size", 32, "--width", 8, "--depth", 3, "--batch-size", 4,
+            "--epochs", 1, "--limit", 8, "--val-limit", 4, "--device", "cpu", "--no-pretrained", "--no-tensorboard",
+            "--reference-groups", groups]
+    rc, _, err = _cli([*base, "--out", tmp_path / "ref", "--guidance", "reference"])
+    assert rc == 0, err[-2000:]
+    assert json.loads((tmp_path / "ref" / "config.json").read_text())["reference_groups"] == str(groups)
+    rc, _, err = _cli([*base, "--out", tmp_path / "hints", "--guidance", "hints"])
+    assert rc == 2 and "only a reference guidance" in err and err.count("\n") == 1, err
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    rc, _, err = _cli([*base[:-1], tmp_path / "bad.json", "--out", tmp_path / "bad", "--guidance", "reference"])
+    assert rc == 2 and "not a reference groups file" in err and err.count("\n") == 1, err
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     "A saved reference generator (random weights) and a saved palette generator."
