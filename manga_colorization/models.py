@@ -296,7 +296,11 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           # reference + hints: the spread counts where the transfer is unsure (base = w·spread +
                           # (1 - w)·transfer, w = spread sureness · √(1 - transfer sureness)); False: the spread
                           # over the transfer wherever the spread is sure (nearly everywhere with 10 hints)
-                          reference_hint_gate=False)
+                          reference_hint_gate=False,
+                          # queries from the page's gray encoded alone, as the reference's gray is (both sides of
+                          # the match the same function of a gray picture); False: the page's own features (its
+                          # hints, spread and transfer in the encoder's input, which the reference's lack)
+                          reference_siamese=False)
 REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
 
 def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
@@ -307,6 +311,7 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
     G.reference_residual = bool(o["reference_residual"] and G.use_reference)
     G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
     G.reference_hint_gate = bool(o["reference_hint_gate"] and G.use_reference)
+    G.reference_siamese = bool(o["reference_siamese"] and G.use_reference)
     if G.reference_residual and (out_ch != 2 or head != "tanh"):
         raise UserError("reference_residual needs a Lab-chroma generator with the tanh head (out_ch=2, head='tanh'), "
                         f"got out_ch={out_ch}, head={head!r}")
@@ -520,7 +525,8 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
             rgb = F.interpolate(rgb, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
         rgb = rgb.clamp(-1, 1).expand(B, -1, -1, -1)
     present = (rgb < PAPER_WHITE - 1e-3).flatten(1).any(1).float().view(B, 1, 1, 1)
-    ref = dict(rgb=rgb, present=present, gray=rgb_to_gray(rgb).to(x), ab=rgb_to_lab_norm(rgb)[:, 1:] * present)
+    ref = dict(rgb=rgb, present=present, gray=rgb_to_gray(rgb).to(x), ab=rgb_to_lab_norm(rgb)[:, 1:] * present,
+               page=x[:, :1])
     if G.reference_transfer or G.reference_residual:
         ab, dist = _transfer(G, x[:, :1].float(), rgb, present)
         ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
@@ -569,9 +575,12 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     if not ref["present"].any():
         return {lv: skips[lv - 1].new_zeros(len(skips[lv - 1]), 3, *skips[lv - 1].shape[-2:])
                 for lv in G.reference_levels}
-    h = torch.cat([ref["gray"].expand(-1, G.in_ch, -1, -1),
-                   ref["gray"].new_zeros(len(ref["gray"]), G.enc_in - G.in_ch, *ref["gray"].shape[-2:])], 1)
-    feats, out = _encode(G, h, None, max(G.reference_levels)), {}
+    def alone(gray):       # the encoder's features of a gray picture with no guidance (zeros in its other channels)
+        h = torch.cat([gray.expand(-1, G.in_ch, -1, -1), gray.new_zeros(len(gray), G.enc_in - G.in_ch,
+                                                                         *gray.shape[-2:])], 1)
+        return _encode(G, h, None, max(G.reference_levels))
+    feats, out = alone(ref["gray"]), {}
+    if G.reference_siamese: skips = alone(ref["page"])
     for lv in G.reference_levels:
         q, k = G.ref_query[str(lv)](skips[lv - 1]), G.ref_key[str(lv)](feats[lv - 1])
         B, d, hh, ww = q.shape
