@@ -300,7 +300,10 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           # queries from the page's gray encoded alone, as the reference's gray is (both sides of
                           # the match the same function of a gray picture); False: the page's own features (its
                           # hints, spread and transfer in the encoder's input, which the reference's lack)
-                          reference_siamese=False)
+                          reference_siamese=False,
+                          # share of training images whose transfer is withheld (zeros, unsure): the decoder has to
+                          # use the correspondence as well (inference always has the transfer)
+                          reference_transfer_drop=0.0)
 REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
 
 def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
@@ -312,6 +315,9 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
     G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
     G.reference_hint_gate = bool(o["reference_hint_gate"] and G.use_reference)
     G.reference_siamese = bool(o["reference_siamese"] and G.use_reference)
+    G.reference_transfer_drop = float(o["reference_transfer_drop"]) if G.use_reference else 0.0
+    if not 0 <= G.reference_transfer_drop < 1:
+        raise UserError(f"reference_transfer_drop is a share in [0, 1), got {G.reference_transfer_drop}")
     if G.reference_residual and (out_ch != 2 or head != "tanh"):
         raise UserError("reference_residual needs a Lab-chroma generator with the tanh head (out_ch=2, head='tanh'), "
                         f"got out_ch={out_ch}, head={head!r}")
@@ -428,6 +434,8 @@ def forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | N
                    *([ref["transfer"]] if self.reference_transfer else [])], 1)
     skips = _encode(self, h, _hint_levels(hints, self.depth - 1) if self.hint_pyramid else None)
     corr = _correspondence(self, skips, ref)
+    # what a training step's correspondence loss needs (`train.match_loss`)
+    self.__dict__["last_match"] = (corr, ref["present"]) if self.training and corr else None
     h = _fuse(self, skips.pop(), self.depth, ext, corr)
     for j, up in enumerate(self.ups):
         h = up(h)
@@ -530,6 +538,9 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
     if G.reference_transfer or G.reference_residual:
         ab, dist = _transfer(G, x[:, :1].float(), rgb, present)
         ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
+        if G.training and G.reference_transfer_drop > 0:                  # withheld: as if the reference matched nothing
+            keep = (torch.rand(B, 1, 1, 1, device=ab.device) >= G.reference_transfer_drop).to(ab)
+            ab, sure = ab * keep, sure * keep
         ref.update(base=ab.to(x), sure=sure.to(x), transfer=torch.cat([ab, sure], 1).to(x))
     return ref
 

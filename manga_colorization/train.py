@@ -21,6 +21,7 @@ import numpy as np
 from fastcore.basics import patch
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader
@@ -44,11 +45,11 @@ __all__ = ['RECIPES', 'SEED_GEN_OPTIONS', 'RECIPE_GEN_OPTIONS', 'HINT_SPREAD_OPT
            'DEMO_META', 'BaseTrainConfig', 'TrainConfig', 'guided_default', 'apply_recipe', 'TrainState', 'rng_state',
            'set_rng_state', 'make_train_loader', 'lr_factor', 'EMA', 'sample_sheet', 'dist_env', 'all_true',
            'trainable', 'NonFiniteLossError', 'DeviceSetup', 'train_precision', 'setup_device', 'build_generator',
-           'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'predict', 'show_hints', 'validate',
-           'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream', 'ProgressLog',
-           'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision', 'resume_config', 'start_run',
-           'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands', 'demo_guided_generator',
-           'save_demo_generator']
+           'guidance_sampler', 'build_loss', 'build_discriminator', 'GANStep', 'match_loss', 'predict', 'show_hints',
+           'validate', 'Callback', 'EpochRecord', 'Checkpointer', 'MetricsLog', 'TensorBoardLog', 'log_stream',
+           'ProgressLog', 'default_callbacks', 'Trainer', 'setting_conflicts', 'recorded_precision', 'resume_config',
+           'start_run', 'train', 'add_config_arguments', 'given_options', 'run_train', 'add_commands',
+           'demo_guided_generator', 'save_demo_generator']
 
 # %% ../nbs/09_train.ipynb #79ce7c83
 def _opt(default, help: str, **kw):
@@ -195,6 +196,10 @@ class TrainConfig(_ColorizerFields):
                                               "its augmented self (a reference guidance)")
     reference_pair_warp: float = _opt(0.5, "share of those true-pair references also warped and cut like an augmented "
                                            "self")
+    reference_match: float = _opt(0.0, "weight of the correspondence's own loss (a reference guidance, "
+                                       "`match_loss`): the reference chroma each page cell attends to against the "
+                                       "target's chroma there; without it the decoder can leave the correspondence "
+                                       "unused (benchmarks/reference_ablation.json)")
     val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the "
                               "palette is the target's)")
 
@@ -534,6 +539,18 @@ def set_lr(self: GANStep, factor: float):
     if self.opt_d is not None:
         for g in self.opt_d.param_groups: g["lr"] = (self.config.lr_d or self.config.lr) * factor
 
+# %% ../nbs/09_train.ipynb #pa7a0e15
+def match_loss(corr: dict,              # {level: (B, 3, h, w)} the correspondence (attended ab/110 + largest weight)
+               present: torch.Tensor,   # (B, 1, 1, 1) 1 where a reference is present
+               target: torch.Tensor,    # (B, 2, H, W) Lab chroma ab/110 or (B, 3, H, W) RGB targets in [-1, 1]
+              ) -> torch.Tensor:
+    ("The correspondence's own loss: at each level, L1 between the reference chroma each page cell attends to and the "
+     "target's chroma averaged over that cell; images without a reference left out.")
+    ab = (target if target.shape[1] == 2 else rgb_to_lab_norm(target)[:, 1:]).float()
+    terms = [((c[:, :2].float() - F.avg_pool2d(ab, ab.shape[-1] // c.shape[-1])).abs() * present).mean()
+             for c in corr.values()]
+    return torch.stack(terms).mean() / present.float().mean().clamp(min=1e-6)
+
 # %% ../nbs/09_train.ipynb #5888024f
 @patch
 def finite_update(self: GANStep, loss: torch.Tensor, module: nn.Module, opt) -> bool:
@@ -570,6 +587,10 @@ def g_update(self: GANStep, inp, target, fake, allowed: bool = True) -> tuple[di
         fake_logits = self.D(inp, fake) if self.D is not None else None
         terms = self.loss(fake, target, fake_logits, gray=inp[:, :1],
                           logits=getattr(getattr(self.G, "final", None), "last_logits", None))
+    weight, match = getattr(self.config, "reference_match", 0.0), self.G.__dict__.get("last_match")
+    if weight and match is not None:
+        terms["loss_match"] = match_loss(*match, target)
+        terms["loss_g"] = terms["loss_g"] + weight * terms["loss_match"]
     terms["loss_g"].backward()
     ok = self.finite_update(terms["loss_g"], self.G, self.opt_g) if allowed else False
     if not allowed: self.opt_g.zero_grad(set_to_none=True)
@@ -694,7 +715,8 @@ class EpochRecord(Callback):
             if shown is not None:
                 (t.run.path / "samples").mkdir(parents=True, exist_ok=True)
                 t.sample_sheet(*shown).save(t.run.sample_path(s.epoch))
-            losses = {k: s.epoch_sums.get(k, 0.0) / max(s.epoch_images, 1) for k in (*LOSS_TERMS, "loss_d")}
+            terms = (*LOSS_TERMS, "loss_d", *(["loss_match"] if "loss_match" in s.epoch_sums else []))
+            losses = {k: s.epoch_sums.get(k, 0.0) / max(s.epoch_images, 1) for k in terms}
             epoch_time = s.train_time - (s.last_record or {}).get("time_s", 0.0)
             record = {"epoch": s.epoch, "step": s.step, **metrics, **losses,
                       "lr": t.step_fn.opt_g.param_groups[0]["lr"],
