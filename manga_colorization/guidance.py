@@ -138,6 +138,17 @@ def sample_hints(ab: torch.Tensor,                # (B, 2, H, W) target chroma a
             out[i, 2, y0:y1, x0:x1] = 1
     return out
 
+# %% ../nbs/03_guidance.ipynb #pa7a0e16
+def _has_partner(partner: torch.Tensor) -> torch.Tensor:
+    "(B,) True where a batch's partner is a picture (not NaN)."
+    return ~torch.isnan(partner).flatten(1).any(1)
+
+def _turn_partners(partner: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    "The partners that are pictures with their Lab hue turned by their targets' `angles` (NaN rows as they are)."
+    has, partner = _has_partner(partner), partner.float().clone()
+    if has.any(): partner[has] = hue_rotate(partner[has], angles[has])
+    return partner
+
 # %% ../nbs/03_guidance.ipynb #a0000016
 @dataclass
 class GuidanceSampler:
@@ -158,7 +169,8 @@ class GuidanceSampler:
     def __post_init__(self):
         self.hints, self.palette = guidance_parts(self.guidance)
         self.reference = uses_reference(self.guidance)
-        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop", "reference_none", "reference_pair_warp"):
+        for name in ("hue_rotate", "hint_none", "palette_none", "palette_crop", "reference_none",
+                     "reference_pair_warp"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.hint_mean < 1 or self.hint_max < 1:
@@ -176,10 +188,11 @@ class GuidanceSampler:
         return (geo.clamp(max=self.hint_max) * keep).long()
 
     def __call__(self, rgb: torch.Tensor, generator=None,
-                 partner: torch.Tensor | None = None,  # (B, 3, H, W) another picture of each target's character; NaN: none
+                 # (B, 3, H, W) another picture of each target's character; NaN: none
+                 partner: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict]:
-        ("(targets, {'hints': ..., 'palette': ..., 'reference': ...}) for a training batch of RGB targets (B, 3, H, W) in "
-         "[-1, 1]; a target's partner, turned by its hue angle, is its reference instead of its augmented self.")
+        ("(targets, {'hints': ..., 'palette': ..., 'reference': ...}) for a training batch of RGB targets (B, 3, H, "
+         "W) in [-1, 1]; a target's partner, turned by its hue angle, is its reference instead of its augmented self.")
         rgb = rgb.float()
         B = rgb.shape[0]
         if self.hue_rotate > 0:
@@ -196,16 +209,6 @@ class GuidanceSampler:
             guide["palette"] = pal * (torch.rand(B, generator=generator) >= self.palette_none).view(B, 1, 1)
         if self.reference: guide["reference"] = self._references(rgb, generator, partner)
         return rgb.contiguous(), guide
-
-def _has_partner(partner: torch.Tensor) -> torch.Tensor:
-    "(B,) True where a batch's partner is a picture (not NaN)."
-    return ~torch.isnan(partner).flatten(1).any(1)
-
-def _turn_partners(partner: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    "The partners that are pictures with their Lab hue turned by their targets' `angles` (NaN rows as they are)."
-    has, partner = _has_partner(partner), partner.float().clone()
-    if has.any(): partner[has] = hue_rotate(partner[has], angles[has])
-    return partner
 
 # %% ../nbs/03_guidance.ipynb #cee7f121
 @patch

@@ -538,7 +538,7 @@ def _reference_guide(G: UNetGenerator, x: torch.Tensor, reference: torch.Tensor 
     if G.reference_transfer or G.reference_residual:
         ab, dist = _transfer(G, x[:, :1].float(), rgb, present)
         ab, sure = ab * present, torch.exp(-20 * dist) * present        # 1 at a perfect match, 1/e at distance 0.05
-        if G.training and G.reference_transfer_drop > 0:                  # withheld: as if the reference matched nothing
+        if G.training and G.reference_transfer_drop > 0:        # withheld: as if the reference matched nothing
             keep = (torch.rand(B, 1, 1, 1, device=ab.device) >= G.reference_transfer_drop).to(ab)
             ab, sure = ab * keep, sure * keep
         ref.update(base=ab.to(x), sure=sure.to(x), transfer=torch.cat([ab, sure], 1).to(x))

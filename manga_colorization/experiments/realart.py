@@ -600,8 +600,8 @@ def unit_poses(units: Path, folder: str | Path, root: str) -> list[Path]:
             if (p.stem == root or p.stem.startswith(root + "-")) and not any(k in p.stem for k in DYING)]
 
 def pose_groups(real: Path, units: Path, split: str = "train") -> list[list[Path]]:
-    ("Same-character groups of the colour set `real`'s `split`: each Wesnoth unit with a sprite there and all its poses "
-     "from the unpacked `units` (the split's copy where it has one), without a picture of a family another split holds.")
+    ("Same-character groups of the colour set `real`'s `split`: each Wesnoth unit with a sprite there and all its "
+     "poses from the unpacked `units` (the split's copy where it has one), none of a family another split holds.")
     own = real / split / "wesnoth-units"
     others = {unit_family(p.name) for s in SPLITS if s != split and (real / s / "wesnoth-units").is_dir()
               for p in find_images(real / s / "wesnoth-units")}
@@ -617,8 +617,8 @@ def pose_groups(real: Path, units: Path, split: str = "train") -> list[list[Path
     return groups
 
 def write_pose_groups(cache: Path, real: Path) -> tuple[Path, list]:
-    ("Write the training split's `pose_groups` of the colour set `real` (from the Wesnoth units unpacked in `cache`) to "
-     "`real/train-poses.json` (replacing the previous one: the file is the build's); (file, groups).")
+    ("Write the training split's `pose_groups` of the colour set `real` (from the Wesnoth units unpacked in `cache`) "
+     "to `real/train-poses.json` (replacing the previous one: the file is the build's); (file, groups).")
     src = next(s for s in COLOUR_SOURCES if s.name == "wesnoth-units")
     units = cache / "unpacked" / src.package / src.root
     if not units.is_dir(): raise RealArtError(f"{units}: no unpacked Wesnoth units (run mangacolor realart fetch)")
