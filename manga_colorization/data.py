@@ -596,6 +596,13 @@ def reference_partners(groups: list, train: list, held: dict) -> tuple[list, dic
         for m in members: partners.setdefault(m, []).extend(o for o in members if o != m)
     return train, partners
 
+def _check_pair_groups(partners: dict, path) -> None:
+    "A `UserError` naming the first picture of the groups in `path` that is not an ASCP pair, as the data's are."
+    single = next((p for p in partners if not _detect_pairs([p])), None)
+    if single is not None:
+        raise UserError(f"{single}: not an ASCP pair (colour + sketch side by side) as the data's files are; the "
+                        f"pictures of {path} must be laid out like the data")
+
 # %% ../nbs/02_data.ipynb #323ba557
 class EpochSampler(Sampler):
     ("Yields `(index, epoch)` keys: epoch e's permutation seeded by (seed, e), equal shares per rank, at most `limit` "
@@ -874,6 +881,7 @@ class SketchDataModule(_SplitLoaders):
                                                                     splits["train"],
                                                                     {s: v for s, v in splits.items() if s != "train"})
             self.pairs = _detect_pairs(splits["train"]) if pairs == "auto" else bool(pairs)
+            if self.partners and self.pairs: _check_pair_groups(self.partners, reference_groups)
             self.cache = _open_cache(cache)
             self.sources = {s: FileSource(v, self.pairs, self.cache, resize_filter,
                                           max_pixels) for s, v in splits.items()}
