@@ -577,6 +577,7 @@ def write_reference_groups(groups: list, path: str | os.PathLike, overwrite: boo
     path.write_text(json.dumps({"groups": rel}, indent=0) + "\n")
     return path
 
+# %% ../nbs/02_data.ipynb #pa7a0e18
 def reference_partners(groups: list, train: list, held: dict) -> tuple[list, dict]:
     ("(train paths with the groups' pictures added, {train name: names of the other members of its group}); a picture "
      "of a held-out split (`held`: {split: paths}) in a group is a `UserError`.")

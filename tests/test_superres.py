@@ -256,4 +256,5 @@ def test_train_help_is_one_flag_per_train_config_field():
     fields = [f.name for f in dataclasses.fields(TrainConfig)
               if f.name != "kind" and f.metadata.get("cli") is not False]
     assert got == flags(fields) | {"--resume", "--overwrite"}
-    assert len(got) == 72 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss"} <= got
+    assert len(got) == 75 and {"--guidance", "--palette-k", "--hue-rotate", "--seed-defects", "--arch", "--loss",
+                               "--reference-groups", "--reference-match"} <= got
