@@ -547,7 +547,8 @@ def match_loss(corr: dict,              # {level: (B, 3, h, w)} the corresponden
     ("The correspondence's own loss: at each level, L1 between the reference chroma each page cell attends to and the "
      "target's chroma averaged over that cell; images without a reference left out.")
     ab = (target if target.shape[1] == 2 else rgb_to_lab_norm(target)[:, 1:]).float()
-    terms = [((c[:, :2].float() - F.avg_pool2d(ab, ab.shape[-1] // c.shape[-1])).abs() * present).mean()
+    # the target averaged to each level's cells (a padded page's cells cover its pad too: adaptive pooling)
+    terms = [((c[:, :2].float() - F.adaptive_avg_pool2d(ab, c.shape[-2:])).abs() * present).mean()
              for c in corr.values()]
     return torch.stack(terms).mean() / present.float().mean().clamp(min=1e-6)
 
