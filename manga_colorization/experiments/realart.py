@@ -605,14 +605,14 @@ def pose_groups(real: Path, units: Path, split: str = "train") -> list[list[Path
     own = real / split / "wesnoth-units"
     others = {unit_family(p.name) for s in SPLITS if s != split and (real / s / "wesnoth-units").is_dir()
               for p in find_images(real / s / "wesnoth-units")}
+    def copy(p): return q if (q := own / p.relative_to(units)).is_file() else p     # the split's copy, if any
     seen, groups = set(), []
     for sprite in sorted(find_images(own)) if own.is_dir() else []:
         rel = sprite.relative_to(own)
         root = unit_root(units, rel)
         if root is None or (rel.parent, root) in seen: continue
         seen.add((rel.parent, root))
-        poses = [own / p.relative_to(units) if (own / p.relative_to(units)).is_file() else p
-                 for p in unit_poses(units, rel.parent, root) if unit_family(p.name) not in others]
+        poses = [copy(p) for p in unit_poses(units, rel.parent, root) if unit_family(p.name) not in others]
         if len(poses) >= 2: groups.append(poses)
     return groups
 
