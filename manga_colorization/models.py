@@ -31,7 +31,7 @@ __all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'REFERENCE
            'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS', 'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS',
            'SKIPS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv',
            'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins',
-           'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator', 'spread_hints', 'ModelEntry',
+           'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator', 'grow_refine', 'spread_hints', 'ModelEntry',
            'register_model', 'list_models', 'model_options', 'create_model', 'model_task', 'unet', 'unet_att',
            'unet_ext', 'unet_att_ext', 'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field',
            'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps',
@@ -303,7 +303,11 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           reference_siamese=False,
                           # share of training images whose transfer is withheld (zeros, unsure): the decoder has to
                           # use the correspondence as well (inference always has the transfer)
-                          reference_transfer_drop=0.0)
+                          reference_transfer_drop=0.0,
+                          # K > 0: refine the finest correspondence one level finer (1/4 -> 1/2), each finer cell
+                          # choosing among the children of its coarse cell's K best matches (`_refine`); its attended
+                          # chroma joins the output layer's input. 0: no refinement
+                          reference_refine=0)
 REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
 
 def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
@@ -323,15 +327,26 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
                         f"got out_ch={out_ch}, head={head!r}")
     factors = tuple(int(f) for f in (o["reference_at"] or ())) if G.use_reference else ()
     G.reference_levels = tuple(sorted({_attention_level(f, depth) for f in factors}))
+    _refine_setup(G, o["reference_refine"], factors)
     # "a hint wins where it is": a reference + hints generator's chroma is the hint's at a hinted pixel
     G.hint_override = G.use_reference and G.use_hints and out_ch == 2 and head == "tanh"
     return REFERENCE_CHANNELS * G.reference_transfer
 
+# %% ../nbs/05_models.ipynb #ref0mods
+def _refine_setup(G: nn.Module, K: int, factors: tuple):
+    "Set `reference_refine` (K) and the level it refines to (`refine_level`), checked."
+    G.reference_refine = int(K) if G.use_reference else 0
+    if G.reference_refine < 0 or (G.reference_refine and (not G.reference_levels or G.reference_levels[0] < 2)):
+        raise UserError(f"reference_refine needs K >= 0 and a correspondence at 1/4 or coarser to refine, got "
+                        f"K={K} with reference_at={factors}")
+    G.refine_level = G.reference_levels[0] - 1 if G.reference_refine else None
+
 def _reference_modules(G: nn.Module, at: list) -> list:
     "Queries and keys (1x1 convs) of each correspondence level; the level channels `at` with what it adds."
     d = G.reference_dim
-    G.ref_query = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.reference_levels})
-    G.ref_key = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.reference_levels})
+    levels = G.reference_levels + ((G.refine_level,) if G.reference_refine else ())
+    G.ref_query = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in levels})
+    G.ref_key = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in levels})
     return [c + REFERENCE_CHANNELS * (lv in G.reference_levels) for lv, c in enumerate(at)]
 
 
@@ -386,13 +401,13 @@ class UNetGenerator(nn.Module):
                               HINT_CHANNELS * self.hint_pyramid)
         dec = _reference_modules(self, at)
         self.ups = _decoder(self.widths, dec, norm, up_act, upsample, dropout, dropout_blocks, conv_bias)
-        self.final = final_layer(dec[1] + widths[0], out_ch, upsample, head, ab_bins, decode, temperature)
+        self.final = final_layer(dec[1] + widths[0] + REFERENCE_CHANNELS * bool(self.reference_refine), out_ch,
+                                 upsample, head, ab_bins, decode, temperature)  # a refined match: after the last skip
         self.attention = None if attention_at is None else SelfAttention(at[self.attention_level], heads,
                                                                          scaled=attention_scaled)
         self.ext_proj = None if self.fuse_level is None else nn.Conv2d(ext_channels[0], widths[self.fuse_level - 1], 1)
         init_weights(self, init)
-        self.film = PaletteFiLM([widths[self.depth - j - 2] for j in range(self.depth - 1)],
-                                palette_k) if self.use_palette else None
+        self.film = PaletteFiLM(list(self.widths[-2::-1]), palette_k) if self.use_palette else None  # coarse to fine
         self.extractor = extractor                    # attached after init: its weights are its own
         self.config: dict = {}
 
@@ -442,6 +457,7 @@ def forward_padded(self: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | N
         if films is not None: h = h * (1 + films[j][0].to(h)) + films[j][1].to(h)
         h = _fuse(self, h, self.depth - 1 - j, ext, corr)
         h = torch.cat([h, skips.pop()], 1)
+    if self.reference_refine: h = torch.cat([h, corr[self.refine_level].to(h)], 1)
     return _output(self, self.final(h), hints, spread, ref)
 
 def _encode(G: UNetGenerator, h: torch.Tensor, pyramid: list | None = None, levels: int | None = None) -> list:
@@ -487,7 +503,7 @@ def _fuse(G: UNetGenerator, h: torch.Tensor, level: int, ext, corr: dict | None 
                 s = F.interpolate(s, size=h.shape[-2:], mode="bilinear", align_corners=False)
             h = torch.cat([h, s], 1)
     if level == G.attention_level: h = G.attention(h)
-    if corr and level in corr: h = torch.cat([h, corr[level].to(h)], 1)
+    if corr and level in G.reference_levels: h = torch.cat([h, corr[level].to(h)], 1)
     return h
 
 def _hint_input(G: UNetGenerator, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor | None:
@@ -578,6 +594,7 @@ def _attend_once(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elements: in
         att.append((w @ v.float()).to(q)); top.append(w.amax(-1).to(q))
     return torch.cat(att, 2), torch.cat(top, 2)
 
+# %% ../nbs/05_models.ipynb #ref0corr
 def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     ("{level: (B, 3, h, w)}: at each correspondence level the page's features (its skip) attend to the same encoder's "
      "features of the reference's gray; the attended reference chroma (pooled to the level) and the largest weight "
@@ -585,15 +602,16 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     if ref is None or not G.reference_levels: return {}
     if not ref["present"].any():
         return {lv: skips[lv - 1].new_zeros(len(skips[lv - 1]), 3, *skips[lv - 1].shape[-2:])
-                for lv in G.reference_levels}
+                for lv in G.reference_levels + ((G.refine_level,) if G.reference_refine else ())}
     def alone(gray):       # the encoder's features of a gray picture with no guidance (zeros in its other channels)
         h = torch.cat([gray.expand(-1, G.in_ch, -1, -1), gray.new_zeros(len(gray), G.enc_in - G.in_ch,
                                                                          *gray.shape[-2:])], 1)
         return _encode(G, h, None, max(G.reference_levels))
     feats, out = alone(ref["gray"]), {}
     if G.reference_siamese: skips = alone(ref["page"])
+    qk = lambda lv: (G.ref_query[str(lv)](skips[lv - 1]), G.ref_key[str(lv)](feats[lv - 1]))
     for lv in G.reference_levels:
-        q, k = G.ref_query[str(lv)](skips[lv - 1]), G.ref_key[str(lv)](feats[lv - 1])
+        q, k = qk(lv)
         B, d, hh, ww = q.shape
         q, k = q.flatten(2).transpose(1, 2)[:, None], k.flatten(2).transpose(1, 2)[:, None]
         v = F.avg_pool2d(ref["ab"], 2 ** lv).to(q).flatten(2).transpose(1, 2)[:, None]
@@ -601,7 +619,66 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
         else: att, top = _attend_once(q, k, v)
         att = att[:, 0].transpose(1, 2).reshape(B, 2, hh, ww)
         out[lv] = torch.cat([att, top.reshape(B, 1, hh, ww)], 1) * ref["present"].to(q)
+        if G.reference_refine and lv == G.refine_level + 1:
+            out[G.refine_level] = _refine(q[:, 0], k[:, 0], *qk(G.refine_level), F.avg_pool2d(
+                ref["ab"], 2 ** G.refine_level), G.reference_refine) * ref["present"].to(q)
     return out
+
+def _refine(q: torch.Tensor,     # (B, N, d) the coarse level's queries (N = h·w cells, row-major)
+            k: torch.Tensor,     # (B, N, d) its keys (the reference has the page's size: the same grid)
+            fq: torch.Tensor,    # (B, d', 2h, 2w) the finer level's queries
+            fk: torch.Tensor,    # (B, d', 2h, 2w) its keys
+            ab: torch.Tensor,    # (B, 2, 2h, 2w) the reference chroma pooled to the finer level
+            K: int, elements: int = 1 << 22) -> torch.Tensor:
+    ("(B, 3, 2h, 2w): the correspondence one level finer, coarse to fine. Each coarse cell keeps its K best keys; "
+     "each of its four finer cells attends over those keys' 4K children, scored by the coarse score plus the finer "
+     "one (both scaled dot products); the attended chroma and the largest weight. Memory and time grow with the "
+     "page's cells times 4K, not with cells²: it runs at page size. In chunks of coarse cells.")
+    B, d2, H, W = fq.shape
+    h, w, K = H // 2, W // 2, min(K, k.shape[1])
+    # the finer level in coarse-cell order: (B, N, 4, d'), a cell's children (0,0), (0,1), (1,0), (1,1)
+    cells = lambda t: t.reshape(B, t.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, 4, t.shape[1])
+    fq, fk, ab = cells(fq), cells(fk), cells(ab.to(fq))
+    n, parts = max(1, elements // (k.shape[1] + 4 * K * (d2 + 4))), []
+    for s in range(0, h * w, n):
+        score, idx = torch.topk((q[:, s:s + n] @ k.transpose(1, 2)).float() * q.shape[-1] ** -0.5, K, -1)
+        pick = lambda t: torch.gather(t, 1, idx.flatten(1)[..., None, None].expand(-1, -1, 4, t.shape[-1])
+                                      ).reshape(B, -1, K * 4, t.shape[-1])          # (B, n, 4K, c)
+        keys, vals = pick(fk), pick(ab)
+        fine = torch.einsum("bncd,bnkd->bnck", fq[:, s:s + n].float(), keys.float()) * d2 ** -0.5   # (B, n, 4, 4K)
+        wgt = (fine + score.repeat_interleave(4, -1)[:, :, None]).softmax(-1)
+        parts.append(torch.cat([wgt @ vals.float(), wgt.amax(-1, keepdim=True)], -1))      # (B, n, 4, 3)
+    out = torch.cat(parts, 1).reshape(B, h, w, 2, 2, 3).permute(0, 5, 1, 3, 2, 4)
+    return out.reshape(B, 3, H, W).to(fq)
+
+# %% ../nbs/05_models.ipynb #de6de77b
+def grow_refine(G: UNetGenerator,   # a generator built with `reference_refine`
+                state: dict,        # the state dict of the same generator built without it
+               ) -> UNetGenerator:
+    ("Load `state` into `G`, which differs from the generator that saved it only by `reference_refine`: every tensor "
+     "as it was; the output layer's first weight gains zero weights for the refined correspondence's channels "
+     "(appended last to its input), so `G` computes what the old generator did until training moves them; the finer "
+     "level's query and key keep their fresh init. Anything else that does not fit is one `UserError`.")
+    new = G.state_dict()
+    fresh = {k for k in new if k.startswith(("ref_query.", "ref_key.")) and k.split(".")[1] == str(G.refine_level)}
+    missing, extra = set(new) - set(state) - fresh, set(state) - set(new)
+    if not G.reference_refine or missing or extra or fresh & set(state):
+        raise UserError("grow_refine loads a generator saved without reference_refine into the same one with it; "
+                        f"these do not match: {sorted(missing | extra | (fresh & set(state)))[:4]}")
+    out = {}
+    for name, t in state.items():
+        want = new[name].shape
+        if t.shape != want:
+            diff = [d for d in range(t.dim()) if t.shape[d] != want[d]]
+            if not name.startswith("final.") or len(diff) != 1 or want[diff[0]] - t.shape[diff[0]] != \
+                    REFERENCE_CHANNELS:
+                raise UserError(f"grow_refine: {name} is {tuple(t.shape)} where {tuple(want)} is needed: not the "
+                                "same generator but for reference_refine")
+            pad = list(t.shape); pad[diff[0]] = REFERENCE_CHANNELS
+            t = torch.cat([t, t.new_zeros(pad)], diff[0])
+        out[name] = t
+    G.load_state_dict({**out, **{k: new[k] for k in fresh}})
+    return G
 
 # %% ../nbs/05_models.ipynb #041cbc8a
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -35,7 +35,8 @@ from .guidance import GUIDANCES, GuidanceSampler, uses_reference
 from .losses import GAN_MODES, LOSS_TERMS, LOSSES, PIXEL_LOSSES, make_loss
 from .metrics import (LOWER_IS_BETTER, METRIC_NAMES, MetricMeter, image_metrics, optional_metrics,
                                         to_unit)
-from .models import PatchDiscriminator, generator_state, make_generator, model_options, save_generator
+from .models import (PatchDiscriminator, generator_state, grow_refine, make_generator, model_options,
+                                      save_generator)
 from .runs import Run, check_out_vs_data, load_checkpoint, load_generator
 from .synthetic import synth_page
 
@@ -648,7 +649,12 @@ def load_state_dict(self: GANStep, state: dict, path):
 def init_from(self: GANStep, path: str | Path):
     "Start G from another run's generator (fine-tuning): weights only; D, optimizers and counters start fresh."
     G0 = load_generator(path, device="cpu")
-    try: self.G.load_state_dict(G0.module.state_dict())
+    try:
+        # a refining reference model may start from the same model without: the new weights start at zero
+        if getattr(self.G, "reference_refine", 0) and not getattr(G0.module, "reference_refine", 0) and \
+                {**G0.config, "reference_refine": self.G.reference_refine} == self.G.config:
+            grow_refine(self.G, G0.module.state_dict())
+        else: self.G.load_state_dict(G0.module.state_dict())
     except RuntimeError as e:
         raise UserError(f"{path}: its generator {G0.config} does not fit this run's ({self.G.config}); use matching "
                         f"--arch/--width/--depth/--out-ch ({str(e).splitlines()[0][:120]})") from None
