@@ -584,15 +584,26 @@ def _max_attention(q: torch.Tensor, k: torch.Tensor, elements: int = 1 << 22) ->
     return torch.cat([(s.amax(-1) - s.logsumexp(-1)).exp() for s in parts], 2).to(q)
 
 @torch.no_grad()
-def _attend_once(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elements: int = 1 << 22
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("(softmax(q kᵀ/√d) v, the largest weight of each query) in one pass over the scores, in chunks of queries: what "
-     "inference needs (training takes `scaled_dot_product_attention`'s gradients and `_max_attention`).")
-    n, scale, att, top = max(1, elements // k.shape[2]), q.shape[-1] ** -0.5, [], []
+def _attend_once(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elements: int = 1 << 22, K: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    ("(softmax(q kᵀ/√d) v, the largest weight of each query, and with K > 0 each query's K best keys as `_top_keys` "
+     "gives them) in one pass over the scores, in chunks of queries: what inference needs (training takes "
+     "`scaled_dot_product_attention`'s gradients, `_max_attention` and `_top_keys`).")
+    n, scale, att, top, best = max(1, elements // k.shape[2]), q.shape[-1] ** -0.5, [], [], []
     for p in q.split(n, 2):
-        w = ((p @ k.transpose(-1, -2)).float() * scale).softmax(-1)
+        s = (p @ k.transpose(-1, -2)).float() * scale
+        if K: best.append(torch.topk(s[:, 0], min(K, s.shape[-1]), -1))
+        w = s.softmax(-1)
         att.append((w @ v.float()).to(q)); top.append(w.amax(-1).to(q))
-    return torch.cat(att, 2), torch.cat(top, 2)
+    best = (torch.cat([b.values for b in best], 1), torch.cat([b.indices for b in best], 1)) if K else None
+    return torch.cat(att, 2), torch.cat(top, 2), best
+
+def _top_keys(q: torch.Tensor, k: torch.Tensor, K: int, elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    ("(scores, indices), each (B, N, K): the K best keys of each query of (B, N, d) `q` among (B, M, d) `k` by scaled "
+     "dot product (the scores keep their gradients), in chunks of queries.")
+    n, K = max(1, elements // k.shape[1]), min(K, k.shape[1])
+    parts = [torch.topk((p @ k.transpose(1, 2)).float() * q.shape[-1] ** -0.5, K, -1) for p in q.split(n, 1)]
+    return torch.cat([p.values for p in parts], 1), torch.cat([p.indices for p in parts], 1)
 
 # %% ../nbs/05_models.ipynb #ref0corr
 def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
@@ -615,38 +626,39 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
         B, d, hh, ww = q.shape
         q, k = q.flatten(2).transpose(1, 2)[:, None], k.flatten(2).transpose(1, 2)[:, None]
         v = F.avg_pool2d(ref["ab"], 2 ** lv).to(q).flatten(2).transpose(1, 2)[:, None]
-        if torch.is_grad_enabled(): att, top = F.scaled_dot_product_attention(q, k, v), _max_attention(q, k)
-        else: att, top = _attend_once(q, k, v)
+        K = G.reference_refine if G.reference_refine and lv == G.refine_level + 1 else 0     # the level refined
+        if torch.is_grad_enabled():
+            att, top = F.scaled_dot_product_attention(q, k, v), _max_attention(q, k)
+            best = _top_keys(q[:, 0], k[:, 0], K) if K else None
+        else: att, top, best = _attend_once(q, k, v, K=K)
         att = att[:, 0].transpose(1, 2).reshape(B, 2, hh, ww)
         out[lv] = torch.cat([att, top.reshape(B, 1, hh, ww)], 1) * ref["present"].to(q)
-        if G.reference_refine and lv == G.refine_level + 1:
-            out[G.refine_level] = _refine(q[:, 0], k[:, 0], *qk(G.refine_level), F.avg_pool2d(
-                ref["ab"], 2 ** G.refine_level), G.reference_refine) * ref["present"].to(q)
+        if K: out[G.refine_level] = _refine(*best, *qk(G.refine_level), F.avg_pool2d(
+            ref["ab"], 2 ** G.refine_level)) * ref["present"].to(q)
     return out
 
-def _refine(q: torch.Tensor,     # (B, N, d) the coarse level's queries (N = h·w cells, row-major)
-            k: torch.Tensor,     # (B, N, d) its keys (the reference has the page's size: the same grid)
+def _refine(score: torch.Tensor, # (B, N, K) each coarse cell's K best scores (`_top_keys`; N = h·w, row-major)
+            idx: torch.Tensor,   # (B, N, K) their keys (the reference has the page's size: the same grid)
             fq: torch.Tensor,    # (B, d', 2h, 2w) the finer level's queries
             fk: torch.Tensor,    # (B, d', 2h, 2w) its keys
             ab: torch.Tensor,    # (B, 2, 2h, 2w) the reference chroma pooled to the finer level
-            K: int, elements: int = 1 << 22) -> torch.Tensor:
+            elements: int = 1 << 22) -> torch.Tensor:
     ("(B, 3, 2h, 2w): the correspondence one level finer, coarse to fine. Each coarse cell keeps its K best keys; "
      "each of its four finer cells attends over those keys' 4K children, scored by the coarse score plus the finer "
      "one (both scaled dot products); the attended chroma and the largest weight. Memory and time grow with the "
      "page's cells times 4K, not with cells²: it runs at page size. In chunks of coarse cells.")
     B, d2, H, W = fq.shape
-    h, w, K = H // 2, W // 2, min(K, k.shape[1])
+    h, w, K = H // 2, W // 2, idx.shape[-1]
     # the finer level in coarse-cell order: (B, N, 4, d'), a cell's children (0,0), (0,1), (1,0), (1,1)
     cells = lambda t: t.reshape(B, t.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, 4, t.shape[1])
     fq, fk, ab = cells(fq), cells(fk), cells(ab.to(fq))
-    n, parts = max(1, elements // (k.shape[1] + 4 * K * (d2 + 4))), []
+    n, parts = max(1, elements // (4 * K * (d2 + 4))), []
     for s in range(0, h * w, n):
-        score, idx = torch.topk((q[:, s:s + n] @ k.transpose(1, 2)).float() * q.shape[-1] ** -0.5, K, -1)
-        pick = lambda t: torch.gather(t, 1, idx.flatten(1)[..., None, None].expand(-1, -1, 4, t.shape[-1])
+        pick = lambda t: torch.gather(t, 1, idx[:, s:s + n].flatten(1)[..., None, None].expand(-1, -1, 4, t.shape[-1])
                                       ).reshape(B, -1, K * 4, t.shape[-1])          # (B, n, 4K, c)
         keys, vals = pick(fk), pick(ab)
         fine = torch.einsum("bncd,bnkd->bnck", fq[:, s:s + n].float(), keys.float()) * d2 ** -0.5   # (B, n, 4, 4K)
-        wgt = (fine + score.repeat_interleave(4, -1)[:, :, None]).softmax(-1)
+        wgt = (fine + score[:, s:s + n].float().repeat_interleave(4, -1)[:, :, None]).softmax(-1)
         parts.append(torch.cat([wgt @ vals.float(), wgt.amax(-1, keepdim=True)], -1))      # (B, n, 4, 3)
     out = torch.cat(parts, 1).reshape(B, h, w, 2, 2, 3).permute(0, 5, 1, 3, 2, 4)
     return out.reshape(B, 3, H, W).to(fq)
