@@ -719,6 +719,8 @@ def spread_hints(hints: torch.Tensor,               # (B, 3, H, W): ab/110 at hi
     ("(B, 3, H, W): the hints' chroma spread over the image (a bilateral grid over the gray, or plain Gaussians "
      "without one), and how sure (0-1).")
     B, _, H, W = hints.shape
+    # no hint anywhere: nothing to spread (exactly what the grid gives then; a traced export keeps the grid)
+    if not torch.jit.is_tracing() and not (hints[:, 2:] > 0).any(): return hints.new_zeros(B, 3, H, W)
     mask = hints[:, 2:].clamp(0, 1)
     levels = _gray_levels(gray.to(hints), bins) if gray is not None else hints.new_ones(B, 1, H, W)
     n = bins if gray is not None else 1
