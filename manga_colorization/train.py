@@ -200,7 +200,7 @@ class TrainConfig(_ColorizerFields):
     reference_match: float = _opt(0.0, "weight of the correspondence's own loss (a reference guidance, "
                                        "`match_loss`): the reference chroma each page cell attends to against the "
                                        "target's chroma there; without it the decoder can leave the correspondence "
-                                       "unused (benchmarks/reference_ablation.json)")
+                                       "unused (benchmarks/reference_ablation_40960.json)")
     val_hints: int = _opt(10, "hints per validation image of a guided run (from the ground truth, fixed seed; the "
                               "palette is the target's)")
 
