@@ -50,7 +50,8 @@ def main():
     p.add_argument("--working-size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--precision", default="auto")
-    p.add_argument("--same-page", action="store_true", help="time one page again (the transfer reused, as in an editor)")
+    p.add_argument("--same-page", action="store_true",
+                   help="time one page again (the transfer reused, as in an editor)")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
     res = measure(a.run, working_size=a.working_size, repeat=a.repeat, precision=a.precision, same_page=a.same_page)
