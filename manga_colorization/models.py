@@ -340,13 +340,14 @@ def _refine_setup(G: nn.Module, K: int, factors: tuple):
         raise UserError(f"reference_refine needs K >= 0 and a correspondence at 1/4 or coarser to refine, got "
                         f"K={K} with reference_at={factors}")
     G.refine_level = G.reference_levels[0] - 1 if G.reference_refine else None
+    # every level the correspondence computes (what `_correspondence` returns)
+    G.match_levels = G.reference_levels + ((G.refine_level,) if G.reference_refine else ())
 
 def _reference_modules(G: nn.Module, at: list) -> list:
     "Queries and keys (1x1 convs) of each correspondence level; the level channels `at` with what it adds."
     d = G.reference_dim
-    levels = G.reference_levels + ((G.refine_level,) if G.reference_refine else ())
-    G.ref_query = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in levels})
-    G.ref_key = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in levels})
+    G.ref_query = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.match_levels})
+    G.ref_key = nn.ModuleDict({str(lv): nn.Conv2d(G.widths[lv - 1], d, 1) for lv in G.match_levels})
     return [c + REFERENCE_CHANNELS * (lv in G.reference_levels) for lv, c in enumerate(at)]
 
 
@@ -613,7 +614,7 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     if ref is None or not G.reference_levels: return {}
     if not ref["present"].any():
         return {lv: skips[lv - 1].new_zeros(len(skips[lv - 1]), 3, *skips[lv - 1].shape[-2:])
-                for lv in G.reference_levels + ((G.refine_level,) if G.reference_refine else ())}
+                for lv in G.match_levels}
     def alone(gray):       # the encoder's features of a gray picture with no guidance (zeros in its other channels)
         h = torch.cat([gray.expand(-1, G.in_ch, -1, -1), gray.new_zeros(len(gray), G.enc_in - G.in_ch,
                                                                          *gray.shape[-2:])], 1)
