@@ -17,6 +17,8 @@ from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .core import AB_SCALE, UserError, lab_to_rgb, rgb_to_lab, rgb_to_lab_norm, lab_norm_to_rgb
 from .data import load_image
@@ -490,7 +492,13 @@ def _local_std(L: torch.Tensor, k: int = 5) -> torch.Tensor:
     return (sq - mean * mean).clamp(min=0).sqrt()
 
 def _median(x: torch.Tensor, k: int = 5) -> torch.Tensor:
-    "k x k median of each channel of (B, C, H, W) `x` (borders replicated)."
+    ("k x k median of each channel of (B, C, H, W) `x` (borders replicated): on the CPU by scipy's filter, elsewhere "
+     "by `_median_unfold` (the same values).")
+    if x.device.type != "cpu" or x.requires_grad: return _median_unfold(x, k)
+    return torch.from_numpy(ndimage.median_filter(x.float().numpy(), size=(1, 1, k, k), mode="nearest")).to(x.dtype)
+
+def _median_unfold(x: torch.Tensor, k: int = 5) -> torch.Tensor:
+    "`_median` in torch on any device: the k x k windows unfolded, their median taken."
     B, C, H, W = x.shape
     windows = F.pad(x, [k // 2] * 4, mode="replicate").unfold(2, k, 1).unfold(3, k, 1)
     return windows.reshape(B, C, H, W, k * k).median(-1).values
@@ -552,15 +560,33 @@ def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, c
         feats, chroma = _reference_samples([r.float().cpu() for r in refs], L[i].cpu(), samples, remap, generator)
         feats, chroma = feats.to(gray), chroma.to(gray)
         pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
-        k = min(neighbours, len(feats))
-        # pixels of equal features (paper, flat ink, flat tones: most of a page) are matched once
-        pixels, inverse = torch.unique(pixels, dim=0, return_inverse=True)
-        near = [torch.cdist(part, feats * scale).topk(k, largest=False) for part in pixels.split(chunk)]
-        best = torch.cat([n.indices for n in near])[inverse]
-        ab[i] = chroma[best].mean(1).T.reshape(2, H, W)
-        dist[i] = torch.cat([n.values for n in near])[inverse].mean(1).reshape(1, H, W)
+        pixels, inverse = _unique_rows(pixels)
+        dists, best = _nearest(pixels, feats * scale, min(neighbours, len(feats)), chunk)
+        ab[i] = chroma[best[inverse]].mean(1).T.reshape(2, H, W)
+        dist[i] = dists[inverse].mean(1).reshape(1, H, W)
     if median > 1: ab = _median(ab, median)
     return L, ab, dist
+
+def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ("(rows, inverse): the distinct rows of (N, 2) float32 `x` and where each row of `x` is among them (`x` = "
+     "rows[inverse]). Pixels of equal features (paper, flat ink, flat tones: most of a page) are matched once; the "
+     "two floats' bits make one int64 key, far faster than `torch.unique(dim=0)`.")
+    bits = x.float().contiguous().view(torch.int32).long()
+    keys, inverse = torch.unique((bits[:, 0] << 32) | (bits[:, 1] & 0xFFFFFFFF), return_inverse=True)
+    rows = x.new_empty(len(keys), 2)
+    rows[inverse] = x
+    return rows, inverse
+
+def _nearest(x: torch.Tensor, feats: torch.Tensor, k: int, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    ("(distances, indices), each (N, k): the k nearest rows of (S, 2) `feats` to each row of (N, 2) `x`, Euclidean. "
+     "One nearest on the CPU: a k-d tree over the distinct features, exact, ties to the first sample; otherwise "
+     "`torch.cdist` in chunks of `chunk` rows (ties as `topk` breaks them).")
+    if k == 1 and x.device.type == "cpu":
+        distinct, first = np.unique(feats.float().numpy(), axis=0, return_index=True)
+        d, j = cKDTree(distinct).query(x.float().numpy(), k=1)
+        return torch.from_numpy(d).to(x)[:, None], torch.from_numpy(first[j])[:, None]
+    near = [torch.cdist(part, feats).topk(k, largest=False) for part in x.split(chunk)]
+    return torch.cat([n.values for n in near]), torch.cat([n.indices for n in near])
 
 
 # %% ../nbs/03_guidance.ipynb #tc2b97cc8b

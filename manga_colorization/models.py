@@ -27,17 +27,18 @@ from .guidance import (HINT_CHANNELS, PALETTE_FEATURES, PAPER_WHITE, guidance_pa
 from .pretrained import DanbooruFeatures
 
 # %% auto #0
-__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'REFERENCE_DEFAULTS', 'REFERENCE_CHANNELS', 'SPREAD_SIGMAS',
-           'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS', 'TASK_ALIASES', 'MODELS', 'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS',
-           'SKIPS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META', 'group_norm', 'down_block', 'upsample_conv',
-           'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple', 'init_pix2pix', 'init_weights', 'ABBins',
-           'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator', 'grow_refine', 'spread_hints', 'ModelEntry',
-           'register_model', 'list_models', 'model_options', 'create_model', 'model_task', 'unet', 'unet_att',
-           'unet_ext', 'unet_att_ext', 'make_generator', 'PatchDiscriminator', 'patchgan', 'receptive_field',
-           'count_params', 'forward_gflops', 'model_table', 'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps',
-           'lanczos_kernel', 'lanczos_up', 'Skip', 'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact',
-           'rrdb', 'generator_state', 'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state',
-           'seed_generator_options', 'fold_seed_layout', 'load_seed_checkpoint']
+__all__ = ['Factory', 'NORMS', 'UPSAMPLERS', 'INITS', 'HEAD_DECODES', 'REFERENCE_DEFAULTS', 'REFERENCE_CHANNELS',
+           'ATTENTION_CELLS', 'SPREAD_SIGMAS', 'SPREAD_BINS', 'SPREAD_RANGE', 'TASKS', 'TASK_ALIASES', 'MODELS',
+           'SEED_LAYOUT_DEFAULTS', 'HEAD_DEFAULTS', 'SKIPS', 'SCALES', 'GENERATOR_FILE', 'CONFIG_FILE', 'SEED_META',
+           'group_norm', 'down_block', 'upsample_conv', 'up_block', 'unet_widths', 'SelfAttention', 'pad_to_multiple',
+           'init_pix2pix', 'init_weights', 'ABBins', 'ClassifyHead', 'final_layer', 'PaletteFiLM', 'UNetGenerator',
+           'grow_refine', 'spread_hints', 'ModelEntry', 'register_model', 'list_models', 'model_options',
+           'create_model', 'model_task', 'unet', 'unet_att', 'unet_ext', 'unet_att_ext', 'make_generator',
+           'PatchDiscriminator', 'patchgan', 'receptive_field', 'count_params', 'forward_gflops', 'model_table',
+           'markdown_table', 'conv3', 'bilinear_up', 'lanczos_taps', 'lanczos_kernel', 'lanczos_up', 'Skip',
+           'CompactUpscaler', 'DenseBlock', 'RRDB', 'RRDBUpscaler', 'compact', 'rrdb', 'generator_state',
+           'save_generator', 'strip_wrappers', 'model_from_state', 'is_seed_state', 'seed_generator_options',
+           'fold_seed_layout', 'load_seed_checkpoint']
 
 # %% ../nbs/05_models.ipynb #4d46ead1
 Factory = Callable[..., nn.Module]
@@ -309,6 +310,9 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           # chroma joins the output layer's input. 0: no refinement
                           reference_refine=0)
 REFERENCE_CHANNELS = 3                                # what a correspondence level adds: attended ab + confidence
+# the most cells the finest correspondence level attends over (a 64 x 64 grid: a 256 px picture at 1/4); a siamese
+# generator matches a larger page and reference shrunk 2x (4x, ...) to fit (`_shrink_factor`); None: never shrunk
+ATTENTION_CELLS = 4096
 
 def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: int, head: str, depth: int) -> int:
     "Set a generator's reference attributes from options like `REFERENCE_DEFAULTS`, checked; its extra input channels."
@@ -319,6 +323,7 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
     G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
     G.reference_hint_gate = bool(o["reference_hint_gate"] and G.use_reference)
     G.reference_siamese = bool(o["reference_siamese"] and G.use_reference)
+    G.attention_cells = ATTENTION_CELLS           # an inference setting, not in the config: set None for no shrinking
     G.reference_transfer_drop = float(o["reference_transfer_drop"]) if G.use_reference else 0.0
     if not 0 <= G.reference_transfer_drop < 1:
         raise UserError(f"reference_transfer_drop is a share in [0, 1), got {G.reference_transfer_drop}")
@@ -610,11 +615,17 @@ def _top_keys(q: torch.Tensor, k: torch.Tensor, K: int, elements: int = 1 << 22)
 def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
     ("{level: (B, 3, h, w)}: at each correspondence level the page's features (its skip) attend to the same encoder's "
      "features of the reference's gray; the attended reference chroma (pooled to the level) and the largest weight "
-     "(zeros, uncomputed, when no reference is present).")
+     "(zeros, uncomputed, when no reference is present). A siamese generator matches a large page on it and its "
+     "reference shrunk (`_shrink_factor`).")
     if ref is None or not G.reference_levels: return {}
     if not ref["present"].any():
         return {lv: skips[lv - 1].new_zeros(len(skips[lv - 1]), 3, *skips[lv - 1].shape[-2:])
                 for lv in G.match_levels}
+    f = _shrink_factor(G, *ref["page"].shape[-2:])
+    if f > 1:       # matched on the page and reference shrunk f times, each level's result brought back to its grid
+        small = {**ref, **{key: F.avg_pool2d(ref[key].float(), f).to(ref[key]) for key in ("gray", "page", "ab")}}
+        return {lv: F.interpolate(o.float(), size=skips[lv - 1].shape[-2:], mode="bilinear", align_corners=False
+                                  ).to(o) for lv, o in _correspondence(G, None, small).items()}
     def alone(gray):       # the encoder's features of a gray picture with no guidance (zeros in its other channels)
         h = torch.cat([gray.expand(-1, G.in_ch, -1, -1), gray.new_zeros(len(gray), G.enc_in - G.in_ch,
                                                                          *gray.shape[-2:])], 1)
@@ -637,6 +648,19 @@ def _correspondence(G: UNetGenerator, skips: list, ref: dict | None) -> dict:
         if K: out[G.refine_level] = _refine(*best, *qk(G.refine_level), F.avg_pool2d(
             ref["ab"], 2 ** G.refine_level)) * ref["present"].to(q)
     return out
+
+
+# %% ../nbs/05_models.ipynb #a22c1ace
+def _shrink_factor(G: UNetGenerator, H: int, W: int) -> int:
+    ("1, 2, 4, ...: how many times a siamese generator shrinks an H x W page and its reference before matching them, "
+     "so that its finest correspondence level holds at most `G.attention_cells` cells (full attention costs cells², "
+     "and the softmax over many more cells than training saw flattens). The shrunk picture must still divide into "
+     "the coarsest level's cells. 1 for other generators: their queries are the page's own features at full size.")
+    if not G.reference_siamese or not G.attention_cells: return 1
+    fine, coarse, f = 2 ** G.reference_levels[0], 2 ** max(G.reference_levels), 1
+    fits = lambda f: H % (coarse * f) == 0 == W % (coarse * f)
+    while (H // (fine * f)) * (W // (fine * f)) > G.attention_cells and fits(2 * f): f *= 2
+    return f
 
 def _refine(score: torch.Tensor, # (B, N, K) each coarse cell's K best scores (`_top_keys`; N = h·w, row-major)
             idx: torch.Tensor,   # (B, N, K) their keys (the reference has the page's size: the same grid)
