@@ -229,8 +229,11 @@ SEED_GEN_OPTIONS = dict(ext_size=360, ext_head="linear", ext_antialias=False)
 RECIPE_GEN_OPTIONS = {"seed": SEED_GEN_OPTIONS, "best": dict(upsample="transposed")}
 # the hints spread over the gray (`models.spread_hints`) as input and as the base of the output the network corrects
 HINT_SPREAD_OPTIONS = dict(hint_spread=True, hint_residual=True)
-# a reference-guided generator: GroupNorm, the example-based transfer as input and residual base
-REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_residual=True)
+# a reference-guided generator: GroupNorm, the example-based transfer as input and residual base, and siamese queries
+# (the page's gray encoded alone, as the reference's is): then a large page is matched on shrunk pictures
+# (`models._shrink_factor`), a 512-px page with a reference x1.5 the time without against x2.9 (README, "Speed"), for
+# +0.3% CIEDE2000 at 40,960 real images (`benchmarks/reference_real_siamese.json` against `reference_real_40960.json`)
+REFERENCE_GEN_OPTIONS = dict(norm="group", reference_transfer=True, reference_residual=True, reference_siamese=True)
 # what `reference_hints` adds to it: the hints' spread too
 # reference + hints: the spread and its residual, counted where the transfer is unsure (`models.REFERENCE_DEFAULTS`;
 # `18d_reference_study.base_rows`: CIEDE2000 5.64 with 10 hints against 6.69 for the spread over the transfer)

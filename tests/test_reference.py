@@ -106,9 +106,10 @@ def test_train_cli_records_the_reference_recipe_and_the_run_reloads(tmp_path):
     assert rc == 0, err[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["out_ch"] == 2 and config["gen_options"] == {"norm": "group", "reference_transfer": True,
-                                                               "reference_residual": True}
+                                                               "reference_residual": True, "reference_siamese": True}
     G = load_generator(out, device="cpu")
     assert G.uses_reference and G.module.reference_residual and G.module.reference_levels == (2, 3)
+    assert G.module.reference_siamese
     assert G(torch.zeros(1, 1, 32, 32), reference=_colour()).shape == (1, 2, 32, 32)
 
 
