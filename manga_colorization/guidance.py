@@ -515,9 +515,15 @@ def _lightness(rgb: torch.Tensor) -> torch.Tensor:
     lab = rgb_to_lab(((rgb.float() + 1) / 2).clamp(0, 1))
     return torch.cat([lab[:, :1] / 100, lab[:, 1:]], 1)
 
-def _reference_samples(refs: list, target_L: torch.Tensor, samples: int, remap: bool, generator
+def _patches(L: torch.Tensor, side: int = 5) -> torch.Tensor:
+    "(H, W, side²): each pixel's side x side neighbourhood of (1, 1, H, W) `L` (borders replicated)."
+    H, W = L.shape[-2:]
+    return F.unfold(F.pad(L, [side // 2] * 4, mode="replicate"), side)[0].T.reshape(H, W, side * side)
+
+def _reference_samples(refs: list, target_L: torch.Tensor, samples: int, remap: bool, generator, patch: float = 0.0
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(S, 2) features (lightness, remapped if asked, its 5x5 deviation) and (S, 2) Lab chroma of one image's references."
+    ("(S, 2 or 27) features (lightness, remapped if asked, its 5x5 deviation; with `patch`, its 5x5 neighbourhood "
+     "times `patch`) and (S, 2) Lab chroma of one image's references.")
     mu, sd = target_L.mean(), target_L.std(correction=0)
     feats, chroma = [], []
     for ref in refs:
@@ -525,7 +531,8 @@ def _reference_samples(refs: list, target_L: torch.Tensor, samples: int, remap: 
         L = lab[:, :1]
         if remap: L = (L - L.mean()) * (sd / L.std(correction=0).clamp(min=1e-6)) + mu    # Welsh's remapping
         ys, xs = _jittered(*L.shape[-2:], max(1, samples // len(refs)), generator)
-        feats.append(torch.stack([L[0, 0, ys, xs], _local_std(L)[0, 0, ys, xs]], -1))
+        f = torch.stack([L[0, 0, ys, xs], _local_std(L)[0, 0, ys, xs]], -1)
+        feats.append(torch.cat([f, _patches(L)[ys, xs] * patch], -1) if patch else f)
         chroma.append(lab[0, 1:, ys, xs].T)
     return torch.cat(feats), torch.cat(chroma)
 
@@ -547,30 +554,37 @@ def _reference_lists(references, n: int) -> list[list[torch.Tensor]]:
         out.append(refs)
     return out
 
-def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator
+def _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator, patch=0.0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "(Lab lightness (B, 1, H, W) in [0, 1], Lab chroma (B, 2, H, W), match distance (B, 1, H, W)) of `transfer_colors`."
     gray = gray[:, :1].float()
     B, _, H, W = gray.shape
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     L = _lightness(gray.expand(-1, 3, -1, -1))[:, :1]
-    scale = torch.tensor([weight, 1 - weight]).sqrt().to(gray)
+    scale = torch.cat([torch.tensor([weight, 1 - weight]).sqrt(), torch.ones(25 if patch else 0)]).to(gray)
     ab, dist = gray.new_zeros(B, 2, H, W), gray.new_zeros(B, 1, H, W)
     for i, refs in enumerate(_reference_lists(references, B)):
-        feats, chroma = _reference_samples([r.float().cpu() for r in refs], L[i].cpu(), samples, remap, generator)
+        feats, chroma = _reference_samples([r.float().cpu() for r in refs], L[i].cpu(), samples, remap, generator,
+                                           patch)
         feats, chroma = feats.to(gray), chroma.to(gray)
-        pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1).reshape(-1, 2) * scale
-        pixels, inverse = _unique_rows(pixels)
+        pixels = torch.stack([L[i, 0], _local_std(L[i:i + 1])[0, 0]], -1)
+        if patch: pixels = torch.cat([pixels, _patches(L[i:i + 1]) * patch], -1)
+        pixels, inverse = _unique_rows(pixels.reshape(-1, len(scale)) * scale)
         dists, best = _nearest(pixels, feats * scale, min(neighbours, len(feats)), chunk)
+        # the distance (the model's sureness) stays that of lightness and deviation, with patches or without
+        if patch: dists = (pixels[:, None, :2] - (feats * scale)[best, :2]).norm(dim=-1)
         ab[i] = chroma[best[inverse]].mean(1).T.reshape(2, H, W)
         dist[i] = dists[inverse].mean(1).reshape(1, H, W)
     if median > 1: ab = _median(ab, median)
     return L, ab, dist
 
+
+# %% ../nbs/03_guidance.ipynb #4807c27a
 def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ("(rows, inverse): the distinct rows of (N, 2) float32 `x` and where each row of `x` is among them (`x` = "
-     "rows[inverse]). Pixels of equal features (paper, flat ink, flat tones: most of a page) are matched once; the "
-     "two floats' bits make one int64 key, far faster than `torch.unique(dim=0)`.")
+    ("(rows, inverse): the distinct rows of (N, d) float32 `x` and where each row of `x` is among them (`x` = "
+     "rows[inverse]). Pixels of equal features (paper, flat ink, flat tones: most of a page) are matched once; for "
+     "two features their floats' bits make one int64 key, far faster than `torch.unique(dim=0)`.")
+    if x.shape[1] != 2: return torch.unique(x, dim=0, return_inverse=True)
     bits = x.float().contiguous().view(torch.int32).long()
     keys, inverse = torch.unique((bits[:, 0] << 32) | (bits[:, 1] & 0xFFFFFFFF), return_inverse=True)
     rows = x.new_empty(len(keys), 2)
@@ -578,10 +592,11 @@ def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, inverse
 
 def _nearest(x: torch.Tensor, feats: torch.Tensor, k: int, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    ("(distances, indices), each (N, k): the k nearest rows of (S, 2) `feats` to each row of (N, 2) `x`, Euclidean. "
-     "One nearest on the CPU: a k-d tree over the distinct features, exact, ties to the first sample; otherwise "
+    ("(distances, indices), each (N, k): the k nearest rows of (S, d) `feats` to each row of (N, d) `x`, Euclidean. "
+     "One nearest of two features on the CPU: a k-d tree over the distinct features, exact, ties to the first sample; "
+     "otherwise "
      "`torch.cdist` in chunks of `chunk` rows (ties as `topk` breaks them).")
-    if k == 1 and x.device.type == "cpu":
+    if k == 1 and x.device.type == "cpu" and x.shape[1] == 2:
         distinct, first = np.unique(feats.float().numpy(), axis=0, return_index=True)
         d, j = cKDTree(distinct).query(x.float().numpy(), k=1)
         return torch.from_numpy(d).to(x)[:, None], torch.from_numpy(first[j])[:, None]
@@ -599,16 +614,18 @@ def transfer_colors(gray: torch.Tensor,                  # (B, 1, H, W) gray pag
                     neighbours: int = 1,                 # average the chroma of this many best matches (Welsh: 1)
                     chunk: int = 8192,                   # gray pixels per distance matrix
                     generator: torch.Generator | None = None,  # for the jittered samples; default seeded (0)
+                    # > 0: each pixel's 5x5 neighbourhood of lightness joins its features, times this (0: Welsh's two)
+                    patch: float = 0.0,
                    ) -> torch.Tensor:
     "(B, 3, H, W) RGB in [-1, 1]: the gray's lightness, the chroma of its best-matching reference pixels (Welsh 2002)."
-    L, ab, _ = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator)
+    L, ab, _ = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator, patch)
     return (lab_to_rgb(torch.cat([L * 100, ab], 1)) * 2 - 1).clamp(-1, 1)
 
 def transfer_chroma(gray: torch.Tensor, references, samples: int = 1500, weight: float = 0.5, median: int = 5,
                     remap: bool = False, neighbours: int = 1, chunk: int = 8192,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None, patch: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     ("(chroma ab/110 (B, 2, H, W), match distance (B, 1, H, W)) of `transfer_colors` (same options; `remap` off: "
      "better on another drawing's reference): what a reference-guided generator takes as input and residual base.")
-    _, ab, dist = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator)
+    _, ab, dist = _transfer_ab(gray, references, samples, weight, median, remap, neighbours, chunk, generator, patch)
     return ab / AB_SCALE, dist
 

@@ -293,6 +293,9 @@ REFERENCE_DEFAULTS = dict(reference_transfer=False,   # `transfer_chroma` (Welsh
                           reference_residual=False,   # ... and as the base the network's chroma is added to
                           reference_at=(4, 8),        # dense correspondence at these downsampling factors ((): none)
                           reference_samples=1500,     # reference pixels the transfer compares each page pixel with
+                          # > 0: the transfer's features gain each pixel's 5x5 neighbourhood of lightness, times this
+                          # (`transfer_chroma`'s `patch`); 0: Welsh's lightness and deviation alone
+                          reference_patch=0.0,
                           reference_dim=32,           # channels of the correspondence's queries and keys
                           # reference + hints: the spread counts where the transfer is unsure (base = w·spread +
                           # (1 - w)·transfer, w = spread sureness · √(1 - transfer sureness)); False: the spread
@@ -321,6 +324,8 @@ def _reference_setup(G: nn.Module, guidance: str | None, options: dict, out_ch: 
     G.reference_transfer = bool(o["reference_transfer"] and G.use_reference)
     G.reference_residual = bool(o["reference_residual"] and G.use_reference)
     G.reference_samples, G.reference_dim = int(o["reference_samples"]), int(o["reference_dim"])
+    G.reference_patch = float(o["reference_patch"])
+    if G.reference_patch < 0: raise UserError(f"reference_patch is a weight >= 0, got {G.reference_patch}")
     G.reference_hint_gate = bool(o["reference_hint_gate"] and G.use_reference)
     G.reference_siamese = bool(o["reference_siamese"] and G.use_reference)
     G.attention_cells = ATTENTION_CELLS           # an inference setting, not in the config: set None for no shrinking
@@ -578,7 +583,7 @@ def _transfer(G: UNetGenerator, gray: torch.Tensor, rgb: torch.Tensor, present: 
             and torch.equal(memo[1], rgb):
         return memo[2]
     with torch.autocast(gray.device.type, enabled=False):
-        out = transfer_chroma(gray, rgb, samples=G.reference_samples, remap=False)
+        out = transfer_chroma(gray, rgb, samples=G.reference_samples, remap=False, patch=G.reference_patch)
     if not G.training: G.__dict__["_transfer_memo"] = (gray.clone(), rgb.clone(), out)
     return out
 
