@@ -1,5 +1,6 @@
 """Which features make the example-based transfer find a character's colours in another picture (issue 23, the
-same-character target; an exploration, not yet in the package). Welsh et al. (2002) match each gray pixel to a reference
+same-character target; an exploration with its own code: the package's `transfer_colors(..., patch=)` samples the
+reference as Welsh does and has no layout prior). Welsh et al. (2002) match each gray pixel to a reference
 pixel by lightness and its 5x5 deviation (`guidance.transfer_colors`). Here the same nearest-neighbour transfer
 compares every reference pixel (not a jittered sample) with features added:
 - `patch`: the 5x5 neighbourhood of lightness itself (25 values, weight 0.1), the local drawing around the pixel;

@@ -594,8 +594,7 @@ def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _nearest(x: torch.Tensor, feats: torch.Tensor, k: int, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     ("(distances, indices), each (N, k): the k nearest rows of (S, d) `feats` to each row of (N, d) `x`, Euclidean. "
      "One nearest of two features on the CPU: a k-d tree over the distinct features, exact, ties to the first sample; "
-     "otherwise "
-     "`torch.cdist` in chunks of `chunk` rows (ties as `topk` breaks them).")
+     "otherwise `torch.cdist` in chunks of `chunk` rows (ties as `topk` breaks them).")
     if k == 1 and x.device.type == "cpu" and x.shape[1] == 2:
         distinct, first = np.unique(feats.float().numpy(), axis=0, return_index=True)
         d, j = cKDTree(distinct).query(x.float().numpy(), k=1)
