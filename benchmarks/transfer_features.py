@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from manga_colorization import models
 from manga_colorization.core import AB_SCALE, lab_to_rgb, rgb_to_gray
 from manga_colorization.experiments.bench import machine_info
 from manga_colorization.experiments.reference_study import _metrics, _pictures, colour_targets
-from manga_colorization.guidance import _lightness, _local_std, _median, augmented_reference, transfer_colors
+from manga_colorization.guidance import (_lightness, _local_std, _median, _patches, augmented_reference,
+                                         transfer_colors)
 from manga_colorization.runs import load_generator, shipped_path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,7 +52,7 @@ def _features(L: torch.Tensor, patch: float, layout: float) -> torch.Tensor:
     "(H·W, d): lightness and 5x5 deviation (weights √0.5 each, as `transfer_colors`), then the added features."
     H, W = L.shape
     parts = [torch.stack([L, _local_std(L[None, None])[0, 0]], -1) * 0.5 ** 0.5]
-    if patch: parts.append(F.unfold(F.pad(L[None, None], [2] * 4, mode="replicate"), 5)[0].T.reshape(H, W, 25) * patch)
+    if patch: parts.append(_patches(L[None, None]) * patch)
     if layout: parts.append(_layout(L) * layout)
     return torch.cat(parts, -1).reshape(H * W, -1)
 
